@@ -1,0 +1,326 @@
+"""``genscom bench retrieval``: text-video retrieval over a channel (shared PROTOCOL.md).
+
+The transmitter sends each gallery clip with a scheme; the receiver builds its
+gallery from what it received (embeddings, or decoded pixels re-encoded by the
+same perception encoder); queries are captions encoded cleanly at the
+receiver. Metrics: t2v / v2t R@1/5/10, MdR, MnR and RSUM, mean and 95%
+interval over channel realisations. Every scheme runs through the same
+:meth:`genscom.schemes.base.Scheme.deliver` loop; none is special-cased.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from genscom.bench.results import Record, make_meta, markdown_table, plot_metric_vs_snr, render_table, write_results
+
+logger = logging.getLogger(__name__)
+
+FULL_SNRS = tuple(-10.0 + 2.5 * i for i in range(13))  # -10 .. 20 dB, step 2.5
+QUICK_SNRS = (-10.0, -5.0, 0.0, 5.0, 10.0, 20.0)
+
+
+@dataclass
+class SchemeSpec:
+    """A scheme to benchmark: registered ``name`` plus constructor ``kwargs``."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def default_schemes(mcs: str = "qpsk-1/2") -> list[SchemeSpec]:
+    return [
+        SchemeSpec("semantic-analog"),
+        SchemeSpec("digital-embedding", {"fmt": "float16", "mcs": mcs, "fidelity": "auto"}),
+        SchemeSpec("jpeg-ldpc", {"quality": 50, "mcs": mcs}),
+        SchemeSpec("h264-ldpc", {"crf": 28, "mcs": mcs}),
+    ]
+
+
+@dataclass
+class RetrievalBenchConfig:
+    """Options of the retrieval benchmark.
+
+    ``n_items``/``snrs``/``realisations`` of ``None`` take the full or quick
+    defaults (full: 1000 items, -10..20 dB step 2.5, 5 realisations; quick: 200
+    items, 6 SNRs, 2 realisations, AWGN only unless ``channels`` is given).
+    """
+
+    dataset: str = "synthetic"
+    profile: str = "mini"
+    n_items: int | None = None
+    channels: tuple[str, ...] | None = None
+    snrs: tuple[float, ...] | None = None
+    realisations: int | None = None
+    seed: int = 0
+    quick: bool = False
+    mcs: str = "qpsk-1/2"
+    equal_uses: bool = True  # add a semantic row at the H.264 baseline's channel uses
+    out_dir: str = "results/retrieval"
+    device: str = "cpu"
+    batch_size: int = 64
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n_items is None:
+            self.n_items = 200 if self.quick else 1000
+        if self.channels is None:
+            self.channels = ("awgn",) if self.quick else ("awgn", "rayleigh")
+        if self.snrs is None:
+            self.snrs = QUICK_SNRS if self.quick else FULL_SNRS
+        if self.realisations is None:
+            self.realisations = 2 if self.quick else 5
+        if self.n_items < 2:
+            raise ValueError(f"n_items must be >= 2 for retrieval, got {self.n_items}")
+        if self.realisations < 1:
+            raise ValueError(f"realisations must be >= 1, got {self.realisations}")
+        for s in self.snrs:
+            if not math.isfinite(float(s)):
+                raise ValueError(f"snrs must be finite dB values, got {s!r}")
+
+
+def _similarity_faiss(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    """Inner-product scores of every query against every gallery item through a FAISS flat index.
+
+    ``queries [n_text, d]``, ``gallery [n_items, d]`` (both L2-normalised) -> ``[n_text, n_items]``.
+    """
+    import faiss
+    import numpy as np
+
+    g = np.ascontiguousarray(gallery.detach().float().cpu().numpy())
+    q = np.ascontiguousarray(queries.detach().float().cpu().numpy())
+    index = faiss.IndexFlatIP(g.shape[1])
+    index.add(g)
+    scores, ids = index.search(q, g.shape[0])
+    sim = np.empty_like(scores)
+    np.put_along_axis(sim, ids, scores, axis=1)
+    return torch.from_numpy(sim)
+
+
+def embed_delivered(delivered: Any, encode_clips: Callable[[torch.Tensor], torch.Tensor],
+                    clean_cache: dict[int, torch.Tensor], dim: int) -> torch.Tensor:
+    """Turn a :class:`Delivered` into gallery embeddings ``[B, d]``.
+
+    Pixels are re-encoded by the receiver's encoder (clean decodes cached by
+    item); failed items get the mean of the successfully received embeddings
+    (PROTOCOL.md's failure rule), or zeros if nothing was received.
+    """
+    if delivered.embeddings is not None:
+        return delivered.embeddings.float()
+    frames = delivered.frames
+    clean = delivered.extras.get("clean") or [False] * len(frames)
+    out = torch.zeros(len(frames), dim)
+    ok = torch.zeros(len(frames), dtype=torch.bool)
+    todo = []
+    for i, f in enumerate(frames):
+        if f is None:
+            continue
+        ok[i] = True
+        if clean[i] and i in clean_cache:
+            out[i] = clean_cache[i]
+        else:
+            todo.append(i)
+    # group by frame count so clips of equal length encode in one batch
+    by_len: dict[int, list[int]] = {}
+    for i in todo:
+        by_len.setdefault(int(frames[i].shape[0]), []).append(i)
+    for idx in by_len.values():
+        emb = encode_clips(torch.stack([frames[i] for i in idx])).float().cpu()
+        for j, i in enumerate(idx):
+            out[i] = emb[j]
+            if clean[i]:
+                clean_cache[i] = emb[j]
+    if ok.any() and (~ok).any():
+        mean = out[ok].mean(dim=0)
+        out[~ok] = mean / mean.norm().clamp_min(1e-12)
+    return out
+
+
+def _aggregate(runs: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    from genscom.metrics.stats import mean_ci95
+
+    keys = runs[0].keys()
+    means, cis = {}, {}
+    for k in keys:
+        m, h = mean_ci95([r[k] for r in runs])
+        means[k], cis[k] = float(m), float(h)
+    return means, cis
+
+
+def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console: Any = None,
+                        schemes: list[SchemeSpec] | None = None) -> dict[str, Any]:
+    """Run the benchmark; write ``retrieval.json``, ``retrieval_r1.png`` and ``retrieval.md`` to ``cfg.out_dir``.
+
+    Returns a dict with the records, the output paths and the overhead reduction.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from genscom.channels.registry import create_channel
+    from genscom.data import create_dataset
+    from genscom.encoders import create_encoder
+    from genscom.metrics.retrieval import retrieval_metrics
+    from genscom.schemes import SourceBatch, create_scheme
+
+    console = console or Console()
+    schemes = schemes if schemes is not None else default_schemes(cfg.mcs)
+    out_dir = Path(cfg.out_dir)
+    device = torch.device(cfg.device)
+
+    console.print(f"[bold]retrieval benchmark[/] dataset={cfg.dataset} profile={cfg.profile} "
+                  f"N={cfg.n_items} channels={','.join(cfg.channels)} SNRs={list(cfg.snrs)} "
+                  f"realisations={cfg.realisations}")
+    ds = create_dataset(cfg.dataset, split="test", n_items=cfg.n_items, seed=cfg.seed, **cfg.dataset_kwargs)
+    frames = ds.stacked_frames()
+    captions, text_to_item = ds.all_captions()
+    encoder = create_encoder(cfg.profile, device=device)
+    encoder.eval()
+
+    def encode_clips(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return encoder.encode_clips(x.to(device), batch_size=cfg.batch_size).cpu()
+
+    with torch.no_grad():
+        text_emb = encoder.encode_text(captions, batch_size=cfg.batch_size).float().cpu()
+    clean_emb = encode_clips(frames).float()
+    dim = clean_emb.shape[1]
+    source_dim = int(frames[0].numel())  # H x W x 3 x frames
+    batch = SourceBatch(frames=frames, embeddings=clean_emb)
+
+    def metrics_of(gallery: torch.Tensor) -> dict[str, float]:
+        return retrieval_metrics(_similarity_faiss(text_emb, gallery), text_to_item)
+
+    records: list[Record] = []
+    upper = metrics_of(clean_emb)
+    records.append(Record(scheme="noiseless", channel="none", snr_db=None, channel_uses=0, bits=None,
+                          cbr=0.0, failure_rate=0.0, metrics=upper, ci95={},
+                          extra={"note": f"clean {cfg.profile} embeddings (upper bound)"}))
+    chance_r1 = 1.0 / cfg.n_items
+
+    instances = [(spec, create_scheme(spec.name, **spec.kwargs)) for spec in schemes]
+    payloads = {}
+    for spec, scheme in instances:
+        payloads[scheme.name] = scheme.transmit(batch, generator=torch.Generator().manual_seed(cfg.seed))
+
+    total = len(instances) * len(cfg.channels) * len(cfg.snrs) * cfg.realisations
+    baseline_uses: dict[str, float] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task("sending", total=total)
+        for spec, scheme in instances:
+            payload = payloads[scheme.name]
+            clean_cache: dict[int, torch.Tensor] = {}
+            for ch_name in cfg.channels:
+                channel = create_channel(ch_name)
+                for snr in cfg.snrs:
+                    runs, uses, fails, bits = [], [], [], []
+                    for r in range(cfg.realisations):
+                        progress.update(task, description=f"{scheme.name:>28} {ch_name:>8} {snr:+6.1f} dB")
+                        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r * 7919 + int(snr * 10) + 17)
+                        delivered = scheme.deliver(payload, channel, float(snr), generator=g)
+                        gallery = embed_delivered(delivered, encode_clips, clean_cache, dim)
+                        runs.append(metrics_of(gallery))
+                        uses.append(float(delivered.channel_uses.float().mean()))
+                        fails.append(float(delivered.failed.float().mean()))
+                        pb = payload.extras.get("payload_bits")
+                        if pb is not None:
+                            bits.append(float(pb.float().mean() + payload.side_bits.float().mean()))
+                        elif "bits" in payload.extras:
+                            bits.append(float(payload.extras["bits"].shape[1]))
+                        progress.advance(task)
+                    means, cis = _aggregate(runs)
+                    mean_uses = sum(uses) / len(uses)
+                    records.append(Record(scheme=scheme.name, channel=ch_name, snr_db=float(snr),
+                                          channel_uses=mean_uses, bits=(sum(bits) / len(bits)) if bits else None,
+                                          cbr=mean_uses / source_dim, failure_rate=sum(fails) / len(fails),
+                                          metrics=means, ci95=cis,
+                                          extra={"scheme_kwargs": spec.kwargs}))
+                    if spec.name == "h264-ldpc":
+                        baseline_uses[ch_name] = max(baseline_uses.get(ch_name, 0.0), mean_uses)
+
+        # equal channel uses: the semantic embedding repeated to the H.264 baseline's channel uses
+        if cfg.equal_uses and baseline_uses:
+            analog_uses = int(math.ceil(dim / 2))
+            target = max(baseline_uses.values())
+            repeat = max(1, int(round(target / analog_uses)))
+            scheme = create_scheme("semantic-analog", repeat=repeat)
+            payload = scheme.transmit(batch)
+            task2 = progress.add_task("equal channel uses", total=len(cfg.channels) * len(cfg.snrs) * cfg.realisations)
+            for ch_name in cfg.channels:
+                channel = create_channel(ch_name)
+                for snr in cfg.snrs:
+                    runs = []
+                    for r in range(cfg.realisations):
+                        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r * 7919 + int(snr * 10) + 29)
+                        delivered = scheme.deliver(payload, channel, float(snr), generator=g)
+                        runs.append(metrics_of(delivered.embeddings))
+                        progress.advance(task2)
+                    means, cis = _aggregate(runs)
+                    uses_i = float(payload.channel_uses.float().mean())
+                    records.append(Record(scheme=scheme.name, channel=ch_name, snr_db=float(snr), channel_uses=uses_i,
+                                          bits=None, cbr=uses_i / source_dim, failure_rate=0.0, metrics=means,
+                                          ci95=cis, extra={"note": "equal channel uses with h264-ldpc (repetition)"}))
+
+    overhead = overhead_reduction(records)
+    meta = make_meta(command=command, seed=cfg.seed, dataset=cfg.dataset, n_items=cfg.n_items, profile=cfg.profile,
+                     quick=cfg.quick, channels=list(cfg.channels), snrs=list(cfg.snrs),
+                     realisations=cfg.realisations, mcs=cfg.mcs, source_dim=source_dim, n_queries=len(captions),
+                     chance_t2v_R1=chance_r1, overhead_reduction=overhead)
+    json_path = write_results(out_dir / "retrieval.json", "retrieval", meta, records)
+
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    styles: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if rec.snr_db is None:
+            continue
+        label = f"{rec.scheme} ({rec.channel}, {rec.channel_uses:.0f} ch. uses)"
+        xs, ys = series.setdefault(label, ([], []))
+        xs.append(rec.snr_db)
+        ys.append(rec.metrics["t2v_R@1"])
+        styles[label] = {"ls": "-" if rec.channel == "awgn" else "--"}
+    png = plot_metric_vs_snr(series, out_dir / "retrieval_r1.png", ylabel="text-to-video R@1",
+                             title=f"{cfg.dataset} test N={cfg.n_items}, profile {cfg.profile}",
+                             styles=styles, hlines={"noiseless": upper["t2v_R@1"], "chance": chance_r1})
+    columns = ["scheme", "channel", "snr_db", "channel_uses", "cbr", "failure_rate", "t2v_R@1", "t2v_R@5",
+               "t2v_R@10", "t2v_MdR", "v2t_R@1", "RSUM"]
+    console.print(render_table(records, columns, title="text-video retrieval over the channel"))
+    for ch, row in overhead.items():
+        console.print(f"overhead reduction vs h264-ldpc on {ch}: {row}")
+    md = markdown_table(records, columns)
+    from genscom.utils import atomic_write_text
+
+    atomic_write_text(out_dir / "retrieval.md", md + "\n")
+    console.print(f"wrote {json_path}, {png}")
+    return {"records": records, "json": json_path, "png": png, "overhead_reduction": overhead}
+
+
+def overhead_reduction(records: list[Record], *, semantic: str = "semantic-analog",
+                       baseline: str = "h264-ldpc") -> dict[str, dict[str, Any]]:
+    """PROTOCOL.md: ``1 - semantic_uses / baseline_uses`` over the SNRs where the semantic R@1 is >= the baseline's.
+
+    Returned per channel: the reduction, and the SNRs at which it holds (the
+    semantic scheme must be at least as accurate there).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    by_key = {(r.scheme, r.channel, r.snr_db): r for r in records}
+    channels = sorted({r.channel for r in records if r.scheme == baseline})
+    for ch in channels:
+        snrs, ratios = [], []
+        for (s, c, snr), rb in by_key.items():
+            if s != baseline or c != ch:
+                continue
+            rs = by_key.get((semantic, ch, snr))
+            if rs is None or not rb.channel_uses:
+                continue
+            if rs.metrics["t2v_R@1"] >= rb.metrics["t2v_R@1"]:
+                snrs.append(snr)
+                ratios.append(1.0 - rs.channel_uses / rb.channel_uses)
+        out[ch] = {"reduction": (sum(ratios) / len(ratios)) if ratios else None,
+                   "snrs_where_semantic_at_least_as_accurate": sorted(snrs)}
+    return out

@@ -1,0 +1,14 @@
+"""Every way of sending is a :class:`Scheme`; importing this package registers the built-in ones."""
+
+from genscom.schemes import analog, classic, digital  # noqa: F401  (registration)
+from genscom.schemes.base import (
+    Delivered,
+    Payload,
+    Scheme,
+    SourceBatch,
+    create_scheme,
+    list_schemes,
+    register_scheme,
+)
+
+__all__ = ["Delivered", "Payload", "Scheme", "SourceBatch", "create_scheme", "list_schemes", "register_scheme"]

@@ -1,0 +1,106 @@
+"""Semantic schemes that send the embedding itself as analog symbols.
+
+``noiseless``: the clean embedding, no channel (the upper bound of every table).
+``semantic-analog``: the L2-normalised embedding packed two reals per channel
+use, scaled to unit average energy per complex symbol, optionally repeated
+``repeat`` times (bandwidth expansion for equal-channel-use comparisons; the
+receiver averages the equalised copies, a ``10 log10(repeat)`` dB gain).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from genscom.channels.base import ChannelOutput
+from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch, register_scheme
+
+
+def equalize_received(received: ChannelOutput, *, method: Literal["zf", "mmse"] = "mmse") -> torch.Tensor:
+    """Equalise a channel output with the CSI it carries (``h=None`` -> AWGN, nothing to undo).
+
+    Returns ``[..., n]`` complex symbol estimates. Fading receivers here use the
+    true ``h`` (perfect CSI); pilot-estimated CSI lives in
+    :mod:`genscom.channels.sensing`.
+    """
+    if received.h is None:
+        return received.y
+    from genscom.channels.fading import equalize
+
+    x_hat, _ = equalize(received.y, received.h, received.noise_var, method)
+    return x_hat
+
+
+def _require_embeddings(batch: SourceBatch, scheme: str) -> torch.Tensor:
+    if batch.embeddings is None:
+        raise ValueError(f"scheme {scheme!r} sends embeddings; build the SourceBatch with embeddings=[B, d]")
+    return batch.embeddings
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+@register_scheme("noiseless")
+class NoiselessScheme(Scheme):
+    """The clean embedding delivered exactly: the upper bound row. Costs 0 channel uses (not a real link)."""
+
+    name = "noiseless"
+
+    def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
+        emb = _require_embeddings(batch, self.name)
+        zeros = torch.zeros(len(emb), dtype=torch.int64)
+        return Payload(symbols=None, channel_uses=zeros, side_bits=zeros.clone(), extras={"embeddings": emb})
+
+    def receive(self, received: ChannelOutput | None, payload: Payload, *,
+                generator: torch.Generator | None = None) -> Delivered:
+        emb = payload.extras["embeddings"]
+        return Delivered(embeddings=_unit(emb.float()), frames=None,
+                         failed=torch.zeros(len(emb), dtype=torch.bool), channel_uses=payload.channel_uses)
+
+
+@register_scheme("semantic-analog")
+class SemanticAnalogScheme(Scheme):
+    """Embedding ``[B, d]`` -> ``ceil(d/2) * repeat`` complex symbols with unit average energy.
+
+    Args:
+        repeat: integer bandwidth expansion (>= 1).
+        equalizer: ``"mmse"`` or ``"zf"`` for fading channels (perfect CSI).
+
+    No side information: the receiver knows ``d`` and ``repeat`` by convention.
+    """
+
+    name = "semantic-analog"
+
+    def __init__(self, *, repeat: int = 1, equalizer: Literal["zf", "mmse"] = "mmse") -> None:
+        if not isinstance(repeat, int) or repeat < 1:
+            raise ValueError(f"repeat must be an integer >= 1, got {repeat!r}")
+        if equalizer not in ("zf", "mmse"):
+            raise ValueError(f"equalizer must be 'zf' or 'mmse', got {equalizer!r}")
+        self.repeat = repeat
+        self.equalizer = equalizer
+        if repeat > 1:
+            self.name = f"semantic-analog-x{repeat}"
+
+    def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
+        emb = _unit(_require_embeddings(batch, self.name).float())
+        b, d = emb.shape
+        if d % 2:
+            emb = torch.nn.functional.pad(emb, (0, 1))
+        n = emb.shape[1] // 2
+        sym = torch.complex(emb[:, :n], emb[:, n:]) * (n ** 0.5)  # unit-norm vector -> mean |s|^2 = 1
+        sym = sym.repeat(1, self.repeat)
+        uses = torch.full((b,), sym.shape[1], dtype=torch.int64)
+        return Payload(symbols=sym, channel_uses=uses, side_bits=torch.zeros(b, dtype=torch.int64),
+                       extras={"dim": d, "repeat": self.repeat})
+
+    def receive(self, received: ChannelOutput | None, payload: Payload, *,
+                generator: torch.Generator | None = None) -> Delivered:
+        assert payload.symbols is not None
+        x_hat = payload.symbols if received is None else equalize_received(received, method=self.equalizer)
+        b = x_hat.shape[0]
+        x_hat = x_hat.reshape(b, self.repeat, -1).mean(dim=1)
+        emb = torch.cat([x_hat.real, x_hat.imag], dim=-1)[:, : payload.extras["dim"]]
+        return Delivered(embeddings=_unit(emb.float()), frames=None,
+                         failed=torch.zeros(b, dtype=torch.bool), channel_uses=payload.channel_uses)

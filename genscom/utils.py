@@ -1,0 +1,120 @@
+"""Small shared helpers: atomic file writes, config loading, input checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+C = TypeVar("C")
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temp file then rename, so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_config(cls: type[C], source: str | os.PathLike[str] | dict[str, Any] | None = None, **overrides: Any) -> C:
+    """Build config dataclass ``cls`` from a YAML/JSON file or dict, then apply ``overrides``.
+
+    Unknown keys raise ``ValueError`` naming the key and the known fields.
+    YAML is read with ``yaml.safe_load``.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"cls must be a dataclass type, got {cls!r}")
+    data: dict[str, Any] = {}
+    if isinstance(source, dict):
+        data = dict(source)
+    elif source is not None:
+        p = Path(source)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {str(p)!r} does not exist; pass an existing .yaml or .json path")
+        text = p.read_text(encoding="utf-8")
+        try:
+            if p.suffix.lower() == ".json":
+                data = json.loads(text)
+            else:
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+        except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
+            raise ValueError(f"could not parse config file {str(p)!r}: {exc}. Fix the syntax and retry.") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {str(p)!r} must hold a mapping of field: value, got {type(data).__name__}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} for {cls.__name__}; known fields: {sorted(names)}")
+    return cls(**data)
+
+
+def check_snr_db(snr_db: Any, name: str = "snr_db") -> torch.Tensor:
+    """Return ``snr_db`` as a float tensor, raising ``ValueError`` on NaN/inf and ``TypeError`` on non-numbers."""
+    if isinstance(snr_db, torch.Tensor):
+        t = snr_db
+        if t.is_complex():
+            raise TypeError(f"{name} must be real (dB), got a complex tensor")
+        t = t.to(torch.float32) if not t.is_floating_point() else t
+    elif isinstance(snr_db, (int, float)) and not isinstance(snr_db, bool):
+        if not math.isfinite(float(snr_db)):
+            raise ValueError(f"{name} must be a finite number of dB, got {snr_db!r}; pass e.g. 10.0")
+        t = torch.tensor(float(snr_db))
+    else:
+        try:
+            t = torch.as_tensor(snr_db, dtype=torch.float32)
+        except Exception as exc:
+            raise TypeError(f"{name} must be a number or a real tensor of dB values, got {type(snr_db).__name__}") from exc
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite (dB), got non-finite values {t.flatten()[:4].tolist()}; unknown SNR must be estimated first (genscom.channels.sensing)")
+    return t
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

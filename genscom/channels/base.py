@@ -8,6 +8,7 @@ after :func:`genscom.channels.power.normalize_power`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,14 +64,33 @@ def snr_to_noise_var(snr_db: torch.Tensor | float, x: torch.Tensor, signal_power
         batch = x.shape[:-1]
         if snr.shape != batch and snr.numel() != 1:
             try:
-                torch.broadcast_shapes(snr.shape, batch)
-            except RuntimeError as exc:
+                ok = torch.broadcast_shapes(snr.shape, batch) == batch
+            except RuntimeError:
+                ok = False
+            if not ok:
                 raise ValueError(
                     f"snr_db has shape {tuple(snr.shape)} but the symbols' batch shape is {tuple(batch)}; "
-                    "pass a scalar or one SNR per item"
-                ) from exc
+                    "pass a scalar or one SNR per item (shape x.shape[:-1])"
+                )
         snr = snr.reshape(*snr.shape, 1) if snr.numel() != 1 else snr.reshape(())
     return signal_power * torch.pow(10.0, -snr / 10.0)
+
+
+def check_signal_power(signal_power: float | str, name: str = "signal_power") -> float | str:
+    """Validate a channel's ``signal_power`` argument: a positive finite number or ``"measured"``."""
+    ok_num = (isinstance(signal_power, (int, float)) and not isinstance(signal_power, bool)
+              and math.isfinite(signal_power) and signal_power > 0)
+    if not (signal_power == "measured" or ok_num):
+        raise ValueError(f"{name} must be a positive number or 'measured', got {signal_power!r}")
+    return signal_power
+
+
+def signal_energy(x: torch.Tensor, signal_power: float | str) -> torch.Tensor | float:
+    """``Es`` used to set ``N0``: the given number, or the detached mean ``|x|^2`` per item
+    (shape ``[..., 1]``) when ``signal_power == "measured"``."""
+    if signal_power == "measured":
+        return x.detach().abs().pow(2).mean(dim=-1, keepdim=True)
+    return float(signal_power)
 
 
 def complex_noise(shape: torch.Size | tuple[int, ...], noise_var: torch.Tensor, *, dtype: torch.dtype,

@@ -1,0 +1,356 @@
+r"""Channel adapter: a learned, channel-aware map embedding -> ``k`` complex symbols -> embedding.
+
+Architecture (all sizes in :class:`AdapterConfig`)::
+
+    sensing  s = clamp(snr_db, snr_range) / 10  --MLP-->  c  [B, cond_dim]
+
+    TX  e [B, d] -> Linear -> depth x FiLMBlock(c) -> LN -> Linear -> z [B, 2k] -> k complex symbols
+                                                    \-> Linear -> sigmoid -> importance [B, G]
+        kept symbols (prefix or importance >= mu) scaled to unit average energy per item
+
+    channel  y = h x + n   (AWGN: h = 1; block fading: h per coherence block), n ~ CN(0, N0)
+
+    RX  MMSE equalise with the true h (perfect CSI) -> x_hat [B, k]; missing positions <- mask token
+        features per symbol [Re x_hat, Im x_hat, |h|, sent flag] [B, 4k] -> Linear -> depth x FiLMBlock(c)
+        -> LN -> Linear -> L2 normalise -> e_hat [B, d]
+
+``FiLMBlock(c)``: ``h + Linear(GELU((1 + gamma(c)) * LN(h) + beta(c)))``, a pre-norm residual
+MLP block whose normalised activations are scaled and shifted by the sensing vector (FiLM).
+Both halves see the SNR (the transmitter through sensing feedback, the receiver
+through its estimate; here the set SNR is used as perfect sensing). The receiver
+also sees ``|h|`` per symbol (1 for AWGN, 0 for positions not received).
+
+Power: each item's **sent** symbols have unit average energy, ``mean_{sent}|x|^2 = 1``,
+so ``Es/N0 = snr_db`` holds per channel use (PROTOCOL.md).
+
+Weights are files with a config beside them: :meth:`ChannelAdapter.save_pretrained` writes
+``model.safetensors`` + ``config.json``; :meth:`ChannelAdapter.from_pretrained` reads them.
+
+Example:
+    >>> cfg = AdapterConfig(dim=16, k=8, hidden=32, depth=1, group_size=2)
+    >>> ad = build_adapter(cfg, seed=0)
+    >>> out = ad(torch.randn(4, 16), 0.0, channel=AWGNChannel(), generator=torch.Generator().manual_seed(0))
+    >>> out.embeddings.shape, out.symbols.shape
+    (torch.Size([4, 16]), torch.Size([4, 8]))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genscom.adaptation import extraction as X
+from genscom.channels.base import Channel, ChannelOutput
+from genscom.utils import atomic_write_json, check_snr_db
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+Equalizer = Literal["zf", "mmse"]
+
+
+@dataclass
+class AdapterConfig:
+    """Shape of a :class:`ChannelAdapter` (saved as ``config.json`` beside the weights)."""
+
+    dim: int = 384                   # embedding dimension d (mini profile: 384)
+    k: int = 192                     # complex symbols (channel uses) at full rate; prefixes give any k' <= k
+    hidden: int = 512                # width of both MLP trunks
+    depth: int = 2                   # FiLM residual blocks per side
+    group_size: int = 8              # symbols per importance group (bitmap has k / group_size bits)
+    cond_dim: int = 64               # width of the sensing (SNR) embedding
+    snr_range_db: tuple[float, float] = (-10.0, 20.0)  # sensing input is clamped to the trained range
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "k", "hidden", "depth", "group_size", "cond_dim"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}"
+                                 + ("; k is the number of complex channel uses, e.g. k=64" if name == "k" else ""))
+        if self.k % self.group_size:
+            raise ValueError(f"k={self.k} must be a multiple of group_size={self.group_size} "
+                             "(each importance group holds group_size symbols)")
+        lo, hi = (float(v) for v in self.snr_range_db)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"snr_range_db must be (low, high) finite dB with low < high, got {self.snr_range_db!r}")
+        self.snr_range_db = (lo, hi)
+
+    @property
+    def n_groups(self) -> int:
+        """``G = k / group_size``: importance groups (bits of the bitmap)."""
+        return self.k // self.group_size
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["snr_range_db"] = list(self.snr_range_db)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AdapterConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown AdapterConfig field(s) {unknown}; known: {sorted(names)}")
+        d = dict(d)
+        if "snr_range_db" in d:
+            d["snr_range_db"] = tuple(d["snr_range_db"])
+        return cls(**d)
+
+
+class FiLMBlock(nn.Module):
+    """Pre-norm residual MLP block modulated by the sensing vector: ``h + W2 GELU(W1((1+g) LN(h) + b))``."""
+
+    def __init__(self, width: int, cond_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.film = nn.Linear(cond_dim, 2 * width)
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.film(c).chunk(2, dim=-1)  # [B, width] each
+        u = self.norm(h) * (1.0 + gamma) + beta
+        return h + self.fc2(F.gelu(self.fc1(u)))
+
+
+class Sensing(nn.Module):
+    """SNR in dB ``[B]`` -> conditioning vector ``[B, cond_dim]`` (input clamped to ``snr_range_db``, / 10)."""
+
+    def __init__(self, cond_dim: int, snr_range_db: tuple[float, float]) -> None:
+        super().__init__()
+        self.lo, self.hi = snr_range_db
+        self.net = nn.Sequential(nn.Linear(2, cond_dim), nn.GELU(), nn.Linear(cond_dim, cond_dim))
+
+    def forward(self, snr_db: torch.Tensor) -> torch.Tensor:
+        s = snr_db.clamp(self.lo, self.hi) / 10.0
+        return self.net(torch.stack([s, torch.tanh(s)], dim=-1))
+
+
+@dataclass
+class AdapterOutput:
+    """Result of :meth:`ChannelAdapter.forward`.
+
+    Attributes:
+        embeddings: ``[B, d]`` received embeddings (L2-normalised).
+        symbols: ``[B, k]`` complex transmitted symbols (zeros where not sent).
+        keep: ``[B, k]`` bool, the positions sent.
+        importance: ``[B, G]`` importance weights in ``[0, 1]``.
+        channel_uses: ``[B]`` int64 data symbols sent (side information not included).
+        received: the :class:`ChannelOutput` of the compacted stream, or ``None`` (noiseless).
+    """
+
+    embeddings: torch.Tensor
+    symbols: torch.Tensor
+    keep: torch.Tensor
+    importance: torch.Tensor
+    channel_uses: torch.Tensor
+    received: ChannelOutput | None
+
+
+def _snr_vector(snr_db: Any, batch: int, device: torch.device) -> torch.Tensor:
+    t = check_snr_db(snr_db).to(device=device, dtype=torch.float32)
+    if t.dim() == 0 or t.numel() == 1:
+        return t.reshape(()).expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(f"snr_db must be a number or a [B]={batch} tensor of dB values, got shape {tuple(t.shape)}")
+    return t
+
+
+class ChannelAdapter(nn.Module):
+    """SNR/CSI-conditioned encoder (``d -> k`` complex symbols) and decoder (``k -> d``), plus importance head.
+
+    See the module docstring for the architecture. Inputs/outputs are float32 on
+    the module's device; symbols are complex64.
+    """
+
+    def __init__(self, config: AdapterConfig) -> None:
+        super().__init__()
+        if not isinstance(config, AdapterConfig):
+            raise TypeError(f"config must be an AdapterConfig, got {type(config).__name__}")
+        self.config = config
+        c, h = config.cond_dim, config.hidden
+        self.tx_sense = Sensing(c, config.snr_range_db)
+        self.rx_sense = Sensing(c, config.snr_range_db)
+        self.tx_in = nn.Linear(config.dim, h)
+        self.tx_blocks = nn.ModuleList(FiLMBlock(h, c) for _ in range(config.depth))
+        self.tx_norm = nn.LayerNorm(h)
+        self.tx_out = nn.Linear(h, 2 * config.k)
+        self.importance_head = nn.Linear(h, config.n_groups)
+        self.mask_token = nn.Parameter(torch.zeros(config.k, 2))  # learned (Re, Im) per symbol position
+        self.rx_in = nn.Linear(4 * config.k, h)
+        self.rx_blocks = nn.ModuleList(FiLMBlock(h, c) for _ in range(config.depth))
+        self.rx_norm = nn.LayerNorm(h)
+        self.rx_out = nn.Linear(h, config.dim)
+
+    # ------------------------------------------------------------------ transmitter
+    def encode(self, emb: torch.Tensor, snr_db: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``emb [B, d]`` float, ``snr_db`` number or ``[B]`` -> ``(z [B, k] complex64, importance [B, G])``.
+
+        ``z`` is not yet power-normalised (see :meth:`normalize`).
+        """
+        self._check_emb(emb)
+        b = emb.shape[0]
+        cond = self.tx_sense(_snr_vector(snr_db, b, emb.device))
+        e = F.normalize(emb.float(), dim=-1) * math.sqrt(self.config.dim)  # unit-variance features
+        h = self.tx_in(e)
+        for blk in self.tx_blocks:
+            h = blk(h, cond)
+        h = self.tx_norm(h)
+        z = self.tx_out(h)  # [B, 2k]
+        k = self.config.k
+        symbols = torch.complex(z[:, :k], z[:, k:])
+        importance = torch.sigmoid(self.importance_head(h))  # [B, G]
+        return symbols, importance
+
+    @staticmethod
+    def normalize(z: torch.Tensor, keep: torch.Tensor, *, gate: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit average energy over each item's sent symbols; zeros elsewhere.
+
+        ``x = m z / sqrt(mean_{keep} |m z|^2)`` with ``m = keep`` (or the straight-through
+        ``gate``, equal to ``keep`` in value, whose gradient trains the importance head).
+        """
+        m = keep.to(z.real.dtype) if gate is None else gate
+        zm = z * m
+        n = keep.sum(dim=-1, keepdim=True).clamp_min(1).to(z.real.dtype)
+        energy = (zm.real.square() + zm.imag.square()).sum(dim=-1, keepdim=True) / n
+        return zm * torch.rsqrt(energy.clamp_min(1e-12))
+
+    # ------------------------------------------------------------------ receiver
+    def decode(self, x_hat: torch.Tensor, *, snr_db: Any, keep: torch.Tensor,
+               gain: torch.Tensor | None = None) -> torch.Tensor:
+        """Equalised symbols -> embedding.
+
+        Args:
+            x_hat: ``[B, k]`` complex equalised symbols (anything at positions not received).
+            snr_db: number or ``[B]`` (dB, the receiver's SNR estimate).
+            keep: ``[B, k]`` bool, positions received (others take the mask token).
+            gain: ``[B, k]`` real ``|h|`` per symbol, or ``None`` (AWGN: 1).
+        Returns: ``[B, d]`` float32, L2-normalised.
+        """
+        b, k = x_hat.shape
+        if k != self.config.k:
+            raise ValueError(f"x_hat must have k={self.config.k} symbols per item, got {k}")
+        cond = self.rx_sense(_snr_vector(snr_db, b, x_hat.device))
+        token = torch.complex(self.mask_token[:, 0], self.mask_token[:, 1])
+        x = X.fill_masked(x_hat.to(torch.complex64), keep, token)
+        g = torch.ones(b, k, device=x_hat.device) if gain is None else gain.float()
+        g = torch.where(keep, g, torch.zeros_like(g))
+        feats = torch.cat([x.real, x.imag, g, keep.float()], dim=-1)  # [B, 4k]
+        h = self.rx_in(feats)
+        for blk in self.rx_blocks:
+            h = blk(h, cond)
+        return F.normalize(self.rx_out(self.rx_norm(h)), dim=-1)
+
+    # ------------------------------------------------------------------ end to end
+    def forward(self, emb: torch.Tensor, snr_db: Any, *, channel: Channel | None,
+                keep_groups: torch.Tensor | None = None, prefix: torch.Tensor | int | None = None,
+                straight_through: bool = False, equalizer: Equalizer = "mmse",
+                generator: torch.Generator | None = None) -> AdapterOutput:
+        """Encode, send the kept symbols through ``channel`` at ``snr_db``, equalise (perfect CSI), decode.
+
+        Rate control (at most one): ``keep_groups [B, G]`` bool (scalable extraction; the
+        bitmap is assumed received correctly here) or ``prefix`` (first ``k'`` symbols,
+        an int or ``[B]`` lengths). Neither -> all ``k`` symbols. ``straight_through``
+        lets gradients reach the importance head (training). ``channel=None``: noiseless.
+        Differentiable end to end through the channel.
+        """
+        if keep_groups is not None and prefix is not None:
+            raise ValueError("give keep_groups (importance selection) or prefix (truncation), not both")
+        z, importance = self.encode(emb, snr_db)
+        b, k = z.shape
+        gate = None
+        if keep_groups is not None:
+            if keep_groups.shape != importance.shape:
+                raise ValueError(f"keep_groups must be [B, G]={tuple(importance.shape)}, got {tuple(keep_groups.shape)}")
+            keep = X.expand_groups(keep_groups, self.config.group_size)
+            if straight_through:
+                w = X.expand_groups(importance, self.config.group_size)
+                gate = keep.float() + w - w.detach()
+        elif prefix is not None:
+            keep = X.prefix_keep(prefix, k, batch=b, device=z.device)
+        else:
+            keep = torch.ones(b, k, dtype=torch.bool, device=z.device)
+        x = self.normalize(z, keep, gate=gate)
+        x_hat, gain, received = through_channel(x, keep, channel, snr_db, equalizer=equalizer, generator=generator)
+        rx_snr = snr_db if channel is not None else self.config.snr_range_db[1]
+        out = self.decode(x_hat, snr_db=rx_snr, keep=keep, gain=gain)
+        return AdapterOutput(embeddings=out, symbols=x, keep=keep, importance=importance,
+                             channel_uses=keep.sum(dim=-1).to(torch.int64), received=received)
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, folder: str | os.PathLike[str], *, extra_config: dict[str, Any] | None = None) -> Path:
+        """Write ``model.safetensors`` (float32) and ``config.json`` (``{"adapter": ..., **extra_config}``)."""
+        from safetensors.torch import save as st_save
+
+        from genscom.utils import atomic_write_bytes
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {n: t.detach().to("cpu", torch.float32).contiguous() for n, t in self.state_dict().items()}
+        atomic_write_bytes(folder / WEIGHTS_NAME, st_save(state, metadata={"format": "pt"}))
+        atomic_write_json(folder / CONFIG_NAME, {"adapter": self.config.to_dict(), **(extra_config or {})})
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> "ChannelAdapter":
+        """Load a folder written by :meth:`save_pretrained` (or ``genscom train adapter``)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise FileNotFoundError(f"{str(folder)!r} is not an adapter folder: it needs {CONFIG_NAME} and "
+                                    f"{WEIGHTS_NAME}; make one with `genscom train adapter`")
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        model = cls(AdapterConfig.from_dict(meta["adapter"]))
+        model.load_state_dict(load_file(str(w_path)))
+        return model.to(device).eval()
+
+    def _check_emb(self, emb: torch.Tensor) -> None:
+        if not isinstance(emb, torch.Tensor) or emb.dim() != 2 or emb.is_complex():
+            raise ValueError(f"emb must be a real tensor [B, d], got {type(emb).__name__} "
+                             f"{tuple(getattr(emb, 'shape', ()))}")
+        if emb.shape[1] != self.config.dim:
+            raise ValueError(f"emb has dimension {emb.shape[1]} but this adapter was built for dim={self.config.dim}; "
+                             "use embeddings of the encoder profile the adapter was trained on")
+
+
+def through_channel(x: torch.Tensor, keep: torch.Tensor, channel: Channel | None, snr_db: Any, *,
+                    equalizer: Equalizer = "mmse", generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, ChannelOutput | None]:
+    """Put each item's sent symbols on the air (compacted, in order), equalise with the true ``h``, scatter back.
+
+    Args:
+        x: ``[B, k]`` complex symbols (zeros where not sent); keep: ``[B, k]`` bool.
+        channel: a :class:`Channel` or ``None`` (noiseless: ``x`` is returned).
+    Returns: ``(x_hat [B, k], gain [B, k] |h| or None for AWGN/noiseless, ChannelOutput or None)``.
+    """
+    if channel is None:
+        return x, None, None
+    from genscom.channels.fading import equalize
+
+    k = x.shape[1]
+    x_c, _, _ = X.compact(x, keep)
+    out = channel(x_c, snr_db, generator=generator)
+    x_hat_c, _ = equalize(out.y, out.h, out.noise_var, equalizer)
+    x_hat = X.uncompact(x_hat_c, keep, k)
+    gain = None if out.h is None else X.uncompact(out.h.abs(), keep, k)
+    return x_hat, gain, out
+
+
+def build_adapter(config: AdapterConfig, *, seed: int = 0, device: str | torch.device = "cpu") -> ChannelAdapter:
+    """A randomly initialised adapter, deterministic for ``seed`` (the caller's RNG is untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ChannelAdapter(config)
+    return model.to(device)

@@ -1,0 +1,597 @@
+r"""Train a :class:`~genscom.adaptation.adapter.ChannelAdapter` end to end through the channels.
+
+Recipe (one step, ``B`` items of the **train** split; the test split is never read):
+
+1. the encoder profile embeds every training clip and caption once (cached on disk,
+   keyed by the encoder's weights, the dataset and the item count);
+2. ``B`` items are drawn without replacement (``randperm`` per step), one caption each;
+   the last ``val_items`` items are held out for validation;
+3. each item draws an SNR uniformly in ``[snr_min_db, snr_max_db]`` and a **rate mode**:
+   full (``p_full``), a random prefix of ``k' in [group_size, k]`` symbols (``p_prefix``), or
+   scalable extraction keeping the ``m ~ U{1..G}`` most important groups (the rest), which is
+   what a random ``mu`` does; the importance head learns through a straight-through gate;
+4. the first half of the batch goes through AWGN, the second through Rayleigh block
+   fading (``coherence`` symbols; any subset of ``channels``), MMSE-equalised with the true ``h``;
+5. loss ``L = 1/2 [CE(R T^T / tau, P) + CE(T R^T / tau, P)] + cos_weight * mean(1 - cos(R, V))``
+   with ``R`` the received embeddings, ``T`` the paired caption embeddings, ``V`` the clean
+   clip embeddings and ``P`` the row-normalised "same caption string" matrix;
+6. AdamW, linear warm-up then cosine decay to ``min_lr_ratio * lr``.
+
+The loop runs under `accelerate <https://huggingface.co/docs/accelerate>`_: ``python``/``genscom``
+on one CPU or GPU, ``accelerate launch`` on several GPUs (each process draws its own batch from
+its own generator, gradients are averaged). All randomness comes from explicit generators
+seeded from ``seed`` (+ process index); checkpoints (model, optimizer, generator states, step,
+losses) are written atomically to ``<run_dir>/checkpoint.pt`` and ``resume=True`` continues the
+run exactly. The final adapter is written with ``save_pretrained`` to ``output_dir``
+(``adapters/<name>`` by default) with ``README.md`` and ``train_log.json``.
+
+Example:
+    >>> cfg = TrainAdapterConfig(name="mini-k192", steps=3000)
+    >>> folder = train_adapter(cfg)             # doctest: +SKIP
+    >>> ad = ChannelAdapter.from_pretrained(folder)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genscom.adaptation import extraction as X
+from genscom.adaptation.adapter import AdapterConfig, ChannelAdapter, build_adapter, through_channel
+from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# fields that may change between a run and its resumption (they do not change the trajectory)
+_RESUME_FREE = {"steps", "output_dir", "run_dir", "cache_dir", "text_cache_dir", "checkpoint_every", "log_every", "device",
+                "eval_snrs_db"}
+
+
+@dataclass
+class TrainAdapterConfig:
+    """Everything an adapter training run depends on (saved in the checkpoint, ``config.json`` and ``train_log.json``)."""
+
+    name: str = "mini-k192"              # adapter name: output adapters/<name>, checkpoints runs/adapter-<name>
+    profile: str = "mini"                # encoder profile whose embeddings are adapted
+    dataset: str = "synthetic"           # its train split is used
+    n_items: int = 10000                 # train-split items (the last val_items are held out)
+    val_items: int = 500
+    dataset_seed: int = 0
+    adapter: dict[str, Any] = field(default_factory=dict)  # AdapterConfig overrides (dim follows the encoder)
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 100
+    weight_decay: float = 1e-4
+    temperature: float = 0.05            # InfoNCE softmax temperature tau
+    cos_weight: float = 1.0              # weight of 1 - cos(received, clean)
+    snr_min_db: float = -10.0
+    snr_max_db: float = 20.0
+    channels: tuple[str, ...] = ("awgn", "rayleigh")
+    coherence: int = 16                  # Rayleigh coherence block (symbols), as the benchmark's default
+    p_full: float = 0.3                  # rate-mode probabilities (the rest: scalable extraction)
+    p_prefix: float = 0.3
+    seed: int = 0
+    checkpoint_every: int = 500          # steps between checkpoints (0: only at the end)
+    log_every: int = 50
+    device: Literal["auto", "cpu"] = "cpu"  # "auto": accelerate picks the GPU when present
+    output_dir: str | None = None        # default adapters/<name> (repo root)
+    run_dir: str | None = None           # default runs/adapter-<name> (checkpoints)
+    cache_dir: str | None = None         # embedding cache; default $GENSCOM_CACHE or ~/.cache/genscom
+    text_cache_dir: str | None = None    # mini profile: reuse `genscom train encoder`'s caption cache (same frozen MiniLM)
+    eval_snrs_db: tuple[float, ...] = (-5.0, 0.0, 5.0)  # validation SNRs (held-out train items)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\ "):
+            raise ValueError(f"name must be a non-empty folder name without '/', '\\' or spaces, got {self.name!r}")
+        for k in ("n_items", "steps", "batch_size", "log_every", "coherence"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{k} must be a positive int, got {v!r}")
+        for k in ("val_items", "warmup_steps", "checkpoint_every", "seed", "dataset_seed"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{k} must be a non-negative int, got {v!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
+        if self.n_items - self.val_items < self.batch_size:
+            raise ValueError(f"n_items - val_items ({self.n_items} - {self.val_items}) must be >= batch_size "
+                             f"({self.batch_size})")
+        for k in ("lr", "temperature"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{k} must be a positive number, got {v!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if self.weight_decay < 0 or self.cos_weight < 0:
+            raise ValueError(f"weight_decay and cos_weight must be >= 0, got {self.weight_decay!r}, {self.cos_weight!r}")
+        for k in ("snr_min_db", "snr_max_db"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and math.isfinite(v)):
+                raise ValueError(f"{k} must be a finite number of dB, got {v!r}")
+        if self.snr_min_db > self.snr_max_db:
+            raise ValueError(f"snr_min_db ({self.snr_min_db}) must be <= snr_max_db ({self.snr_max_db})")
+        self.channels = tuple(self.channels)
+        if not self.channels or any(c not in ("awgn", "rayleigh", "rician") for c in self.channels):
+            raise ValueError(f"channels must be a non-empty subset of ('awgn', 'rayleigh', 'rician'), got {self.channels!r}")
+        if not (0 <= self.p_full <= 1 and 0 <= self.p_prefix <= 1 and self.p_full + self.p_prefix <= 1):
+            raise ValueError(f"p_full and p_prefix must be probabilities with p_full + p_prefix <= 1, "
+                             f"got {self.p_full!r}, {self.p_prefix!r}")
+        if self.device not in ("auto", "cpu"):
+            raise ValueError(f"device must be 'auto' (GPU if present, as accelerate decides) or 'cpu', got {self.device!r}")
+        if not isinstance(self.adapter, dict):
+            raise TypeError(f"adapter must be a dict of AdapterConfig overrides, got {type(self.adapter).__name__}")
+        self.eval_snrs_db = tuple(float(s) for s in self.eval_snrs_db)
+        self.adapter_config(dim=self.adapter.get("dim", 384))  # validates the overrides
+
+    def adapter_config(self, *, dim: int) -> AdapterConfig:
+        over = {k: v for k, v in self.adapter.items() if k != "dim"}
+        over.setdefault("snr_range_db", (self.snr_min_db, self.snr_max_db))
+        try:
+            return AdapterConfig(dim=dim, **over)
+        except TypeError as exc:
+            names = sorted(f.name for f in dataclasses.fields(AdapterConfig))
+            raise ValueError(f"bad adapter overrides {sorted(self.adapter)}: {exc}; known fields: {names}") from exc
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else REPO_ROOT / "adapters" / self.name
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else REPO_ROOT / "runs" / f"adapter-{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["channels"] = list(self.channels)
+        d["eval_snrs_db"] = list(self.eval_snrs_db)
+        return d
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+@dataclass
+class AdapterData:
+    """Precomputed training embeddings.
+
+    Attributes:
+        clips: ``[N, d]`` float32 clean clip embeddings (L2-normalised).
+        texts: ``[M, d]`` float32 caption embeddings (unique caption strings).
+        offsets: ``[N + 1]`` int64 CSR offsets into ``caption_ids`` per item.
+        caption_ids: ``[n_pairs]`` int64 rows of ``texts`` (item ``i`` owns ``caption_ids[offsets[i]:offsets[i+1]]``).
+        source: a description (profile, dataset, hash) for logs.
+    """
+
+    clips: torch.Tensor
+    texts: torch.Tensor
+    offsets: torch.Tensor
+    caption_ids: torch.Tensor
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.clips.dim() != 2 or self.texts.dim() != 2 or self.clips.shape[1] != self.texts.shape[1]:
+            raise ValueError(f"clips [N, d] and texts [M, d] must share d, got {tuple(self.clips.shape)} and "
+                             f"{tuple(self.texts.shape)}")
+        if self.offsets.shape != (len(self.clips) + 1,):
+            raise ValueError(f"offsets must be [N + 1] = [{len(self.clips) + 1}], got {tuple(self.offsets.shape)}")
+        if bool(((self.offsets[1:] - self.offsets[:-1]) < 1).any()):
+            raise ValueError("every item needs at least one caption")
+
+    @classmethod
+    def from_pairs(cls, clips: torch.Tensor, captions: list[str], text_emb: torch.Tensor,
+                   text_to_item: torch.Tensor, *, source: str = "") -> "AdapterData":
+        """Build from ``all_captions()``-style lists: ``captions [n]``, ``text_emb [n, d]``, ``text_to_item [n]``.
+
+        Identical caption strings share one row of ``texts`` (so they are never used as negatives of each other).
+        """
+        uid: dict[str, int] = {}
+        first_rows: list[int] = []
+        for row, c in enumerate(captions):
+            if c not in uid:
+                uid[c] = len(uid)
+                first_rows.append(row)
+        ids = torch.tensor([uid[c] for c in captions], dtype=torch.long)
+        first = torch.tensor(first_rows, dtype=torch.long)
+        order = torch.argsort(text_to_item, stable=True)
+        counts = torch.bincount(text_to_item, minlength=len(clips))
+        offsets = torch.zeros(len(clips) + 1, dtype=torch.long)
+        offsets[1:] = counts.cumsum(0)
+        return cls(clips=F.normalize(clips.float(), dim=-1), texts=F.normalize(text_emb[first].float(), dim=-1),
+                   offsets=offsets, caption_ids=ids[order], source=source)
+
+    def subset(self, lo: int, hi: int) -> "AdapterData":
+        """Items ``lo..hi-1`` (all caption rows kept)."""
+        off = self.offsets[lo:hi + 1]
+        return AdapterData(clips=self.clips[lo:hi], texts=self.texts, offsets=off - off[0],
+                           caption_ids=self.caption_ids[int(off[0]):int(off[-1])], source=self.source)
+
+
+def _encoder_fingerprint(encoder: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _cache_root(cache_dir: str | None) -> Path:
+    import os
+
+    base = cache_dir or os.environ.get("GENSCOM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "genscom")
+    return Path(base) / "adapter_embeddings"
+
+
+def prepare_data(config: TrainAdapterConfig, *, encoder: Any = None, dataset: Any = None,
+                 progress: bool = True) -> AdapterData:
+    """Embed the train split once with ``config.profile`` (cached as ``.pt`` keyed by encoder weights + data)."""
+    from genscom.data import create_dataset
+    from genscom.encoders import create_encoder
+
+    if encoder is None:
+        encoder = create_encoder(config.profile)
+    if dataset is None:
+        dataset = create_dataset(config.dataset, split="train", n_items=config.n_items, seed=config.dataset_seed)
+    captions, text_to_item = dataset.all_captions()
+    key = hashlib.sha256(json.dumps([config.profile, _encoder_fingerprint(encoder), config.dataset,
+                                     config.dataset_seed, len(dataset), captions[:50]]).encode()).hexdigest()[:16]
+    path = _cache_root(config.cache_dir) / f"{config.profile}-{config.dataset}-n{len(dataset)}-{key}.pt"
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        clips, text_emb = blob["clips"], blob["texts"]
+        logger.info("loaded cached embeddings %s", path)
+    else:
+        t0 = time.perf_counter()
+        encoder.eval()
+        with torch.no_grad():
+            text_emb = _embed_captions(encoder, captions, config, progress=progress)
+            clips = torch.cat([encoder.encode_clips(dataset.stacked_frames(range(s, min(s + 500, len(dataset)))),
+                                                    batch_size=64).float().cpu()
+                               for s in range(0, len(dataset), 500)])
+        atomic_torch_save({"clips": clips, "texts": text_emb}, path)
+        logger.info("embedded %d clips and %d captions in %.1f s -> %s", len(clips), len(captions),
+                    time.perf_counter() - t0, path)
+    return AdapterData.from_pairs(clips, captions, text_emb, text_to_item,
+                                  source=f"{config.profile} embeddings of {config.dataset} train "
+                                         f"(n={len(dataset)}, seed={config.dataset_seed}), cache {path.name}")
+
+
+def _embed_captions(encoder: Any, captions: list[str], config: TrainAdapterConfig, *, progress: bool) -> torch.Tensor:
+    """``[len(captions), d]`` caption embeddings; for ``mini`` with ``text_cache_dir``, through the encoder
+    trainer's cache of the same frozen MiniLM (unique captions, first-occurrence order)."""
+    if config.text_cache_dir and config.profile == "mini" and hasattr(encoder, "text_tower"):
+        from genscom.encoders.train import embed_captions
+
+        uid: dict[str, int] = {}
+        for c in captions:
+            uid.setdefault(c, len(uid))
+        emb = embed_captions(encoder.text_tower, list(uid), cache_dir=config.text_cache_dir, tower_name="minilm",
+                             progress=progress)
+        return emb[torch.tensor([uid[c] for c in captions])].float().cpu()
+    return encoder.encode_text(captions, batch_size=256, progress=progress).float().cpu()
+
+
+# ---------------------------------------------------------------------------------- one step
+
+
+class AdapterTrainModule(nn.Module):
+    """Wraps the adapter so one ``forward`` runs a whole training batch (what DDP must see).
+
+    ``forward(clean, snr_db, keep, gate_mask, generator)`` -> ``(received [B, d], importance [B, G])``.
+    """
+
+    def __init__(self, adapter: ChannelAdapter, channels: list[nn.Module]) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.channels = nn.ModuleList(channels)
+
+    def forward(self, clean: torch.Tensor, snr_db: torch.Tensor, keep: torch.Tensor, st_rows: torch.Tensor,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        ad = self.adapter
+        z, importance = ad.encode(clean, snr_db)
+        w = X.expand_groups(importance, ad.config.group_size)
+        gate = torch.where(st_rows.unsqueeze(-1), keep.float() + w - w.detach(), keep.float())
+        x = ad.normalize(z, keep, gate=gate)
+        chunks = torch.tensor_split(torch.arange(len(clean), device=clean.device), len(self.channels))
+        outs = []
+        for ch, rows in zip(self.channels, chunks):
+            if len(rows) == 0:
+                continue
+            x_hat, gain, _ = through_channel(x[rows], keep[rows], ch, snr_db[rows], generator=generator)
+            outs.append(ad.decode(x_hat, snr_db=snr_db[rows], keep=keep[rows], gain=gain))
+        return torch.cat(outs), importance
+
+
+def sample_batch(data: AdapterData, n_train: int, config: TrainAdapterConfig, acfg: AdapterConfig,
+                 gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Draw one batch (CPU tensors): items, captions, SNRs and rate masks."""
+    b = config.batch_size
+    idx = torch.randperm(n_train, generator=gen)[:b]
+    lo, n_caps = data.offsets[idx], data.offsets[idx + 1] - data.offsets[idx]
+    pick = (torch.rand(b, generator=gen) * n_caps).long().clamp(max=n_caps - 1)
+    cid = data.caption_ids[lo + pick]
+    snr = config.snr_min_db + (config.snr_max_db - config.snr_min_db) * torch.rand(b, generator=gen)
+    u = torch.rand(b, generator=gen)
+    lengths = torch.randint(acfg.group_size, acfg.k + 1, (b,), generator=gen)
+    lengths = torch.where(u < config.p_full, torch.full_like(lengths, acfg.k), lengths)
+    n_keep = torch.randint(1, acfg.n_groups + 1, (b,), generator=gen)
+    extract = u >= config.p_full + config.p_prefix
+    return {"idx": idx, "cid": cid, "snr": snr, "lengths": lengths, "n_keep": n_keep, "extract": extract}
+
+
+def contrastive_loss(received: torch.Tensor, text: torch.Tensor, cid: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE with soft targets ``P`` (same caption string = positive)."""
+    logits = received @ text.T / temperature
+    p = (cid.unsqueeze(0) == cid.unsqueeze(1)).float()
+    p = p / p.sum(dim=1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, p) + F.cross_entropy(logits.T, p))
+
+
+def batch_loss(module: nn.Module, data: AdapterData, batch: dict[str, torch.Tensor], config: TrainAdapterConfig,
+               acfg: AdapterConfig, *, device: torch.device, noise_gen: torch.Generator | None
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one sampled batch through ``module`` (an :class:`AdapterTrainModule`, possibly DDP-wrapped)."""
+    clean = data.clips[batch["idx"]].to(device)
+    text = data.texts[batch["cid"]].to(device)
+    b = len(clean)
+    prefix = X.prefix_keep(batch["lengths"].to(device), acfg.k)
+    importance_rows = batch["extract"].to(device)
+    # the importance of each item decides the extraction mask: computed inside forward would need two passes,
+    # so the mask is made from a no-grad encode of the same items (identical weights and inputs)
+    unwrapped = module.module if hasattr(module, "module") else module
+    with torch.no_grad():
+        _, imp = unwrapped.adapter.encode(clean, batch["snr"].to(device))
+    keep_g = X.topk_keep(imp, batch["n_keep"].to(device))
+    keep = torch.where(importance_rows.unsqueeze(-1), X.expand_groups(keep_g, acfg.group_size), prefix)
+    received, _ = module(clean, batch["snr"].to(device), keep, importance_rows, noise_gen)
+    nce = contrastive_loss(received, text, batch["cid"].to(device), config.temperature)
+    cos = (1.0 - (received * clean).sum(dim=-1)).mean()
+    loss = nce + config.cos_weight * cos
+    return loss, {"nce": float(nce.detach()), "cos": float(cos.detach()), "mean_uses": float(keep.sum() / b)}
+
+
+def lr_at(step: int, config: TrainAdapterConfig) -> float:
+    """Linear warm-up over ``warmup_steps`` then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    t = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    t = min(t, 1.0)
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+
+def _recall_at_1(gallery: torch.Tensor, data: AdapterData) -> float:
+    """t2v R@1 with every caption of ``data`` as a query over ``gallery [N, d]``."""
+    n = len(data.clips)
+    item_of_row = torch.repeat_interleave(torch.arange(n), data.offsets[1:] - data.offsets[:-1])
+    q = data.texts[data.caption_ids]
+    best = (q @ gallery.T).argmax(dim=1)
+    return float((best == item_of_row).float().mean())
+
+
+@torch.no_grad()
+def evaluate(adapter: ChannelAdapter, data: AdapterData, snrs_db: tuple[float, ...], *, channels: tuple[str, ...],
+             coherence: int, seed: int = 0) -> dict[str, float]:
+    """Validation t2v R@1 of the full-rate adapter per channel and SNR, plus the clean embeddings' R@1."""
+    from genscom.channels.registry import create_channel
+
+    adapter.eval()
+    dev = next(adapter.parameters()).device
+    clean = data.clips.to(dev)
+    out = {"clean_R@1": _recall_at_1(data.clips, data)}
+    for ch_name in channels:
+        ch = create_channel(ch_name, **({"coherence": coherence} if ch_name != "awgn" else {}))
+        for s in snrs_db:
+            g = torch.Generator(device=dev).manual_seed(seed + int(s * 10) + 1000)
+            rec = adapter(clean, s, channel=ch, generator=g).embeddings.cpu()
+            out[f"{ch_name}_{s:+.0f}dB_R@1"] = _recall_at_1(rec, data)
+    return out
+
+
+# ---------------------------------------------------------------------------------- loop
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainAdapterConfig) -> None:
+    now = config.to_dict()
+    diff = sorted(k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k])
+    if diff:
+        raise ValueError(f"cannot resume: config field(s) {diff} differ from the checkpoint's "
+                         f"({ {k: saved.get(k) for k in diff} }); use the same config or drop --resume")
+
+
+def train_adapter(config: TrainAdapterConfig, *, resume: bool = False, progress: bool = True,
+                  data: AdapterData | None = None, encoder: Any = None, command: str | None = None,
+                  stop_after: int | None = None) -> Path:
+    """Train the adapter (see the module doc); return the folder holding the final ``save_pretrained`` weights.
+
+    Args:
+        config: the run's settings.
+        resume: continue from ``<run_dir>/checkpoint.pt`` exactly where it stopped.
+        progress: tqdm progress bar (main process only).
+        data: precomputed :class:`AdapterData` (tests, custom data); default: :func:`prepare_data`.
+        encoder: encoder to embed the train split with (default ``create_encoder(config.profile)``).
+        command: the launching command line (recorded in ``README.md``).
+        stop_after: stop (after checkpointing) once this many steps are done, without writing the
+            final adapter: simulates an interrupted run (tests).
+
+    Raises:
+        FileNotFoundError: ``resume=True`` but no checkpoint exists.
+        ValueError: the checkpoint was written with a different config.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    from genscom.channels.registry import create_channel
+
+    t_start = time.perf_counter()
+    accelerator = Accelerator(cpu=config.device == "cpu")
+    device = accelerator.device
+    rank, world = accelerator.process_index, accelerator.num_processes
+    ckpt_path = config.run_path / CHECKPOINT_NAME
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"resume=True but {str(ckpt_path)!r} does not exist; train without --resume first")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _check_resumable(ckpt["config"], config)
+
+    if data is None:
+        data = prepare_data(config, encoder=encoder, progress=progress and accelerator.is_main_process)
+    n_all = len(data.clips)
+    n_train = n_all - config.val_items
+    if n_train < config.batch_size:
+        raise ValueError(f"only {n_train} training items after holding out val_items={config.val_items}; "
+                         f"need >= batch_size={config.batch_size}")
+    val = data.subset(n_train, n_all) if config.val_items else None
+    train = data.subset(0, n_train)
+    acfg = config.adapter_config(dim=data.clips.shape[1])
+    t_data = time.perf_counter() - t_start
+
+    adapter = build_adapter(acfg, seed=config.seed)
+    channels = [create_channel(c, **({"coherence": config.coherence} if c != "awgn" else {})) for c in config.channels]
+    module = AdapterTrainModule(adapter, channels)
+    decay = [p for n, p in module.named_parameters() if p.dim() >= 2 and "mask_token" not in n]
+    no_decay = [p for n, p in module.named_parameters() if not (p.dim() >= 2 and "mask_token" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed * 1000 + rank)        # batches (CPU)
+    noise_gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + 500 + rank)  # channel noise
+    step, losses, elapsed_before = 0, [], 0.0
+    if ckpt is not None:
+        module.adapter.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        states = ckpt["rng_states"]
+        if len(states) != world:
+            raise ValueError(f"checkpoint was written by {len(states)} process(es), this run has {world}; "
+                             "resume with the same number of processes")
+        gen.set_state(states[rank]["batch"])
+        noise_gen.set_state(states[rank]["noise"].to(noise_gen.get_state().device))
+        step, losses = int(ckpt["step"]), ckpt["losses"].tolist()
+        elapsed_before = float(ckpt["train_seconds"])
+        logger.info("resumed %s at step %d", ckpt_path, step)
+    module, optimizer = accelerator.prepare(module, optimizer)
+
+    def save_checkpoint() -> None:
+        states = gather_object([{"batch": gen.get_state(), "noise": noise_gen.get_state().cpu()}])
+        if accelerator.is_main_process:
+            atomic_torch_save({
+                "step": step, "model": accelerator.unwrap_model(module).adapter.state_dict(),
+                "optimizer": optimizer.state_dict(), "rng_states": states,
+                "losses": torch.tensor(losses, dtype=torch.float64), "config": config.to_dict(),
+                "train_seconds": elapsed_before + (time.perf_counter() - t_loop),
+            }, ckpt_path)
+        accelerator.wait_for_everyone()
+
+    module.train()
+    t_loop = time.perf_counter()
+    bar = tqdm(total=config.steps, initial=step, desc=f"train adapter {config.name}",
+               disable=not (progress and accelerator.is_main_process))
+    last_parts: dict[str, float] = {}
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    while step < end:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        batch = sample_batch(train, n_train, config, acfg, gen)
+        loss, last_parts = batch_loss(module, train, batch, config, acfg, device=device, noise_gen=noise_gen)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        if step % config.log_every == 0 or step == config.steps:
+            recent = losses[-config.log_every:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", cos=f"{last_parts['cos']:.3f}")
+            logger.info("step %d/%d loss %.4f", step, config.steps, sum(recent) / len(recent))
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+            save_checkpoint()
+    bar.close()
+    train_seconds = elapsed_before + (time.perf_counter() - t_loop)
+    save_checkpoint()
+    out = config.out_path
+    if stop_after is not None and step < config.steps:
+        return out
+    if not accelerator.is_main_process:
+        return out
+
+    adapter = accelerator.unwrap_model(module).adapter.to("cpu").eval()
+    metrics = (evaluate(adapter, val, config.eval_snrs_db, channels=config.channels, coherence=config.coherence,
+                        seed=config.seed) if val is not None else {})
+    total_seconds = time.perf_counter() - t_start
+    log = {
+        "config": config.to_dict(), "command": command, "steps_done": step, "train_seconds": round(train_seconds, 1),
+        "data_seconds": round(t_data, 1), "total_seconds": round(total_seconds, 1), "n_train_items": n_train,
+        "n_val_items": config.val_items, "data": data.source, "processes": world, "device": str(device),
+        "losses_every_log_step": [round(sum(losses[max(0, i - config.log_every):i]) /
+                                        len(losses[max(0, i - config.log_every):i]), 4)
+                                  for i in range(config.log_every, step + 1, config.log_every)],
+        "val_metrics": metrics, "machine": _machine(),
+        "n_parameters": sum(p.numel() for p in adapter.parameters()),
+    }
+    adapter.save_pretrained(out, extra_config={"profile": config.profile, "train": config.to_dict()})
+    atomic_write_json(out / "train_log.json", log)
+    atomic_write_text(out / "README.md", _readme(log, out))
+    return out
+
+
+def _machine() -> str:
+    try:
+        from genscom.bench.results import machine_description
+
+        return machine_description()
+    except Exception:  # pragma: no cover - optional helper
+        import platform
+
+        return platform.platform()
+
+
+def _readme(log: dict[str, Any], out: Path) -> str:
+    cfg = log["config"]
+    a = json.loads((out / "config.json").read_text(encoding="utf-8"))["adapter"]
+    m = log["val_metrics"]
+    lines = [
+        f"# channel adapter `{cfg['name']}`",
+        "",
+        f"A learned, SNR/CSI-conditioned channel adapter for the `{cfg['profile']}` encoder profile: "
+        f"{a['dim']}-d embedding -> {a['k']} complex channel uses (any prefix k' <= {a['k']}, or scalable "
+        f"extraction in {a['k'] // a['group_size']} groups of {a['group_size']} symbols) -> {a['dim']}-d embedding.",
+        "Load it with `ChannelAdapter.from_pretrained(\"adapters/" + cfg["name"] + "\")` or use the `adapted` / "
+        "`adapted+mu` schemes.",
+        "",
+        "| | |", "|---|---|",
+        f"| architecture | FiLM-conditioned MLPs, hidden {a['hidden']}, depth {a['depth']}, "
+        f"{log['n_parameters'] / 1e6:.2f} M parameters (float32) |",
+        f"| data | {log['data']}; {log['n_train_items']} items for training, {log['n_val_items']} held out |",
+        f"| channels | {', '.join(cfg['channels'])} (Rayleigh coherence {cfg['coherence']}), SNR ~ U[{cfg['snr_min_db']}, "
+        f"{cfg['snr_max_db']}] dB, perfect CSI, MMSE |",
+        f"| loss | InfoNCE (tau {cfg['temperature']}) + {cfg['cos_weight']} x (1 - cos) |",
+        f"| rate modes | full {cfg['p_full']}, prefix {cfg['p_prefix']}, extraction "
+        f"{1 - cfg['p_full'] - cfg['p_prefix']:.2f} |",
+        f"| training | {log['steps_done']} steps x {cfg['batch_size']}, AdamW lr {cfg['lr']}, warm-up "
+        f"{cfg['warmup_steps']}, cosine, seed {cfg['seed']}, {log['processes']} process(es) on {log['device']} |",
+        f"| wall time | {log['train_seconds']:.0f} s training, {log['total_seconds']:.0f} s in all "
+        f"(embedding the data: {log['data_seconds']:.0f} s, cached after the first run), on {log['machine']} |",
+    ]
+    if m:
+        lines.append("| validation t2v R@1 (held-out train items, full rate) | "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in m.items()) + " |")
+    lines += ["", "## Command", "", "```", log["command"] or "(python API) train_adapter(TrainAdapterConfig(**config))",
+              "```", "", "## Config", "", "```json", json.dumps(cfg, indent=2), "```", ""]
+    return "\n".join(lines)

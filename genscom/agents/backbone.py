@@ -1,0 +1,172 @@
+"""One LLM shared by both roles, holding one LoRA adapter per role (PEFT multi-adapter).
+
+:class:`SharedLLM` owns the (optionally quantised) causal LM and its tokenizer,
+adds or loads LoRA adapters by name and switches between them. Only the
+adapters listed in :attr:`SharedLLM.trainable` get gradients; base weights are
+always frozen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+
+from genscom.agents.card import LoraSpec
+from genscom.agents.llm import load_llm, prepare_backbone
+from genscom.agents.quant import quantize_model
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {name!r}")
+    return _DTYPES[name]
+
+
+class SharedLLM:
+    """A frozen causal LM + tokenizer with named LoRA adapters.
+
+    Args:
+        model: a transformers causal LM (frozen in place).
+        tokenizer: its tokenizer (a pad token is added if missing).
+        spec: the card ``llm`` string it was loaded from (checked when agents share it).
+        quantization: ``"none"``, ``"nf4"`` or ``"int8"`` (already applied to ``model``).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, spec: str = "", quantization: str = "none") -> None:
+        prepare_backbone(model, tokenizer)
+        self.hf = model
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.quantization = quantization
+        self.peft: Any = None
+        self.trainable: set[str] = set()
+        self.active: str | None = None
+        with torch.no_grad():
+            w = model.get_input_embeddings()(torch.arange(min(1024, tokenizer.vocab_size or 1024),
+                                                          device=self.device))
+        self.token_rms = float(w.float().pow(2).mean().sqrt())
+
+    @classmethod
+    def load(cls, spec: str, *, dtype: str = "float32", quantization: str = "none", quantize_embeddings: bool = True,
+             device: str | torch.device = "cpu", cache_dir: str | os.PathLike[str] | None = None) -> "SharedLLM":
+        """Load the LLM named by a card's ``llm`` field, then quantise it (``"nf4"``/``"int8"``) if asked."""
+        dt = torch_dtype(dtype)
+        model, tok = load_llm(spec, dtype=torch.float32 if quantization != "none" else dt, device=device,
+                              cache_dir=cache_dir)
+        if quantization != "none":
+            quantize_model(model, quantization, quantize_embeddings=quantize_embeddings, compute_dtype=dt)  # type: ignore[arg-type]
+        return cls(model, tok, spec=spec, quantization=quantization)
+
+    # -- properties --------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.hf.config.hidden_size)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        emb = self.hf.get_input_embeddings()
+        return getattr(emb, "dtype", None) if isinstance(getattr(emb, "dtype", None), torch.dtype) else emb.weight.dtype
+
+    @property
+    def adapters(self) -> list[str]:
+        return sorted(self.peft.peft_config) if self.peft is not None else []
+
+    # -- adapters ----------------------------------------------------------------
+    def _lora_config(self, lora: LoraSpec) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
+
+    def add_adapter(self, name: str, lora: LoraSpec) -> None:
+        """Add a fresh LoRA adapter ``name`` (refuses duplicates; unknown target modules raise ``ValueError``)."""
+        if name in self.adapters:
+            raise ValueError(f"adapter {name!r} already exists in this LLM (adapters: {self.adapters}); "
+                             "give the card another adapter_name")
+        cfg = self._lora_config(lora)
+        try:
+            if self.peft is None:
+                from peft import get_peft_model
+
+                self.peft = get_peft_model(self.hf, cfg, adapter_name=name)
+            else:
+                self.peft.add_adapter(name, cfg)
+        except ValueError as exc:
+            raise ValueError(f"could not add LoRA adapter {name!r} (lora.target_modules={lora.target_modules}): {exc}") from exc
+        self.trainable.add(name)
+        self.activate(name)
+
+    def load_adapter(self, name: str, folder: str | os.PathLike[str]) -> None:
+        """Load PEFT adapter weights from ``folder`` into the existing adapter ``name`` (strict shapes)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        if name not in self.adapters:
+            raise ValueError(f"adapter {name!r} does not exist; add it first (adapters: {self.adapters})")
+        path = os.path.join(folder, "adapter_model.safetensors")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing: an adapter folder holds adapter_model.safetensors "
+                                    "(written by Agent.save_pretrained)")
+        state = load_file(path, device=str(self.device))
+        res = set_peft_model_state_dict(self.peft, state, adapter_name=name)
+        missing = [k for k in getattr(res, "unexpected_keys", []) if "lora" in k]
+        if missing:
+            raise ValueError(f"adapter weights in {folder} do not fit adapter {name!r}: unexpected {missing[:4]}")
+        self.activate(name)
+
+    def adapter_state_dict(self, name: str) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(self.peft, adapter_name=name)
+
+    def set_trainable(self, names: set[str] | list[str]) -> None:
+        """Only adapters in ``names`` get ``requires_grad``; base weights stay frozen."""
+        unknown = sorted(set(names) - set(self.adapters))
+        if unknown:
+            raise ValueError(f"unknown adapter(s) {unknown}; adapters: {self.adapters}")
+        self.trainable = set(names)
+        self._apply_trainable()
+
+    def _apply_trainable(self) -> None:
+        if self.peft is None:
+            return
+        for pname, p in self.peft.named_parameters():
+            if "lora_" in pname:
+                p.requires_grad_(any(f".{n}." in pname for n in self.trainable))
+            else:
+                p.requires_grad_(False)
+
+    def activate(self, name: str) -> None:
+        """Route the LLM through adapter ``name`` (the other adapters stay loaded but inactive)."""
+        if name not in self.adapters:
+            raise ValueError(f"unknown adapter {name!r}; adapters: {self.adapters}")
+        if self.active != name:
+            self.peft.base_model.set_adapter(name)
+            self.active = name
+        self._apply_trainable()
+
+    # -- compute -----------------------------------------------------------------
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids ``[B, L]`` -> input embeddings ``[B, L, hidden]`` in the LLM's compute dtype."""
+        return self.hf.get_input_embeddings()(ids.to(self.device)).to(self.compute_dtype)
+
+    def hidden_states(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Last-layer hidden states ``[B, L, hidden]`` (after the final norm) for ``inputs_embeds`` ``[B, L, hidden]``."""
+        inner = getattr(self.hf, self.hf.base_model_prefix)
+        out = inner(inputs_embeds=inputs_embeds.to(self.compute_dtype), attention_mask=attention_mask, use_cache=False)
+        return out.last_hidden_state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM head on hidden states ``[..., hidden]`` -> ``[..., vocab]`` float32."""
+        return self.hf.get_output_embeddings()(hidden).float()

@@ -1,0 +1,213 @@
+"""Agent cards: one YAML file describes one agent (its role, LLM, LoRA, prompt, heads, sizes, quantisation).
+
+Example (``agents/smollm2-generating.yaml``)::
+
+    name: smollm2-generating
+    role: generating                 # understanding | generating
+    perception: mini                 # encoder profile feeding the understanding side
+    perception_dim: 384
+    llm: smollm2-135m-instruct       # offline alias, a hub id, or a local folder
+    quantization: none               # none | nf4 | int8
+    lora: {r: 8, alpha: 16, dropout: 0.0, target_modules: [q_proj, v_proj]}
+    prompt: prompts/generating.md
+    heads: [retrieval, caption, image-conditioning]
+    embedding_dim: 256               # size of the understanding embedding sent on the channel
+    text_dim: 384                    # retrieval head output (the gallery/text space)
+    adapter: adapters/smollm2-agents # trained weights to load (null: fresh LoRA)
+    partner: smollm2-understanding.yaml
+
+Relative paths (``prompt``, ``adapter``, ``partner``) are resolved against the
+card's folder first, then its parent (the repository root for ``agents/``).
+Unknown keys and bad values raise ``ValueError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from genscom.utils import load_config
+
+Role = Literal["understanding", "generating"]
+Quantization = Literal["none", "nf4", "int8"]
+HeadName = Literal["embedding", "retrieval", "caption", "image-conditioning"]
+DType = Literal["float32", "bfloat16", "float16"]
+
+ROLE_HEADS: dict[str, tuple[str, ...]] = {
+    "understanding": ("embedding",),
+    "generating": ("retrieval", "caption", "image-conditioning"),
+}
+
+
+def _pos_int(name: str, v: Any, *, minimum: int = 1) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"agent card field {name!r} must be an integer >= {minimum}, got {v!r}")
+
+
+@dataclass
+class LoraSpec:
+    """LoRA settings of a card's ``lora`` field (PEFT ``LoraConfig`` subset)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0  # 0 keeps fine-tuning bit-exactly resumable without RNG bookkeeping
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self) -> None:
+        _pos_int("lora.r", self.r)
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+            raise ValueError(f"agent card field 'lora.alpha' must be a positive number, got {self.alpha!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"agent card field 'lora.dropout' must be in [0, 1), got {self.dropout!r}")
+        if (not isinstance(self.target_modules, list) or not self.target_modules
+                or not all(isinstance(t, str) and t for t in self.target_modules)):
+            raise ValueError("agent card field 'lora.target_modules' must be a non-empty list of module names "
+                             f"(e.g. [q_proj, v_proj]), got {self.target_modules!r}")
+
+
+@dataclass
+class AgentCard:
+    """A validated agent card. See the module docstring for the YAML form.
+
+    Attributes:
+        name: card name (lower-case, used in scheme names and adapter folders).
+        role: ``"understanding"`` (content -> embedding) or ``"generating"`` (embedding -> task content).
+        perception: encoder profile whose embeddings feed the understanding agent (``"mini"`` offline).
+        perception_dim: size of one perception feature vector.
+        llm: ``"smollm2-135m-instruct"`` (offline), a hub id or a local folder.
+        dtype: dtype of the (unquantised) LLM weights.
+        quantization: ``"none"``, ``"nf4"`` (bitsandbytes 4-bit, QLoRA) or ``"int8"``.
+        quantize_embeddings: with ``nf4``, also quantise the (tied) token embedding.
+        lora: :class:`LoraSpec`.
+        adapter_name: name of this role's LoRA adapter inside a shared LLM (default: ``role``).
+        prompt: path of the role prompt template (:mod:`genscom.agents.prompts`).
+        heads: functional heads; allowed per role in :data:`ROLE_HEADS`.
+        embedding_dim: size of the understanding embedding (sent on the channel).
+        text_dim: output size of the retrieval head (the perception text space).
+        n_soft_tokens: soft tokens made by the projector from each input vector.
+        n_query_tokens: learned query tokens whose hidden states feed the heads.
+        image_cond_dim: size of each image-conditioning vector (one per query token).
+        max_caption_tokens: generation length limit of the caption head.
+        adapter: folder of trained weights (PEFT adapter + heads) or ``None``.
+        partner: the card of the other end (for schemes that need both), or ``None``.
+        description: free text.
+    """
+
+    name: str
+    role: Role
+    llm: str
+    prompt: str
+    perception: str = "mini"
+    perception_dim: int = 384
+    dtype: DType = "float32"
+    quantization: Quantization = "none"
+    quantize_embeddings: bool = True
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    adapter_name: str | None = None
+    heads: list[str] = field(default_factory=list)
+    embedding_dim: int = 256
+    text_dim: int = 384
+    n_soft_tokens: int = 4
+    n_query_tokens: int = 4
+    image_cond_dim: int = 64
+    max_caption_tokens: int = 24
+    adapter: str | None = None
+    partner: str | None = None
+    description: str = ""
+    source: str | None = field(default=None, repr=False)  # the file it was read from (set by load_card)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"agent card field 'name' must be a non-empty string, got {self.name!r}")
+        if self.role not in get_args(Role):
+            raise ValueError(f"agent card field 'role' must be one of {list(get_args(Role))}, got {self.role!r}")
+        if not isinstance(self.llm, str) or not self.llm.strip():
+            raise ValueError("agent card field 'llm' must name an LLM: 'smollm2-135m-instruct' (offline), "
+                             f"a hub id or a local folder; got {self.llm!r}")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ValueError(f"agent card field 'prompt' must be the path of a role prompt, got {self.prompt!r}")
+        if self.dtype not in get_args(DType):
+            raise ValueError(f"agent card field 'dtype' must be one of {list(get_args(DType))}, got {self.dtype!r}")
+        if self.quantization not in get_args(Quantization):
+            raise ValueError(f"agent card field 'quantization' must be one of {list(get_args(Quantization))}, "
+                             f"got {self.quantization!r}")
+        if not isinstance(self.quantize_embeddings, bool):
+            raise ValueError(f"agent card field 'quantize_embeddings' must be true or false, got {self.quantize_embeddings!r}")
+        if isinstance(self.lora, dict):
+            try:
+                self.lora = LoraSpec(**self.lora)
+            except TypeError as exc:
+                known = [f.name for f in fields(LoraSpec)]
+                raise ValueError(f"agent card field 'lora' has unknown keys ({exc}); known keys: {known}") from None
+        elif not isinstance(self.lora, LoraSpec):
+            raise ValueError(f"agent card field 'lora' must be a mapping (r, alpha, dropout, target_modules), got {self.lora!r}")
+        if self.adapter_name is None:
+            self.adapter_name = self.role
+        if not isinstance(self.adapter_name, str) or not self.adapter_name.replace("-", "_").isidentifier():
+            raise ValueError(f"agent card field 'adapter_name' must be an identifier-like name, got {self.adapter_name!r}")
+        allowed = ROLE_HEADS[self.role]
+        if not self.heads:
+            self.heads = list(allowed)
+        if not isinstance(self.heads, list) or any(h not in allowed for h in self.heads):
+            raise ValueError(f"agent card field 'heads' for role {self.role!r} must be a list drawn from {list(allowed)}, "
+                             f"got {self.heads!r}")
+        for name in ("perception_dim", "embedding_dim", "text_dim", "n_soft_tokens", "n_query_tokens",
+                     "image_cond_dim", "max_caption_tokens"):
+            _pos_int(name, getattr(self, name))
+        for name in ("adapter", "partner", "source"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise ValueError(f"agent card field {name!r} must be a path string or null, got {v!r}")
+
+    # -- paths -----------------------------------------------------------------
+    def resolve(self, rel: str) -> Path:
+        """Resolve a path of this card: absolute, else against the card's folder, then its parent."""
+        p = Path(rel).expanduser()
+        if p.is_absolute():
+            return p
+        if self.source is not None:
+            base = Path(self.source).resolve().parent
+            for cand in (base / p, base.parent / p):
+                if cand.exists():
+                    return cand
+            return base.parent / p
+        return p
+
+    def prompt_path(self) -> Path:
+        path = self.resolve(self.prompt)
+        if not path.is_file():
+            raise ValueError(f"agent card {self.name!r} field 'prompt': {str(path)!r} does not exist; "
+                             "point it at a prompt file (e.g. prompts/generating.md)")
+        return path
+
+    def adapter_path(self) -> Path | None:
+        return None if self.adapter is None else self.resolve(self.adapter)
+
+    def partner_card(self) -> "AgentCard":
+        if self.partner is None:
+            raise ValueError(f"agent card {self.name!r} has no 'partner' field; add the other end's card "
+                             "(e.g. partner: smollm2-understanding.yaml)")
+        return load_card(self.resolve(self.partner))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("source")
+        return d
+
+
+def load_card(source: str | os.PathLike[str] | dict[str, Any], **overrides: Any) -> AgentCard:
+    """Read and validate a card (YAML/JSON path or dict); ``overrides`` replace fields by name.
+
+    Raises ``ValueError`` naming any unknown or invalid field, ``FileNotFoundError`` for a missing file.
+    """
+    card = load_config(AgentCard, source, **overrides)
+    if not isinstance(source, dict):
+        card.source = str(Path(source).resolve())
+    return card
+
+
+def list_cards(folder: str | os.PathLike[str] = "agents") -> list[Path]:
+    """The ``*.yaml`` cards in ``folder``, sorted by name."""
+    return sorted(Path(folder).glob("*.yaml"))

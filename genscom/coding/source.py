@@ -1,0 +1,396 @@
+"""Real source bitstreams: JPEG (Pillow) for images, H.264 (libx264 via PyAV) for clips.
+
+These are the bit-exact baselines of PROTOCOL.md: the bytes produced here are
+what a classic system would send, and the decoders below run on whatever bytes
+arrive, bit errors included. Decoders **never raise** on damaged input:
+
+* :func:`decode_jpeg` returns ``None`` when nothing decodes; a stream that
+  breaks part-way keeps the rows decoded so far (libjpeg fills the rest), the
+  behaviour of Pillow's ``LOAD_TRUNCATED_IMAGES`` without touching that global.
+  A corrupt header may announce another size: pass ``expected_size`` and such
+  an image counts as failed (``None``).
+* :func:`decode_h264` returns a :class:`DecodedClip`. FFmpeg's error
+  concealment repairs damaged macroblocks; frames that do not decode at all
+  are filled by repeating the nearest earlier decoded frame (the first decoded
+  one for leading gaps). A clip with no decodable frame has ``frames=None`` and
+  ``failed=True`` (the benchmark then uses the gallery's mean embedding).
+
+Stream format (H.264): a raw Annex-B elementary stream (no container), which
+resynchronises on start codes after errors; a damaged MP4 index would lose the
+whole clip. B-frames are off (``bf=0``, the low-delay setting of real-time
+video links), so parsed access unit ``i`` is display frame ``i`` and surviving
+frames keep their time index. Odd heights/widths are padded to even (edge
+replication; 4:2:0 chroma needs even sizes) and cropped back on decode.
+x264 writes a ~0.7 KB SEI text of its settings; ``strip_sei=True`` (default)
+drops SEI NAL units, which carry no picture data, so they are not counted as
+payload.
+
+Example:
+    >>> clip = torch.randint(0, 256, (8, 64, 96, 3), dtype=torch.uint8)
+    >>> data = encode_h264(clip, crf=23)
+    >>> dec = decode_h264(data, n_frames=8, height=64, width=96)
+    >>> dec.frames.shape, dec.failed
+    (torch.Size([8, 64, 96, 3]), False)
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CRF = 23
+#: Decoded images above this many pixels are refused (a corrupt header can announce 65535x65535).
+DEFAULT_MAX_PIXELS = 1 << 25
+
+
+# --------------------------------------------------------------------------- helpers
+def bits_of(data: bytes | bytearray | memoryview) -> int:
+    """Number of bits in a byte string (``8 * len(data)``)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    return 8 * len(data)
+
+
+def _as_uint8_array(x: Any, *, name: str, ndim: int) -> np.ndarray:
+    """``x`` (torch tensor or ndarray, uint8, ``[..., 3]`` with ``ndim`` dims) as a C-contiguous ndarray."""
+    if isinstance(x, torch.Tensor):
+        if x.dtype != torch.uint8:
+            raise TypeError(f"{name} must be uint8, got {x.dtype}; convert with (x * 255).round().clamp(0, 255).to(torch.uint8)")
+        arr = x.detach().cpu().numpy()
+    elif isinstance(x, np.ndarray):
+        if x.dtype != np.uint8:
+            raise TypeError(f"{name} must be uint8, got {x.dtype}; convert with np.clip(x, 0, 255).astype(np.uint8)")
+        arr = x
+    else:
+        raise TypeError(f"{name} must be a uint8 torch.Tensor or numpy array, got {type(x).__name__}")
+    want = "[H, W, 3]" if ndim == 3 else "[T, H, W, 3]"
+    if arr.ndim != ndim or arr.shape[-1] != 3 or min(arr.shape) == 0:
+        raise ValueError(f"{name} must have shape {want} (RGB, non-empty), got {tuple(arr.shape)}")
+    return np.ascontiguousarray(arr)
+
+
+# --------------------------------------------------------------------------- configs
+@dataclass
+class ImageCodec:
+    """JPEG settings (Pillow/libjpeg, 4:2:0 chroma, baseline Huffman tables).
+
+    Attributes:
+        quality: libjpeg quality 1..95 (above 95 Pillow disables parts of quantisation; not used).
+    """
+
+    quality: int = 75
+
+    def __post_init__(self) -> None:
+        _check_quality(self.quality)
+
+    def encode(self, image: Any) -> bytes:
+        return encode_jpeg(image, quality=self.quality)
+
+    def decode(self, data: bytes, *, expected_size: tuple[int, int] | None = None) -> torch.Tensor | None:
+        return decode_jpeg(data, expected_size=expected_size)
+
+
+@dataclass
+class VideoCodec:
+    """H.264 settings (libx264, yuv420p, no B-frames, raw Annex-B stream).
+
+    Attributes:
+        crf: constant rate factor 0..51 (lower = better, 23 is x264's default); ``None`` with ``bitrate``.
+        bitrate: target average bitrate in bit/s (ABR mode); ``None`` for CRF mode.
+        fps: frame rate written in the stream (sets the bits/frame of ``bitrate``).
+        preset: x264 speed preset.
+        gop: maximum distance between IDR frames in frames; ``None`` keeps x264's default (250).
+        strip_sei: drop SEI NAL units (x264's settings text), see module docstring.
+    """
+
+    crf: int | None = DEFAULT_CRF
+    bitrate: int | None = None
+    fps: int = 25
+    preset: str = "veryfast"
+    gop: int | None = None
+    strip_sei: bool = True
+    extra: dict[str, str] = field(default_factory=dict)  # further libx264 AVOptions, e.g. {"tune": "zerolatency"}
+
+    def __post_init__(self) -> None:
+        _check_h264_args(self.crf, self.bitrate, self.fps, self.preset, self.gop)
+
+    def encode(self, frames: Any) -> bytes:
+        return encode_h264(frames, crf=self.crf, bitrate=self.bitrate, fps=self.fps, preset=self.preset,
+                           gop=self.gop, strip_sei=self.strip_sei, options=self.extra)
+
+    def decode(self, data: bytes, *, n_frames: int, height: int, width: int) -> DecodedClip:
+        return decode_h264(data, n_frames=n_frames, height=height, width=width)
+
+
+def _check_quality(quality: Any) -> None:
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 95:
+        raise ValueError(f"quality must be an integer in 1..95, got {quality!r}")
+
+
+_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+
+
+def _check_h264_args(crf: Any, bitrate: Any, fps: Any, preset: Any, gop: Any) -> None:
+    if crf is not None and bitrate is not None:
+        raise ValueError(f"give either crf or bitrate, not both (got crf={crf!r}, bitrate={bitrate!r}); set crf=None for ABR")
+    if crf is not None and (isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51):
+        raise ValueError(f"crf must be an integer in 0..51 or None, got {crf!r}")
+    if bitrate is not None and (isinstance(bitrate, bool) or not isinstance(bitrate, int) or bitrate <= 0):
+        raise ValueError(f"bitrate must be a positive integer (bit/s) or None, got {bitrate!r}")
+    if isinstance(fps, bool) or not isinstance(fps, int) or not 1 <= fps <= 240:
+        raise ValueError(f"fps must be an integer in 1..240, got {fps!r}")
+    if preset not in _PRESETS:
+        raise ValueError(f"preset must be one of {list(_PRESETS)}, got {preset!r}")
+    if gop is not None and (isinstance(gop, bool) or not isinstance(gop, int) or gop < 1):
+        raise ValueError(f"gop must be a positive integer (frames between IDR frames) or None, got {gop!r}")
+
+
+# --------------------------------------------------------------------------- JPEG
+def encode_jpeg(image: Any, *, quality: int = 75) -> bytes:
+    """Encode one RGB image as a baseline JPEG (Pillow / libjpeg, 4:2:0).
+
+    Args:
+        image: uint8 ``[H, W, 3]`` torch tensor or numpy array.
+        quality: libjpeg quality 1..95.
+
+    Returns:
+        The JPEG file bytes (SOI ... EOI); ``bits_of(result)`` is the payload in bits.
+    """
+    from PIL import Image
+
+    _check_quality(quality)
+    arr = _as_uint8_array(image, name="image", ndim=3)
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=None).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decode_jpeg(data: bytes, *, expected_size: tuple[int, int] | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor | None:
+    """Decode JPEG bytes, possibly damaged, into uint8 ``[H, W, 3]``; ``None`` if nothing decodes.
+
+    Never raises on bad bytes. Truncated streams get an EOI marker appended, so
+    libjpeg fills missing rows; a stream that breaks mid-scan keeps what was
+    decoded (partial image). Any other failure returns ``None``.
+
+    Args:
+        data: the received bytes.
+        expected_size: ``(height, width)`` the sender used; an image of another
+            size (corrupt header) counts as failed and returns ``None``.
+        max_pixels: refuse headers announcing more pixels than this (returns ``None``).
+    """
+    from PIL import Image
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    if expected_size is not None and (len(expected_size) != 2 or min(expected_size) < 1):
+        raise ValueError(f"expected_size must be (height, width) with positive ints, got {expected_size!r}")
+    # padding + EOI: lets libjpeg finish a truncated scan instead of Pillow raising "truncated"
+    stream = io.BytesIO(bytes(data) + b"\x00" * 16 + b"\xff\xd9")
+    try:
+        im = Image.open(stream, formats=["JPEG"])
+        w, h = im.size
+        if w < 1 or h < 1 or w * h > max_pixels:
+            return None
+        if expected_size is not None and (h, w) != tuple(int(s) for s in expected_size):
+            return None
+        try:
+            im.load()
+        except OSError as exc:  # broken data stream: Pillow keeps the partially decoded buffer
+            logger.debug("partial JPEG decode: %s", exc)
+            if getattr(im, "_im", None) is None:
+                return None
+        arr = np.asarray(im.convert("RGB"))
+    except Exception as exc:  # noqa: BLE001 - damaged input must never raise
+        logger.debug("JPEG decode failed: %s", exc)
+        return None
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        return None
+    return torch.from_numpy(arr.copy())
+
+
+# --------------------------------------------------------------------------- H.264
+@dataclass
+class DecodedClip:
+    """What :func:`decode_h264` recovered.
+
+    Attributes:
+        frames: uint8 ``[T, H, W, 3]`` (missing frames filled from the nearest earlier
+            decoded frame), or ``None`` when no frame decoded.
+        n_decoded: frames the decoder produced (concealed frames included), ``0..T``.
+        failed: ``True`` when no frame decoded (``frames is None``).
+        decoded_mask: bool ``[T]``, ``True`` where the frame came from the decoder, ``False`` where filled.
+        n_corrupt: decoded frames that FFmpeg flagged as corrupt (error-concealed).
+    """
+
+    frames: torch.Tensor | None
+    n_decoded: int
+    failed: bool
+    decoded_mask: torch.Tensor
+    n_corrupt: int = 0
+
+
+def _even(n: int) -> int:
+    return n + (n & 1)
+
+
+def _split_nal_units(data: bytes) -> list[tuple[int, int]]:
+    """``(start, end)`` of each Annex-B NAL unit, start code included."""
+    starts = []
+    i = data.find(b"\x00\x00\x01")
+    while i != -1:
+        s = i - 1 if i > 0 and data[i - 1] == 0 else i  # 4-byte start code
+        starts.append((s, i + 3))
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return [(s, starts[k + 1][0] if k + 1 < len(starts) else len(data)) for k, (s, _) in enumerate(starts)]
+
+
+def _strip_sei(data: bytes) -> bytes:
+    """Drop SEI NAL units (``nal_unit_type == 6``) from an Annex-B stream."""
+    out = []
+    for s, e in _split_nal_units(data):
+        hdr = s + (4 if data[s:s + 4] == b"\x00\x00\x00\x01" else 3)
+        if hdr < e and data[hdr] & 0x1F == 6:
+            continue
+        out.append(data[s:e])
+    return b"".join(out)
+
+
+def encode_h264(frames: Any, *, crf: int | None = None, bitrate: int | None = None, fps: int = 25,
+                preset: str = "veryfast", gop: int | None = None, strip_sei: bool = True,
+                options: dict[str, str] | None = None) -> bytes:
+    """Encode a clip as a raw H.264 Annex-B stream (libx264 via PyAV, yuv420p, no B-frames).
+
+    Args:
+        frames: uint8 ``[T, H, W, 3]`` RGB (torch tensor or numpy array); odd ``H``/``W``
+            are padded to even by edge replication (crop back with ``decode_h264``).
+        crf: constant rate factor 0..51; ``None`` means 23 unless ``bitrate`` is given.
+        bitrate: average target in bit/s (ABR); exclusive with ``crf``.
+        fps: frame rate (1..240); with ``bitrate`` it sets bits per frame.
+        preset: x264 preset (``"ultrafast"`` .. ``"placebo"``).
+        gop: max frames between IDR frames; ``None`` = x264 default (250).
+        strip_sei: drop SEI NAL units (x264's ~0.7 KB settings text).
+        options: extra libx264 AVOptions (strings), applied last.
+
+    Returns:
+        The elementary stream bytes; ``bits_of(result)`` is the payload in bits.
+    """
+    import av
+
+    _check_h264_args(crf, bitrate, fps, preset, gop)
+    arr = _as_uint8_array(frames, name="frames", ndim=4)
+    t, h, w, _ = arr.shape
+    ph, pw = _even(h), _even(w)
+    if (ph, pw) != (h, w):
+        arr = np.pad(arr, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+    opts = {"preset": preset, "bf": "0"}
+    if bitrate is None:
+        opts["crf"] = str(DEFAULT_CRF if crf is None else crf)
+    if gop is not None:
+        opts["g"] = str(gop)
+        opts["keyint_min"] = str(min(gop, 25))
+    opts.update({str(k): str(v) for k, v in (options or {}).items()})
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=fps, options=opts)
+        stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
+        if bitrate is not None:
+            stream.bit_rate = bitrate
+        for frame in arr:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = buf.getvalue()
+    return _strip_sei(data) if strip_sei else data
+
+
+def decode_h264(data: bytes, *, n_frames: int, height: int, width: int) -> DecodedClip:
+    """Decode an H.264 Annex-B stream, possibly damaged, into ``n_frames`` frames of ``height x width``.
+
+    Never raises on bad bytes. Access unit ``i`` (as split by FFmpeg's parser) is
+    frame ``i``; frames the decoder outputs (error-concealed ones included) are
+    kept, gaps are filled by repeating the nearest earlier decoded frame (the
+    first decoded one before it). Frames of another size than ``height x width``
+    (or its even padding) are dropped; extra frames beyond ``n_frames`` are ignored.
+
+    Args:
+        data: received bytes.
+        n_frames, height, width: the clip the sender encoded.
+
+    Returns:
+        :class:`DecodedClip`; ``failed`` and ``frames is None`` when no frame decoded.
+    """
+    import av
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    for name, v in (("n_frames", n_frames), ("height", height), ("width", width)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    ph, pw = _even(height), _even(width)
+    slots: list[np.ndarray | None] = [None] * n_frames
+    n_corrupt = 0
+    try:
+        with av.logging.Capture(local=True):
+            ctx = av.CodecContext.create("h264", "r")
+            ctx.thread_count = 1  # deterministic, frame i out right after access unit i
+            # a corrupt SPS cannot make huge frames (slack for macroblock alignment)
+            ctx.options = {"max_pixels": str(2 * (ph + 64) * (pw + 64))}
+            packets = list(ctx.parse(bytes(data))) + list(ctx.parse(None))
+            nxt = 0  # next free slot when a frame carries no usable index
+
+            def place(frame: Any) -> None:
+                nonlocal nxt, n_corrupt
+                if (frame.height, frame.width) not in ((ph, pw), (height, width)):
+                    return
+                idx = frame.pts if isinstance(frame.pts, int) and 0 <= frame.pts < n_frames else nxt
+                if idx >= n_frames or slots[idx] is not None:
+                    idx = nxt
+                if idx >= n_frames:
+                    return
+                img = frame.to_ndarray(format="rgb24")[:height, :width]
+                if img.shape != (height, width, 3):
+                    return
+                slots[idx] = np.ascontiguousarray(img)
+                n_corrupt += int(bool(getattr(frame, "is_corrupt", False)))
+                nxt = max(nxt, idx + 1)
+
+            for i, packet in enumerate(packets):
+                packet.pts = packet.dts = i
+                try:
+                    for frame in ctx.decode(packet):
+                        place(frame)
+                except Exception as exc:  # noqa: BLE001 - a damaged access unit is skipped
+                    logger.debug("h264 access unit %d failed: %s", i, exc)
+            try:
+                for frame in ctx.decode(None):
+                    place(frame)
+            except Exception as exc:  # noqa: BLE001
+                logger.debug("h264 flush failed: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - damaged input must never raise
+        logger.debug("h264 decode failed: %s", exc)
+    mask = torch.tensor([s is not None for s in slots], dtype=torch.bool)
+    n_dec = int(mask.sum())
+    if n_dec == 0:
+        return DecodedClip(frames=None, n_decoded=0, failed=True, decoded_mask=mask, n_corrupt=0)
+    first = next(s for s in slots if s is not None)
+    filled, last = [], first
+    for s in slots:
+        last = s if s is not None else last
+        filled.append(last)
+    return DecodedClip(frames=torch.from_numpy(np.stack(filled)), n_decoded=n_dec, failed=False,
+                       decoded_mask=mask, n_corrupt=n_corrupt)
+
+
+__all__ = [
+    "DEFAULT_CRF", "DEFAULT_MAX_PIXELS", "DecodedClip", "ImageCodec", "VideoCodec", "bits_of",
+    "decode_h264", "decode_jpeg", "encode_h264", "encode_jpeg",
+]

@@ -1,0 +1,511 @@
+"""Train the mini image/video tower against a frozen text tower (locked-text tuning, LiT).
+
+Recipe (one step, ``B`` clips):
+
+1. the frozen text tower embeds every training caption once (L2-normalised,
+   cached on disk, keyed by the tower and the caption list);
+2. ``B`` clips are drawn without replacement from a seeded per-epoch permutation,
+   one of each clip's captions is drawn uniformly;
+3. the tower encodes the clips (meanP over frame features, L2-normalised), and
+   the symmetric InfoNCE loss with a learnable logit scale ``s = exp(log_s)``
+   (CLIP; initialised to ``1 / temperature``, clamped to ``max_logit_scale``) is
+
+       L = 1/2 [ CE(s V T^T, P) + CE(s T V^T, P) ],
+
+   where ``P`` is the row-normalised "same caption text" matrix (the identity
+   unless two clips in the batch drew the same caption string, which are then not
+   pushed apart);
+4. AdamW, linear warm-up then cosine decay to ``min_lr_ratio * lr``.
+
+All randomness comes from one ``torch.Generator`` seeded with ``config.seed``;
+checkpoints (model, logit scale, optimizer, generator state, epoch permutation,
+step, loss history) are written atomically and ``resume=True`` continues the run
+bit for bit on the same machine. The final tower is written with
+``save_pretrained`` (float16 by default) plus ``README.md`` and ``train_log.json``.
+
+Example:
+    >>> cfg = TrainEncoderConfig(steps=1500, output_dir="runs/encoder-mini")
+    >>> out = train_encoder(cfg)                     # doctest: +SKIP
+    >>> enc = create_encoder("mini", pretrained=out)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from genscom.encoders.base import Encoder
+from genscom.encoders.mini import MiniTowerConfig, MiniVideoTower, TowerEncoder
+from genscom.encoders.text import TransformerTextTower
+from genscom.encoders.video import l2_normalize, mean_pool
+from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text, resolve_device
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+TEXT_TOWERS = ("minilm", "tiny")
+# Fields that may differ between a run and its resumption (they do not change the trajectory).
+_RESUME_FREE = {"steps", "output_dir", "cache_dir", "checkpoint_every", "log_every", "device", "eval_n_items"}
+
+
+@dataclass
+class TrainEncoderConfig:
+    """Everything a mini-tower training run depends on (saved in the checkpoint and ``train_log.json``)."""
+
+    dataset: str = "synthetic"          # a genscom.data dataset name (its train split is used)
+    n_items: int = 10000                 # training clips
+    dataset_seed: int = 0                # the dataset's seed (fixes the splits)
+    num_frames: int = 8                  # frames per clip T
+    size: int = 64                       # frame side in pixels (rendered datasets)
+    steps: int = 1500                    # optimizer steps
+    batch_size: int = 64                 # clips per step (= negatives per positive + 1)
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05           # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.05           # on conv/linear weights only
+    temperature: float = 0.07            # initial softmax temperature (logit scale 1/0.07, as CLIP)
+    learn_temperature: bool = True
+    max_logit_scale: float = 100.0
+    augment: Literal["none", "shift", "noise"] = "none"  # shift: same +-4 px translation for all frames of a clip
+    text_tower: Literal["minilm", "tiny"] = "minilm"     # frozen text tower ("tiny": random, tests only)
+    tower: dict[str, Any] = field(default_factory=dict)  # MiniTowerConfig overrides (embed_dim follows the text)
+    seed: int = 0                        # training RNG (init, sampling, augmentation)
+    output_dir: str = "runs/encoder-mini"
+    cache_dir: str | None = None         # caption-embedding cache; default <output_dir>/cache
+    checkpoint_every: int = 250          # steps between checkpoints (0: only at the end)
+    log_every: int = 25
+    device: str = "cpu"                  # "cpu", "cuda", "auto"
+    eval_n_items: int = 1000             # test-split clips for the final R@K (0: skip)
+    storage_dtype: Literal["float16", "float32"] = "float16"
+
+    def __post_init__(self) -> None:
+        for k in ("n_items", "num_frames", "size", "steps", "batch_size", "log_every"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{k} must be a positive int, got {v!r}")
+        for k in ("warmup_steps", "checkpoint_every", "eval_n_items", "seed", "dataset_seed"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{k} must be a non-negative int, got {v!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
+        if self.batch_size > self.n_items:
+            raise ValueError(f"batch_size ({self.batch_size}) must be <= n_items ({self.n_items})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0 < self.temperature <= 1:
+            raise ValueError(f"temperature must be in (0, 1], got {self.temperature!r}")
+        if self.max_logit_scale < 1 / self.temperature:
+            raise ValueError(f"max_logit_scale ({self.max_logit_scale}) must be >= 1/temperature "
+                             f"({1 / self.temperature:.1f})")
+        if self.augment not in ("none", "shift", "noise"):
+            raise ValueError(f"augment must be 'none', 'shift' or 'noise', got {self.augment!r}")
+        if self.text_tower not in TEXT_TOWERS:
+            raise ValueError(f"text_tower must be one of {TEXT_TOWERS}, got {self.text_tower!r}")
+        if self.storage_dtype not in ("float16", "float32"):
+            raise ValueError(f"storage_dtype must be 'float16' or 'float32', got {self.storage_dtype!r}")
+        if not isinstance(self.tower, dict):
+            raise TypeError(f"tower must be a dict of MiniTowerConfig overrides, got {type(self.tower).__name__}")
+        self.tower_config(text_dim=None)  # validates the overrides
+
+    def tower_config(self, *, text_dim: int | None) -> MiniTowerConfig:
+        """The tower architecture: defaults, then ``tower`` overrides; ``embed_dim`` = ``text_dim`` unless set."""
+        known = {f.name for f in dataclasses.fields(MiniTowerConfig)}
+        unknown = sorted(set(self.tower) - known)
+        if unknown:
+            raise ValueError(f"unknown tower field(s) {unknown}; known MiniTowerConfig fields: {sorted(known)}")
+        over = dict(self.tower)
+        if text_dim is not None:
+            if "embed_dim" in over and over["embed_dim"] != text_dim:
+                raise ValueError(f"tower embed_dim ({over['embed_dim']}) must equal the text tower's dim ({text_dim})")
+            over["embed_dim"] = text_dim
+        over.setdefault("image_size", self.size)
+        over.setdefault("max_frames", max(16, self.num_frames))
+        return MiniTowerConfig(**over)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- text side
+def build_text_tower(name: str) -> TransformerTextTower:
+    """The frozen text tower by name (``"minilm"``: all-MiniLM-L6-v2; ``"tiny"``: random, seed 0)."""
+    if name == "minilm":
+        from genscom.encoders.text import load_minilm
+
+        return load_minilm()
+    if name == "tiny":
+        from genscom.encoders.registry import _seeded_build, tiny_configs
+        from genscom.encoders.text import build_tiny_text_tower
+
+        return _seeded_build(0, lambda: build_tiny_text_tower(tiny_configs()[0], frozen=True))
+    raise ValueError(f"text_tower must be one of {TEXT_TOWERS}, got {name!r}")
+
+
+@torch.no_grad()
+def embed_captions(text_tower: TransformerTextTower, captions: list[str], *, cache_dir: str | Path | None,
+                   tower_name: str, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """L2-normalised float32 ``[len(captions), d]`` caption embeddings of the frozen tower, cached on disk.
+
+    The cache file is keyed by ``tower_name`` and a SHA-256 of the caption list; it is
+    written atomically and read with ``torch.load(weights_only=True)``.
+    """
+    key = hashlib.sha256(("\x00".join([tower_name, *captions])).encode("utf-8")).hexdigest()[:20]
+    path = Path(cache_dir) / f"text-{tower_name}-{key}.pt" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        emb = blob.get("embeddings") if isinstance(blob, dict) else None
+        if isinstance(emb, torch.Tensor) and emb.shape[0] == len(captions):
+            logger.info("caption embeddings from cache %s", path)
+            return emb
+        logger.warning("ignoring caption cache %s (unexpected content)", path)
+    from tqdm.auto import tqdm
+
+    text_tower.eval()
+    order = sorted(range(len(captions)), key=lambda i: len(captions[i]))  # less padding per batch
+    out = torch.empty(len(captions), text_tower.dim)
+    t0 = time.perf_counter()
+    for s in tqdm(range(0, len(order), batch_size), desc="embed captions", disable=not progress, leave=False):
+        idx = order[s:s + batch_size]
+        out[idx] = l2_normalize(text_tower([captions[i] for i in idx]).float()).cpu()
+    logger.info("embedded %d captions in %.1f s", len(captions), time.perf_counter() - t0)
+    if path is not None:
+        atomic_torch_save({"embeddings": out, "tower": tower_name, "n": len(captions)}, path)
+    return out
+
+
+# --------------------------------------------------------------------------- loss
+def contrastive_loss(video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+                     caption_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE between L2-normalised ``video`` and ``text`` ``[B, d]`` (row i of each is a pair).
+
+    ``logit_scale`` is the log of the multiplier (CLIP). ``caption_ids`` ``[B]`` (optional): pairs
+    whose captions share an id count as positives of each other (soft targets).
+    """
+    logits = logit_scale.exp() * video @ text.t()  # (B, B)
+    if caption_ids is None:
+        target = torch.arange(len(video), device=video.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    same = (caption_ids[:, None] == caption_ids[None, :]).to(logits.dtype)
+    target = same / same.sum(dim=1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def lr_at(step: int, config: TrainEncoderConfig) -> float:
+    """Learning rate of (0-based) ``step``: linear warm-up, then cosine to ``lr * min_lr_ratio``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    low = config.lr * config.min_lr_ratio
+    return low + 0.5 * (config.lr - low) * (1 + math.cos(math.pi * progress))
+
+
+def _augment(pixels: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
+    """``pixels`` ``[B, T, 3, S, S]``; the same transform for every frame of a clip (motion is kept)."""
+    if mode == "none":
+        return pixels
+    B = pixels.shape[0]
+    if mode == "noise":
+        sigma = 0.1 * torch.rand(B, 1, 1, 1, 1, generator=generator)
+        return pixels + sigma.to(pixels) * torch.randn(pixels.shape, generator=generator).to(pixels)
+    # shift: translate each clip by up to +-4 px (replicate padding)
+    s = 4
+    offsets = torch.randint(0, 2 * s + 1, (B, 2), generator=generator)
+    T, C, H, W = pixels.shape[1:]
+    padded = F.pad(pixels.flatten(1, 2), (s, s, s, s), mode="replicate").view(B, T, C, H + 2 * s, W + 2 * s)
+    return torch.stack([padded[i, :, :, oy:oy + H, ox:ox + W] for i, (oy, ox) in enumerate(offsets.tolist())])
+
+
+# --------------------------------------------------------------------------- evaluation
+def _fallback_retrieval_metrics(sim: torch.Tensor, text_to_item: torch.Tensor) -> dict[str, float]:
+    """t2v/v2t R@1/5/10, MdR, MnR, RSUM (ranks 1-based; v2t: best-ranked caption of the item)."""
+    sim = sim.float()
+    n_text, n_item = sim.shape
+    correct = sim[torch.arange(n_text), text_to_item]
+    t2v_rank = (sim > correct[:, None]).sum(dim=1) + 1  # (n_text,)
+    ranks_v = torch.full((n_item,), n_text + 1, dtype=torch.long)
+    simT = sim.t()  # (n_item, n_text)
+    for j in range(n_text):
+        item = int(text_to_item[j])
+        r = int((simT[item] > simT[item, j]).sum()) + 1
+        ranks_v[item] = min(int(ranks_v[item]), r)
+    out: dict[str, float] = {}
+    for tag, ranks in (("t2v", t2v_rank), ("v2t", ranks_v)):
+        for k in (1, 5, 10):
+            out[f"{tag}_R@{k}"] = float((ranks <= k).float().mean())
+        out[f"{tag}_MdR"] = float(ranks.float().median())
+        out[f"{tag}_MnR"] = float(ranks.float().mean())
+    out["RSUM"] = 100 * sum(out[f"{t}_R@{k}"] for t in ("t2v", "v2t") for k in (1, 5, 10))
+    return out
+
+
+@torch.no_grad()
+def evaluate_retrieval(encoder: Encoder, dataset: Any, *, batch_size: int = 64,
+                       progress: bool = False) -> dict[str, float]:
+    """Noiseless text<->clip retrieval of ``encoder`` on ``dataset`` (cosine similarity, every caption a query).
+
+    Returns PROTOCOL.md metric names (``t2v_R@1``, ..., ``RSUM``), via
+    :func:`genscom.metrics.retrieval.retrieval_metrics` when available.
+    """
+    clips = dataset.stacked_frames()
+    captions, text_to_item = dataset.all_captions()
+    video = encoder.encode_clips(clips, batch_size=batch_size, progress=progress).float().cpu()
+    text = encoder.encode_text(captions, batch_size=256, progress=progress).float().cpu()
+    sim = text @ video.t()
+    try:
+        from genscom.metrics.retrieval import retrieval_metrics
+    except ImportError:
+        return _fallback_retrieval_metrics(sim, text_to_item)
+    return {k: float(v) for k, v in dict(retrieval_metrics(sim, text_to_item)).items()}
+
+
+# --------------------------------------------------------------------------- training
+def _param_groups(tower: MiniVideoTower, logit_scale: torch.nn.Parameter, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in tower.named_parameters():
+        (decay if p.dim() >= 2 and "time_embed" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if logit_scale.requires_grad:
+        groups.append({"params": [logit_scale], "weight_decay": 0.0})
+    return groups
+
+
+def _caption_index(captions: list[str], text_to_item: torch.Tensor, n_items: int
+                   ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Unique caption strings, and per item a CSR list of unique-caption ids: ``(unique, offsets [N+1], ids)``."""
+    uid: dict[str, int] = {}
+    ids = torch.tensor([uid.setdefault(c, len(uid)) for c in captions], dtype=torch.long)
+    order = torch.argsort(text_to_item, stable=True)
+    counts = torch.bincount(text_to_item, minlength=n_items)
+    if bool((counts == 0).any()):
+        raise ValueError("every training item needs at least one caption")
+    offsets = torch.zeros(n_items + 1, dtype=torch.long)
+    offsets[1:] = counts.cumsum(0)
+    return list(uid), offsets, ids[order]
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainEncoderConfig) -> None:
+    now = config.to_dict()
+    diff = sorted(k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k])
+    if diff:
+        raise ValueError(f"cannot resume: config field(s) {diff} differ from the checkpoint's "
+                         f"({ {k: saved.get(k) for k in diff} }); use the same config or resume=False")
+    if now["steps"] != saved.get("steps"):
+        logger.warning("resuming with steps=%s (checkpoint run had %s): the cosine schedule changes",
+                       now["steps"], saved.get("steps"))
+
+
+def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress: bool = True,
+                  dataset: Any = None, command: str | None = None) -> Path:
+    """Train the mini tower (see the module doc) and return ``output_dir`` holding the final weights.
+
+    Args:
+        config: the run's settings.
+        resume: continue from ``<output_dir>/checkpoint.pt`` exactly where it stopped.
+        progress: show a progress bar (tqdm) with the running loss.
+        dataset: a training :class:`~genscom.data.ClipCaptionDataset` to use instead of
+            ``create_dataset(config.dataset, split="train", ...)``.
+        command: the command line that launched the run (recorded in README.md).
+
+    Output folder: ``model.safetensors`` + ``config.json`` (load with
+    ``create_encoder("mini", pretrained=output_dir)``), ``README.md``, ``train_log.json``,
+    ``checkpoint.pt`` (for ``resume``) and ``cache/`` (caption embeddings).
+
+    Raises:
+        FileNotFoundError: ``resume=True`` but no checkpoint exists.
+        ValueError: the checkpoint was written with a different config.
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    device = resolve_device(config.device)
+    out = Path(config.output_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"resume=True but {str(ckpt_path)!r} does not exist; train without resume first")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _check_resumable(ckpt["config"], config)
+    elif ckpt_path.is_file():
+        logger.warning("%s exists and resume=False: starting a new run that will overwrite it", ckpt_path)
+
+    # data
+    if dataset is None:
+        from genscom.data import create_dataset
+
+        dataset = create_dataset(config.dataset, split="train", n_items=config.n_items, seed=config.dataset_seed,
+                                 num_frames=config.num_frames, size=config.size)
+    frames = dataset.stacked_frames()  # uint8 (N, T, H, W, 3)
+    n_items = frames.shape[0]
+    if config.batch_size > n_items:
+        raise ValueError(f"batch_size ({config.batch_size}) must be <= the dataset's {n_items} items")
+    captions, text_to_item = dataset.all_captions()
+    unique_caps, cap_offsets, cap_ids = _caption_index(captions, text_to_item, n_items)
+    text_tower = build_text_tower(config.text_tower)
+    cache_dir = Path(config.cache_dir) if config.cache_dir is not None else out / "cache"
+    text_emb = embed_captions(text_tower, unique_caps, cache_dir=cache_dir, tower_name=config.text_tower,
+                              progress=progress).to(device)
+    t_data = time.perf_counter() - t_start
+
+    # model + optimizer
+    from genscom.encoders.registry import _seeded_build
+
+    tower_cfg = config.tower_config(text_dim=text_tower.dim)
+    tower = _seeded_build(config.seed, lambda: MiniVideoTower(tower_cfg)).to(device)
+    encoder_px = TowerEncoder(text_tower, tower, name="mini")  # reuse its preprocessing
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / config.temperature), device=device),
+                                     requires_grad=config.learn_temperature)
+    optimizer = torch.optim.AdamW(_param_groups(tower, logit_scale, config.weight_decay), lr=config.lr,
+                                  betas=(0.9, 0.98), eps=1e-6)
+    gen = torch.Generator().manual_seed(config.seed)
+    perm = torch.randperm(n_items, generator=gen)
+    cursor, step, losses, elapsed_before = 0, 0, [], 0.0
+    if ckpt is not None:
+        tower.load_state_dict(ckpt["model"])
+        with torch.no_grad():
+            logit_scale.copy_(ckpt["logit_scale"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng_state"])
+        perm, cursor, step = ckpt["perm"], int(ckpt["cursor"]), int(ckpt["step"])
+        losses = ckpt["losses"].tolist()
+        elapsed_before = float(ckpt["train_seconds"])
+        logger.info("resumed %s at step %d", ckpt_path, step)
+
+    def save_checkpoint() -> None:
+        atomic_torch_save({
+            "step": step, "model": tower.state_dict(), "logit_scale": logit_scale.detach().cpu(),
+            "optimizer": optimizer.state_dict(), "rng_state": gen.get_state(), "perm": perm, "cursor": cursor,
+            "losses": torch.tensor(losses, dtype=torch.float64), "config": config.to_dict(),
+            "train_seconds": elapsed_before + (time.perf_counter() - t_loop),
+        }, ckpt_path)
+
+    tower.train()
+    t_loop = time.perf_counter()
+    bar = tqdm(total=config.steps, initial=step, desc="train mini tower", disable=not progress)
+    max_log = math.log(config.max_logit_scale)
+    while step < config.steps:
+        if cursor + config.batch_size > n_items:  # new epoch (the remainder is dropped)
+            perm, cursor = torch.randperm(n_items, generator=gen), 0
+        idx = perm[cursor:cursor + config.batch_size]
+        cursor += config.batch_size
+        lo, n_caps = cap_offsets[idx], cap_offsets[idx + 1] - cap_offsets[idx]
+        pick = (torch.rand(len(idx), generator=gen) * n_caps).long().clamp(max=n_caps - 1)
+        cid = cap_ids[lo + pick]
+        pixels = _augment(encoder_px.preprocess_clips(frames[idx]), config.augment, gen)
+
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        video = l2_normalize(mean_pool(tower(pixels)))
+        loss = contrastive_loss(video, text_emb[cid.to(device)], logit_scale, cid.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            logit_scale.clamp_(0.0, max_log)
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        if step % config.log_every == 0 or step == config.steps:
+            recent = sum(losses[-config.log_every:]) / len(losses[-config.log_every:])
+            bar.set_postfix(loss=f"{recent:.3f}", scale=f"{logit_scale.exp().item():.1f}")
+            logger.info("step %d/%d loss %.4f logit_scale %.1f", step, config.steps, recent, logit_scale.exp().item())
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+            save_checkpoint()
+    bar.close()
+    train_seconds = elapsed_before + (time.perf_counter() - t_loop)
+    save_checkpoint()
+
+    # final weights + evaluation of what was written
+    tower.eval()
+    storage = torch.float16 if config.storage_dtype == "float16" else torch.float32
+    tower.save_pretrained(out, dtype=storage, extra_config={
+        "text_tower": "sentence-transformers/all-MiniLM-L6-v2" if config.text_tower == "minilm" else "tiny",
+        "logit_scale": logit_scale.detach().exp().item()})
+    metrics: dict[str, float] = {}
+    if config.eval_n_items > 0:
+        from genscom.data import create_dataset
+
+        test = create_dataset(config.dataset, split="test", n_items=config.eval_n_items, seed=config.dataset_seed,
+                              num_frames=config.num_frames, size=config.size)
+        shipped = TowerEncoder(text_tower, MiniVideoTower.from_pretrained(out, device=device), name="mini").eval()
+        metrics = evaluate_retrieval(shipped, test, progress=progress)
+        logger.info("test retrieval on %d clips: %s", len(test), metrics)
+    total_seconds = time.perf_counter() - t_start
+    log = {
+        "config": config.to_dict(), "command": command, "steps_done": step,
+        "train_seconds": round(train_seconds, 1), "data_seconds": round(t_data, 1),
+        "total_seconds": round(total_seconds, 1), "n_train_items": n_items, "n_train_captions": len(captions),
+        "n_unique_captions": len(unique_caps), "final_logit_scale": logit_scale.detach().exp().item(),
+        "losses_every_log_step": [round(sum(losses[max(0, i - config.log_every):i]) /
+                                        len(losses[max(0, i - config.log_every):i]), 4)
+                                  for i in range(config.log_every, step + 1, config.log_every)],
+        "test_metrics": metrics, "machine": _machine(), "versions": _versions(),
+    }
+    atomic_write_json(out / "train_log.json", log)
+    atomic_write_text(out / "README.md", _readme(log, sum(p.numel() for p in tower.parameters()), out))
+    return out
+
+
+def _machine() -> str:
+    try:
+        from genscom.bench.results import machine_description
+
+        return machine_description()
+    except Exception:  # pragma: no cover - optional helper
+        return platform.platform()
+
+
+def _versions() -> dict[str, str]:
+    try:
+        from genscom.bench.results import library_versions
+
+        return library_versions()
+    except Exception:  # pragma: no cover
+        return {"torch": torch.__version__}
+
+
+def _readme(log: dict[str, Any], n_params: int, out: Path) -> str:
+    cfg = log["config"]
+    m = log["test_metrics"]
+    lines = [
+        "# mini image/video tower",
+        "",
+        "genscom's offline image/video tower, aligned to the frozen all-MiniLM-L6-v2 text space by",
+        "locked-text tuning (LiT) with a symmetric InfoNCE loss. Load it with",
+        f"`create_encoder(\"mini\", pretrained=\"{out}\")` (the shipped copy is the `mini` profile's default).",
+        "",
+        "| | |", "|---|---|",
+        f"| architecture | MiniVideoTower, {n_params / 1e6:.2f} M parameters, stored as {cfg['storage_dtype']} |",
+        f"| text tower | {'sentence-transformers/all-MiniLM-L6-v2 (frozen)' if cfg['text_tower'] == 'minilm' else 'tiny random'} |",
+        f"| data | `{cfg['dataset']}` train split, {log['n_train_items']} clips x {cfg['num_frames']} frames "
+        f"{cfg['size']}x{cfg['size']}, dataset seed {cfg['dataset_seed']}, {log['n_train_captions']} captions |",
+        f"| training | {log['steps_done']} steps x {cfg['batch_size']} clips, AdamW lr {cfg['lr']}, "
+        f"warm-up {cfg['warmup_steps']}, cosine, augment {cfg['augment']}, seed {cfg['seed']} |",
+        f"| wall time | {log['train_seconds']:.0f} s training, {log['total_seconds']:.0f} s in all, on {log['machine']} |",
+        f"| final logit scale | {log['final_logit_scale']:.1f} |",
+    ]
+    if m:
+        lines += [
+            f"| test retrieval ({cfg['eval_n_items']} test clips, every caption a query, noiseless) | "
+            + ", ".join(f"{k} {v:.3f}" if "R@" in k else f"{k} {v:.1f}" for k, v in m.items()) + " |",
+        ]
+    lines += ["", "## Command", "", "```", log["command"] or "(python API) train_encoder(TrainEncoderConfig(**config))",
+              "```", "", "## Config", "", "```json", json.dumps(cfg, indent=2), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""Learned channel adaptation as schemes: ``adapted`` (k' symbols) and ``adapted+mu`` (scalable extraction).
+
+``adapted``: the trained :class:`~genscom.adaptation.adapter.ChannelAdapter` sends the
+first ``k`` of its symbols (any ``k`` up to the adapter's; no side information). Name
+``adapted-k{k}``.
+
+``adapted+mu``: scalable extraction. Each symbol group is sent iff its importance is
+``>= mu``; with a ``budget`` (channel uses per item), ``mu`` is raised per item until
+``group_size * groups sent + bitmap channel uses <= budget``
+(:func:`genscom.adaptation.extraction.budget_mu`). The bitmap is side information sent
+through the real digital link (:class:`genscom.coding.link.DigitalLink`, LDPC + QAM at
+``side_mcs``, one codeword of ``max(12, G)`` bits); a bitmap that arrives wrong puts
+the received symbols at the wrong positions, as it would. Names ``adapted+mu-mu{mu}`` or
+``adapted+mu-b{budget}``.
+
+Sensing: the transmitter knows the SNR (feedback) and re-encodes for it in
+:meth:`deliver`; the receiver uses the set SNR and the true ``h`` (perfect CSI, MMSE).
+:meth:`transmit` encodes at ``design_snr_db`` (what is sent without sensing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from genscom.adaptation import extraction as X
+from genscom.adaptation.adapter import ChannelAdapter
+from genscom.channels.base import Channel, ChannelOutput
+from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch, register_scheme
+
+DEFAULT_ADAPTER = "mini-k192"
+ADAPTERS_DIR = Path(__file__).resolve().parents[2] / "adapters"
+
+
+def resolve_adapter(adapter: str | Path | ChannelAdapter, device: str | torch.device = "cpu") -> ChannelAdapter:
+    """An adapter object, a folder path, or a name under the repo's ``adapters/`` -> a loaded :class:`ChannelAdapter`."""
+    if isinstance(adapter, ChannelAdapter):
+        return adapter.to(device).eval()
+    if not isinstance(adapter, (str, Path)):
+        raise TypeError(f"adapter must be a ChannelAdapter, a folder or a name in {ADAPTERS_DIR}, got {type(adapter).__name__}")
+    p = Path(adapter)
+    if not p.is_dir():
+        p = ADAPTERS_DIR / str(adapter)
+    if not p.is_dir():
+        known = sorted(d.name for d in ADAPTERS_DIR.iterdir() if (d / "config.json").is_file()) if ADAPTERS_DIR.is_dir() else []
+        raise FileNotFoundError(f"adapter {str(adapter)!r} is neither a folder nor a shipped adapter; shipped: {known}; "
+                                "train one with `genscom train adapter`")
+    return ChannelAdapter.from_pretrained(p, device=device)
+
+
+class _AdaptedBase(Scheme):
+    def __init__(self, *, adapter: str | Path | ChannelAdapter = DEFAULT_ADAPTER, design_snr_db: float = 5.0,
+                 sensing: bool = True, equalizer: Literal["zf", "mmse"] = "mmse",
+                 device: str | torch.device = "cpu") -> None:
+        if equalizer not in ("zf", "mmse"):
+            raise ValueError(f"equalizer must be 'zf' or 'mmse', got {equalizer!r}")
+        if not isinstance(design_snr_db, (int, float)) or not math.isfinite(design_snr_db):
+            raise ValueError(f"design_snr_db must be a finite number of dB, got {design_snr_db!r}")
+        self.adapter = resolve_adapter(adapter, device)
+        self.design_snr_db = float(design_snr_db)
+        self.sensing = bool(sensing)
+        self.equalizer = equalizer
+        self.device = torch.device(device)
+
+    @property
+    def k_max(self) -> int:
+        return self.adapter.config.k
+
+    # subclasses: which symbols to send, and the side information
+    def _select(self, importance: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _side_uses(self) -> int:
+        return 0
+
+    def _embeddings(self, batch: SourceBatch) -> torch.Tensor:
+        if batch.embeddings is None:
+            raise ValueError(f"scheme {self.name!r} sends embeddings; build the SourceBatch with embeddings=[B, d]")
+        return batch.embeddings.float()
+
+    @torch.no_grad()
+    def _make_payload(self, emb: torch.Tensor, snr_db: float) -> Payload:
+        ad = self.adapter
+        z, importance = ad.encode(emb.to(self.device), snr_db)
+        keep_g, info = self._select(importance)
+        keep = keep_g if keep_g.shape[1] == ad.config.k else X.expand_groups(keep_g, ad.config.group_size)
+        x = ad.normalize(z, keep)
+        x_c, _, _ = X.compact(x, keep)
+        n_sent = keep.sum(dim=-1).to(torch.int64).cpu()
+        side = self._side_uses()
+        b = len(emb)
+        side_bits = torch.full((b,), info.get("side_bits", 0), dtype=torch.int64)
+        extras = {"keep": keep, "keep_groups": keep_g, "n_sent": n_sent, "tx_embeddings": emb, "tx_snr_db": snr_db,
+                  "importance": importance.cpu(), **info}
+        return Payload(symbols=x_c, channel_uses=n_sent + side, side_bits=side_bits, extras=extras)
+
+    def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
+        """Encode at ``design_snr_db``; ``Payload.symbols`` ``[B, n_max]`` is each item's sent symbols then zeros."""
+        return self._make_payload(self._embeddings(batch), self.design_snr_db)
+
+    def deliver(self, payload: Payload, channel: Channel | None, snr_db: float | None, *,
+                generator: torch.Generator | None = None) -> Delivered:
+        if channel is None or snr_db is None:
+            return self.receive(None, payload)
+        if self.sensing and float(snr_db) != payload.extras["tx_snr_db"]:
+            payload = self._make_payload(payload.extras["tx_embeddings"], float(snr_db))
+        payload = self._side_link(payload, channel, float(snr_db), generator)
+        received = channel(payload.symbols, float(snr_db), generator=generator)
+        return self.receive(received, payload)
+
+    def _side_link(self, payload: Payload, channel: Channel, snr_db: float,
+                   generator: torch.Generator | None) -> Payload:
+        return payload
+
+    @torch.no_grad()
+    def receive(self, received: ChannelOutput | None, payload: Payload, *,
+                generator: torch.Generator | None = None) -> Delivered:
+        from genscom.channels.fading import equalize
+
+        ad = self.adapter
+        k = ad.config.k
+        keep_rx = payload.extras.get("keep_rx", payload.extras["keep"]).to(self.device)
+        n_sent = payload.extras["n_sent"].to(self.device)
+        if received is None:
+            stream, gain_c, snr = payload.symbols, None, ad.config.snr_range_db[1]
+        else:
+            stream, _ = equalize(received.y, received.h, received.noise_var, self.equalizer)
+            gain_c = None if received.h is None else received.h.abs()
+            snr = received.snr_db
+        got = X.received_mask(keep_rx, n_sent)  # marked positions that a received symbol fills
+        x_hat = X.uncompact(stream.to(self.device), keep_rx, k)
+        gain = None if gain_c is None else X.uncompact(gain_c.to(self.device), keep_rx, k)
+        emb = ad.decode(x_hat, snr_db=snr, keep=got, gain=gain).cpu()
+        failed = payload.extras.get("side_failed", torch.zeros(len(emb), dtype=torch.bool))
+        return Delivered(embeddings=emb, frames=None, failed=failed, channel_uses=payload.channel_uses,
+                         extras={"n_sent": payload.extras["n_sent"], "mu": payload.extras.get("mu")})
+
+
+@register_scheme("adapted")
+class AdaptedScheme(_AdaptedBase):
+    """The learned adapter at ``k`` channel uses per item (a prefix of its symbols; default all).
+
+    Args:
+        adapter: a :class:`ChannelAdapter`, a folder, or a name under ``adapters/`` (default ``mini-k192``).
+        k: channel uses per item, ``1 <= k <= adapter k`` (``None``: the adapter's ``k``).
+        design_snr_db: SNR the transmitter assumes without sensing (``transmit``).
+        sensing: re-encode for the actual SNR in ``deliver`` (transmitter knows the SNR).
+        equalizer: ``"mmse"`` (default) or ``"zf"``, with perfect CSI.
+    """
+
+    name = "adapted"
+
+    def __init__(self, *, adapter: str | Path | ChannelAdapter = DEFAULT_ADAPTER, k: int | None = None,
+                 design_snr_db: float = 5.0, sensing: bool = True, equalizer: Literal["zf", "mmse"] = "mmse",
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__(adapter=adapter, design_snr_db=design_snr_db, sensing=sensing, equalizer=equalizer,
+                         device=device)
+        k = self.k_max if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.k_max:
+            raise ValueError(f"k must be an integer in 1..{self.k_max} (channel uses; the adapter's k is "
+                             f"{self.k_max}), got {k!r}")
+        self.k = k
+        self.name = f"adapted-k{k}"
+
+    def _select(self, importance: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        return X.prefix_keep(self.k, self.k_max, batch=len(importance), device=importance.device), {}
+
+
+@register_scheme("adapted+mu")
+class AdaptedMuScheme(_AdaptedBase):
+    """Scalable extraction with the learned adapter: threshold ``mu`` or a channel-use ``budget``.
+
+    Args:
+        mu: importance threshold in ``[0, 1]`` (groups with importance ``>= mu`` are sent).
+        budget: channel uses per item (data + bitmap); ``mu`` is searched per item. Give ``mu`` or ``budget``.
+        side_mcs: MCS of the bitmap's digital link (default ``"qpsk-1/3"``).
+        side_link: ``"full"``: the bitmap goes through LDPC + QAM over the same channel (errors possible);
+            ``"ideal"``: it is counted but assumed error-free.
+        (other arguments as :class:`AdaptedScheme`)
+
+    Raises ``ValueError`` when the budget is smaller than the bitmap's channel uses.
+    """
+
+    name = "adapted+mu"
+
+    def __init__(self, *, adapter: str | Path | ChannelAdapter = DEFAULT_ADAPTER, mu: float | None = None,
+                 budget: int | None = None, side_mcs: str = X.DEFAULT_SIDE_MCS,
+                 side_link: Literal["full", "ideal"] = "full", design_snr_db: float = 5.0, sensing: bool = True,
+                 equalizer: Literal["zf", "mmse"] = "mmse", device: str | torch.device = "cpu") -> None:
+        super().__init__(adapter=adapter, design_snr_db=design_snr_db, sensing=sensing, equalizer=equalizer,
+                         device=device)
+        if (mu is None) == (budget is None):
+            raise ValueError(f"give exactly one of mu (threshold in [0, 1]) or budget (channel uses), "
+                             f"got mu={mu!r}, budget={budget!r}")
+        if side_link not in ("full", "ideal"):
+            raise ValueError(f"side_link must be 'full' or 'ideal', got {side_link!r}")
+        from genscom.coding.link import get_mcs
+
+        get_mcs(side_mcs)  # validates the name
+        self.side_mcs = side_mcs
+        self.side_link = side_link
+        self.n_groups = self.adapter.config.n_groups
+        self.side_uses = X.side_channel_uses(self.n_groups, side_mcs)
+        if mu is not None:
+            self.mu: float | None = X.check_mu(mu)
+            self.budget: int | None = None
+            self.name = f"adapted+mu-mu{self.mu:g}"
+        else:
+            if isinstance(budget, bool) or not isinstance(budget, int):
+                raise ValueError(f"budget must be an integer number of channel uses per item, got {budget!r}")
+            if budget < self.side_uses:
+                raise ValueError(f"budget={budget} channel uses is smaller than the side information: the "
+                                 f"{self.n_groups}-bit bitmap costs {self.side_uses} channel uses at {side_mcs}; "
+                                 f"use budget >= {self.side_uses}")
+            self.mu, self.budget = None, budget
+            self.name = f"adapted+mu-b{budget}"
+
+    def _side_uses(self) -> int:
+        return self.side_uses
+
+    def _select(self, importance: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        gs = self.adapter.config.group_size
+        if self.budget is not None:
+            mu = X.budget_mu(importance, self.budget, group_size=gs, side_uses=self.side_uses)
+        else:
+            mu = torch.full((len(importance),), float(self.mu), device=importance.device)
+        keep_g = X.threshold_keep(importance, mu)
+        return keep_g, {"mu": mu.cpu(), "side_bits": self.n_groups}
+
+    def _side_link(self, payload: Payload, channel: Channel, snr_db: float,
+                   generator: torch.Generator | None) -> Payload:
+        keep_g = payload.extras["keep_groups"]
+        if self.side_link == "ideal":
+            return payload
+        from genscom.coding.link import DigitalLink
+
+        link = DigitalLink(self.side_mcs, channel, k=X.bitmap_ldpc_k(self.n_groups), fidelity="auto")
+        res = link.send_bits(X.bitmap_from_keep(keep_g.cpu()), snr_db, generator=generator)
+        uses = torch.as_tensor(res.channel_uses, dtype=torch.int64)
+        if bool((uses != self.side_uses).any()):  # pragma: no cover - counted in one place, must agree
+            raise RuntimeError(f"bitmap link used {uses.tolist()[:4]} channel uses, expected {self.side_uses}")
+        keep_rx_g = X.keep_from_bitmap(res.bits_hat, self.n_groups).to(keep_g.device)
+        keep_rx = X.expand_groups(keep_rx_g, self.adapter.config.group_size)
+        failed = (keep_rx_g != keep_g).any(dim=-1).cpu()
+        return dataclasses.replace(payload, extras=dict(payload.extras, keep_rx=keep_rx, side_failed=failed))

@@ -1,0 +1,171 @@
+"""Locked-text training of the mini tower: loss goes down, exact resume, caches, configs, losses."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import genscom.encoders.train as train_mod
+from genscom.data.synthetic import SyntheticClips
+from genscom.encoders.mini import MiniVideoTower
+from genscom.encoders.train import (
+    TrainEncoderConfig,
+    _fallback_retrieval_metrics,
+    contrastive_loss,
+    embed_captions,
+    lr_at,
+    train_encoder,
+)
+
+TINY_TOWER = {"stem_channels": 4, "channels": [8], "grid_channels": 4, "width": 16, "temporal_heads": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny_data() -> SyntheticClips:
+    ds = SyntheticClips("train", n_items=16, num_frames=3, size=32, n_captions=1, cache=False)
+    ds._frames = torch.from_numpy(ds.render_all())  # render once for the module, nothing written to disk
+    return ds
+
+
+def tiny_config(tmp_path: Path, **kw) -> TrainEncoderConfig:
+    base = dict(text_tower="tiny", n_items=16, num_frames=3, size=32, steps=6, batch_size=8, lr=5e-3,
+                warmup_steps=2, tower=TINY_TOWER, eval_n_items=0, checkpoint_every=3, log_every=1,
+                output_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), augment="shift")
+    base.update(kw)
+    return TrainEncoderConfig(**base)
+
+
+def read_log(out: Path) -> dict:
+    return json.loads((out / "train_log.json").read_text())
+
+
+def test_a_few_steps_lower_the_loss(tmp_path: Path, tiny_data: SyntheticClips) -> None:
+    cfg = tiny_config(tmp_path, steps=40, lr=1e-2, warmup_steps=2, checkpoint_every=0, augment="none")
+    out = train_encoder(cfg, progress=False, dataset=tiny_data)
+    losses = read_log(out)["losses_every_log_step"]
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.75 * math.log(8)  # well below chance (batch of 8)
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    assert "Command" in (out / "README.md").read_text()
+    tower = MiniVideoTower.from_pretrained(out)
+    assert tower.config.embed_dim == 16 and tower.config.image_size == 32
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, tiny_data: SyntheticClips,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    full = train_encoder(tiny_config(tmp_path / "a"), progress=False, dataset=tiny_data)
+    ref = read_log(full)["losses_every_log_step"]
+
+    # crash during step 5 (after the checkpoint written at step 3), then resume
+    calls = {"n": 0}
+    real_loss = train_mod.contrastive_loss
+
+    def crashing_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise _Crash("simulated crash")
+        return real_loss(*args, **kwargs)
+
+    cfg = tiny_config(tmp_path / "b")
+    monkeypatch.setattr(train_mod, "contrastive_loss", crashing_loss)
+    with pytest.raises(_Crash):
+        train_encoder(cfg, progress=False, dataset=tiny_data)
+    monkeypatch.setattr(train_mod, "contrastive_loss", real_loss)
+    ckpt = torch.load(Path(cfg.output_dir) / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 3 and isinstance(ckpt["rng_state"], torch.Tensor)
+
+    out = train_encoder(cfg, resume=True, progress=False, dataset=tiny_data)
+    got = read_log(out)["losses_every_log_step"]
+    assert got == ref  # every step, including the first one after resuming, identical
+    a, b = MiniVideoTower.from_pretrained(full), MiniVideoTower.from_pretrained(out)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_resume_errors(tmp_path: Path, tiny_data: SyntheticClips) -> None:
+    cfg = tiny_config(tmp_path, steps=3)
+    with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
+        train_encoder(cfg, resume=True, progress=False, dataset=tiny_data)
+    train_encoder(cfg, progress=False, dataset=tiny_data)
+    changed = tiny_config(tmp_path, steps=3, lr=1e-3)
+    with pytest.raises(ValueError, match="lr"):
+        train_encoder(changed, resume=True, progress=False, dataset=tiny_data)
+
+
+def test_caption_embeddings_are_cached(tmp_path: Path) -> None:
+    tower = train_mod.build_text_tower("tiny")
+    caps = ["a red circle", "two blue squares moving left", "a star"]
+    first = embed_captions(tower, caps, cache_dir=tmp_path, tower_name="tiny", batch_size=2)
+    assert len(list(tmp_path.glob("text-tiny-*.pt"))) == 1
+    torch.testing.assert_close(first.norm(dim=-1), torch.ones(3))
+
+    def boom(texts):
+        raise AssertionError("the cache should have been used")
+
+    tower.forward = boom  # type: ignore[method-assign]
+    again = embed_captions(tower, caps, cache_dir=tmp_path, tower_name="tiny")
+    assert torch.equal(first, again)
+    # sorted-by-length batching keeps the caption order
+    direct = torch.nn.functional.normalize(train_mod.build_text_tower("tiny")(caps), dim=-1)
+    torch.testing.assert_close(first, direct, atol=1e-5, rtol=0)
+
+
+def test_contrastive_loss_matches_its_definition() -> None:
+    g = torch.Generator().manual_seed(0)
+    v = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    t = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    scale = torch.tensor(math.log(10.0))
+    logits = 10.0 * v @ t.T
+    ref = 0.5 * (torch.nn.functional.cross_entropy(logits, torch.arange(4))
+                 + torch.nn.functional.cross_entropy(logits.T, torch.arange(4)))
+    torch.testing.assert_close(contrastive_loss(v, t, scale), ref)
+    torch.testing.assert_close(contrastive_loss(v, t, scale, torch.arange(4)), ref)  # unique ids: the same
+    # perfect pairs at a large scale: loss -> 0; duplicated caption ids are not pushed apart
+    assert contrastive_loss(v, v, torch.tensor(math.log(100.0))) < 0.05
+    # duplicated caption ids: soft targets P = row-normalised "same id" matrix
+    ids = torch.tensor([0, 0, 1, 2])
+    same = (ids[:, None] == ids[None, :]).float()
+    P = same / same.sum(1, keepdim=True)
+    ls = torch.nn.functional.log_softmax
+    manual = 0.5 * ((-P * ls(logits, 1)).sum(1).mean() + (-P * ls(logits.T, 1)).sum(1).mean())
+    torch.testing.assert_close(contrastive_loss(v, t, scale, ids), manual)
+
+
+def test_lr_schedule() -> None:
+    cfg = TrainEncoderConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1, n_items=64)
+    assert math.isclose(lr_at(0, cfg), 1e-4)
+    assert math.isclose(lr_at(9, cfg), 1e-3)
+    assert math.isclose(lr_at(100, cfg), 1e-4)
+    assert lr_at(50, cfg) < lr_at(20, cfg)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainEncoderConfig(n_items=8, batch_size=16)
+    with pytest.raises(ValueError, match="unknown tower field"):
+        TrainEncoderConfig(tower={"depth": 4})
+    with pytest.raises(ValueError, match="augment"):
+        TrainEncoderConfig(augment="flip")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="text_tower"):
+        TrainEncoderConfig(text_tower="bert")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="embed_dim"):
+        TrainEncoderConfig(tower={"embed_dim": 32}).tower_config(text_dim=384)
+
+
+def test_fallback_retrieval_metrics() -> None:
+    # 3 items, 2 captions each; caption 5 ranks its item second
+    sim = torch.eye(3).repeat_interleave(2, dim=0)
+    sim[5] = torch.tensor([0.0, 0.5, 0.4])
+    m = _fallback_retrieval_metrics(sim, torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert math.isclose(m["t2v_R@1"], 5 / 6, abs_tol=1e-6) and m["t2v_R@5"] == 1.0
+    assert m["v2t_R@1"] == 1.0  # item 2's best caption (4) ranks first
+    assert math.isclose(m["RSUM"], 100 * (5 / 6 + 1 + 1 + 1 + 1 + 1), abs_tol=1e-4)

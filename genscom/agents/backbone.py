@@ -89,12 +89,18 @@ class SharedLLM:
         return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                           target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
 
-    def add_adapter(self, name: str, lora: LoraSpec) -> None:
-        """Add a fresh LoRA adapter ``name`` (refuses duplicates; unknown target modules raise ``ValueError``)."""
+    def add_adapter(self, name: str, lora: LoraSpec, *, seed: int = 0) -> None:
+        """Add a fresh LoRA adapter ``name``, initialised from ``seed`` (a forked RNG).
+
+        Refuses duplicates; unknown target modules raise ``ValueError``.
+        """
         if name in self.adapters:
             raise ValueError(f"adapter {name!r} already exists in this LLM (adapters: {self.adapters}); "
                              "give the card another adapter_name")
         cfg = self._lora_config(lora)
+        rng = torch.random.fork_rng(devices=[])
+        rng.__enter__()
+        torch.manual_seed(seed)
         try:
             if self.peft is None:
                 from peft import get_peft_model
@@ -104,6 +110,8 @@ class SharedLLM:
                 self.peft.add_adapter(name, cfg)
         except ValueError as exc:
             raise ValueError(f"could not add LoRA adapter {name!r} (lora.target_modules={lora.target_modules}): {exc}") from exc
+        finally:
+            rng.__exit__(None, None, None)
         self.trainable.add(name)
         self.activate(name)
 

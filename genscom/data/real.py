@@ -80,7 +80,7 @@ def load_real_image(name: str, *, size: tuple[int, int] | None = None) -> torch.
         img = np.repeat(img[:, :, None], 3, axis=2)
     elif img.shape[2] == 4:
         img = img[:, :, :3]
-    return torch.from_numpy(np.ascontiguousarray(_resize(img, size)))
+    return torch.from_numpy(np.array(_resize(img, size), copy=True))
 
 
 # --------------------------------------------------------------------------- video files

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from genscom.channels.base import ChannelOutput
+from genscom.channels.power import complex_to_real, normalize_power, real_to_complex
 from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch, register_scheme
 
 
@@ -84,12 +85,9 @@ class SemanticAnalogScheme(Scheme):
             self.name = f"semantic-analog-x{repeat}"
 
     def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
-        emb = _unit(_require_embeddings(batch, self.name).float())
+        emb = _require_embeddings(batch, self.name).float()
         b, d = emb.shape
-        if d % 2:
-            emb = torch.nn.functional.pad(emb, (0, 1))
-        n = emb.shape[1] // 2
-        sym = torch.complex(emb[:, :n], emb[:, n:]) * (n ** 0.5)  # unit-norm vector -> mean |s|^2 = 1
+        sym = normalize_power(real_to_complex(emb, pad=True, packing="halves"))  # [B, ceil(d/2)], mean |s|^2 = 1
         sym = sym.repeat(1, self.repeat)
         uses = torch.full((b,), sym.shape[1], dtype=torch.int64)
         return Payload(symbols=sym, channel_uses=uses, side_bits=torch.zeros(b, dtype=torch.int64),
@@ -101,6 +99,6 @@ class SemanticAnalogScheme(Scheme):
         x_hat = payload.symbols if received is None else equalize_received(received, method=self.equalizer)
         b = x_hat.shape[0]
         x_hat = x_hat.reshape(b, self.repeat, -1).mean(dim=1)
-        emb = torch.cat([x_hat.real, x_hat.imag], dim=-1)[:, : payload.extras["dim"]]
+        emb = complex_to_real(x_hat, length=payload.extras["dim"], packing="halves")
         return Delivered(embeddings=_unit(emb.float()), frames=None,
                          failed=torch.zeros(b, dtype=torch.bool), channel_uses=payload.channel_uses)

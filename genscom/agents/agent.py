@@ -1,0 +1,323 @@
+"""LLM agents: the understanding agent (content -> embedding) and the generating agent (embedding -> task content).
+
+Both run the same recipe around a shared, frozen LLM with one LoRA adapter per role::
+
+    [role prompt(sensing, task)] [soft tokens = projector(input)] [learned query tokens] [cue] [caption ...]
+                                                                    |                         |
+                                                 heads(mean of query hidden states)     LM head (caption)
+
+* understanding: input = perception features ``[B, d_p]`` or ``[B, n, d_p]``
+  (the encoder's clip/frame embeddings); head ``embedding`` -> ``[B, embedding_dim]``
+  (L2-normalised), the compact understanding embedding sent on the channel.
+* generating: input = the received embedding ``[B, embedding_dim]``; heads
+  ``retrieval`` -> ``[B, text_dim]`` (L2-normalised, in the encoder's text space),
+  ``image-conditioning`` -> ``[B, n_query_tokens, image_cond_dim]`` and ``caption``
+  (greedy text generation after the cue ``"Caption:"``; teacher-forced LM loss in training).
+
+The role prompt is rendered per call with the sensed SNR and channel type and
+the task requirement, so the LLM conditions on them. One call uses one sensing;
+callers with per-item SNRs group items (see :mod:`genscom.schemes.agent`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genscom.agents.backbone import SharedLLM
+from genscom.agents.card import AgentCard, load_card
+from genscom.agents.heads import ImageConditioningHead, SoftPromptProjector, VectorHead
+from genscom.agents.prompts import ChannelSensing, TaskRequirement, load_prompt, render_prompt
+
+CAPTION_CUE = "\nCaption:"
+AGENT_MODULES_FILE = "agent_modules.safetensors"
+AGENT_META_FILE = "agent.json"
+_DEFAULT_TASK = {"understanding": "understanding", "generating": "retrieval"}
+
+
+@dataclass
+class AgentOutput:
+    """What one agent forward returns (fields ``None`` when the card has no such head).
+
+    Attributes:
+        embedding: ``[B, embedding_dim]`` float32, L2-normalised (understanding).
+        retrieval: ``[B, text_dim]`` float32, L2-normalised (generating).
+        image_conditioning: ``[B, n_query_tokens, image_cond_dim]`` float32 (generating).
+        caption_loss: scalar mean token cross-entropy when captions were given (generating).
+        query_hidden: ``[B, n_query_tokens, hidden]`` float32 hidden states of the query tokens.
+    """
+
+    embedding: torch.Tensor | None = None
+    retrieval: torch.Tensor | None = None
+    image_conditioning: torch.Tensor | None = None
+    caption_loss: torch.Tensor | None = None
+    query_hidden: torch.Tensor | None = None
+
+
+def _seeded(seed: int, fn: Any) -> Any:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fn()
+
+
+class Agent(nn.Module):
+    """One role of an LLM agent: trainable projector, query tokens and heads around a :class:`SharedLLM`.
+
+    Build with :meth:`from_card`. The LLM is shared, not a submodule: ``agent.parameters()``
+    yields only the agent's own modules; the role's LoRA parameters are in
+    :meth:`lora_parameters`.
+    """
+
+    def __init__(self, card: AgentCard, llm: SharedLLM, *, template: str, seed: int = 0) -> None:
+        super().__init__()
+        self.card = card
+        self.role = card.role
+        self.adapter_name: str = card.adapter_name  # type: ignore[assignment]
+        self.template = template
+        self._llm = [llm]  # a list: keep the shared LLM out of this module's parameters/state_dict
+        h = llm.hidden_size
+        d_in = card.perception_dim if card.role == "understanding" else card.embedding_dim
+        self.d_in = d_in
+
+        def build() -> None:
+            self.projector = SoftPromptProjector(d_in, h, card.n_soft_tokens, token_rms=llm.token_rms)
+            self.queries = nn.Parameter(torch.randn(card.n_query_tokens, h) * llm.token_rms)
+            heads: dict[str, nn.Module] = {}
+            if "embedding" in card.heads:
+                heads["embedding"] = VectorHead(h, card.embedding_dim)
+            if "retrieval" in card.heads:
+                heads["retrieval"] = VectorHead(h, card.text_dim)
+            if "image-conditioning" in card.heads:
+                heads["image_conditioning"] = ImageConditioningHead(h, card.image_cond_dim)
+            self.heads = nn.ModuleDict(heads)
+
+        _seeded(seed, build)
+        self.to(llm.device)
+        tok = llm.tokenizer
+        self._cue_ids = torch.tensor(tok(CAPTION_CUE, add_special_tokens=False)["input_ids"], dtype=torch.long)
+        if self._cue_ids.numel() == 0:
+            raise ValueError("the tokenizer turns the caption cue into no tokens; use a tokenizer that covers ASCII")
+
+    # -- construction ------------------------------------------------------------
+    @classmethod
+    def from_card(cls, card: AgentCard | str | os.PathLike[str], *, llm: SharedLLM | None = None,
+                  device: str | torch.device = "cpu", load_adapter: bool = True, seed: int = 0,
+                  cache_dir: str | os.PathLike[str] | None = None) -> "Agent":
+        """Build the agent a card describes.
+
+        Args:
+            card: an :class:`AgentCard` or the path of its YAML.
+            llm: an already-loaded :class:`SharedLLM` to share (multi-adapter); it must
+                come from the same ``llm`` and ``quantization``. ``None`` loads one.
+            load_adapter: load the card's ``adapter`` folder if it names one.
+            seed: seeds the fresh projector/query/head initialisation (a forked RNG).
+        """
+        card = card if isinstance(card, AgentCard) else load_card(card)
+        if llm is None:
+            llm = SharedLLM.load(card.llm, dtype=card.dtype, quantization=card.quantization,
+                                 quantize_embeddings=card.quantize_embeddings, device=device, cache_dir=cache_dir)
+        elif (llm.spec and llm.spec != card.llm) or llm.quantization != card.quantization:
+            raise ValueError(f"card {card.name!r} asks for llm={card.llm!r}, quantization={card.quantization!r} but the "
+                             f"shared LLM is llm={llm.spec!r}, quantization={llm.quantization!r}")
+        template = load_prompt(card.prompt_path())
+        llm.add_adapter(card.adapter_name, card.lora, seed=seed)  # type: ignore[arg-type]
+        agent = cls(card, llm, template=template, seed=seed)
+        path = card.adapter_path()
+        if load_adapter and path is not None:
+            if not path.is_dir():
+                raise ValueError(f"agent card {card.name!r} field 'adapter': {str(path)!r} does not exist; train it with "
+                                 "`genscom finetune agents` or set adapter: null")
+            agent.load_pretrained(path)
+        return agent
+
+    # -- access ------------------------------------------------------------------
+    @property
+    def llm(self) -> SharedLLM:
+        return self._llm[0]
+
+    def lora_parameters(self) -> list[nn.Parameter]:
+        """This role's LoRA parameters inside the shared LLM."""
+        key = f".{self.adapter_name}."
+        return [p for n, p in self.llm.peft.named_parameters() if "lora_" in n and key in n]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The agent's own modules plus its LoRA adapter (what fine-tuning updates)."""
+        return list(self.parameters()) + self.lora_parameters()
+
+    def prompt(self, sensing: ChannelSensing, task: TaskRequirement | None = None) -> str:
+        """The role prompt rendered for ``sensing`` and ``task`` (default task from the role)."""
+        return render_prompt(self.template, sensing=sensing, task=task or TaskRequirement(_DEFAULT_TASK[self.role]))
+
+    # -- compute -----------------------------------------------------------------
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"inputs must be a float tensor [B, {self.d_in}] or [B, n, {self.d_in}], got {type(x).__name__}"
+                            + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
+        if x.dim() == 2:
+            x = x[:, None, :]
+        if x.dim() != 3 or x.shape[-1] != self.d_in:
+            raise ValueError(f"inputs must be [B, {self.d_in}] or [B, n, {self.d_in}] for the {self.role} agent "
+                             f"{self.card.name!r}, got shape {tuple(x.shape)}")
+        return x.to(device=self.queries.device, dtype=torch.float32)
+
+    def _prefix(self, x: torch.Tensor, sensing: ChannelSensing, task: TaskRequirement | None,
+                with_cue: bool) -> tuple[torch.Tensor, int]:
+        """``[B, L, hidden]`` prefix embeddings and the index of the first query token."""
+        llm = self.llm
+        llm.activate(self.adapter_name)
+        b = x.shape[0]
+        ids = llm.tokenizer(self.prompt(sensing, task), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        parts = [llm.embed_ids(ids).expand(b, -1, -1)]
+        soft = self.projector(x).to(llm.compute_dtype)  # [B, n * S, hidden]
+        parts.append(soft)
+        q_start = parts[0].shape[1] + soft.shape[1]
+        parts.append(self.queries.to(llm.compute_dtype)[None].expand(b, -1, -1))
+        if with_cue:
+            parts.append(llm.embed_ids(self._cue_ids[None]).expand(b, -1, -1))
+        return torch.cat(parts, dim=1), q_start
+
+    def forward(self, inputs: torch.Tensor, *, sensing: ChannelSensing, task: TaskRequirement | None = None,
+                captions: list[str] | None = None) -> AgentOutput:
+        """Run the role on ``inputs`` (see the module docstring); ``captions`` (B strings) adds the caption LM loss."""
+        x = self._inputs(inputs)
+        b = x.shape[0]
+        want_caption = captions is not None
+        if want_caption and "caption" not in self.card.heads:
+            raise ValueError(f"agent {self.card.name!r} has no caption head (heads={self.card.heads}); drop captions=")
+        if want_caption and (not isinstance(captions, list) or len(captions) != b):
+            raise ValueError(f"captions must be a list of {b} strings (one per item), got "
+                             f"{type(captions).__name__} of length {len(captions) if isinstance(captions, list) else '?'}")
+        prefix, q0 = self._prefix(x, sensing, task, with_cue=want_caption)
+        llm = self.llm
+        mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+        n_cap = 0
+        if want_caption:
+            tok = llm.tokenizer
+            enc = [tok(" " + c.strip(), add_special_tokens=False)["input_ids"][: self.card.max_caption_tokens - 1]
+                   + [tok.eos_token_id] for c in captions]  # type: ignore[union-attr]
+            n_cap = max(len(e) for e in enc)
+            cap_ids = torch.full((b, n_cap), tok.pad_token_id, dtype=torch.long)
+            cap_mask = torch.zeros((b, n_cap), dtype=torch.long)
+            for i, e in enumerate(enc):
+                cap_ids[i, : len(e)] = torch.tensor(e)
+                cap_mask[i, : len(e)] = 1
+            prefix = torch.cat([prefix, llm.embed_ids(cap_ids)], dim=1)
+            mask = torch.cat([mask, cap_mask.to(mask.device)], dim=1)
+        hidden = llm.hidden_states(prefix, mask)  # [B, L, hidden]
+        qh = hidden[:, q0: q0 + self.card.n_query_tokens].float()  # [B, Q, hidden]
+        out = AgentOutput(query_hidden=qh)
+        if "embedding" in self.heads:
+            out.embedding = self.heads["embedding"](qh)
+        if "retrieval" in self.heads:
+            out.retrieval = self.heads["retrieval"](qh)
+        if "image_conditioning" in self.heads:
+            out.image_conditioning = self.heads["image_conditioning"](qh)
+        if want_caption:
+            start = prefix.shape[1] - n_cap  # position of the first caption token
+            logits = llm.logits(hidden[:, start - 1: start - 1 + n_cap])  # predicts caption tokens
+            targets = cap_ids.to(logits.device).masked_fill(cap_mask.to(logits.device) == 0, -100)
+            out.caption_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        return out
+
+    def understand(self, features: torch.Tensor, *, sensing: ChannelSensing,
+                   task: TaskRequirement | None = None) -> torch.Tensor:
+        """Understanding role: perception features -> ``[B, embedding_dim]`` L2-normalised embedding."""
+        if self.role != "understanding":
+            raise ValueError(f"understand() needs an understanding agent; {self.card.name!r} is {self.role!r}")
+        return self(features, sensing=sensing, task=task).embedding  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def generate_captions(self, received: torch.Tensor, *, sensing: ChannelSensing,
+                          task: TaskRequirement | None = None, max_new_tokens: int | None = None) -> list[str]:
+        """Caption head: greedy decoding after the role prompt, the soft prefix and the cue -> ``B`` strings."""
+        if "caption" not in self.card.heads:
+            raise ValueError(f"agent {self.card.name!r} has no caption head (heads={self.card.heads})")
+        x = self._inputs(received)
+        prefix, _ = self._prefix(x, sensing, task or TaskRequirement("caption"), with_cue=True)
+        llm = self.llm
+        tok = llm.tokenizer
+        out = llm.hf.generate(inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long,
+                                                                             device=prefix.device),
+                              max_new_tokens=max_new_tokens or self.card.max_caption_tokens, do_sample=False,
+                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+
+    # -- persistence ---------------------------------------------------------------
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT) and the agent's modules, atomically."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            peft_tmp = tmp / "_peft"
+            self.llm.peft.save_pretrained(str(peft_tmp), selected_adapters=[self.adapter_name])
+            src = peft_tmp / self.adapter_name if (peft_tmp / self.adapter_name).is_dir() else peft_tmp
+            for f in ("adapter_config.json", "adapter_model.safetensors"):
+                shutil.move(str(src / f), str(tmp / f))
+            shutil.rmtree(peft_tmp)
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
+                      str(tmp / AGENT_MODULES_FILE))
+            meta = {"role": self.role, "adapter_name": self.adapter_name, "card": self.card.to_dict()}
+            (tmp / AGENT_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            if folder.exists():
+                old = folder.with_name(f".{folder.name}.old{os.getpid()}")
+                os.replace(folder, old)
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    def load_pretrained(self, folder: str | os.PathLike[str]) -> None:
+        """Load weights written by :meth:`save_pretrained` (role and shapes must match)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta_path = folder / AGENT_META_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path} is missing; {folder} is not an agent adapter folder")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("role") != self.role:
+            raise ValueError(f"adapter {folder} was trained for role {meta.get('role')!r}, not {self.role!r}")
+        state = load_file(str(folder / AGENT_MODULES_FILE), device=str(self.queries.device))
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"adapter {folder} does not fit agent {self.card.name!r} (sizes differ): {exc}") from None
+        self.llm.load_adapter(self.adapter_name, folder)
+
+
+def load_agent_pair(card: AgentCard | str | os.PathLike[str], *, device: str | torch.device = "cpu",
+                    load_adapter: bool = True, seed: int = 0,
+                    cache_dir: str | os.PathLike[str] | None = None) -> tuple[Agent, Agent]:
+    """``(understanding, generating)`` agents sharing ONE LLM (two LoRA adapters), from either end's card.
+
+    The given card's ``partner`` names the other end. Both cards must name the
+    same ``llm`` and ``quantization``, and ``embedding_dim`` must agree.
+    """
+    first = card if isinstance(card, AgentCard) else load_card(card)
+    second = first.partner_card()
+    u_card, g_card = (first, second) if first.role == "understanding" else (second, first)
+    if u_card.role != "understanding" or g_card.role != "generating":
+        raise ValueError(f"cards {first.name!r} and its partner {second.name!r} must be one understanding and one "
+                         f"generating agent, got roles {first.role!r} and {second.role!r}")
+    if u_card.embedding_dim != g_card.embedding_dim:
+        raise ValueError(f"embedding_dim differs between {u_card.name!r} ({u_card.embedding_dim}) and "
+                         f"{g_card.name!r} ({g_card.embedding_dim}); the generating agent reads what the other sends")
+    u = Agent.from_card(u_card, device=device, load_adapter=load_adapter, seed=seed, cache_dir=cache_dir)
+    g = Agent.from_card(g_card, llm=u.llm, device=device, load_adapter=load_adapter, seed=seed + 1)
+    return u, g

@@ -1,0 +1,318 @@
+"""PEFT fine-tuning of an understanding + generating agent pair across a noisy channel.
+
+Objective per batch (SNR drawn uniformly in ``[snr_min, snr_max]`` dB per batch)::
+
+    features --understanding agent--> e --semantic-analog + channel(snr)--> e_hat --generating agent-->
+        caption_weight * LM loss(reference caption)  +  retrieval_weight * InfoNCE(retrieval, text embedding)
+
+Both LoRA adapters (one LLM, two adapter names; QLoRA when the cards say
+``quantization: nf4``), the projectors, query tokens and heads are trained
+jointly; the LLM's base weights stay frozen. Runs under ``accelerate``
+(``accelerate launch apps/finetune_agents.py ...`` for several GPUs), with
+gradient accumulation and optional mixed precision. Everything random comes
+from one ``torch.Generator`` whose state is checkpointed, so ``resume=True``
+continues exactly (bit-identical losses on the same machine). Checkpoints are
+written atomically; the final adapters are saved PEFT-style, one folder per
+card name, under ``adapters_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genscom.agents.agent import Agent, load_agent_pair
+from genscom.agents.prompts import ChannelSensing
+from genscom.utils import atomic_torch_save, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class FinetuneConfig:
+    """Options of ``genscom finetune agents`` (CLI flags override fields by name)."""
+
+    card: str = "agents/smollm2-generating.yaml"  # either end's card; its `partner` names the other
+    dataset: str = "synthetic"
+    data_root: str | None = None  # folder of msrvtt / image-captions datasets
+    n_train: int = 2000
+    profile: str | None = None  # perception encoder profile (default: the card's `perception`)
+    steps: int = 300
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    snr_min: float = -5.0
+    snr_max: float = 20.0
+    channel: str = "awgn"
+    caption_weight: float = 1.0
+    retrieval_weight: float = 1.0
+    temperature: float = 0.05
+    seed: int = 0
+    out_dir: str = "runs/finetune-agents"
+    adapters_dir: str | None = "adapters"  # final adapters: <adapters_dir>/<card name>/ ; None: don't save
+    checkpoint_every: int = 50
+    log_every: int = 10
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.batch_size < 2 and self.retrieval_weight > 0:
+            raise ValueError(f"batch_size must be >= 2 for the contrastive retrieval loss, got {self.batch_size}")
+        for name in ("lr", "temperature"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        for name in ("snr_min", "snr_max", "caption_weight", "retrieval_weight", "weight_decay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if self.snr_min > self.snr_max:
+            raise ValueError(f"snr_min ({self.snr_min}) must be <= snr_max ({self.snr_max})")
+        if self.caption_weight < 0 or self.retrieval_weight < 0 or self.caption_weight + self.retrieval_weight == 0:
+            raise ValueError("caption_weight and retrieval_weight must be >= 0 and not both 0, got "
+                             f"{self.caption_weight}, {self.retrieval_weight}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+
+
+@dataclass
+class CaptionData:
+    """Training data for the agents, already through the perception encoder.
+
+    Attributes:
+        features: ``[N, d_p]`` (or ``[N, n, d_p]``) float perception features per item.
+        captions: ``N`` lists of reference captions.
+        text_emb: ``[n_captions, d_t]`` L2-normalised text embeddings of all captions, flattened in item order.
+        caption_offsets: ``[N + 1]`` int64: captions of item ``i`` are rows ``offsets[i]:offsets[i+1]``.
+    """
+
+    features: torch.Tensor
+    captions: list[list[str]]
+    text_emb: torch.Tensor
+    caption_offsets: torch.Tensor = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        n = len(self.captions)
+        if self.features.shape[0] != n:
+            raise ValueError(f"features has {self.features.shape[0]} rows but captions has {n} items")
+        if any(not c for c in self.captions):
+            raise ValueError("every item needs at least one caption")
+        counts = torch.tensor([len(c) for c in self.captions], dtype=torch.int64)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+        if self.caption_offsets is None:
+            self.caption_offsets = offsets
+        if self.text_emb.shape[0] != int(offsets[-1]):
+            raise ValueError(f"text_emb has {self.text_emb.shape[0]} rows but there are {int(offsets[-1])} captions")
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def build_caption_data(encoder: Any, dataset: Any, *, batch_size: int = 64) -> CaptionData:
+    """Encode a clip-caption dataset once: clip features (``encode_clips``) and caption text embeddings."""
+    with torch.no_grad():
+        feats = encoder.encode_clips(dataset.stacked_frames(), batch_size=batch_size).float().cpu()
+        caps = [list(dataset.captions_of(i)) for i in range(len(dataset))]
+        flat = [c for cs in caps for c in cs]
+        text = F.normalize(encoder.encode_text(flat, batch_size=256).float().cpu(), dim=-1)
+    return CaptionData(features=feats, captions=caps, text_emb=text)
+
+
+def contrastive_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE between ``pred`` ``[B, d]`` and ``target`` ``[B, d]`` (both L2-normalised)."""
+    logits = pred @ target.t() / temperature
+    labels = torch.arange(len(pred), device=pred.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+class AgentPairModule(nn.Module):
+    """Both agents and the shared LLM as one module (what ``accelerator.prepare`` wraps)."""
+
+    def __init__(self, understanding: Agent, generating: Agent) -> None:
+        super().__init__()
+        self.understanding = understanding
+        self.generating = generating
+        self.llm_model = understanding.llm.peft  # registers the LoRA parameters
+
+    def forward(self, features: torch.Tensor, captions: list[str], text: torch.Tensor, *, snr_db: float,
+                channel: Any, scheme: Any, generator: torch.Generator, cfg: FinetuneConfig) -> dict[str, torch.Tensor]:
+        from genscom.schemes.base import SourceBatch
+
+        sensing = ChannelSensing(snr_db=float(snr_db), channel=cfg.channel)
+        e = self.understanding(features, sensing=sensing).embedding
+        payload = scheme.transmit(SourceBatch(embeddings=e))
+        e_hat = scheme.deliver(payload, channel, float(snr_db), generator=generator).embeddings
+        out = self.generating(e_hat, sensing=sensing, captions=captions if cfg.caption_weight > 0 else None)
+        zero = e.new_zeros(())
+        cap = out.caption_loss if out.caption_loss is not None else zero
+        ret = contrastive_loss(out.retrieval, text.to(out.retrieval.device), cfg.temperature) \
+            if cfg.retrieval_weight > 0 and out.retrieval is not None else zero
+        return {"loss": cfg.caption_weight * cap + cfg.retrieval_weight * ret, "caption": cap.detach(),
+                "retrieval": ret.detach()}
+
+
+def _trainable(pair: AgentPairModule) -> list[nn.Parameter]:
+    return pair.understanding.trainable_parameters() + pair.generating.trainable_parameters()
+
+
+def _state(pair: AgentPairModule) -> dict[str, Any]:
+    u, g = pair.understanding, pair.generating
+    return {"understanding": u.state_dict(), "generating": g.state_dict(),
+            "lora_understanding": u.llm.adapter_state_dict(u.adapter_name),
+            "lora_generating": g.llm.adapter_state_dict(g.adapter_name)}
+
+
+def _load_state(pair: AgentPairModule, state: dict[str, Any]) -> None:
+    from peft import set_peft_model_state_dict
+
+    u, g = pair.understanding, pair.generating
+    u.load_state_dict(state["understanding"])
+    g.load_state_dict(state["generating"])
+    set_peft_model_state_dict(u.llm.peft, state["lora_understanding"], adapter_name=u.adapter_name)
+    set_peft_model_state_dict(g.llm.peft, state["lora_generating"], adapter_name=g.adapter_name)
+
+
+def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, agents: tuple[Agent, Agent] | None = None,
+                    resume: bool = False, progress: Any = None) -> dict[str, Any]:
+    """Fine-tune the agent pair; returns ``{"losses": [...], "steps": n, "adapters": {...}, "seconds": t}``.
+
+    Args:
+        cfg: :class:`FinetuneConfig`.
+        data: pre-encoded :class:`CaptionData`; default: the train split of ``cfg.dataset``
+            (``cfg.n_train`` items) through ``create_encoder(cfg.profile or card.perception)``.
+        agents: ``(understanding, generating)`` sharing one LLM; default :func:`load_agent_pair`
+            on ``cfg.card`` with fresh adapters.
+        resume: continue from ``<out_dir>/checkpoint.pt`` exactly (same config required).
+        progress: optional callable ``progress(step, total, metrics)``.
+    """
+    from accelerate import Accelerator
+
+    from genscom.channels.registry import create_channel
+    from genscom.schemes.analog import SemanticAnalogScheme
+
+    t0 = time.time()
+    out_dir = Path(cfg.out_dir)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    if resume and not ckpt_path.is_file():
+        raise FileNotFoundError(f"resume=True but {ckpt_path} does not exist; run without --resume first")
+    if agents is None:
+        agents = load_agent_pair(cfg.card, device=cfg.device, load_adapter=False, seed=cfg.seed)
+    u, g = agents
+    if u.role != "understanding" or g.role != "generating" or u.llm is not g.llm:
+        raise ValueError("agents must be (understanding, generating) sharing one SharedLLM (use load_agent_pair)")
+    if data is None:
+        data = _default_data(cfg, u)
+    u.llm.set_trainable({u.adapter_name, g.adapter_name})
+    pair = AgentPairModule(u, g)
+    pair.train()
+    u.llm.hf.eval()  # the frozen LLM stays in eval mode (no dropout inside the base)
+
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+                              cpu=str(cfg.device) == "cpu")
+    optimizer = torch.optim.AdamW(_trainable(pair), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    pair, optimizer = accelerator.prepare(pair, optimizer)
+    model = accelerator.unwrap_model(pair)
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    perm = torch.randperm(len(data), generator=gen)
+    pos, step, history = 0, 0, []
+    if resume:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ck["config"] != _ck_config(cfg):
+            diff = sorted(k for k in ck["config"] if ck["config"][k] != _ck_config(cfg).get(k))
+            raise ValueError(f"resume: the checkpoint was written with different settings {diff}; use the same config")
+        _load_state(model, ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        gen.set_state(ck["generator"])
+        perm, pos, step, history = ck["perm"], ck["pos"], ck["step"], ck["history"]
+        logger.info("resumed from %s at step %d", ckpt_path, step)
+
+    channel = create_channel(cfg.channel)
+    scheme = SemanticAnalogScheme()
+    feats = data.features
+    while step < cfg.steps:
+        sums = {"loss": 0.0, "caption": 0.0, "retrieval": 0.0}
+        for _ in range(cfg.grad_accum):
+            if pos + cfg.batch_size > len(perm):
+                perm, pos = torch.randperm(len(data), generator=gen), 0
+            idx = perm[pos: pos + cfg.batch_size]
+            pos += cfg.batch_size
+            choice = [int(data.caption_offsets[i]) + int(torch.randint(len(data.captions[i]), (1,), generator=gen))
+                      for i in idx.tolist()]
+            caps = [data.captions[i][c - int(data.caption_offsets[i])] for i, c in zip(idx.tolist(), choice)]
+            snr = cfg.snr_min + (cfg.snr_max - cfg.snr_min) * float(torch.rand((), generator=gen))
+            with accelerator.accumulate(pair):
+                with accelerator.autocast():
+                    out = pair(feats[idx].to(accelerator.device), caps, data.text_emb[choice], snr_db=snr,
+                               channel=channel, scheme=scheme, generator=gen, cfg=cfg)
+                accelerator.backward(out["loss"])
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(_trainable(model), 1.0)
+                optimizer.step()
+                optimizer.zero_grad()
+            for k in sums:
+                sums[k] += float(out[k].detach()) / cfg.grad_accum
+        sched.step()
+        step += 1
+        history.append({"step": step, **sums})
+        if progress is not None:
+            progress(step, cfg.steps, sums)
+        if step % cfg.log_every == 0:
+            logger.info("step %d/%d loss %.4f caption %.4f retrieval %.4f", step, cfg.steps, sums["loss"],
+                        sums["caption"], sums["retrieval"])
+        if (step % cfg.checkpoint_every == 0 or step == cfg.steps) and accelerator.is_main_process:
+            atomic_torch_save({"config": _ck_config(cfg), "model": _state(model), "optimizer": optimizer.state_dict(),
+                               "scheduler": sched.state_dict(), "generator": gen.get_state(), "perm": perm,
+                               "pos": pos, "step": step, "history": history}, ckpt_path)
+
+    saved: dict[str, str] = {}
+    if cfg.adapters_dir is not None and accelerator.is_main_process:
+        for agent in (model.understanding, model.generating):
+            saved[agent.card.name] = str(agent.save_pretrained(Path(cfg.adapters_dir) / agent.card.name))
+        atomic_write_json(out_dir / "finetune.json", {"config": asdict(cfg), "history": history, "adapters": saved,
+                                                      "seconds": time.time() - t0})
+    return {"losses": [h["loss"] for h in history], "history": history, "steps": step, "adapters": saved,
+            "seconds": time.time() - t0}
+
+
+def _ck_config(cfg: FinetuneConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    for k in ("steps", "checkpoint_every", "log_every", "out_dir", "adapters_dir", "device"):
+        d.pop(k)  # may change between a run and its resumption
+    return d
+
+
+def _default_data(cfg: FinetuneConfig, u: Agent) -> CaptionData:
+    from genscom.data import create_dataset
+    from genscom.encoders import create_encoder
+
+    kwargs: dict[str, Any] = {"n_items": cfg.n_train}
+    if cfg.dataset in ("synthetic", "digits"):
+        kwargs["seed"] = cfg.seed
+    if cfg.data_root is not None:
+        kwargs["root"] = cfg.data_root
+    ds = create_dataset(cfg.dataset, split="train", **kwargs)
+    encoder = create_encoder(cfg.profile or u.card.perception, device=cfg.device)
+    data = build_caption_data(encoder, ds)
+    if data.features.shape[-1] != u.card.perception_dim:
+        raise ValueError(f"perception features have size {data.features.shape[-1]} but card {u.card.name!r} has "
+                         f"perception_dim={u.card.perception_dim}; match the card to the encoder profile")
+    return data

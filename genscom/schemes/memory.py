@@ -1,0 +1,158 @@
+r"""``memory``: the knowledge-base shortcut. Known content is sent as an index into a base both ends hold.
+
+Per item the transmitter searches its copy of the :class:`~genscom.memory.KnowledgeBase`:
+
+* **hit** (cosine >= ``threshold``): only a signalling frame is sent: 1 flag bit +
+  ``ceil(log2 N)`` index bits, protected by 5G LDPC + QAM at ``mcs`` (one codeword of
+  ``k = frame bits``, full-fidelity link); the receiver rebuilds the content from
+  entry ``index`` of *its* copy.
+* **miss**: the same frame (flag = 0) plus the embedding as ``ceil(d/2)`` analog
+  symbols (as :class:`~genscom.schemes.analog.SemanticAnalogScheme`).
+
+Channel uses per item = frame channel uses (+ analog symbols on a miss), counted
+in :meth:`MemoryScheme.transmit`. Before trusting an index the receiver checks
+that the two bases are in sync (version hash carried in the payload; in a real
+system exchanged once when the base is shared) and raises
+:class:`~genscom.memory.KnowledgeBaseSyncError` otherwise. A frame that decodes
+to an index outside the base marks the item failed (gallery-mean fallback).
+
+The base should hold TRAINING content only (PROTOCOL.md); :meth:`MemoryScheme.remember`
+grows both copies with delivered misses (the transmitter's clean vector and the
+receiver's received vector under the same id, so the copies stay in sync).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from genscom.channels.base import Channel, ChannelOutput
+from genscom.memory.knowledge_base import KnowledgeBase
+from genscom.schemes.analog import SemanticAnalogScheme, _require_embeddings, _unit
+from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch, register_scheme
+
+
+def _as_kb(kb: KnowledgeBase | str | os.PathLike[str], name: str) -> KnowledgeBase:
+    if isinstance(kb, KnowledgeBase):
+        return kb
+    if isinstance(kb, (str, os.PathLike)):
+        return KnowledgeBase.load(kb)
+    raise TypeError(f"{name} must be a KnowledgeBase or the folder of a saved one, got {type(kb).__name__}")
+
+
+@register_scheme("memory")
+class MemoryScheme(Scheme):
+    """Send an index on a knowledge-base hit, else the analog embedding.
+
+    Args:
+        knowledge_base: the transmitter's base (or its folder).
+        receiver_base: the receiver's copy (default: an exact copy of ``knowledge_base``).
+        threshold: cosine similarity at or above which an item is a hit, in [-1, 1].
+        mcs: MCS of the signalling frame (e.g. ``"qpsk-1/2"``).
+    """
+
+    name = "memory"
+
+    def __init__(self, *, knowledge_base: KnowledgeBase | str | os.PathLike[str],
+                 receiver_base: KnowledgeBase | str | os.PathLike[str] | None = None, threshold: float = 0.9,
+                 mcs: str = "qpsk-1/2") -> None:
+        from genscom.coding.link import get_mcs
+
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a cosine similarity in [-1, 1], got {threshold!r}")
+        self.tx_kb = _as_kb(knowledge_base, "knowledge_base")
+        self.rx_kb = self.tx_kb.copy() if receiver_base is None else _as_kb(receiver_base, "receiver_base")
+        if self.rx_kb.dim != self.tx_kb.dim:
+            raise ValueError(f"receiver_base has dim {self.rx_kb.dim} but knowledge_base has {self.tx_kb.dim}")
+        self.threshold = float(threshold)
+        self.mcs = get_mcs(mcs)
+        self.analog = SemanticAnalogScheme()
+
+    def frame_bits(self) -> int:
+        """Signalling bits per item: 1 flag + ``ceil(log2 N)`` index bits (at least 12, the smallest LDPC k)."""
+        return max(12, 1 + self.tx_kb.index_bits())
+
+    def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
+        from genscom.coding.link import channel_uses_for_bits
+
+        emb = _unit(_require_embeddings(batch, self.name).float())
+        if emb.shape[1] != self.tx_kb.dim:
+            raise ValueError(f"embeddings have size {emb.shape[1]} but the knowledge base holds {self.tx_kb.dim}-d vectors")
+        b = emb.shape[0]
+        scores, index = self.tx_kb.search(emb)
+        hit = (scores >= self.threshold) & (index >= 0)
+        analog = self.analog.transmit(SourceBatch(embeddings=emb))
+        n_bits = self.frame_bits()
+        frame_uses = channel_uses_for_bits(n_bits, self.mcs, k=n_bits)
+        uses = torch.full((b,), frame_uses, dtype=torch.int64) + (~hit).to(torch.int64) * analog.symbols.shape[1]
+        return Payload(symbols=analog.symbols, channel_uses=uses, side_bits=torch.full((b,), n_bits, dtype=torch.int64),
+                       extras={"hit": hit, "index": torch.where(hit, index, torch.zeros_like(index)),
+                               "scores": scores, "frame_bits": n_bits, "dim": emb.shape[1],
+                               "kb_version": self.tx_kb.version_hash(), "kb_size": len(self.tx_kb),
+                               "embeddings": emb, "payload_bits": torch.full((b,), n_bits, dtype=torch.int64)})
+
+    def _frames(self, payload: Payload) -> torch.Tensor:
+        n = payload.extras["frame_bits"]
+        hit, index = payload.extras["hit"], payload.extras["index"]
+        shifts = torch.arange(n - 2, -1, -1)
+        idx_bits = (index[:, None] >> shifts) & 1
+        return torch.cat([hit[:, None].to(torch.int64), idx_bits], dim=1).to(torch.uint8)  # [B, n]
+
+    def deliver(self, payload: Payload, channel: Channel | None, snr_db: float | None, *,
+                generator: torch.Generator | None = None) -> Delivered:
+        """Signalling frames over the LDPC link, analog symbols over ``channel``, then :meth:`receive`."""
+        frames = self._frames(payload)
+        if channel is None or snr_db is None:
+            frames_hat, received = frames, None
+        else:
+            from genscom.coding.link import DigitalLink
+
+            n = payload.extras["frame_bits"]
+            link = DigitalLink(self.mcs, channel, k=n, fidelity="full")
+            frames_hat = link.send_bits(frames, float(snr_db), generator=generator).bits_hat.round().to(torch.uint8)
+            received = channel(payload.symbols, snr_db, generator=generator)
+        extras = dict(payload.extras)
+        extras["frames_hat"] = frames_hat
+        return self.receive(received, Payload(symbols=payload.symbols, channel_uses=payload.channel_uses,
+                                              side_bits=payload.side_bits, extras=extras), generator=generator)
+
+    def receive(self, received: ChannelOutput | None, payload: Payload, *,
+                generator: torch.Generator | None = None) -> Delivered:
+        self.rx_kb.check_sync(payload.extras["kb_version"])
+        frames = payload.extras.get("frames_hat", None)
+        if frames is None:
+            frames = self._frames(payload)
+        frames = frames.to(torch.int64)
+        hit_hat = frames[:, 0] == 1
+        weights = 2 ** torch.arange(frames.shape[1] - 2, -1, -1)
+        index_hat = (frames[:, 1:] * weights).sum(dim=1)
+        analog = self.analog.receive(received, Payload(symbols=payload.symbols, channel_uses=payload.channel_uses,
+                                                       side_bits=payload.side_bits,
+                                                       extras={"dim": payload.extras["dim"], "repeat": 1}))
+        emb = analog.embeddings.clone()
+        valid = hit_hat & (index_hat < len(self.rx_kb))
+        if valid.any():
+            emb[valid] = _unit(self.rx_kb.get(index_hat[valid]))
+        failed = hit_hat & ~valid
+        if failed.any() and (~failed).any():
+            emb[failed] = _unit(emb[~failed].mean(dim=0, keepdim=True))
+        sent_hit = payload.extras["hit"]
+        return Delivered(embeddings=emb, frames=None, failed=failed, channel_uses=payload.channel_uses,
+                         extras={"hit": sent_hit, "hit_rate": float(sent_hit.float().mean()),
+                                 "index_errors": int(((hit_hat != sent_hit) | (sent_hit & (index_hat != payload.extras["index"]))).sum())})
+
+    def remember(self, payload: Payload, delivered: Delivered, *, ids: list[str],
+                 metadata: list[dict[str, Any]] | None = None) -> int:
+        """Grow both copies with the delivered misses (same ids at both ends); returns how many were added."""
+        miss = ~payload.extras["hit"]
+        if len(ids) != len(miss):
+            raise ValueError(f"ids must have one entry per item ({len(miss)}), got {len(ids)}")
+        sel = [i for i in range(len(miss)) if bool(miss[i])]
+        if not sel:
+            return 0
+        meta = [metadata[i] for i in sel] if metadata is not None else None
+        self.tx_kb.add(payload.extras["embeddings"][sel], ids=[ids[i] for i in sel], metadata=meta)
+        self.rx_kb.add(delivered.embeddings[sel], ids=[ids[i] for i in sel], metadata=meta)
+        return len(sel)

@@ -1,0 +1,214 @@
+"""Agents: cards, prompts, both roles' shapes, LoRA freezing, multi-adapter switch, save/load, nf4 on CPU.
+
+Everything uses a tiny random LlamaConfig LLM with a locally built word-level tokenizer (no download).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from genscom.agents.agent import Agent, load_agent_pair
+from genscom.agents.card import AgentCard, load_card
+from genscom.agents.prompts import ChannelSensing, TaskRequirement, render_prompt
+from genscom.agents.testing import make_tiny_llm, tiny_card_dict
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = {r: str(REPO / "prompts" / f"{r}.md") for r in ("understanding", "generating")}
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))
+
+
+def _card(tiny_llm: Path, role: str, **kw: object) -> AgentCard:
+    return load_card(tiny_card_dict(tiny_llm, role, prompt=PROMPTS[role], **kw))
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_llm: Path) -> tuple[Agent, Agent]:
+    u = Agent.from_card(_card(tiny_llm, "understanding"))
+    g = Agent.from_card(_card(tiny_llm, "generating"), llm=u.llm, seed=1)
+    return u, g
+
+
+# -- cards ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", sorted((REPO / "agents").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_cards_load(path: Path) -> None:
+    card = load_card(path)
+    assert card.name == path.stem
+    assert card.prompt_path().is_file()
+    if card.partner is not None:
+        partner = card.partner_card()
+        assert {partner.role, card.role} == {"understanding", "generating"}
+        assert partner.embedding_dim == card.embedding_dim
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("role", "talker", "role"),
+    ("quantization", "int3", "quantization"),
+    ("heads", ["caption"], "heads"),  # caption is a generating head
+    ("embedding_dim", 0, "embedding_dim"),
+    ("lora", {"r": 0}, "lora.r"),
+    ("lora", {"rank": 4}, "lora"),
+    ("colour", "red", "colour"),  # unknown field
+])
+def test_card_rejects_bad_fields(tiny_llm: Path, field: str, value: object, match: str) -> None:
+    d = tiny_card_dict(tiny_llm, "understanding", prompt=PROMPTS["understanding"])
+    d[field] = value
+    with pytest.raises(ValueError, match=match):
+        load_card(d)
+
+
+def test_card_missing_prompt_file(tiny_llm: Path) -> None:
+    card = load_card(tiny_card_dict(tiny_llm, "understanding", prompt="prompts/nope.md"))
+    with pytest.raises(ValueError, match="prompt"):
+        card.prompt_path()
+
+
+# -- prompts ----------------------------------------------------------------------------------------
+def test_prompt_renders_sensing_and_task() -> None:
+    tpl = "SNR {{ snr_db }} dB ({{snr_level}}) on {{ channel }}; task {{ task }}; budget {{ budget }}{# gone #}"
+    out = render_prompt(tpl, sensing=ChannelSensing(snr_db=-3.4, channel="rayleigh"),
+                        task=TaskRequirement("caption", budget=128))
+    assert out == "SNR -3 dB (very low) on rayleigh; task caption; budget 128"
+    out = render_prompt(tpl, sensing=ChannelSensing(snr_db=None, channel="none"), task=TaskRequirement())
+    assert "noiseless" in out and "unlimited" in out
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        render_prompt("{{ colour }}", sensing=ChannelSensing(1.0), task=TaskRequirement())
+    with pytest.raises(ValueError, match="snr_db"):
+        ChannelSensing(snr_db=float("nan"))
+    with pytest.raises(ValueError, match="task"):
+        TaskRequirement("dance")  # type: ignore[arg-type]
+
+
+# -- both roles -------------------------------------------------------------------------------------
+def test_roles_forward_shapes(pair: tuple[Agent, Agent]) -> None:
+    u, g = pair
+    feats = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    e = u.understand(feats, sensing=ChannelSensing(5.0))
+    assert e.shape == (3, 12)
+    torch.testing.assert_close(e.norm(dim=-1), torch.ones(3))
+    assert u(torch.randn(3, 4, 16), sensing=ChannelSensing(5.0)).embedding.shape == (3, 12)  # frame features
+    out = g(e, sensing=ChannelSensing(5.0), captions=["a red circle", "two blue squares moving left", "a star"])
+    assert out.retrieval.shape == (3, 16) and out.image_conditioning.shape == (3, 2, 8)
+    assert out.caption_loss.dim() == 0 and torch.isfinite(out.caption_loss)
+    caps = g.generate_captions(e, sensing=ChannelSensing(5.0), max_new_tokens=3)
+    assert len(caps) == 3 and all(isinstance(c, str) for c in caps)
+    with pytest.raises(ValueError, match=r"\[B, 16\]"):
+        u(torch.randn(3, 7), sensing=ChannelSensing(5.0))
+    with pytest.raises(ValueError, match="understand"):
+        g.understand(e, sensing=ChannelSensing(5.0))
+
+
+def test_prompt_conditions_output(pair: tuple[Agent, Agent]) -> None:
+    u, _ = pair
+    feats = torch.randn(2, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = u.understand(feats, sensing=ChannelSensing(-5.0))
+        b = u.understand(feats, sensing=ChannelSensing(15.0))
+    assert not torch.allclose(a, b)  # the rendered SNR reaches the LLM
+
+
+def test_lora_only_adapters_train(pair: tuple[Agent, Agent]) -> None:
+    u, g = pair
+    llm = u.llm
+    base = {n: p.detach().clone() for n, p in llm.hf.named_parameters() if "lora_" not in n}
+    assert all(not p.requires_grad for n, p in llm.hf.named_parameters() if "lora_" not in n)
+    params = g.trainable_parameters() + u.lora_parameters()
+    opt = torch.optim.SGD(params, lr=0.5)
+    e = u.understand(torch.randn(2, 16), sensing=ChannelSensing(5.0))
+    g(e, sensing=ChannelSensing(5.0), captions=["a red circle", "a blue ring"]).caption_loss.backward()
+    grads = [p.grad for p in g.lora_parameters()]
+    assert grads and all(gr is not None for gr in grads)
+    assert all(p.grad is not None for p in u.lora_parameters())  # joint training reaches the transmitter
+    before = [p.detach().clone() for p in g.lora_parameters()]
+    opt.step()
+    opt.zero_grad()
+    assert any(not torch.equal(a, b) for a, b in zip(before, g.lora_parameters()))
+    for n, p in llm.hf.named_parameters():
+        if "lora_" not in n:
+            assert torch.equal(p, base[n]), n
+
+
+def test_multi_adapter_switch_changes_outputs(pair: tuple[Agent, Agent]) -> None:
+    u, g = pair
+    llm = u.llm
+    assert llm.adapters == ["generating", "understanding"]
+    with torch.no_grad():
+        for p in g.lora_parameters():  # make the generating adapter differ from zero-init B
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    emb = llm.embed_ids(torch.tensor([[3, 4, 5, 6]]))
+    with torch.no_grad():
+        llm.activate("understanding")
+        h_u = llm.hidden_states(emb)
+        llm.activate("generating")
+        h_g = llm.hidden_states(emb)
+        llm.activate("understanding")
+        h_u2 = llm.hidden_states(emb)
+    assert not torch.allclose(h_u, h_g)
+    torch.testing.assert_close(h_u, h_u2)
+    with pytest.raises(ValueError, match="unknown adapter"):
+        llm.activate("nope")
+
+
+def test_save_load_roundtrip(tiny_llm: Path, tmp_path: Path) -> None:
+    u, g = load_agent_pair(_write_pair(tiny_llm, tmp_path), load_adapter=False)
+    with torch.no_grad():
+        for p in g.trainable_parameters():
+            p.add_(0.05)
+    g.save_pretrained(tmp_path / "adapters" / "gen")
+    assert (tmp_path / "adapters" / "gen" / "adapter_model.safetensors").is_file()
+    e = torch.nn.functional.normalize(torch.randn(2, 12), dim=-1)
+    with torch.no_grad():
+        ref = g(e, sensing=ChannelSensing(3.0)).retrieval
+    card = load_card(tmp_path / "agents" / "gen.yaml", adapter=str(tmp_path / "adapters" / "gen"))
+    g2 = Agent.from_card(card, seed=7)
+    with torch.no_grad():
+        torch.testing.assert_close(g2(e, sensing=ChannelSensing(3.0)).retrieval, ref)
+    with pytest.raises(ValueError, match="role"):
+        Agent.from_card(_card(tiny_llm, "understanding", adapter=str(tmp_path / "adapters" / "gen")))
+
+
+def _write_pair(tiny_llm: Path, tmp_path: Path) -> Path:
+    import yaml
+
+    (tmp_path / "agents").mkdir(exist_ok=True)
+    for role, name, partner in (("understanding", "und", "gen"), ("generating", "gen", "und")):
+        d = tiny_card_dict(tiny_llm, role, prompt=PROMPTS[role], name=name, partner=f"{partner}.yaml")
+        (tmp_path / "agents" / f"{name}.yaml").write_text(yaml.safe_dump(d))
+    return tmp_path / "agents" / "und.yaml"
+
+
+def test_nf4_load_path_on_cpu(tiny_llm: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    from genscom.agents.quant import dense_parameter_bytes, parameter_memory_bytes
+
+    card = _card(tiny_llm, "generating", quantization="nf4", dtype="float32")
+    g = Agent.from_card(card)
+    import bitsandbytes as bnb
+
+    mods = list(g.llm.hf.modules())
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in mods)
+    assert any(isinstance(m, bnb.nn.Embedding4bit) for m in mods)
+    e = torch.nn.functional.normalize(torch.randn(2, 12), dim=-1)
+    out = g(e, sensing=ChannelSensing(3.0), captions=["a red circle", "a ring"])
+    assert out.retrieval.shape == (2, 16) and torch.isfinite(out.caption_loss)
+    out.caption_loss.backward()  # QLoRA: gradients reach the adapters on top of 4-bit weights
+    assert all(p.grad is not None for p in g.lora_parameters())
+    from genscom.agents.quant import quantize_model
+
+    dense = load_tiny_dense(tiny_llm)
+    bf16 = dense_parameter_bytes(dense, torch.bfloat16)
+    nf4 = parameter_memory_bytes(quantize_model(dense, "nf4", quantize_embeddings=True))
+    assert nf4 < 0.6 * bf16  # tiny dims: norms and block statistics weigh more than in a real LLM
+    assert parameter_memory_bytes(g.llm.hf) > nf4  # + the LoRA adapter
+
+
+def load_tiny_dense(folder: Path) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder)

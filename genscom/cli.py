@@ -18,7 +18,8 @@ train_app = typer.Typer(help="Train genscom's own models.", no_args_is_help=True
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")
 
-console = Console()
+# a pipe or CI log has no terminal width: give tables room rather than 80 columns
+console = Console(width=None if sys.stdout.isatty() else 180)
 
 
 def _command_line() -> str:

@@ -38,6 +38,7 @@ class TrainSpeedConfig:
     steps: int = 20
     warmup: int = 3
     devices: tuple[str, ...] = ("cpu", "cuda")     # "cuda" is skipped when absent
+    cpu_threads: tuple[int, ...] = (1, 2)          # torch intra-op threads tried on CPU
     n_items: int = 4096
     seed: int = 0
     out_dir: str = "results/train_speed"
@@ -52,6 +53,9 @@ class TrainSpeedConfig:
         self.batch_sizes = tuple(int(b) for b in self.batch_sizes)
         if not self.batch_sizes or min(self.batch_sizes) < 2 or max(self.batch_sizes) > self.n_items:
             raise ValueError(f"batch_sizes must be in 2..n_items={self.n_items}, got {self.batch_sizes!r}")
+        self.cpu_threads = tuple(int(t) for t in self.cpu_threads)
+        if not self.cpu_threads or min(self.cpu_threads) < 1:
+            raise ValueError(f"cpu_threads must be positive thread counts, got {self.cpu_threads!r}")
         bad = [d for d in self.devices if d not in ("cpu", "cuda")]
         if bad:
             raise ValueError(f"devices must be 'cpu' and/or 'cuda', got {bad}")
@@ -104,8 +108,10 @@ def measure(device: str, batch_size: int, cfg: TrainSpeedConfig) -> dict[str, fl
         torch.cuda.synchronize(dev)
     dt = time.perf_counter() - t0
     mem = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_rss_mb()
+    n_params = sum(p.numel() for p in module.parameters())
     return {"samples_per_s": batch_size * cfg.steps / dt, "step_ms": 1000.0 * dt / cfg.steps, "peak_mem_mb": mem,
-            "n_parameters": float(sum(p.numel() for p in module.parameters()))}
+            "model_state_mb": 16 * n_params / 2**20,  # fp32 weights + grads + two AdamW moments
+            "n_parameters": float(n_params)}
 
 
 def run_train_speed_bench(cfg: TrainSpeedConfig, *, command: str = "", console: Any = None) -> dict[str, Any]:
@@ -116,18 +122,25 @@ def run_train_speed_bench(cfg: TrainSpeedConfig, *, command: str = "", console: 
     devices = [d for d in cfg.devices if d == "cpu" or torch.cuda.is_available()]
     records: list[Record] = []
     for device in devices:
-        name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-        for bs in cfg.batch_sizes:
-            m = measure(device, bs, cfg)
-            logger.info("%s batch %d: %s", device, bs, m)
-            records.append(Record(scheme="adapter-train", channel=device, snr_db=None, channel_uses=None,
-                                  metrics=m, extra={"batch_size": bs, "device_name": name,
-                                                    "adapter": cfg.adapter or "default"}))
+        for threads in (cfg.cpu_threads if device == "cpu" else (0,)):
+            name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu, {threads} thread(s)"
+            for bs in cfg.batch_sizes:
+                before = torch.get_num_threads()
+                if threads:
+                    torch.set_num_threads(threads)
+                try:
+                    m = measure(device, bs, cfg)
+                finally:
+                    torch.set_num_threads(before)
+                logger.info("%s batch %d: %s", name, bs, m)
+                records.append(Record(scheme="adapter-train", channel=device, snr_db=None, channel_uses=None,
+                                      metrics=m, extra={"batch_size": bs, "device_name": name, "threads": threads,
+                                                        "adapter": cfg.adapter or "default"}))
     out = Path(cfg.out_dir)
     meta = make_meta(command=command, seed=cfg.seed, dataset="random embeddings", n_items=cfg.n_items,
                      profile=f"dim {cfg.dim}", quick=False, steps=cfg.steps, warmup=cfg.warmup)
     path = write_results(out / "train_speed.json", "train_speed", meta, records)
-    cols = ["channel", "device_name", "batch_size", "samples_per_s", "step_ms", "peak_mem_mb"]
+    cols = ["channel", "device_name", "batch_size", "samples_per_s", "step_ms", "peak_mem_mb", "model_state_mb"]
     console.print(render_table(records, cols, title="channel adapter training throughput"))
     from genscom.utils import atomic_write_text
 

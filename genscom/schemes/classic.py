@@ -3,9 +3,9 @@
 ``jpeg-ldpc``: every frame of a clip is a JPEG (Pillow) at ``quality``.
 ``h264-ldpc``: the clip is one H.264 stream (libx264 via PyAV) at ``crf``.
 
-Each stream is prefixed, on a protected side channel, by a 32-bit length
-field; those side bits are counted and converted to channel uses at the same
-MCS. Bit errors of failed codewords land in the real bitstream, which is then
+Each item is one link payload: a header of 32-bit stream lengths, then the
+streams. The header's bits are sent (and counted) in the same codewords; the
+receiver treats them as protected side information. Bit errors of failed codewords land in the real bitstream, which is then
 really decoded. Failure rule (PROTOCOL.md): a clip keeps its decodable frames;
 a clip with none is flagged ``failed`` and has ``frames[i] = None`` (the
 benchmark substitutes the gallery's mean embedding).
@@ -49,16 +49,30 @@ class _BitstreamScheme(Scheme):
     def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
         frames = _require_frames(batch, self.name)
         streams = [self._encode_item(clip) for clip in frames]
-        n_streams = [len(s) for s in streams]
-        bits = torch.tensor([8 * sum(len(b) for b in s) for s in streams], dtype=torch.int64)
-        side = torch.tensor([LENGTH_FIELD_BITS * n for n in n_streams], dtype=torch.int64)
+        lengths = [[len(b) for b in s] for s in streams]
+        # One link payload per item: a header of 32-bit length fields, then the streams.
+        # The header travels in the same codewords (so it is paid for); the receiver is
+        # given the true lengths, i.e. the header is treated as protected side information.
+        header = [b"".join(n.to_bytes(LENGTH_FIELD_BITS // 8, "big") for n in ls) for ls in lengths]
+        payloads = [h + b"".join(s) for h, s in zip(header, streams)]
+        bits = torch.tensor([8 * sum(ls) for ls in lengths], dtype=torch.int64)
+        side = torch.tensor([LENGTH_FIELD_BITS * len(ls) for ls in lengths], dtype=torch.int64)
         return Payload(symbols=None, channel_uses=torch.zeros(len(frames), dtype=torch.int64), side_bits=side,
-                       bits=[b for s in streams for b in s],
-                       extras={"n_streams": n_streams, "shape": tuple(frames.shape[1:]), "payload_bits": bits})
+                       bits=payloads, extras={"lengths": lengths, "shape": tuple(frames.shape[1:]),
+                                              "payload_bits": bits})
+
+    def _split(self, data: bytes, lengths: list[int]) -> list[bytes]:
+        pos = len(lengths) * LENGTH_FIELD_BITS // 8
+        out = []
+        for n in lengths:
+            out.append(data[pos:pos + n])
+            pos += n
+        return out
 
     def receive(self, received: ChannelOutput | None, payload: Payload, *,
                 generator: torch.Generator | None = None) -> Delivered:
-        flat = payload.extras.get("received_bytes", payload.bits) or []
+        sent = payload.bits or []
+        got = payload.extras.get("received_bytes") or sent
         shape = payload.extras["shape"]
         block_errors = payload.extras.get("block_errors")
         # Items whose codewords all decoded carry the sent bytes: their decode is
@@ -66,17 +80,15 @@ class _BitstreamScheme(Scheme):
         cache: dict[int, torch.Tensor | None] = payload.extras.setdefault("_clean_decode", {})
         out: list[torch.Tensor | None] = []
         clean: list[bool] = []
-        pos = 0
-        for i, n in enumerate(payload.extras["n_streams"]):
-            is_clean = block_errors is None or block_errors[i] == 0
+        for i, lengths in enumerate(payload.extras["lengths"]):
+            is_clean = block_errors is None or int(block_errors[i]) == 0
             if is_clean:
                 if i not in cache:
-                    cache[i] = self._decode_item(list((payload.bits or [])[pos:pos + n]), shape)
+                    cache[i] = self._decode_item(self._split(sent[i], lengths), shape)
                 out.append(cache[i])
             else:
-                out.append(self._decode_item(list(flat[pos:pos + n]), shape))
+                out.append(self._decode_item(self._split(got[i], lengths), shape))
             clean.append(is_clean)
-            pos += n
         failed = torch.tensor([f is None for f in out], dtype=torch.bool)
         return Delivered(embeddings=None, frames=out, failed=failed, channel_uses=payload.channel_uses,
                          extras={"payload_bits": payload.extras["payload_bits"], "block_errors": block_errors,
@@ -86,20 +98,13 @@ class _BitstreamScheme(Scheme):
                 generator: torch.Generator | None = None) -> Delivered:
         if channel is None or snr_db is None:
             return self.receive(None, payload)
-        from genscom.coding.link import DigitalLink, channel_uses_for_bits
+        from genscom.coding.link import DigitalLink
 
         link = DigitalLink(self.mcs, channel, fidelity=self.fidelity)
         res = link.send_bytes(payload.bits or [], snr_db, generator=generator)
-        mcs = getattr(res, "mcs", None)
-        per_stream = torch.as_tensor(res.channel_uses, dtype=torch.int64)
-        uses, block_errors, pos = [], [], 0
-        for n, side in zip(payload.extras["n_streams"], payload.side_bits.tolist()):
-            side_uses = channel_uses_for_bits(int(side), mcs) if mcs is not None and side else 0
-            uses.append(int(per_stream[pos:pos + n].sum()) + side_uses)
-            block_errors.append(int(sum(res.block_errors[pos:pos + n])))
-            pos += n
-        extras = dict(payload.extras, received_bytes=res.received, block_errors=block_errors, mcs=mcs)
-        sent = dataclasses.replace(payload, channel_uses=torch.tensor(uses, dtype=torch.int64), extras=extras)
+        extras = dict(payload.extras, received_bytes=res.received, block_errors=res.block_errors.tolist(),
+                      mcs=res.mcs.name)
+        sent = dataclasses.replace(payload, channel_uses=res.channel_uses.to(torch.int64), extras=extras)
         return self.receive(None, sent)
 
 

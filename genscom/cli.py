@@ -15,8 +15,10 @@ app = typer.Typer(help="genscom: generative semantic communication toolkit.", no
 bench_app = typer.Typer(help="Benchmarks: print a table, write results JSON (PROTOCOL.md) and a PNG plot.",
                         no_args_is_help=True)
 train_app = typer.Typer(help="Train genscom's own models.", no_args_is_help=True)
+finetune_app = typer.Typer(help="PEFT fine-tuning of the LLM agents.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")
+app.add_typer(finetune_app, name="finetune")
 
 # a pipe or CI log has no terminal width: give tables room rather than 80 columns
 console = Console(width=None if sys.stdout.isatty() else 180)
@@ -83,12 +85,28 @@ def bench_retrieval(
     mcs: str = typer.Option("qpsk-1/2", "--mcs", help="MCS of the digital schemes, or 'adaptive'"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, or auto"),
     out: Path = typer.Option(Path("results/retrieval"), "--out", help="output folder"),
+    agents: Optional[Path] = typer.Option(None, "--agents", help="agent card (YAML): adds the LLM agent scheme"),
+    schemes: Optional[str] = typer.Option(None, "--schemes",
+                                          help="comma-separated subset of the default schemes to run "
+                                               "(semantic-analog,digital-embedding,jpeg-ldpc,h264-ldpc)"),
 ) -> None:
     """Text-video retrieval accuracy vs SNR: semantic schemes against bit-exact JPEG/H.264 + LDPC baselines."""
-    from genscom.bench.retrieval import RetrievalBenchConfig, run_retrieval_bench
+    from genscom.bench.retrieval import RetrievalBenchConfig, SchemeSpec, default_schemes, run_retrieval_bench
     from genscom.utils import resolve_device
 
     try:
+        specs = default_schemes(mcs)
+        if schemes:
+            wanted = [x.strip() for x in schemes.split(",") if x.strip()]
+            known = [s.name for s in specs]
+            unknown = [w for w in wanted if w not in known]
+            if unknown:
+                raise ValueError(f"--schemes: unknown {unknown}; choose from {known}")
+            specs = [s for s in specs if s.name in wanted]
+        if agents is not None:
+            if not agents.is_file():
+                raise FileNotFoundError(f"--agents card {str(agents)!r} not found; see the cards in agents/")
+            specs.append(SchemeSpec("agent", {"card": str(agents), "device": str(resolve_device(device))}))
         cfg = RetrievalBenchConfig(
             dataset=dataset, profile=profile, n_items=n_items,
             channels=tuple(c.strip() for c in channels.split(",") if c.strip()) if channels else None,
@@ -97,7 +115,7 @@ def bench_retrieval(
             device=str(resolve_device(device)),
             dataset_kwargs={"root": str(data_root)} if data_root else {},
         )
-        run_retrieval_bench(cfg, command=_command_line(), console=console)
+        run_retrieval_bench(cfg, command=_command_line(), console=console, schemes=specs)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         _fail(exc)
 
@@ -120,6 +138,79 @@ def train_encoder_cmd(
         cfg = load_config(TrainEncoderConfig, config, **overrides)
         path = train_encoder(cfg, resume=resume, progress=True)
         console.print(f"saved {path}")
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@bench_app.command("caption")
+def bench_caption(
+    card: Path = typer.Option(Path("agents/smollm2-generating.yaml"), "--card", help="generating agent card"),
+    n_items: int = typer.Option(100, "--n-items"),
+    snrs: Optional[str] = typer.Option(None, "--snrs", help="comma-separated SNRs in dB"),
+    channel: str = typer.Option("awgn", "--channel"),
+    baselines: str = typer.Option("jpeg-ldpc", "--baselines", help="comma-separated: jpeg-ldpc,h264-ldpc"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    out: Path = typer.Option(Path("results/caption"), "--out"),
+) -> None:
+    """Caption quality vs SNR: the agents against JPEG/H.264 + LDPC followed by the same captioner."""
+    from genscom.bench.caption import CaptionBenchConfig, run_caption_bench
+    from genscom.utils import resolve_device
+
+    try:
+        kw: dict = dict(card=str(card), n_items=n_items, channel=channel, seed=seed, out_dir=str(out),
+                        baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+                        device=str(resolve_device(device)))
+        if snrs:
+            kw["snrs"] = tuple(_parse_floats(snrs, "--snrs"))
+        run_caption_bench(CaptionBenchConfig(**kw), command=_command_line(), console=console)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@bench_app.command("edge")
+def bench_edge(
+    card: Path = typer.Option(Path("agents/smollm2-generating.yaml"), "--card"),
+    nf4_card: Path = typer.Option(Path("agents/smollm2-generating-nf4.yaml"), "--nf4-card"),
+    variants: str = typer.Option("bf16,nf4", "--variants", help="comma-separated: fp32,bf16,nf4"),
+    n_items: int = typer.Option(32, "--n-items"),
+    device: str = typer.Option("cpu", "--device"),
+    out: Path = typer.Option(Path("results/edge"), "--out"),
+) -> None:
+    """bf16/fp32 vs NF4 agents: parameter memory, peak memory, latency per item, metric drop."""
+    from genscom.bench.edge import EdgeBenchConfig, run_edge_bench
+    from genscom.utils import resolve_device
+
+    try:
+        cfg = EdgeBenchConfig(card=str(card), nf4_card=str(nf4_card), n_items=n_items, out_dir=str(out),
+                              variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
+                              device=str(resolve_device(device)))
+        run_edge_bench(cfg, command=_command_line(), console=console)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@finetune_app.command("agents")
+def finetune_agents_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of FinetuneConfig fields"),
+    card: Optional[str] = typer.Option(None, "--card", help="agent card (either end; its partner is the other)"),
+    steps: Optional[int] = typer.Option(None, "--steps"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    n_train: Optional[int] = typer.Option(None, "--n-train"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder (checkpoints)"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    resume: bool = typer.Option(False, "--resume", help="continue exactly from the last checkpoint"),
+) -> None:
+    """LoRA fine-tuning of both agents across the channel (caption LM loss + retrieval InfoNCE)."""
+    from genscom.agents.finetune import FinetuneConfig, finetune_agents
+    from genscom.utils import load_config
+
+    try:
+        cfg = load_config(FinetuneConfig, config, card=card, steps=steps, batch_size=batch_size, n_train=n_train,
+                          seed=seed, out_dir=str(out) if out else None, device=device)
+        result = finetune_agents(cfg, resume=resume)
+        console.print(f"done: {result}")
     except (ValueError, TypeError, FileNotFoundError) as exc:
         _fail(exc)
 

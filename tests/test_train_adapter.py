@@ -131,3 +131,16 @@ def test_resume_checks(tmp_path):
 def test_bad_train_config_raises(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         _config(tmp_path, **kw)
+
+
+def test_load_train_config_merges_file_and_flags(tmp_path):
+    from genscom.adaptation.train import load_train_config
+
+    f = tmp_path / "adapter.yaml"
+    f.write_text("name: demo\nsteps: 10\nadapter:\n  hidden: 64\n")
+    cfg = load_train_config(f, steps=20, k=96, group_size=None)
+    assert cfg.name == "demo" and cfg.steps == 20 and cfg.adapter == {"hidden": 64, "k": 96}
+    with pytest.raises(ValueError, match="unknown option"):
+        load_train_config(f, bogus=1)
+    with pytest.raises(ValueError, match="unknown field"):
+        load_train_config({"nope": 1})

@@ -65,7 +65,7 @@ class AdapterConfig:
     k: int = 192                     # complex symbols (channel uses) at full rate; prefixes give any k' <= k
     hidden: int = 512                # width of both MLP trunks
     depth: int = 2                   # FiLM residual blocks per side
-    group_size: int = 8              # symbols per importance group (bitmap has k / group_size bits)
+    group_size: int = 16             # symbols per importance group (bitmap has k / group_size bits)
     cond_dim: int = 64               # width of the sensing (SNR) embedding
     snr_range_db: tuple[float, float] = (-10.0, 20.0)  # sensing input is clamped to the trained range
 

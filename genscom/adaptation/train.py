@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # fields that may change between a run and its resumption (they do not change the trajectory)
-_RESUME_FREE = {"steps", "output_dir", "run_dir", "cache_dir", "text_cache_dir", "checkpoint_every", "log_every", "device",
+_RESUME_FREE = {"steps", "output_dir", "run_dir", "cache_dir", "text_cache_dir", "cpu_threads", "checkpoint_every", "log_every", "device",
                 "eval_snrs_db"}
 
 
@@ -89,6 +89,7 @@ class TrainAdapterConfig:
     checkpoint_every: int = 500          # steps between checkpoints (0: only at the end)
     log_every: int = 50
     device: Literal["auto", "cpu"] = "cpu"  # "auto": accelerate picks the GPU when present
+    cpu_threads: int = 0                 # >0: torch intra-op threads during the run (1 is fastest on a busy shared CPU)
     output_dir: str | None = None        # default adapters/<name> (repo root)
     run_dir: str | None = None           # default runs/adapter-<name> (checkpoints)
     cache_dir: str | None = None         # embedding cache; default $GENSCOM_CACHE or ~/.cache/genscom
@@ -102,7 +103,7 @@ class TrainAdapterConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
-        for k in ("val_items", "warmup_steps", "checkpoint_every", "seed", "dataset_seed"):
+        for k in ("val_items", "warmup_steps", "checkpoint_every", "seed", "dataset_seed", "cpu_threads"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{k} must be a non-negative int, got {v!r}")
@@ -160,6 +161,33 @@ class TrainAdapterConfig:
         d["channels"] = list(self.channels)
         d["eval_snrs_db"] = list(self.eval_snrs_db)
         return d
+
+
+ADAPTER_FIELDS = ("k", "hidden", "depth", "group_size", "cond_dim")
+
+
+def load_train_config(source: str | Path | dict[str, Any] | None = None, **overrides: Any) -> TrainAdapterConfig:
+    """Config file (YAML/JSON) or dict, then CLI-style overrides (``None`` values are ignored).
+
+    Overrides named like an :class:`AdapterConfig` field (``k``, ``hidden``, ``depth``,
+    ``group_size``, ``cond_dim``) are merged into the ``adapter`` dict; the rest replace
+    :class:`TrainAdapterConfig` fields by name (unknown names raise ``ValueError``).
+
+    Example: ``load_train_config("adapter.yaml", steps=500, k=96)``.
+    """
+    from genscom.utils import load_config
+
+    over = {k: v for k, v in overrides.items() if v is not None}
+    arch = {k: over.pop(k) for k in ADAPTER_FIELDS if k in over}
+    base = load_config(TrainAdapterConfig, source)
+    names = {f.name for f in dataclasses.fields(TrainAdapterConfig)}
+    unknown = sorted(set(over) - names)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for TrainAdapterConfig; known: {sorted(names)} "
+                         f"and the adapter fields {list(ADAPTER_FIELDS)}")
+    if arch:
+        over["adapter"] = {**base.adapter, **over.get("adapter", {}), **arch}
+    return dataclasses.replace(base, **over) if over else base
 
 
 # ---------------------------------------------------------------------------------- data
@@ -434,6 +462,18 @@ def train_adapter(config: TrainAdapterConfig, *, resume: bool = False, progress:
         FileNotFoundError: ``resume=True`` but no checkpoint exists.
         ValueError: the checkpoint was written with a different config.
     """
+    threads = torch.get_num_threads()
+    if config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        return _train(config, resume=resume, progress=progress, data=data, encoder=encoder, command=command,
+                      stop_after=stop_after)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: AdapterData | None, encoder: Any,
+           command: str | None, stop_after: int | None) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm

@@ -1,0 +1,28 @@
+"""LLM agents: understanding (content -> embedding) and generating (embedding -> task content), with LoRA.
+
+``load_card(path)`` reads an agent card; ``Agent.from_card(card)`` builds one role;
+``load_agent_pair(card)`` builds both roles on one LLM (two LoRA adapters);
+``finetune_agents(FinetuneConfig(...))`` trains them across a channel; 4-bit
+edge variants come from cards with ``quantization: nf4`` (:mod:`genscom.agents.quant`).
+Heavy dependencies (transformers, peft, bitsandbytes) load lazily.
+"""
+
+from genscom.agents.card import AgentCard, LoraSpec, list_cards, load_card
+from genscom.agents.prompts import ChannelSensing, TaskRequirement, load_prompt, render_prompt
+
+__all__ = [
+    "Agent", "AgentCard", "ChannelSensing", "FinetuneConfig", "LoraSpec", "TaskRequirement", "finetune_agents",
+    "list_cards", "load_agent_pair", "load_card", "load_prompt", "render_prompt",
+]
+
+
+def __getattr__(name: str):  # lazy: importing genscom.agents must not import transformers/peft
+    if name in ("Agent", "load_agent_pair"):
+        from genscom.agents import agent
+
+        return getattr(agent, name)
+    if name in ("FinetuneConfig", "finetune_agents"):
+        from genscom.agents import finetune
+
+        return getattr(finetune, name)
+    raise AttributeError(f"module 'genscom.agents' has no attribute {name!r}")

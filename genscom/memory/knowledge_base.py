@@ -67,8 +67,9 @@ class KnowledgeBase:
         return max(1, math.ceil(math.log2(max(2, len(self)))))
 
     def add(self, vectors: torch.Tensor, *, ids: list[str] | None = None,
-            metadata: list[dict[str, Any]] | None = None) -> list[int]:
-        """Append ``vectors`` ``[n, dim]`` (L2-normalised here) with unique ``ids`` and JSON-able ``metadata``.
+            metadata: list[dict[str, Any]] | None = None, normalize: bool = True) -> list[int]:
+        """Append ``vectors`` ``[n, dim]`` (L2-normalised here unless ``normalize=False``) with unique ``ids``
+        and JSON-able ``metadata``.
 
         Returns the new entries' indices. Duplicate ids raise ``ValueError``.
         """
@@ -88,7 +89,8 @@ class KnowledgeBase:
             json.dumps(metadata)
         except TypeError as exc:
             raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
-        v = torch.nn.functional.normalize(vectors.detach().float().cpu(), dim=-1).numpy().astype(np.float32)
+        v = vectors.detach().float().cpu()
+        v = (torch.nn.functional.normalize(v, dim=-1) if normalize else v).numpy().astype(np.float32)
         self._index.add(np.ascontiguousarray(v))
         self._vectors = np.concatenate([self._vectors, v], axis=0)
         self.ids.extend(ids)
@@ -137,7 +139,8 @@ class KnowledgeBase:
     def copy(self) -> "KnowledgeBase":
         kb = KnowledgeBase(self.dim)
         if len(self):
-            kb.add(torch.from_numpy(self._vectors.copy()), ids=list(self.ids), metadata=[dict(m) for m in self.metadata])
+            kb.add(torch.from_numpy(self._vectors.copy()), ids=list(self.ids), metadata=[dict(m) for m in self.metadata],
+                   normalize=False)
         return kb
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
@@ -163,7 +166,7 @@ class KnowledgeBase:
         kb = cls(int(meta["dim"]))
         vec = np.load(vec_path)
         if len(vec):
-            kb.add(torch.from_numpy(vec), ids=meta["ids"], metadata=meta["metadata"])
+            kb.add(torch.from_numpy(vec), ids=meta["ids"], metadata=meta["metadata"], normalize=False)
         if kb.version_hash() != meta.get("version"):
             raise ValueError(f"knowledge base in {folder} is corrupt: version {kb.version_hash()} != stored "
                              f"{meta.get('version')}")

@@ -1,0 +1,43 @@
+"""Fine-tune the offline agent pair (LoRA / QLoRA) across a noisy channel.
+
+Plain script over the library (the CLI's `genscom finetune agents` calls the same function):
+
+    python apps/finetune_agents.py --card agents/smollm2-generating.yaml --steps 300
+    python apps/finetune_agents.py --card agents/smollm2-generating-nf4.yaml ...   # QLoRA
+    python apps/finetune_agents.py ... --resume                                    # continue exactly
+    accelerate launch apps/finetune_agents.py ...                                  # several GPUs
+
+Any FinetuneConfig field is a flag (--n-train, --batch-size, --grad-accum, --lr, --snr-min, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import typing
+
+from genscom.agents.finetune import FinetuneConfig, finetune_agents
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hints = typing.get_type_hints(FinetuneConfig)
+    for f in dataclasses.fields(FinetuneConfig):
+        t = hints[f.name]
+        base = next((a for a in typing.get_args(t) if a is not type(None)), t) if typing.get_args(t) else t
+        kind = base if base in (int, float) else str
+        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
+    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoint.pt")
+    args = vars(parser.parse_args(argv))
+    resume = args.pop("resume")
+    cfg = FinetuneConfig(**{k: v for k, v in args.items() if v is not None})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    res = finetune_agents(cfg, resume=resume)
+    logging.getLogger("finetune_agents").info("done: %d steps in %.0f s, adapters %s", res["steps"], res["seconds"],
+                                              res["adapters"])
+    return res
+
+
+if __name__ == "__main__":
+    main()

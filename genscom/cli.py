@@ -215,6 +215,66 @@ def finetune_agents_cmd(
         _fail(exc)
 
 
+demo_app = typer.Typer(help="Gradio demo: transmitter and receiver (offline, CPU).", invoke_without_command=True)
+app.add_typer(demo_app, name="demo")
+
+
+def _demo_config(profile: str, gallery_size: int, max_upload_mb: float, mcs: str, results: Path,
+                 agent_card: Optional[str], seed: int):
+    from genscom.demo.engine import DemoConfig
+
+    return DemoConfig(profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb, mcs=mcs,
+                      results_path=str(results), agent_card=agent_card, seed=seed)
+
+
+def _launch(mode: str, host: str, port: int, rx_url: Optional[str], **kw) -> None:
+    from genscom.demo.app import launch_demo
+
+    try:
+        launch_demo(mode, _demo_config(**kw), host=host, port=port, rx_url=rx_url)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+_PROFILE = typer.Option("mini", "--profile", help="encoder profile")
+_GALLERY = typer.Option(24, "--gallery-size", help="clips of the offline gallery")
+_UPLOAD = typer.Option(20.0, "--max-upload-mb", help="largest accepted upload")
+_MCS = typer.Option("qpsk-1/2", "--mcs", help="MCS of the digital baseline")
+_RESULTS = typer.Option(Path("results/retrieval/retrieval.json"), "--results", help="benchmark JSON for the R@1 plot")
+_CARD = typer.Option(None, "--agent-card", help="agent card for the caption panel")
+_SEED = typer.Option(0, "--seed")
+
+
+@demo_app.callback()
+def demo(ctx: typer.Context, host: str = typer.Option("127.0.0.1", "--host"),
+         port: int = typer.Option(7860, "--port"), profile: str = _PROFILE, gallery_size: int = _GALLERY,
+         max_upload_mb: float = _UPLOAD, mcs: str = _MCS, results: Path = _RESULTS,
+         agent_card: Optional[str] = _CARD, seed: int = _SEED) -> None:
+    """One page with transmitter and receiver; `genscom demo tx|rx` runs them as two processes."""
+    if ctx.invoked_subcommand is None:
+        _launch("combined", host, port, None, profile=profile, gallery_size=gallery_size,
+                max_upload_mb=max_upload_mb, mcs=mcs, results=results, agent_card=agent_card, seed=seed)
+
+
+@demo_app.command("tx")
+def demo_tx(rx_url: str = typer.Option(..., "--rx-url", help="receiver URL, e.g. http://127.0.0.1:7861"),
+            host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(7860, "--port"),
+            profile: str = _PROFILE, gallery_size: int = _GALLERY, max_upload_mb: float = _UPLOAD,
+            mcs: str = _MCS, results: Path = _RESULTS, agent_card: Optional[str] = _CARD, seed: int = _SEED) -> None:
+    """Transmitter process: sends symbols + side information to the receiver at --rx-url."""
+    _launch("tx", host, port, rx_url, profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb,
+            mcs=mcs, results=results, agent_card=agent_card, seed=seed)
+
+
+@demo_app.command("rx")
+def demo_rx(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(7861, "--port"),
+            profile: str = _PROFILE, gallery_size: int = _GALLERY, max_upload_mb: float = _UPLOAD,
+            mcs: str = _MCS, results: Path = _RESULTS, agent_card: Optional[str] = _CARD, seed: int = _SEED) -> None:
+    """Receiver process: its page plus POST /genscom/receive."""
+    _launch("rx", host, port, None, profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb,
+            mcs=mcs, results=results, agent_card=agent_card, seed=seed)
+
+
 def main() -> None:  # console-script entry point
     app()
 

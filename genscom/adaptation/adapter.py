@@ -288,15 +288,19 @@ class ChannelAdapter(nn.Module):
                              channel_uses=keep.sum(dim=-1).to(torch.int64), received=received)
 
     # ------------------------------------------------------------------ files
-    def save_pretrained(self, folder: str | os.PathLike[str], *, extra_config: dict[str, Any] | None = None) -> Path:
-        """Write ``model.safetensors`` (float32) and ``config.json`` (``{"adapter": ..., **extra_config}``)."""
+    def save_pretrained(self, folder: str | os.PathLike[str], *, extra_config: dict[str, Any] | None = None,
+                        dtype: torch.dtype = torch.float32) -> Path:
+        """Write ``model.safetensors`` (``dtype``: float32 or float16; loaded back as float32) and
+        ``config.json`` (``{"adapter": ..., **extra_config}``)."""
         from safetensors.torch import save as st_save
 
         from genscom.utils import atomic_write_bytes
 
+        if dtype not in (torch.float32, torch.float16):
+            raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {n: t.detach().to("cpu", torch.float32).contiguous() for n, t in self.state_dict().items()}
+        state = {n: t.detach().to("cpu", dtype).contiguous() for n, t in self.state_dict().items()}
         atomic_write_bytes(folder / WEIGHTS_NAME, st_save(state, metadata={"format": "pt"}))
         atomic_write_json(folder / CONFIG_NAME, {"adapter": self.config.to_dict(), **(extra_config or {})})
         return folder
@@ -313,7 +317,7 @@ class ChannelAdapter(nn.Module):
                                     f"{WEIGHTS_NAME}; make one with `genscom train adapter`")
         meta = json.loads(cfg_path.read_text(encoding="utf-8"))
         model = cls(AdapterConfig.from_dict(meta["adapter"]))
-        model.load_state_dict(load_file(str(w_path)))
+        model.load_state_dict({n: t.float() for n, t in load_file(str(w_path)).items()})
         return model.to(device).eval()
 
     def _check_emb(self, emb: torch.Tensor) -> None:

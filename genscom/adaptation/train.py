@@ -95,6 +95,7 @@ class TrainAdapterConfig:
     cache_dir: str | None = None         # embedding cache; default $GENSCOM_CACHE or ~/.cache/genscom
     text_cache_dir: str | None = None    # mini profile: reuse `genscom train encoder`'s caption cache (same frozen MiniLM)
     eval_snrs_db: tuple[float, ...] = (-5.0, 0.0, 5.0)  # validation SNRs (held-out train items)
+    storage_dtype: Literal["float16", "float32"] = "float16"  # dtype of the saved weights
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\ "):
@@ -132,6 +133,8 @@ class TrainAdapterConfig:
         if not (0 <= self.p_full <= 1 and 0 <= self.p_prefix <= 1 and self.p_full + self.p_prefix <= 1):
             raise ValueError(f"p_full and p_prefix must be probabilities with p_full + p_prefix <= 1, "
                              f"got {self.p_full!r}, {self.p_prefix!r}")
+        if self.storage_dtype not in ("float16", "float32"):
+            raise ValueError(f"storage_dtype must be 'float16' or 'float32', got {self.storage_dtype!r}")
         if self.device not in ("auto", "cpu"):
             raise ValueError(f"device must be 'auto' (GPU if present, as accelerate decides) or 'cpu', got {self.device!r}")
         if not isinstance(self.adapter, dict):
@@ -571,7 +574,10 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
     if not accelerator.is_main_process:
         return out
 
-    adapter = accelerator.unwrap_model(module).adapter.to("cpu").eval()
+    storage = torch.float16 if config.storage_dtype == "float16" else torch.float32
+    accelerator.unwrap_model(module).adapter.to("cpu").save_pretrained(
+        out, extra_config={"profile": config.profile, "train": config.to_dict()}, dtype=storage)
+    adapter = ChannelAdapter.from_pretrained(out)  # evaluate exactly what was written
     metrics = (evaluate(adapter, val, config.eval_snrs_db, channels=config.channels, coherence=config.coherence,
                         seed=config.seed) if val is not None else {})
     total_seconds = time.perf_counter() - t_start
@@ -585,7 +591,6 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
         "val_metrics": metrics, "machine": _machine(),
         "n_parameters": sum(p.numel() for p in adapter.parameters()),
     }
-    adapter.save_pretrained(out, extra_config={"profile": config.profile, "train": config.to_dict()})
     atomic_write_json(out / "train_log.json", log)
     atomic_write_text(out / "README.md", _readme(log, out))
     return out
@@ -617,7 +622,7 @@ def _readme(log: dict[str, Any], out: Path) -> str:
         "",
         "| | |", "|---|---|",
         f"| architecture | FiLM-conditioned MLPs, hidden {a['hidden']}, depth {a['depth']}, "
-        f"{log['n_parameters'] / 1e6:.2f} M parameters (float32) |",
+        f"{log['n_parameters'] / 1e6:.2f} M parameters (stored as {cfg['storage_dtype']}) |",
         f"| data | {log['data']}; {log['n_train_items']} items for training, {log['n_val_items']} held out |",
         f"| channels | {', '.join(cfg['channels'])} (Rayleigh coherence {cfg['coherence']}), SNR ~ U[{cfg['snr_min_db']}, "
         f"{cfg['snr_max_db']}] dB, perfect CSI, MMSE |",

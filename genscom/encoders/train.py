@@ -24,7 +24,7 @@ bit for bit on the same machine. The final tower is written with
 ``save_pretrained`` (float16 by default) plus ``README.md`` and ``train_log.json``.
 
 Example:
-    >>> cfg = TrainEncoderConfig(steps=1500, output_dir="runs/encoder-mini")
+    >>> cfg = TrainEncoderConfig(output_dir="runs/encoder-mini")  # defaults = the shipped recipe
     >>> out = train_encoder(cfg)                     # doctest: +SKIP
     >>> enc = create_encoder("mini", pretrained=out)  # doctest: +SKIP
 """
@@ -68,23 +68,23 @@ class TrainEncoderConfig:
     dataset_seed: int = 0                # the dataset's seed (fixes the splits)
     num_frames: int = 8                  # frames per clip T
     size: int = 64                       # frame side in pixels (rendered datasets)
-    steps: int = 1500                    # optimizer steps
+    steps: int = 600                     # optimizer steps (defaults = the shipped recipe)
     batch_size: int = 64                 # clips per step (= negatives per positive + 1)
     lr: float = 2e-3
     min_lr_ratio: float = 0.05           # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     weight_decay: float = 0.05           # on conv/linear weights only
     temperature: float = 0.07            # initial softmax temperature (logit scale 1/0.07, as CLIP)
     learn_temperature: bool = True
     max_logit_scale: float = 100.0
-    augment: Literal["none", "shift", "noise"] = "none"  # shift: same +-4 px translation for all frames of a clip
+    augment: Literal["none", "shift", "noise"] = "shift"  # shift: same +-4 px translation for all frames of a clip
     text_tower: Literal["minilm", "tiny"] = "minilm"     # frozen text tower ("tiny": random, tests only)
     tower: dict[str, Any] = field(default_factory=dict)  # MiniTowerConfig overrides (embed_dim follows the text)
     seed: int = 0                        # training RNG (init, sampling, augmentation)
     output_dir: str = "runs/encoder-mini"
     cache_dir: str | None = None         # caption-embedding cache; default <output_dir>/cache
-    checkpoint_every: int = 250          # steps between checkpoints (0: only at the end)
-    log_every: int = 25
+    checkpoint_every: int = 100          # steps between checkpoints (0: only at the end)
+    log_every: int = 50
     device: str = "cpu"                  # "cpu", "cuda", "auto"
     eval_n_items: int = 1000             # test-split clips for the final R@K (0: skip)
     storage_dtype: Literal["float16", "float32"] = "float16"

@@ -1,0 +1,517 @@
+"""The demo's transmitter and receiver, without any UI.
+
+:class:`DemoTransmitter` turns a :class:`~genscom.demo.content.DemoItem` into a wire
+message (the semantic scheme's payload and the H.264/JPEG + LDPC baseline's payload
+of the same content); :class:`DemoReceiver` simulates the channel on a message,
+decodes both transmissions and ranks its gallery for a text query. The Gradio app
+(:mod:`genscom.demo.app`) only calls these.
+
+The receiver's gallery is the offline synthetic test split (clean embeddings: clips
+received earlier); the received item replaces its own entry (or joins the gallery
+when it is new to it), and its rank for the query is reported. Optional features
+(``adapted`` / ``agent`` schemes, diffusion heads) are picked up when importable and
+otherwise reported by :func:`optional_features`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from genscom.demo.content import DemoItem, load_real_item, real_choices
+from genscom.demo.wire import Transmission, WireMessage, decode_message, encode_message
+from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch
+
+logger = logging.getLogger(__name__)
+
+Task = Literal["retrieval", "caption", "image regeneration"]
+TASKS: tuple[str, ...] = ("retrieval", "caption", "image regeneration")
+CHANNEL_NAMES: tuple[str, ...] = ("awgn", "rayleigh", "rician")
+BASELINE_SCHEMES = frozenset({"jpeg-ldpc", "h264-ldpc"})
+DEFAULT_RESULTS = "results/retrieval/retrieval.json"
+
+
+@dataclass
+class DemoConfig:
+    """Settings of the demo (both processes).
+
+    Attributes:
+        profile: encoder profile (``"mini"`` offline default; ``"tiny"`` for tests).
+        gallery_size: synthetic test clips in the offline gallery / receiver gallery.
+        seed: dataset and channel seed.
+        num_frames: frames sampled per clip (``T``).
+        max_side: long side of transmitted frames in pixels (even sizes for H.264).
+        max_upload_mb: largest upload accepted, in MB (10^6 bytes).
+        mcs: MCS of the digital links (baseline and ``digital-embedding``), e.g. ``"qpsk-1/2"``.
+        jpeg_quality, h264_crf: baseline source-coding settings.
+        results_path: retrieval benchmark JSON for the R@1-vs-SNR plot.
+        agent_card: agent card for the ``agent`` scheme (``None``: that scheme reports it is not set up).
+        request_timeout_s: HTTP timeout of the transmitter process, seconds.
+    """
+
+    profile: str = "mini"
+    gallery_size: int = 24
+    seed: int = 0
+    num_frames: int = 8
+    max_side: int = 128
+    max_upload_mb: float = 20.0
+    mcs: str = "qpsk-1/2"
+    jpeg_quality: int = 50
+    h264_crf: int = 28
+    results_path: str = DEFAULT_RESULTS
+    agent_card: str | None = None
+    request_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name, lo in (("gallery_size", 2), ("num_frames", 1), ("max_side", 16)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if not isinstance(self.max_upload_mb, (int, float)) or not self.max_upload_mb > 0:
+            raise ValueError(f"max_upload_mb must be a positive number of MB, got {self.max_upload_mb!r}")
+        if not isinstance(self.request_timeout_s, (int, float)) or not self.request_timeout_s > 0:
+            raise ValueError(f"request_timeout_s must be positive seconds, got {self.request_timeout_s!r}")
+        from genscom.coding.link import get_mcs
+
+        get_mcs(self.mcs)  # raises ValueError listing the MCS names
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1e6)
+
+
+@dataclass
+class TxSettings:
+    """What the transmitter panel chose.
+
+    Attributes:
+        scheme: semantic scheme name (:func:`semantic_schemes`).
+        channel: ``"awgn"``, ``"rayleigh"`` or ``"rician"``.
+        snr_db: Es/N0 per complex symbol in dB.
+        task: ``"retrieval"``, ``"caption"`` or ``"image regeneration"``.
+        budget: channel uses per item (0: the scheme's default); maps to ``budget``
+            (``adapted+mu``), ``k`` (``adapted``) or ``repeat`` (``semantic-analog``).
+        mu: importance threshold of ``adapted+mu`` (0: unused).
+        seed: seed of the channel realisation.
+    """
+
+    scheme: str = "semantic-analog"
+    channel: str = "awgn"
+    snr_db: float = 10.0
+    task: str = "retrieval"
+    budget: int = 0
+    mu: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.channel not in CHANNEL_NAMES:
+            raise ValueError(f"channel must be one of {', '.join(CHANNEL_NAMES)}, got {self.channel!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if not isinstance(self.snr_db, (int, float)) or not math.isfinite(self.snr_db):
+            raise ValueError(f"snr_db must be a finite number of dB, got {self.snr_db!r}")
+        self.snr_db = float(self.snr_db)
+        self.budget = int(self.budget or 0)
+        if self.budget < 0:
+            raise ValueError(f"budget must be >= 0 channel uses (0 = scheme default), got {self.budget!r}")
+        self.mu = float(self.mu or 0.0)
+
+
+# ---------------------------------------------------------------------------- optional parts
+def optional_features() -> dict[str, str | None]:
+    """``{feature: None if available else the reason}`` for adapted/agent schemes and diffusion heads.
+
+    Importing registers the ``adapted``, ``adapted+mu`` and ``agent`` schemes when their
+    modules import cleanly (already-registered schemes are left alone).
+    """
+    import genscom.schemes  # noqa: F401
+    from genscom.schemes.base import SCHEMES
+
+    out: dict[str, str | None] = {}
+    for feature, module, names in (("adapted", "genscom.schemes.adapted", ("adapted",)),
+                                   ("agent", "genscom.schemes.agent", ("agent",))):
+        if all(n in SCHEMES for n in names):
+            out[feature] = None
+            continue
+        try:
+            __import__(module)
+            out[feature] = None if all(n in SCHEMES for n in names) else f"{module} registers no {names[0]!r} scheme"
+        except Exception as exc:  # noqa: BLE001 - a half-finished optional part must not break the demo
+            out[feature] = f"not installed ({type(exc).__name__}: {exc})"
+    try:
+        import genscom.generation as gen
+
+        out["diffusion"] = None if hasattr(gen, "create_decoder") or hasattr(gen, "ImageDecoder") \
+            else "no diffusion head is installed (genscom.generation has none yet)"
+    except Exception as exc:  # noqa: BLE001
+        out["diffusion"] = f"not installed ({type(exc).__name__})"
+    return out
+
+
+def semantic_schemes() -> list[str]:
+    """Registered schemes that send an embedding (every scheme except the bitstream baselines)."""
+    from genscom.schemes.base import list_schemes
+
+    optional_features()
+    return [n for n in list_schemes() if n not in BASELINE_SCHEMES]
+
+
+def scheme_settings(name: str, *, settings: TxSettings, dim: int, config: DemoConfig) -> dict[str, Any]:
+    """Constructor keywords of scheme ``name`` for the panel's choices (only those it accepts)."""
+    from genscom.schemes.base import SCHEMES
+
+    params = inspect.signature(SCHEMES.get(name).__init__).parameters
+    s: dict[str, Any] = {}
+    if "mcs" in params:
+        s["mcs"] = config.mcs
+    if "fidelity" in params:
+        s["fidelity"] = "full"
+    if "card" in params:
+        s["card"] = config.agent_card
+    if "captions" in params:
+        s["captions"] = settings.task == "caption"
+    if settings.budget > 0:
+        if "budget" in params:
+            s["budget"] = settings.budget
+        elif "k" in params:
+            s["k"] = settings.budget
+        elif "repeat" in params:
+            s["repeat"] = max(1, settings.budget // math.ceil(dim / 2))
+    if settings.mu > 0 and "mu" in params and "budget" not in s:
+        s["mu"] = settings.mu
+    if "mu" in params and "budget" in params and "mu" not in s and "budget" not in s:
+        s["mu"] = 0.5  # adapted+mu needs one of them
+    return s
+
+
+def baseline_for(frames: torch.Tensor, config: DemoConfig) -> tuple[str, dict[str, Any]]:
+    """H.264 + LDPC for clips (``T > 1``), JPEG + LDPC for images."""
+    if frames.shape[0] > 1:
+        return "h264-ldpc", {"crf": config.h264_crf, "mcs": config.mcs, "fidelity": "full"}
+    return "jpeg-ldpc", {"quality": config.jpeg_quality, "mcs": config.mcs, "fidelity": "full"}
+
+
+class _SchemeCache:
+    def __init__(self) -> None:
+        self._cache: dict[str, Scheme] = {}
+
+    def get(self, name: str, settings: dict[str, Any]) -> Scheme:
+        from genscom.schemes.base import create_scheme
+
+        key = name + json.dumps(settings, sort_keys=True, default=str)
+        if key not in self._cache:
+            self._cache[key] = create_scheme(name, **settings)
+        return self._cache[key]
+
+
+def _channel(name: str):
+    from genscom.channels.registry import create_channel
+
+    return create_channel(name)
+
+
+# ---------------------------------------------------------------------------- transmitter
+@dataclass
+class TxResult:
+    """What the transmitter made: the wire bytes and what the panel shows."""
+
+    item: DemoItem
+    settings: TxSettings
+    message: bytes
+    scheme_name: str
+    channel_uses: int
+    side_bits: int
+    bits: int | None
+    symbols: torch.Tensor | None  # [n] complex sent symbols of the item, or None (digital)
+    baseline: dict[str, Any]  # name, bits, channel_uses for the simulated baseline and the other bitstream
+    notes: list[str] = field(default_factory=list)
+
+
+class DemoTransmitter:
+    """Encode content, build both payloads, serialise them for the air."""
+
+    def __init__(self, config: DemoConfig, *, encoder: Any = None) -> None:
+        from genscom.data import create_dataset
+        from genscom.encoders import create_encoder
+
+        self.config = config
+        self.encoder = encoder if encoder is not None else create_encoder(config.profile)
+        self.dataset = create_dataset("synthetic", split="test", n_items=config.gallery_size, seed=config.seed,
+                                      num_frames=config.num_frames)
+        self.schemes = _SchemeCache()
+        self._lock = threading.Lock()
+
+    def choices(self) -> list[tuple[str, str]]:
+        """``(label, key)`` of the offline gallery: synthetic test clips, then real clips/images."""
+        syn = [(f"clip {i}: {self.dataset.captions_of(i)[0]}", f"synthetic/{i}") for i in range(len(self.dataset))]
+        return syn + real_choices()
+
+    def item(self, key: str) -> DemoItem:
+        """The gallery item ``key`` (``"synthetic/3"``, ``"real-clip/bikes"``, ``"real-image/astronaut"``)."""
+        kind, _, name = str(key).partition("/")
+        if kind == "synthetic":
+            try:
+                i = int(name)
+                frames = self.dataset.load_frames(i)
+            except (ValueError, IndexError):
+                raise ValueError(f"unknown gallery clip {key!r}; choose one of synthetic/0..synthetic/{len(self.dataset) - 1}") from None
+            return DemoItem(key=key, label=f"clip {i}", frames=frames, captions=self.dataset.captions_of(i),
+                            gallery_index=i)
+        if kind in ("real-clip", "real-image"):
+            return load_real_item(kind, name, max_side=self.config.max_side, num_frames=self.config.num_frames)
+        raise ValueError(f"unknown gallery item {key!r}; choose one from the list")
+
+    @torch.no_grad()
+    def transmit(self, item: DemoItem, settings: TxSettings) -> TxResult:
+        """Encode ``item``, build the semantic and the baseline payloads, serialise them (:mod:`genscom.demo.wire`)."""
+        from genscom.coding.link import channel_uses_for_bits
+        from genscom.coding.source import encode_h264, encode_jpeg
+
+        with self._lock:
+            frames = item.frames
+            emb = self.encoder.encode_clips(frames[None]).float().cpu()  # [1, d]
+            batch = SourceBatch(frames=frames[None], embeddings=emb, ids=[item.key])
+            kw = scheme_settings(settings.scheme, settings=settings, dim=emb.shape[1], config=self.config)
+            scheme = self.schemes.get(settings.scheme, kw)
+            payload, rx_path = self._for_air(scheme, scheme.transmit(batch), settings)
+            b_name, b_kw = baseline_for(frames, self.config)
+            base = self.schemes.get(b_name, b_kw)
+            b_payload = base.transmit(SourceBatch(frames=frames[None]))
+            msg = WireMessage(transmissions=[Transmission(settings.scheme, kw, payload, "semantic", rx_path),
+                                             Transmission(b_name, b_kw, b_payload, "baseline")],
+                              channel=settings.channel, snr_db=settings.snr_db, seed=settings.seed,
+                              eval={"item": item.key, "gallery_index": item.gallery_index, "task": settings.task})
+            data = encode_message(msg)
+            # costs: analog payloads count their symbols; digital ones are counted at the fixed MCS
+            bits = None
+            if payload.symbols is not None:
+                uses = int(payload.channel_uses[0])
+            else:
+                n_bits = int(payload.extras["bits"].shape[1]) if "bits" in payload.extras else \
+                    8 * sum(len(b) for b in (payload.bits or []))
+                bits = n_bits
+                uses = channel_uses_for_bits(n_bits, self.config.mcs) if n_bits else 0
+            b_bits = int(b_payload.extras["payload_bits"][0]) + int(b_payload.side_bits[0])
+            other = "jpeg-ldpc" if b_name == "h264-ldpc" else "h264-ldpc"
+            if other == "jpeg-ldpc":
+                o_bits = sum(8 * len(encode_jpeg(f, quality=self.config.jpeg_quality)) + 32 for f in frames)
+            else:
+                o_bits = 8 * len(encode_h264(frames, crf=self.config.h264_crf)) + 32 if frames.shape[0] > 1 else None
+            baseline = {"name": b_name, "bits": b_bits, "channel_uses": channel_uses_for_bits(b_bits, self.config.mcs),
+                        "other": other, "other_bits": o_bits,
+                        "other_channel_uses": channel_uses_for_bits(o_bits, self.config.mcs) if o_bits else None}
+            sym = payload.symbols[0].detach().cpu() if payload.symbols is not None else None
+            return TxResult(item=item, settings=settings, message=data, scheme_name=getattr(scheme, "name", settings.scheme),
+                            channel_uses=uses, side_bits=int(payload.side_bits[0]), bits=bits, symbols=sym,
+                            baseline=baseline)
+
+    def _for_air(self, scheme: Scheme, payload: Payload, settings: TxSettings) -> tuple[Payload, str]:
+        """Transmitter-side sensing: schemes that re-encode for the SNR do it here, before the air.
+
+        Returns the payload to put on the wire and how the receiver handles it:
+        ``"deliver"`` (``scheme.deliver``: channel + digital links + receive) or
+        ``"receive"`` (channel, then ``scheme.receive``).
+        """
+        if hasattr(scheme, "_symbols") and "features" in payload.extras:  # agent scheme: understanding for the SNR
+            analog = scheme._symbols(payload.extras["features"], settings.snr_db, settings.channel)
+            return Payload(symbols=analog.symbols, channel_uses=payload.channel_uses, side_bits=payload.side_bits,
+                           extras={**analog.extras, "sensing": (settings.snr_db, settings.channel)}), "receive"
+        if hasattr(scheme, "_make_payload") and getattr(scheme, "sensing", False) and "tx_embeddings" in payload.extras:
+            return scheme._make_payload(payload.extras["tx_embeddings"], settings.snr_db), "deliver"
+        return payload, "deliver"
+
+
+# ---------------------------------------------------------------------------- receiver
+@dataclass
+class RxResult:
+    """What the receiver made of one message."""
+
+    message: WireMessage
+    scheme_name: str
+    embedding: torch.Tensor | None  # [d] received embedding (semantic)
+    failed: bool
+    channel_uses: int
+    captions: list[str] | None
+    sent: np.ndarray | None  # complex sample of sent symbols (for the constellation)
+    received: np.ndarray | None  # complex sample of equalised received symbols
+    baseline_name: str = ""
+    baseline_frames: torch.Tensor | None = None  # [T, H, W, 3] decoded, or None
+    baseline_failed: bool = True
+    baseline_block_errors: int = 0
+    baseline_channel_uses: int = 0
+    baseline_embedding: torch.Tensor | None = None
+    version: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able reply of the receiver process."""
+        def pts(a):
+            return None if a is None else [[float(v.real), float(v.imag)] for v in a[:256]]
+
+        return {"ok": True, "scheme": self.scheme_name, "channel": self.message.channel, "snr_db": self.message.snr_db,
+                "channel_uses": self.channel_uses, "failed": self.failed, "captions": self.captions,
+                "embedding": None if self.embedding is None else [float(v) for v in self.embedding],
+                "constellation": {"sent": pts(self.sent), "received": pts(self.received)},
+                "baseline": {"scheme": self.baseline_name, "failed": self.baseline_failed,
+                             "block_errors": self.baseline_block_errors, "channel_uses": self.baseline_channel_uses,
+                             "frames": None if self.baseline_frames is None else list(self.baseline_frames.shape)},
+                "version": self.version}
+
+
+@dataclass
+class Ranking:
+    """Top-k of the receiver's gallery for a query, and the true item's rank (1 = best)."""
+
+    query: str
+    top: list[tuple[int, float, str]]  # (gallery position, score, label)
+    rank: int
+    n: int
+    baseline_rank: int | None
+
+
+class DemoReceiver:
+    """Simulate the air on a wire message, decode it, rank the gallery for text queries."""
+
+    def __init__(self, config: DemoConfig, *, encoder: Any = None) -> None:
+        from genscom.data import create_dataset
+        from genscom.encoders import create_encoder
+
+        self.config = config
+        self.encoder = encoder if encoder is not None else create_encoder(config.profile)
+        self.dataset = create_dataset("synthetic", split="test", n_items=config.gallery_size, seed=config.seed,
+                                      num_frames=config.num_frames)
+        frames = self.dataset.stacked_frames()
+        with torch.no_grad():
+            self.gallery = self.encoder.encode_clips(frames).float().cpu()  # [N, d]
+        self.thumbs = [frames[i, frames.shape[1] // 2].numpy() for i in range(len(frames))]
+        self.labels = [self.dataset.captions_of(i)[0] for i in range(len(frames))]
+        self.schemes = _SchemeCache()
+        self._lock = threading.Lock()
+        self.latest: RxResult | None = None
+        self.version = 0
+
+    @torch.no_grad()
+    def receive(self, data: bytes) -> RxResult:
+        """Wire bytes -> :class:`RxResult` (also kept as :attr:`latest`). ``ValueError`` on a bad message."""
+        msg = decode_message(data)
+        gen = torch.Generator().manual_seed(int(msg.seed))
+        channel = _channel(msg.channel)
+        with self._lock:
+            sem = next((t for t in msg.transmissions if t.role == "semantic"), None)
+            base = next((t for t in msg.transmissions if t.role == "baseline"), None)
+            if sem is None:
+                raise ValueError("the message holds no semantic transmission")
+            scheme = self.schemes.get(sem.scheme, sem.settings)
+            delivered, sent, rec = self._deliver(scheme, sem, channel, msg.snr_db, gen)
+            caps = delivered.extras.get("captions")
+            res = RxResult(message=msg, scheme_name=getattr(scheme, "name", sem.scheme),
+                           embedding=None if delivered.embeddings is None else delivered.embeddings[0].float().cpu(),
+                           failed=bool(delivered.failed[0]), channel_uses=int(delivered.channel_uses[0]),
+                           captions=list(caps) if caps else None, sent=sent, received=rec)
+            if base is not None:
+                bs = self.schemes.get(base.scheme, base.settings)
+                bd = bs.deliver(base.payload, channel, msg.snr_db, generator=gen)
+                fr = bd.frames[0] if bd.frames is not None else None
+                res.baseline_name = base.scheme
+                res.baseline_frames = fr
+                res.baseline_failed = fr is None
+                res.baseline_block_errors = int((bd.extras.get("block_errors") or [0])[0])
+                res.baseline_channel_uses = int(bd.channel_uses[0])
+                res.baseline_embedding = (self.encoder.encode_clips(fr[None]).float().cpu()[0] if fr is not None
+                                          else torch.nn.functional.normalize(self.gallery.mean(0), dim=0))
+            self.version += 1
+            res.version = self.version
+            self.latest = res
+            return res
+
+    def _deliver(self, scheme: Scheme, tr: Transmission, channel, snr_db: float, gen: torch.Generator
+                 ) -> tuple[Delivered, np.ndarray | None, np.ndarray | None]:
+        from genscom.schemes.analog import equalize_received
+
+        p = tr.payload
+        if p.symbols is not None:
+            g_state = gen.get_state()
+            received = channel(p.symbols, snr_db, generator=gen)
+            if tr.rx_path == "receive":
+                delivered = scheme.receive(received, p, generator=gen)
+            else:
+                gen.set_state(g_state)  # deliver() draws the same channel realisation again
+                delivered = scheme.deliver(p, channel, snr_db, generator=gen)
+            eq = equalize_received(received)[0]
+            n = int(delivered.channel_uses[0]) or eq.shape[-1]
+            return delivered, p.symbols[0, :n].numpy(), eq[:n].numpy()
+        delivered = scheme.deliver(p, channel, snr_db, generator=gen)
+        bits = p.extras.get("bits")
+        if isinstance(bits, torch.Tensor):
+            row = bits[0].to(torch.uint8)
+        elif p.bits:
+            row = torch.from_numpy(np.unpackbits(np.frombuffer(p.bits[0], dtype=np.uint8)))
+        else:
+            return delivered, None, None
+        sent, rec = link_constellation(row, self.config.mcs, channel, snr_db, gen)
+        return delivered, sent, rec
+
+    @torch.no_grad()
+    def rank(self, result: RxResult, query: str, *, k: int = 5) -> Ranking:
+        """Rank the gallery (with the received item in it) for ``query``; ``ValueError`` when the query is empty."""
+        query = (query or "").strip()
+        if not query:
+            raise ValueError("type a text query at the receiver to rank its gallery")
+        if result.embedding is None:
+            raise ValueError(f"scheme {result.scheme_name!r} delivered no embedding to rank")
+        q = self.encoder.encode_text([query]).float().cpu()[0]
+        gi = result.message.eval.get("gallery_index")
+
+        def place(e: torch.Tensor) -> tuple[torch.Tensor, int, list[str]]:
+            labels = list(self.labels)
+            if gi is not None and 0 <= int(gi) < len(self.gallery):
+                g = self.gallery.clone()
+                g[int(gi)] = e.to(g.dtype)
+                labels[int(gi)] = f"received: {labels[int(gi)]}"
+                return g, int(gi), labels
+            return torch.cat([self.gallery, e[None].to(self.gallery.dtype)]), len(self.gallery), labels + [
+                f"received: {result.message.eval.get('item', 'item')}"]
+
+        g, true, labels = place(result.embedding)
+        scores = g @ q
+        rank = int((scores > scores[true]).sum()) + 1
+        order = torch.argsort(scores, descending=True)[:k].tolist()
+        top = [(i, float(scores[i]), labels[i]) for i in order]
+        b_rank = None
+        if result.baseline_embedding is not None:
+            gb, tb, _ = place(result.baseline_embedding)
+            sb = gb @ q
+            b_rank = int((sb > sb[tb]).sum()) + 1
+        return Ranking(query=query, top=top, rank=rank, n=len(g), baseline_rank=b_rank)
+
+    def thumbnail(self, index: int) -> np.ndarray | None:
+        """uint8 ``[H, W, 3]`` thumbnail of gallery entry ``index`` (``None`` for an item new to the gallery)."""
+        return self.thumbs[index] if 0 <= index < len(self.thumbs) else None
+
+
+def link_constellation(bits: torch.Tensor, mcs: str, channel, snr_db: float, generator: torch.Generator
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The first LDPC codeword of ``bits`` (uint8 ``[n]``), QAM-mapped, through ``channel``: (sent, equalised) complex."""
+    from genscom.coding.link import DigitalLink, get_mcs
+    from genscom.schemes.analog import equalize_received
+
+    link = DigitalLink(mcs, channel, fidelity="full")
+    m = get_mcs(mcs)
+    u = torch.zeros(1, link.k)
+    n = min(link.k, int(bits.numel()))
+    u[0, :n] = bits[:n].float()
+    x = link.qam(m).map(link.code(m).encode(u))  # [1, n_sym]
+    out = channel(x, snr_db, generator=generator)
+    return x[0].numpy(), equalize_received(out)[0].numpy()
+
+
+__all__ = ["CHANNEL_NAMES", "DemoConfig", "DemoReceiver", "DemoTransmitter", "Ranking", "RxResult", "TASKS",
+           "TxResult", "TxSettings", "baseline_for", "link_constellation", "optional_features", "scheme_settings",
+           "semantic_schemes"]

@@ -1,0 +1,190 @@
+"""The demo's HTTP wire format: what the transmitter process sends to the receiver process.
+
+A message is one safetensors file (``application/octet-stream``). It holds one or
+more *transmissions* of the same content (the semantic scheme's and the bitstream
+baseline's), each being exactly what crosses the channel:
+
+* ``symbols``: the complex symbols put on the air, ``[B, n]`` complex64, stored as
+  float32 ``[B, n, 2]`` (real, imaginary), or absent for digital schemes;
+* ``bits``: for digital schemes, the link-layer bytes the LDPC + QAM link carries
+  (one uint8 tensor, split by lengths);
+* ``channel_uses`` / ``side_bits``: ``[B]`` int64, as counted by the scheme;
+* ``extras``: the receiver-known side information of :class:`~genscom.schemes.base.Payload`
+  (shapes, stream counts, bitmaps, ...). Transmitter-only state is stripped:
+  keys starting with ``_`` and :data:`PRIVATE_EXTRAS`.
+
+Beside them, a JSON header (the safetensors ``__metadata__``) names, per transmission,
+the scheme and its settings, and for the message the simulated air (channel name,
+SNR in dB, seed) and an ``eval`` section (the true item's id, used for scoring the
+retrieval rank only, never for decoding). The receiver simulates the channel on what
+arrives: the HTTP hop stands in for the air.
+
+Example:
+    >>> msg = WireMessage(transmissions=[Transmission("semantic-analog", {}, payload)],
+    ...                   channel="awgn", snr_db=5.0, seed=0, eval={"item": "synthetic/3"})
+    >>> same = decode_message(encode_message(msg))
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from genscom.schemes.base import Payload
+
+WIRE_FORMAT = "genscom-demo-wire/1"
+CONTENT_TYPE = "application/octet-stream"
+#: Payload extras the transmitter keeps to itself (clean content or transmitter-side state).
+PRIVATE_EXTRAS = frozenset({"tx_embeddings", "features", "importance"})
+#: Largest message the receiver accepts (bytes).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Transmission:
+    """One scheme's payload for the message.
+
+    Attributes:
+        scheme: registered scheme name (``create_scheme(scheme, **settings)`` at the receiver).
+        settings: JSON-able constructor keywords of the scheme (e.g. ``{"mcs": "qpsk-1/2"}``).
+        payload: the :class:`Payload` as the channel carries it.
+        role: ``"semantic"`` or ``"baseline"``.
+        rx_path: ``"deliver"`` (the receiver runs ``scheme.deliver``: channel, digital links,
+            receive) or ``"receive"`` (channel, then ``scheme.receive``; for schemes whose
+            transmitter already rendered the payload for the sensed SNR).
+    """
+
+    scheme: str
+    settings: dict[str, Any]
+    payload: Payload
+    role: str = "semantic"
+    rx_path: str = "deliver"
+
+
+@dataclass
+class WireMessage:
+    """A whole message: transmissions plus the simulated air and the scoring label."""
+
+    transmissions: list[Transmission]
+    channel: str
+    snr_db: float
+    seed: int = 0
+    eval: dict[str, Any] = field(default_factory=dict)
+
+
+def public_extras(extras: dict[str, Any]) -> dict[str, Any]:
+    """``extras`` without transmitter-only keys (``_*`` and :data:`PRIVATE_EXTRAS`)."""
+    return {k: v for k, v in extras.items() if not k.startswith("_") and k not in PRIVATE_EXTRAS}
+
+
+def _pack(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON-able description of ``value``; tensors go into ``tensors`` under ``key``."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        if t.is_complex():
+            tensors[key] = torch.view_as_real(t.to(torch.complex64).contiguous()).contiguous()
+            return {"__tensor__": key, "complex": True}
+        tensors[key] = t.contiguous()
+        return {"__tensor__": key}
+    if isinstance(value, (bytes, bytearray)):
+        tensors[key] = torch.frombuffer(bytearray(value), dtype=torch.uint8).clone() if value else torch.zeros(0, dtype=torch.uint8)
+        return {"__bytes__": key}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, tuple):
+        return {"__tuple__": [_pack(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_pack(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"extras key {key!r}: only dicts with str keys cross the wire")
+        return {"__dict__": {k: _pack(v, f"{key}.{k}", tensors) for k, v in value.items()}}
+    if hasattr(value, "name") and isinstance(getattr(value, "name"), str):  # e.g. an MCS object -> its name
+        return value.name
+    raise TypeError(f"extras key {key!r} holds a {type(value).__name__}, which has no wire form")
+
+
+def _unpack(desc: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(desc, dict):
+        if "__tensor__" in desc:
+            t = tensors[desc["__tensor__"]]
+            return torch.view_as_complex(t.contiguous()) if desc.get("complex") else t
+        if "__bytes__" in desc:
+            return tensors[desc["__bytes__"]].numpy().tobytes()
+        if "__tuple__" in desc:
+            return tuple(_unpack(v, tensors) for v in desc["__tuple__"])
+        if "__dict__" in desc:
+            return {k: _unpack(v, tensors) for k, v in desc["__dict__"].items()}
+        raise ValueError(f"unknown wire value {desc!r}")
+    if isinstance(desc, list):
+        return [_unpack(v, tensors) for v in desc]
+    return desc
+
+
+def encode_message(msg: WireMessage) -> bytes:
+    """:class:`WireMessage` -> safetensors bytes (transmitter-only extras removed)."""
+    from safetensors.torch import save
+
+    if not msg.transmissions:
+        raise ValueError("a wire message needs at least one transmission")
+    tensors: dict[str, torch.Tensor] = {}
+    header: dict[str, Any] = {"format": WIRE_FORMAT, "channel": msg.channel, "snr_db": float(msg.snr_db),
+                              "seed": int(msg.seed), "eval": msg.eval, "transmissions": []}
+    for i, tr in enumerate(msg.transmissions):
+        p = tr.payload
+        pre = f"t{i}"
+        entry = {"scheme": tr.scheme, "settings": tr.settings, "role": tr.role, "rx_path": tr.rx_path,
+                 "symbols": _pack(p.symbols, f"{pre}.symbols", tensors) if p.symbols is not None else None,
+                 "channel_uses": _pack(p.channel_uses, f"{pre}.channel_uses", tensors),
+                 "side_bits": _pack(p.side_bits, f"{pre}.side_bits", tensors),
+                 "bits": None, "extras": _pack(public_extras(p.extras), f"{pre}.extras", tensors)["__dict__"]}
+        if p.bits is not None:
+            lengths = [len(b) for b in p.bits]
+            joined = b"".join(bytes(b) for b in p.bits)
+            tensors[f"{pre}.bits"] = torch.frombuffer(bytearray(joined), dtype=torch.uint8).clone() if joined \
+                else torch.zeros(0, dtype=torch.uint8)
+            entry["bits"] = {"tensor": f"{pre}.bits", "lengths": lengths}
+        header["transmissions"].append(entry)
+    return save(tensors, metadata={"genscom": json.dumps(header)})
+
+
+def decode_message(data: bytes) -> WireMessage:
+    """Inverse of :func:`encode_message`. Raises ``ValueError`` naming what is wrong with ``data``."""
+    from safetensors.torch import load
+
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"message is {len(data)} bytes; the receiver accepts at most {MAX_MESSAGE_BYTES}")
+    try:
+        tensors = load(bytes(data))
+        n = int.from_bytes(bytes(data[:8]), "little")
+        meta = json.loads(bytes(data[8:8 + n]).decode("utf-8")).get("__metadata__", {})
+        header = json.loads(meta["genscom"])
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the same user-facing problem
+        raise ValueError(f"not a {WIRE_FORMAT} message (expected a safetensors body with a 'genscom' header): {exc}") from None
+    if header.get("format") != WIRE_FORMAT:
+        raise ValueError(f"wire format {header.get('format')!r} is not supported; expected {WIRE_FORMAT!r}")
+    trs = []
+    for e in header["transmissions"]:
+        bits = None
+        if e["bits"] is not None:
+            flat = tensors[e["bits"]["tensor"]].numpy().tobytes()
+            bits, pos = [], 0
+            for n_b in e["bits"]["lengths"]:
+                bits.append(flat[pos:pos + n_b])
+                pos += n_b
+        payload = Payload(symbols=_unpack(e["symbols"], tensors) if e["symbols"] is not None else None,
+                          channel_uses=_unpack(e["channel_uses"], tensors), side_bits=_unpack(e["side_bits"], tensors),
+                          bits=bits, extras={k: _unpack(v, tensors) for k, v in e["extras"].items()})
+        trs.append(Transmission(e["scheme"], dict(e["settings"]), payload, e.get("role", "semantic"),
+                                e.get("rx_path", "deliver")))
+    return WireMessage(transmissions=trs, channel=header["channel"], snr_db=float(header["snr_db"]),
+                       seed=int(header["seed"]), eval=dict(header.get("eval") or {}))
+
+
+__all__ = ["CONTENT_TYPE", "MAX_MESSAGE_BYTES", "PRIVATE_EXTRAS", "Transmission", "WIRE_FORMAT", "WireMessage",
+           "decode_message", "encode_message", "public_extras"]

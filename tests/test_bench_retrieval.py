@@ -83,3 +83,12 @@ def test_config_validation():
         RetrievalBenchConfig(snrs=(float("nan"),))
     q = RetrievalBenchConfig(quick=True)
     assert q.n_items == 200 and q.channels == ("awgn",) and q.realisations == 2
+
+
+def test_accuracy_gain_is_mean_over_grid():
+    from genscom.bench.retrieval import accuracy_gain
+
+    recs = [Record(scheme="a", channel="awgn", snr_db=s, channel_uses=1, metrics={"t2v_R@1": v})
+            for s, v in ((0.0, 0.2), (5.0, 0.6))]
+    recs.append(Record(scheme="noiseless", channel="none", snr_db=None, channel_uses=0, metrics={"t2v_R@1": 1.0}))
+    assert accuracy_gain(recs) == {"awgn": {"a": pytest.approx(0.4)}}

@@ -24,13 +24,6 @@ from genscom.encoders.hf import HFClipEncoder, preprocess_from_config
 from genscom.encoders.mini import CONFIG_NAME, WEIGHTS_NAME, MiniTowerConfig, MiniVideoTower
 from genscom.encoders.text import HashingTokenizer
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core CPU run ~10x faster on one intra-op thread (no spin-waiting)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -18,13 +18,6 @@ from genscom.coding.link import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Sionna's BP decoder is many small ops: 2 threads on a shared 2-core CPU can be 10x slower than 1.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _gen(seed=0):

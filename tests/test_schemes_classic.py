@@ -9,12 +9,6 @@ from genscom.metrics.signal import psnr
 from genscom.schemes import SourceBatch, create_scheme
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # Sionna's decoder is much faster single-threaded on a shared CPU
-    yield
-    torch.set_num_threads(n)
 
 
 def _clips(b=2, t=3, h=32, w=48):

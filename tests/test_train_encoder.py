@@ -21,13 +21,6 @@ from genscom.encoders.train import (
     train_encoder,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core CPU run ~10x faster on one intra-op thread (no spin-waiting)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 TINY_TOWER = {"stem_channels": 4, "channels": [8], "grid_channels": 4, "width": 16, "temporal_heads": 2}

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from genscom.bench.results import Record, make_meta, markdown_table, render_table, write_results
+from genscom.bench.results import Record, make_meta, markdown_table, render_table, save_figure, write_results
 from genscom.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,8 @@ def run_channel_bench(cfg: ChannelBenchConfig, *, command: str = "", console: An
                     progress.update(task, description=f"LDPC {mcs} {ch_name} {snr:+.1f} dB")
                     g = torch.Generator().manual_seed(cfg.seed * 7_919 + 50_000 + i)
                     st = simulate_coded(mcs, channel, snr, cfg.coded_codewords, generator=g)
+                    if not console.is_terminal:
+                        console.print(f"LDPC {mcs} {ch_name} {snr:+.1f} dB: BLER {st.bler:.3f}, BER {st.ber:.2e}")
                     records.append(Record(scheme=f"ldpc-{mcs}", channel=ch_name, snr_db=snr, channel_uses=None,
                                           bits=st.n_codewords, metrics={"ber": st.ber, "bler": st.bler},
                                           extra={"modulation": mcs.split("-")[0], "code_rate": mcs.split("-")[1],
@@ -190,6 +192,8 @@ def run_channel_bench(cfg: ChannelBenchConfig, *, command: str = "", console: An
                     from genscom.metrics.stats import mean_ci95
 
                     m, h = mean_ci95(vals)
+                    if not console.is_terminal:
+                        console.print(f"{name} {ch_name} {snr:+.1f} dB: PSNR {m:.2f} dB, failures {sum(fails)}/{len(fails)}")
                     bits = float(payload.extras["payload_bits"][0])
                     records.append(Record(scheme=name, channel=ch_name, snr_db=snr, channel_uses=sum(uses) / len(uses),
                                           bits=bits, cbr=(sum(uses) / len(uses)) / ref.numel(),
@@ -211,8 +215,6 @@ def run_channel_bench(cfg: ChannelBenchConfig, *, command: str = "", console: An
 
 def plot_channel(records: list[Record], path: Path, cfg: ChannelBenchConfig) -> Path:
     """Three panels: uncoded BER (markers: simulation, lines: theory), coded BLER, PSNR of real media."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -246,10 +248,4 @@ def plot_channel(records: list[Record], path: Path, cfg: ChannelBenchConfig) -> 
               f"real JPEG q{cfg.jpeg_quality} / H.264 crf{cfg.h264_crf} bitstreams"]
     for ax, t in zip(axes, titles):
         ax.set_xlabel("SNR (dB), Es/N0"); ax.grid(True, which="both", alpha=0.3); ax.legend(fontsize=6); ax.set_title(t, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

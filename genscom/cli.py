@@ -215,6 +215,71 @@ def finetune_agents_cmd(
         _fail(exc)
 
 
+@train_app.command("adapter")
+def train_adapter_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of TrainAdapterConfig fields"),
+    name: Optional[str] = typer.Option(None, "--name", help="adapter name: weights go to adapters/<name>/"),
+    k: Optional[int] = typer.Option(None, "--k", help="complex channel symbols per item"),
+    steps: Optional[int] = typer.Option(None, "--steps"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="folder of checkpoints"),
+    resume: bool = typer.Option(False, "--resume", help="continue exactly from the last checkpoint"),
+) -> None:
+    """Train the SNR-conditioned channel adapter (+ scalable extraction) through differentiable channels."""
+    from genscom.adaptation.train import load_train_config, train_adapter
+
+    try:
+        cfg = load_train_config(config, name=name, k=k, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                device=device, output_dir=str(output_dir) if output_dir else None)
+        path = train_adapter(cfg, resume=resume, progress=True, command=_command_line())
+        console.print(f"saved {path}")
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@bench_app.command("rate")
+def bench_rate(
+    adapter: str = typer.Option("mini-k192", "--adapter", help="adapter name under adapters/ or a folder"),
+    quick: bool = typer.Option(False, "--quick"),
+    channels: str = typer.Option("awgn,rayleigh", "--channels"),
+    snrs: Optional[str] = typer.Option(None, "--snrs", help="low,mid,high SNRs in dB (default -5,5,15)"),
+    side_link: str = typer.Option("full", "--side-link", help="bitmap over the real LDPC link (full) or ideal"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("results/rate"), "--out"),
+) -> None:
+    """Rate control without retraining: mu / budget / prefix vs channel uses saved vs R@1 at low/mid/high SNR."""
+    from genscom.bench.rate import RateBenchConfig, run_rate_bench
+
+    try:
+        kw: dict = dict(adapter=adapter, quick=quick, seed=seed, out_dir=str(out), side_link=side_link,
+                        channels=tuple(c.strip() for c in channels.split(",") if c.strip()))
+        if snrs:
+            kw["snrs"] = tuple(_parse_floats(snrs, "--snrs"))
+        run_rate_bench(RateBenchConfig(**kw), command=_command_line(), console=console)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@bench_app.command("train-speed")
+def bench_train_speed(
+    batch_sizes: str = typer.Option("64,256,1024", "--batch-sizes"),
+    steps: int = typer.Option(20, "--steps"),
+    out: Path = typer.Option(Path("results/train_speed"), "--out"),
+) -> None:
+    """Adapter training throughput (samples/s) and memory on CPU (and CUDA when present)."""
+    from genscom.bench.train_speed import TrainSpeedConfig, run_train_speed_bench
+
+    try:
+        sizes = tuple(int(v) for v in _parse_floats(batch_sizes, "--batch-sizes") or [])
+        run_train_speed_bench(TrainSpeedConfig(batch_sizes=sizes, steps=steps, out_dir=str(out)),
+                              command=_command_line(), console=console)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
 demo_app = typer.Typer(help="Gradio demo: transmitter and receiver (offline, CPU).", invoke_without_command=True)
 app.add_typer(demo_app, name="demo")
 

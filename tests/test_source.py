@@ -229,3 +229,21 @@ def test_h264_bad_arguments():
         decode_h264(b"", n_frames=0, height=4, width=4)
     with pytest.raises(ValueError, match="gop"):
         VideoCodec(gop=0)
+
+
+def test_fast_yuv_conversion_matches_swscale():
+    import av
+
+    from genscom.coding.source import _frame_to_rgb, encode_h264
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (1, 4, 6, 3)).repeat(16, axis=1).repeat(16, axis=2).astype(np.uint8)
+    data = encode_h264(np.repeat(base, 3, axis=0), crf=18)
+    ctx = av.CodecContext.create("h264", "r")
+    frames = [f for p in list(ctx.parse(data)) + list(ctx.parse(None)) for f in ctx.decode(p)]
+    frames += list(ctx.decode(None))
+    assert frames
+    for f in frames:
+        ref = f.to_ndarray(format="rgb24").astype(int)
+        diff = np.abs(_frame_to_rgb(f).astype(int) - ref)
+        assert diff.max() <= 4 and diff.mean() < 2.0

@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # fields that may change between a run and its resumption (they do not change the trajectory)
-_RESUME_FREE = {"steps", "output_dir", "run_dir", "cache_dir", "text_cache_dir", "cpu_threads", "checkpoint_every", "log_every", "device",
+_RESUME_FREE = {"steps", "output_dir", "run_dir", "cache_dir", "text_cache_dir", "cpu_threads", "storage_dtype", "checkpoint_every", "log_every", "device",
                 "eval_snrs_db"}
 
 

@@ -192,8 +192,8 @@ def plot_metric_vs_snr(series: dict[str, tuple[list[float], list[float]]], path:
             continue
         style = (styles or {}).get(label, {})
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **({"marker": "o", "ms": 3} | style))
-    for label, y in (hlines or {}).items():
-        ax.axhline(y, ls=":", color="k", lw=1, label=label)
+    for i, (label, y) in enumerate((hlines or {}).items()):
+        ax.axhline(y, ls=(":", "--", "-.")[i % 3], color=("k", "0.5", "0.3")[i % 3], lw=1, label=label)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel("SNR (dB), Es/N0 per complex symbol")

@@ -38,6 +38,8 @@ class SchemeSpec:
 def default_schemes(mcs: str = "qpsk-1/2") -> list[SchemeSpec]:
     return [
         SchemeSpec("semantic-analog"),
+        SchemeSpec("adapted", {"k": 192}),  # learned adapter at the analog scheme's channel uses
+        SchemeSpec("adapted", {"k": 64}),   # the same adapter at a third of them (prefix rate control)
         SchemeSpec("digital-embedding", {"fmt": "float16", "mcs": mcs, "fidelity": "auto"}),
         SchemeSpec("jpeg-ldpc", {"quality": 50, "mcs": mcs}),
         SchemeSpec("h264-ldpc", {"crf": 28, "mcs": mcs}),

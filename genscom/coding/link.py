@@ -611,13 +611,12 @@ class DigitalLink:
 
     def _padded(self, rows: list[torch.Tensor], n_cw: list[int]) -> torch.Tensor:
         """Per-item bits -> ``[total_codewords, k]`` uint8, each item zero-padded to whole codewords."""
-        blocks = []
+        out = torch.zeros(sum(n_cw) * self.k, dtype=torch.uint8)
+        pos = 0
         for r, c in zip(rows, n_cw):
-            if c:
-                pad = torch.zeros(c * self.k, dtype=torch.uint8)
-                pad[: r.numel()] = r.to(torch.uint8)
-                blocks.append(pad.view(c, self.k))
-        return torch.cat(blocks) if blocks else torch.zeros(0, self.k, dtype=torch.uint8)
+            out[pos:pos + r.numel()] = r.to(torch.uint8)
+            pos += c * self.k
+        return out.view(-1, self.k)
 
     def _full(self, rows: list[torch.Tensor], n_cw: list[int], mcs: MCS, snr: float,
               generator: torch.Generator | None) -> tuple[list[torch.Tensor], list[int]]:
@@ -661,13 +660,24 @@ class DigitalLink:
         u = self._padded(rows, n_cw)
         total = len(u)
         fail = torch.rand(total, generator=generator) < p
-        for j in torch.nonzero(fail).flatten().tolist():
+        failed_idx = torch.nonzero(fail).flatten()
+        n_fail = len(failed_idx)
+        if n_fail:
             if len(pool):
-                cnt = int(pool[torch.randint(len(pool), (1,), generator=generator)])
+                counts = pool[torch.randint(len(pool), (n_fail,), generator=generator)]
             else:  # no failed codeword seen in calibration near this SNR: binomial at the residual rate, >= 1
-                cnt = max(1, int(torch.binomial(torch.tensor(float(self.k)), torch.tensor(rber), generator=generator)))
-            pos = torch.randperm(self.k, generator=generator)[: min(cnt, self.k)]
-            u[j, pos] ^= 1
+                counts = torch.binomial(torch.full((n_fail,), float(self.k)), torch.full((n_fail,), float(rber)),
+                                        generator=generator).to(torch.int64).clamp_min(1)
+            counts = counts.clamp_max(self.k)
+            cols = torch.arange(self.k)
+            # exactly `count` distinct wrong positions per failed codeword: the first `count`
+            # entries of a random permutation of the k positions (vectorised in chunks)
+            for lo in range(0, n_fail, 4096):
+                hi = min(lo + 4096, n_fail)
+                perm = torch.rand(hi - lo, self.k, generator=generator).argsort(dim=1)
+                flip = torch.zeros(hi - lo, self.k, dtype=torch.uint8)
+                flip.scatter_(1, perm, (cols[None, :] < counts[lo:hi, None]).to(torch.uint8))
+                u[failed_idx[lo:hi]] ^= flip
         starts = np.concatenate([[0], np.cumsum(n_cw)]).astype(int)
         hats = [u[starts[i]:starts[i + 1]].reshape(-1)[: r.numel()].clone() for i, r in enumerate(rows)]
         blk = [int(fail[starts[i]:starts[i + 1]].sum()) for i in range(len(rows))]

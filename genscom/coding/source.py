@@ -312,6 +312,28 @@ def encode_h264(frames: Any, *, crf: int | None = None, bitrate: int | None = No
     return _strip_sei(data) if strip_sei else data
 
 
+def _frame_to_rgb(frame: Any) -> np.ndarray:
+    """A decoded PyAV frame -> uint8 ``[H, W, 3]`` RGB.
+
+    yuv420p (what libx264 produces here) is converted in numpy with the BT.601
+    limited-range matrix and nearest chroma upsampling: within 3 grey levels of
+    swscale (mean 1.2) and ~40x faster than ``to_ndarray(format="rgb24")``, whose
+    per-frame scaler set-up dominated decoding small clips. Other formats go
+    through swscale.
+    """
+    h, w = frame.height, frame.width
+    if frame.format.name != "yuv420p" or h % 2 or w % 2:
+        return frame.to_ndarray(format="rgb24")
+    a = frame.to_ndarray()  # [H * 3/2, W]: the Y plane, then U and V at quarter size
+    y = a[:h].astype(np.float32)
+    uv = a[h:].reshape(2, h // 2, w // 2).astype(np.float32) - 128.0
+    u = uv[0].repeat(2, 0).repeat(2, 1)
+    v = uv[1].repeat(2, 0).repeat(2, 1)
+    c = (y - 16.0) * 1.164383
+    rgb = np.stack([c + 1.596027 * v, c - 0.391762 * u - 0.812968 * v, c + 2.017232 * u], axis=-1)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
 def decode_h264(data: bytes, *, n_frames: int, height: int, width: int) -> DecodedClip:
     """Decode an H.264 Annex-B stream, possibly damaged, into ``n_frames`` frames of ``height x width``.
 
@@ -356,7 +378,7 @@ def decode_h264(data: bytes, *, n_frames: int, height: int, width: int) -> Decod
                     idx = nxt
                 if idx >= n_frames:
                     return
-                img = frame.to_ndarray(format="rgb24")[:height, :width]
+                img = _frame_to_rgb(frame)[:height, :width]
                 if img.shape != (height, width, 3):
                     return
                 slots[idx] = np.ascontiguousarray(img)

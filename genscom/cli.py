@@ -85,6 +85,7 @@ def bench_retrieval(
     mcs: str = typer.Option("qpsk-1/2", "--mcs", help="MCS of the digital schemes, or 'adaptive'"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, or auto"),
     out: Path = typer.Option(Path("results/retrieval"), "--out", help="output folder"),
+    index: str = typer.Option("exact", "--index", help="gallery scores: exact (matrix product) or faiss (IndexFlatIP)"),
     agents: Optional[Path] = typer.Option(None, "--agents", help="agent card (YAML): adds the LLM agent scheme"),
     schemes: Optional[str] = typer.Option(None, "--schemes",
                                           help="comma-separated subset of the default schemes to run "
@@ -112,7 +113,7 @@ def bench_retrieval(
             channels=tuple(c.strip() for c in channels.split(",") if c.strip()) if channels else None,
             snrs=tuple(_parse_floats(snrs, "--snrs")) if snrs else None,
             realisations=realisations, seed=seed, quick=quick, mcs=mcs, out_dir=str(out),
-            device=str(resolve_device(device)),
+            device=str(resolve_device(device)), index=index,
             dataset_kwargs={"root": str(data_root)} if data_root else {},
         )
         run_retrieval_bench(cfg, command=_command_line(), console=console, schemes=specs)
@@ -220,6 +221,11 @@ def train_adapter_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of TrainAdapterConfig fields"),
     name: Optional[str] = typer.Option(None, "--name", help="adapter name: weights go to adapters/<name>/"),
     k: Optional[int] = typer.Option(None, "--k", help="complex channel symbols per item"),
+    hidden: Optional[int] = typer.Option(None, "--hidden", help="MLP width"),
+    depth: Optional[int] = typer.Option(None, "--depth", help="MLP depth"),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="symbols per extraction group"),
+    cpu_threads: Optional[int] = typer.Option(None, "--cpu-threads", help="torch intra-op threads on CPU"),
+    text_cache_dir: Optional[Path] = typer.Option(None, "--text-cache-dir", help="caption-embedding cache folder"),
     steps: Optional[int] = typer.Option(None, "--steps"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     lr: Optional[float] = typer.Option(None, "--lr"),
@@ -232,8 +238,10 @@ def train_adapter_cmd(
     from genscom.adaptation.train import load_train_config, train_adapter
 
     try:
-        cfg = load_train_config(config, name=name, k=k, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                device=device, output_dir=str(output_dir) if output_dir else None)
+        cfg = load_train_config(config, name=name, k=k, hidden=hidden, depth=depth, group_size=group_size,
+                                steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                                cpu_threads=cpu_threads, text_cache_dir=str(text_cache_dir) if text_cache_dir else None,
+                                output_dir=str(output_dir) if output_dir else None)
         path = train_adapter(cfg, resume=resume, progress=True, command=_command_line())
         console.print(f"saved {path}")
     except (ValueError, TypeError, FileNotFoundError) as exc:

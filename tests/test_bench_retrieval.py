@@ -92,3 +92,13 @@ def test_accuracy_gain_is_mean_over_grid():
             for s, v in ((0.0, 0.2), (5.0, 0.6))]
     recs.append(Record(scheme="noiseless", channel="none", snr_db=None, channel_uses=0, metrics={"t2v_R@1": 1.0}))
     assert accuracy_gain(recs) == {"awgn": {"a": pytest.approx(0.4)}}
+
+
+def test_exact_and_faiss_gallery_scores_agree():
+    from genscom.bench.retrieval import gallery_similarity
+
+    g = torch.nn.functional.normalize(torch.randn(30, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    q = torch.nn.functional.normalize(torch.randn(50, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
+    torch.testing.assert_close(gallery_similarity(q, g), gallery_similarity(q, g, index="faiss"), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="index must be"):
+        gallery_similarity(q, g, index="annoy")

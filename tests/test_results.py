@@ -46,3 +46,15 @@ def test_markdown_and_plot(tmp_path):
     assert md.splitlines()[0] == "| scheme | snr_db | t2v_R@1 |" and "0.500" in md
     png = plot_metric_vs_snr({"a": ([0.0, 5.0], [0.1, 0.5])}, tmp_path / "p.png", ylabel="R@1")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from genscom.utils import atomic_write_text
+
+    p = atomic_write_text(tmp_path / "x.txt", "hi")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask

@@ -309,19 +309,9 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
                      accuracy_gain=gains)
     json_path = write_results(out_dir / "retrieval.json", "retrieval", meta, records)
 
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    styles: dict[str, dict[str, Any]] = {}
-    for rec in records:
-        if rec.snr_db is None:
-            continue
-        label = f"{rec.scheme} ({rec.channel}, {rec.channel_uses:.0f} ch. uses)"
-        xs, ys = series.setdefault(label, ([], []))
-        xs.append(rec.snr_db)
-        ys.append(rec.metrics["t2v_R@1"])
-        styles[label] = {"ls": "-" if rec.channel == "awgn" else "--"}
-    png = plot_metric_vs_snr(series, out_dir / "retrieval_r1.png", ylabel="text-to-video R@1",
-                             title=f"{cfg.dataset} test N={len(ds)}, profile {cfg.profile}",
-                             styles=styles, hlines={"noiseless": upper["t2v_R@1"], "chance": chance_r1})
+    png = plot_retrieval(records, out_dir / "retrieval_r1.png",
+                         title=f"{cfg.dataset} test N={len(ds)}, profile {cfg.profile}",
+                         hlines={"noiseless": upper["t2v_R@1"], "chance": chance_r1})
     columns = ["scheme", "channel", "snr_db", "channel_uses", "cbr", "failure_rate", "t2v_R@1", "t2v_R@5",
                "t2v_R@10", "t2v_MdR", "v2t_R@1", "RSUM"]
     console.print(render_table(records, columns, title="text-video retrieval over the channel"))
@@ -374,3 +364,29 @@ def accuracy_gain(records: list[Record], *, metric: str = "t2v_R@1") -> dict[str
             continue
         acc.setdefault(r.channel, {}).setdefault(r.scheme, []).append(r.metrics[metric])
     return {ch: {s: sum(v) / len(v) for s, v in rows.items()} for ch, rows in acc.items()}
+
+
+def plot_retrieval(records: list[Record] | list[dict[str, Any]], path: str | Path, *, title: str = "",
+                   metric: str = "t2v_R@1", hlines: dict[str, float] | None = None) -> Path:
+    """R@1 vs SNR: one colour per scheme, solid for AWGN, dashed for Rayleigh, dotted for Rician."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = [r.to_json() if isinstance(r, Record) else r for r in records]
+    schemes = list(dict.fromkeys(r["scheme"] for r in rows if r["snr_db"] is not None))
+    cmap = plt.get_cmap("tab10" if len(schemes) <= 10 else "tab20")
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    styles: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["snr_db"] is None:
+            continue
+        label = f"{r['scheme']} ({r['channel']}, {r['channel_uses']:.0f} ch. uses)"
+        xs, ys = series.setdefault(label, ([], []))
+        xs.append(r["snr_db"])
+        ys.append(r["metrics"][metric])
+        styles[label] = {"color": cmap(schemes.index(r["scheme"]) % cmap.N),
+                         "ls": {"awgn": "-", "rayleigh": "--"}.get(r["channel"], ":")}
+    return plot_metric_vs_snr(series, path, ylabel=metric.replace("t2v_", "text-to-video "), title=title,
+                              styles=styles, hlines=hlines)

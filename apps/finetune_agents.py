@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 import typing
 
 from genscom.agents.finetune import FinetuneConfig, finetune_agents
@@ -30,8 +31,18 @@ def main(argv: list[str] | None = None) -> dict:
         parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
     parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoint.pt")
     args = vars(parser.parse_args(argv))
+    raw = list(argv) if argv is not None else sys.argv[1:]
+
+    def argv_has(name: str) -> bool:  # an explicit `--adapters-dir none` means None, not the default
+        flag = "--" + name.replace("_", "-")
+        return any(a == flag or a.startswith(flag + "=") for a in raw)
+
     resume = args.pop("resume")
-    cfg = FinetuneConfig(**{k: v for k, v in args.items() if v is not None})
+    optional = {f.name for f in dataclasses.fields(FinetuneConfig) if type(None) in typing.get_args(hints[f.name])}
+    args = {k: (None if k in optional and isinstance(v, str) and v.lower() in ("none", "null") else v)
+            for k, v in args.items()}
+    given = {k: v for k, v in args.items() if v is not None or (k in optional and argv_has(k))}
+    cfg = FinetuneConfig(**given)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     res = finetune_agents(cfg, resume=resume)
     logging.getLogger("finetune_agents").info("done: %d steps in %.0f s, adapters %s", res["steps"], res["seconds"],

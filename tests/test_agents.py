@@ -229,3 +229,51 @@ def test_agent_scheme_over_awgn(pair: tuple[Agent, Agent]) -> None:
     assert not torch.allclose(out.embeddings, clean.embeddings)
     with pytest.raises(ValueError, match="perception"):
         scheme.transmit(SourceBatch(embeddings=torch.randn(3, 5)))
+
+
+def test_lora_copy_fallback_matches_peft_load(tiny_llm: Path, tmp_path: Path) -> None:
+    """The by-name LoRA copy (used where bitsandbytes' Embedding4bit cannot state_dict) loads what PEFT saved."""
+    g = Agent.from_card(_card(tiny_llm, "generating"), seed=3)
+    with torch.no_grad():
+        for p in g.lora_parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    saved = [p.detach().clone() for p in g.lora_parameters()]
+    folder = g.save_pretrained(tmp_path / "g")
+    with torch.no_grad():
+        for p in g.lora_parameters():
+            p.zero_()
+    from safetensors.torch import load_file
+
+    g.llm._copy_lora_state(g.adapter_name, load_file(str(folder / "adapter_model.safetensors")), folder)
+    assert all(torch.equal(a, b) for a, b in zip(saved, g.lora_parameters()))
+    with pytest.raises(ValueError, match="do not fit adapter"):
+        g.llm._copy_lora_state(g.adapter_name, {"x.lora_A.weight": torch.zeros(2, 2)}, folder)
+
+
+def test_input_skip_starts_at_zero_and_feeds_heads(pair: tuple[Agent, Agent]) -> None:
+    """The residual input skip is zero at init (heads see only the LLM) and, once non-zero, changes the heads."""
+    u, _ = pair
+    assert torch.count_nonzero(u.skip.weight) == 0 and torch.count_nonzero(u.skip.bias) == 0
+    x = torch.randn(3, u.d_in, generator=torch.Generator().manual_seed(0))
+    s = ChannelSensing(snr_db=10.0, channel="awgn")
+    with torch.no_grad():
+        before = u(x, sensing=s).embedding
+        u.skip.bias.fill_(1.0)
+        after = u(x, sensing=s).embedding
+        u.skip.bias.zero_()
+    assert not torch.allclose(before, after)
+
+
+def test_nf4_with_4bit_embedding_saves_and_reloads_adapter(tiny_llm: Path, tmp_path: Path) -> None:
+    """QLoRA path: bitsandbytes cannot state_dict() a 4-bit embedding, yet the adapter saves and reloads exactly."""
+    pytest.importorskip("bitsandbytes")
+    card = _card(tiny_llm, "generating", quantization="nf4", quantize_embeddings=True)
+    g = Agent.from_card(card, seed=2)
+    with torch.no_grad():
+        for p in g.lora_parameters():
+            p.add_(0.1)
+    folder = g.save_pretrained(tmp_path / "g")
+    g2 = Agent.from_card(card, load_adapter=False, seed=5)
+    g2.load_pretrained(folder)
+    assert all(torch.equal(a, b) for a, b in zip(g.lora_parameters(), g2.lora_parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(g.parameters(), g2.parameters()))

@@ -127,16 +127,49 @@ class SharedLLM:
             raise FileNotFoundError(f"{path} is missing: an adapter folder holds adapter_model.safetensors "
                                     "(written by Agent.save_pretrained)")
         state = load_file(path, device=str(self.device))
-        res = set_peft_model_state_dict(self.peft, state, adapter_name=name)
-        missing = [k for k in getattr(res, "unexpected_keys", []) if "lora" in k]
-        if missing:
-            raise ValueError(f"adapter weights in {folder} do not fit adapter {name!r}: unexpected {missing[:4]}")
+        try:
+            res = set_peft_model_state_dict(self.peft, state, adapter_name=name)
+        except NotImplementedError:  # bitsandbytes' Embedding4bit cannot state_dict() (nf4 + quantize_embeddings)
+            self._copy_lora_state(name, state, folder)
+        else:
+            missing = [k for k in getattr(res, "unexpected_keys", []) if "lora" in k]
+            if missing:
+                raise ValueError(f"adapter weights in {folder} do not fit adapter {name!r}: unexpected {missing[:4]}")
         self.activate(name)
+
+    def _copy_lora_state(self, name: str, state: dict[str, torch.Tensor], folder: str | os.PathLike[str]) -> None:
+        """Copy PEFT-saved LoRA tensors (keys without the adapter name) into adapter ``name`` by parameter name."""
+        params = dict(self.peft.named_parameters())
+        for key, value in state.items():
+            target = key
+            for part in ("lora_A", "lora_B"):
+                target = target.replace(f".{part}.weight", f".{part}.{name}.weight")
+            p = params.get(target)
+            if p is None or p.shape != value.shape:
+                raise ValueError(f"adapter weights in {folder} do not fit adapter {name!r}: {key!r} "
+                                 + ("has no matching parameter" if p is None else
+                                    f"has shape {tuple(value.shape)}, the model {tuple(p.shape)}"))
+            with torch.no_grad():
+                p.copy_(value.to(device=p.device, dtype=p.dtype))
 
     def adapter_state_dict(self, name: str) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 
-        return get_peft_model_state_dict(self.peft, adapter_name=name)
+        try:
+            return get_peft_model_state_dict(self.peft, adapter_name=name)
+        except NotImplementedError:  # bitsandbytes' Embedding4bit cannot state_dict(): collect LoRA tensors by name
+            key = f".{name}."
+            return {n.replace(key, "."): p.detach() for n, p in self.peft.named_parameters()
+                    if "lora_" in n and key in n}
+
+    def load_adapter_state(self, name: str, state: dict[str, torch.Tensor]) -> None:
+        """Load a state from :meth:`adapter_state_dict` into adapter ``name``."""
+        from peft import set_peft_model_state_dict
+
+        try:
+            set_peft_model_state_dict(self.peft, state, adapter_name=name)
+        except NotImplementedError:
+            self._copy_lora_state(name, state, "<state>")
 
     def set_trainable(self, names: set[str] | list[str]) -> None:
         """Only adapters in ``names`` get ``requires_grad``; base weights stay frozen."""

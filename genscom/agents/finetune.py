@@ -179,13 +179,11 @@ def _state(pair: AgentPairModule) -> dict[str, Any]:
 
 
 def _load_state(pair: AgentPairModule, state: dict[str, Any]) -> None:
-    from peft import set_peft_model_state_dict
-
     u, g = pair.understanding, pair.generating
     u.load_state_dict(state["understanding"])
     g.load_state_dict(state["generating"])
-    set_peft_model_state_dict(u.llm.peft, state["lora_understanding"], adapter_name=u.adapter_name)
-    set_peft_model_state_dict(g.llm.peft, state["lora_generating"], adapter_name=g.adapter_name)
+    u.llm.load_adapter_state(u.adapter_name, state["lora_understanding"])
+    g.llm.load_adapter_state(g.adapter_name, state["lora_generating"])
 
 
 def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, agents: tuple[Agent, Agent] | None = None,

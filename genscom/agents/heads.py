@@ -39,8 +39,10 @@ class VectorHead(nn.Module):
         self.fc1 = nn.Linear(hidden, hidden)
         self.fc2 = nn.Linear(hidden, d_out)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        z = self.fc2(F.gelu(self.fc1(self.norm(h.mean(dim=1)))))
+    def forward(self, h: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """``skip``: optional ``[B, hidden]`` added after the input norm (a residual path around the LLM)."""
+        u = self.norm(h.mean(dim=1))
+        z = self.fc2(F.gelu(self.fc1(u if skip is None else u + skip)))
         return F.normalize(z, dim=-1)
 
 
@@ -52,5 +54,6 @@ class ImageConditioningHead(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.fc = nn.Linear(hidden, d_cond)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(h))
+    def forward(self, h: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        u = self.norm(h)
+        return self.fc(u if skip is None else u + skip[:, None, :])

@@ -18,13 +18,6 @@ from genscom.schemes.base import SourceBatch
 TINY = dict(dim=16, k=12, hidden=32, depth=1, group_size=3, cond_dim=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids thread overhead on the shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture()

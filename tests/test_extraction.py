@@ -9,13 +9,6 @@ from genscom.adaptation import extraction as X
 from genscom.coding.link import channel_uses_for_bits
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids thread overhead on the shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_threshold_keep_sends_groups_at_or_above_mu():

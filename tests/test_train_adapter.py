@@ -15,13 +15,6 @@ from genscom.channels.registry import create_channel
 TINY_ADAPTER = dict(k=8, hidden=32, depth=1, group_size=2, cond_dim=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids thread overhead on the shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _data(n: int = 96, d: int = 16, seed: int = 0) -> AdapterData:

@@ -49,6 +49,7 @@ from torch import nn
 
 from genscom.adaptation import extraction as X
 from genscom.adaptation.adapter import AdapterConfig, ChannelAdapter, build_adapter, through_channel
+from genscom.bench.results import machine_description
 from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -588,23 +589,12 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
         "losses_every_log_step": [round(sum(losses[max(0, i - config.log_every):i]) /
                                         len(losses[max(0, i - config.log_every):i]), 4)
                                   for i in range(config.log_every, step + 1, config.log_every)],
-        "val_metrics": metrics, "machine": _machine(),
+        "val_metrics": metrics, "machine": machine_description(),
         "n_parameters": sum(p.numel() for p in adapter.parameters()),
     }
     atomic_write_json(out / "train_log.json", log)
     atomic_write_text(out / "README.md", _readme(log, out))
     return out
-
-
-def _machine() -> str:
-    try:
-        from genscom.bench.results import machine_description
-
-        return machine_description()
-    except Exception:  # pragma: no cover - optional helper
-        import platform
-
-        return platform.platform()
 
 
 def _readme(log: dict[str, Any], out: Path) -> str:

@@ -36,7 +36,6 @@ import hashlib
 import json
 import logging
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from genscom.encoders.base import Encoder
 from genscom.encoders.mini import MiniTowerConfig, MiniVideoTower, TowerEncoder
 from genscom.encoders.text import TransformerTextTower
 from genscom.encoders.video import l2_normalize, mean_pool
+from genscom.bench.results import machine_description
 from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -456,20 +456,11 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
         "losses_every_log_step": [round(sum(losses[max(0, i - config.log_every):i]) /
                                         len(losses[max(0, i - config.log_every):i]), 4)
                                   for i in range(config.log_every, step + 1, config.log_every)],
-        "test_metrics": metrics, "machine": _machine(), "versions": _versions(),
+        "test_metrics": metrics, "machine": machine_description(), "versions": _versions(),
     }
     atomic_write_json(out / "train_log.json", log)
     atomic_write_text(out / "README.md", _readme(log, sum(p.numel() for p in tower.parameters()), out))
     return out
-
-
-def _machine() -> str:
-    try:
-        from genscom.bench.results import machine_description
-
-        return machine_description()
-    except Exception:  # pragma: no cover - optional helper
-        return platform.platform()
 
 
 def _versions() -> dict[str, str]:

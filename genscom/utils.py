@@ -101,6 +101,16 @@ def load_config(cls: type[C], source: str | os.PathLike[str] | dict[str, Any] | 
     return cls(**data)
 
 
+def check_resumable(saved: dict[str, Any], now: dict[str, Any], *, free: "set[str] | frozenset[str]",
+                    hint: str) -> None:
+    """Raise ``ValueError`` when a checkpoint's config differs from the current one in a field
+    that changes the run (fields in ``free`` may differ); ``hint`` says how to fix it."""
+    diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
+    if diff:
+        raise ValueError(f"cannot resume: config field(s) {diff} differ from the checkpoint's "
+                         f"({ {k: saved.get(k) for k in diff} }); {hint}")
+
+
 def check_snr_db(snr_db: Any, name: str = "snr_db") -> torch.Tensor:
     """Return ``snr_db`` as a float tensor, raising ``ValueError`` on NaN/inf and ``TypeError`` on non-numbers."""
     if isinstance(snr_db, torch.Tensor):

@@ -50,7 +50,7 @@ from torch import nn
 from genscom.adaptation import extraction as X
 from genscom.adaptation.adapter import AdapterConfig, ChannelAdapter, build_adapter, through_channel
 from genscom.bench.results import machine_description
-from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text
+from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text, check_resumable
 
 logger = logging.getLogger(__name__)
 
@@ -441,10 +441,7 @@ def evaluate(adapter: ChannelAdapter, data: AdapterData, snrs_db: tuple[float, .
 
 def _check_resumable(saved: dict[str, Any], config: TrainAdapterConfig) -> None:
     now = config.to_dict()
-    diff = sorted(k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k])
-    if diff:
-        raise ValueError(f"cannot resume: config field(s) {diff} differ from the checkpoint's "
-                         f"({ {k: saved.get(k) for k in diff} }); use the same config or drop --resume")
+    check_resumable(saved, now, free=_RESUME_FREE, hint="use the same config or drop --resume")
 
 
 def train_adapter(config: TrainAdapterConfig, *, resume: bool = False, progress: bool = True,

@@ -196,35 +196,34 @@ class Encoder(nn.Module, ABC):
         return px.view(B, T, *px.shape[1:])
 
     # ----- public inference API -----------------------------------------------------------------
+    def _batched(self, items: Any, batch_size: int, fn: Any, desc: str, progress: bool,
+                 *, empty_shape: tuple[int, ...]) -> torch.Tensor:
+        """Apply ``fn`` to consecutive chunks of ``batch_size`` items and concatenate (with a progress bar)."""
+        batch_size = _check_batch_size(batch_size)
+        out = []
+        with _progress(len(items), desc, progress) as bar:
+            for i in range(0, len(items), batch_size):
+                chunk = items[i:i + batch_size]
+                out.append(fn(chunk))
+                bar.update(len(chunk))
+        if not out:
+            return torch.empty(*empty_shape, device=self.device, dtype=self.dtype)
+        return torch.cat(out)
+
     @torch.no_grad()
     def encode_text(self, texts: list[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         """Captions -> L2-normalised ``[N, dim]`` embeddings (``N = len(texts)``, may be 0)."""
         texts = _check_texts(texts)
-        batch_size = _check_batch_size(batch_size)
-        out = []
-        with _progress(len(texts), "encode text", progress) as bar:
-            for i in range(0, len(texts), batch_size):
-                chunk = texts[i:i + batch_size]
-                out.append(l2_normalize(self.forward_text(chunk)))
-                bar.update(len(chunk))
-        if not out:
-            return torch.empty(0, self.dim, device=self.device, dtype=self.dtype)
-        return torch.cat(out)
+        return self._batched(texts, batch_size, lambda c: l2_normalize(self.forward_text(c)),
+                             "encode text", progress, empty_shape=(0, self.dim))
 
     @torch.no_grad()
     def encode_images(self, images: Any, *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         """uint8 ``[B, H, W, 3]`` RGB images -> L2-normalised ``[B, dim]``."""
         images = check_images(images)
-        batch_size = _check_batch_size(batch_size)
-        out = []
-        with _progress(len(images), "encode images", progress) as bar:
-            for i in range(0, len(images), batch_size):
-                chunk = images[i:i + batch_size]
-                out.append(l2_normalize(self.forward_images(self.preprocess_images(chunk))))
-                bar.update(len(chunk))
-        if not out:
-            return torch.empty(0, self.dim, device=self.device, dtype=self.dtype)
-        return torch.cat(out)
+        return self._batched(images, batch_size,
+                             lambda c: l2_normalize(self.forward_images(self.preprocess_images(c))),
+                             "encode images", progress, empty_shape=(0, self.dim))
 
     @torch.no_grad()
     def encode_frames(self, clips: Any, *, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
@@ -233,16 +232,8 @@ class Encoder(nn.Module, ABC):
         ``batch_size`` counts clips (``batch_size * T`` frames per forward pass).
         """
         clips = check_clips(clips)
-        batch_size = _check_batch_size(batch_size)
-        out = []
-        with _progress(len(clips), "encode clips", progress) as bar:
-            for i in range(0, len(clips), batch_size):
-                chunk = clips[i:i + batch_size]
-                out.append(self.forward_frames(self.preprocess_clips(chunk)))
-                bar.update(len(chunk))
-        if not out:
-            return torch.empty(0, clips.shape[1], self.dim, device=self.device, dtype=self.dtype)
-        return torch.cat(out)
+        return self._batched(clips, batch_size, lambda c: self.forward_frames(self.preprocess_clips(c)),
+                             "encode clips", progress, empty_shape=(0, clips.shape[1], self.dim))
 
     def encode_clips(self, clips: Any, *, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
         """uint8 ``[B, T, H, W, 3]`` clips -> L2-normalised ``[B, dim]``: meanP over :meth:`encode_frames`."""

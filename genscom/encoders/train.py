@@ -49,7 +49,7 @@ from genscom.encoders.mini import MiniTowerConfig, MiniVideoTower, TowerEncoder
 from genscom.encoders.text import TransformerTextTower
 from genscom.encoders.video import l2_normalize, mean_pool
 from genscom.bench.results import machine_description
-from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text, resolve_device
+from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text, check_resumable, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -302,10 +302,7 @@ def _caption_index(captions: list[str], text_to_item: torch.Tensor, n_items: int
 
 def _check_resumable(saved: dict[str, Any], config: TrainEncoderConfig) -> None:
     now = config.to_dict()
-    diff = sorted(k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k])
-    if diff:
-        raise ValueError(f"cannot resume: config field(s) {diff} differ from the checkpoint's "
-                         f"({ {k: saved.get(k) for k in diff} }); use the same config or resume=False")
+    check_resumable(saved, now, free=_RESUME_FREE, hint="use the same config or resume=False")
     if now["steps"] != saved.get("steps"):
         logger.warning("resuming with steps=%s (checkpoint run had %s): the cosine schedule changes",
                        now["steps"], saved.get("steps"))

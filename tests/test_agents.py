@@ -24,6 +24,12 @@ def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))
 
 
+@pytest.fixture(scope="module")
+def tiny_llm64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Hidden size 64 for the nf4 tests: bitsandbytes' packed CPU kernels need rows of at least one 64-block."""
+    return make_tiny_llm(tmp_path_factory.mktemp("tiny_llm64"), hidden_size=64)
+
+
 def _card(tiny_llm: Path, role: str, **kw: object) -> AgentCard:
     return load_card(tiny_card_dict(tiny_llm, role, prompt=PROMPTS[role], **kw))
 
@@ -102,6 +108,36 @@ def test_roles_forward_shapes(pair: tuple[Agent, Agent]) -> None:
         u(torch.randn(3, 7), sensing=ChannelSensing(5.0))
     with pytest.raises(ValueError, match="understand"):
         g.understand(e, sensing=ChannelSensing(5.0))
+
+
+def test_shared_prompt_cache_matches_full_sequence(pair: tuple[Agent, Agent]) -> None:
+    """The prompt runs once at batch 1 and its KV cache is repeated: same states and gradients as the full batch."""
+    u, _ = pair
+    llm = u.llm
+    llm.activate(u.adapter_name)
+    gen = torch.Generator().manual_seed(3)
+    prompt = torch.randn(1, 5, llm.hidden_size, generator=gen)
+    rest = torch.randn(3, 4, llm.hidden_size, generator=gen)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]])  # right padding, as for captions
+    full_mask = torch.cat([torch.ones(3, 5, dtype=torch.long), mask], dim=1)
+    lora = next(p for n, p in llm.peft.named_parameters() if "lora_B" in n and f".{u.adapter_name}." in n)
+
+    def run(shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        lora.grad = None
+        h = llm.hidden_states(rest, mask, shared_prefix=prompt) if shared else \
+            llm.hidden_states(torch.cat([prompt.expand(3, -1, -1), rest], dim=1), full_mask)
+        (h * full_mask[..., None]).pow(2).mean().backward()
+        return h.detach(), lora.grad.clone()
+
+    h_full, g_full = run(False)
+    h_shared, g_shared = run(True)
+    assert h_shared.shape == h_full.shape == (3, 9, llm.hidden_size)
+    keep = full_mask.bool()
+    torch.testing.assert_close(h_shared[keep], h_full[keep], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(g_shared, g_full, atol=1e-4, rtol=1e-3)
+    assert g_full.abs().sum() > 0
+    with pytest.raises(ValueError, match="shared_prefix"):
+        llm.hidden_states(rest, mask, shared_prefix=prompt.expand(2, -1, -1))
 
 
 def test_prompt_conditions_output(pair: tuple[Agent, Agent]) -> None:
@@ -183,7 +219,8 @@ def _write_pair(tiny_llm: Path, tmp_path: Path) -> Path:
     return tmp_path / "agents" / "und.yaml"
 
 
-def test_nf4_load_path_on_cpu(tiny_llm: Path) -> None:
+def test_nf4_load_path_on_cpu(tiny_llm64: Path) -> None:
+    tiny_llm = tiny_llm64
     pytest.importorskip("bitsandbytes")
     from genscom.agents.quant import dense_parameter_bytes, parameter_memory_bytes
 
@@ -264,7 +301,8 @@ def test_input_skip_starts_at_zero_and_feeds_heads(pair: tuple[Agent, Agent]) ->
     assert not torch.allclose(before, after)
 
 
-def test_nf4_with_4bit_embedding_saves_and_reloads_adapter(tiny_llm: Path, tmp_path: Path) -> None:
+def test_nf4_with_4bit_embedding_saves_and_reloads_adapter(tiny_llm64: Path, tmp_path: Path) -> None:
+    tiny_llm = tiny_llm64
     """QLoRA path: bitsandbytes cannot state_dict() a 4-bit embedding, yet the adapter saves and reloads exactly."""
     pytest.importorskip("bitsandbytes")
     card = _card(tiny_llm, "generating", quantization="nf4", quantize_embeddings=True)

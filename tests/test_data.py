@@ -34,7 +34,7 @@ def test_registry_lists_builtins_and_rejects_unknown():
     assert list_datasets() == ["digits", "image-captions", "msrvtt", "synthetic"]
     with pytest.raises(ValueError, match="unknown dataset 'nope'.*synthetic"):
         create_dataset("nope", split="test")
-    with pytest.raises(ValueError, match="split='dev'.*train, test"):
+    with pytest.raises(ValueError, match="split='dev'.*train, test, val"):
         create_dataset("synthetic", split="dev", n_items=2, cache=False)
 
 
@@ -109,11 +109,14 @@ def test_synthetic_deterministic_and_seed_sensitive():
 
 
 def test_synthetic_splits_disjoint():
-    tr, te = _syn("train", n_items=40), _syn("test", n_items=40)
+    tr, te, va = _syn("train", n_items=40), _syn("test", n_items=40), _syn("val", n_items=40)
     ftr = {tr[i].frames.numpy().tobytes() for i in range(40)}
     fte = {te[i].frames.numpy().tobytes() for i in range(40)}
-    assert len(ftr) == 40 and len(fte) == 40 and not ftr & fte
+    fva = {va[i].frames.numpy().tobytes() for i in range(40)}
+    assert len(ftr) == 40 and len(fte) == 40 and len(fva) == 40
+    assert not ftr & fte and not ftr & fva and not fte & fva
     assert not set(tr[i].id for i in range(40)) & set(te[i].id for i in range(40))
+    assert len(va[0].captions) == 2
 
 
 def test_synthetic_captions_mention_attributes():

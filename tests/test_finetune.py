@@ -69,3 +69,67 @@ def test_config_and_loss_checks() -> None:
         FinetuneConfig(steps=0)
     x = F.normalize(torch.randn(4, 8), dim=-1)
     assert contrastive_loss(x, x, 0.05) < contrastive_loss(x, x.roll(1, 0), 0.05)
+
+
+def test_lr_schedules() -> None:
+    from genscom.agents.finetune import lr_factor
+
+    const = FinetuneConfig(steps=100, warmup_steps=10)
+    cos = FinetuneConfig(steps=100, warmup_steps=10, lr_schedule="cosine")
+    assert lr_factor(0, const) == pytest.approx(0.1) and lr_factor(0, cos) == pytest.approx(0.1)
+    assert lr_factor(9, cos) == pytest.approx(1.0) and lr_factor(50, const) == 1.0
+    assert lr_factor(54, cos) == pytest.approx(0.5, abs=0.02)  # half-way through the decay
+    assert lr_factor(99, cos) == pytest.approx(0.0, abs=1e-9)
+    decay = [lr_factor(s, cos) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        FinetuneConfig(lr_schedule="linear")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="eval_every"):
+        FinetuneConfig(eval_every=-1)
+
+
+def test_periodic_evaluation_is_recorded(tiny_llm: Path, data: CaptionData, tmp_path: Path) -> None:
+    calls: list[bool] = []
+
+    def evaluator(pair) -> dict[str, float]:
+        calls.append(pair.training)
+        return {"score": float(len(calls))}
+
+    cfg = FinetuneConfig(steps=5, batch_size=2, warmup_steps=1, eval_every=2, out_dir=str(tmp_path / "run"),
+                         adapters_dir=None, checkpoint_every=100)
+    res = finetune_agents(cfg, data=data, agents=_pair(tiny_llm), evaluator=evaluator)
+    evals = {h["step"]: h["eval"] for h in res["history"] if "eval" in h}
+    assert evals == {2: {"score": 1.0}, 4: {"score": 2.0}, 5: {"score": 3.0}}  # every 2 steps and the last one
+    assert calls == [False, False, False]  # evaluated in eval mode
+
+
+class _StubEncoder:
+    """16-d stand-in for the perception encoder of the tiny cards (clip features from pixels, words hashed)."""
+
+    def encode_clips(self, frames: torch.Tensor, **_: object) -> torch.Tensor:
+        x = frames.float().mean(dim=(1, 3, 4)) if frames.dim() == 5 else frames.float().mean(dim=(2, 3))
+        return F.pad(x, (0, 16 - x.shape[-1]))
+
+    def encode_text(self, texts: list[str], **_: object) -> torch.Tensor:
+        out = torch.zeros(len(texts), 16)
+        for i, t in enumerate(texts):
+            for w in t.split():
+                out[i, sum(map(ord, w)) % 16] += 1.0
+        return out
+
+
+def test_caption_evaluator_scores_val_split(tiny_llm: Path) -> None:
+    from genscom.agents.finetune import AgentPairModule, CaptionEvaluator
+    from genscom.data import create_dataset
+
+    u, g = _pair(tiny_llm)
+    ds = create_dataset("synthetic", split="val", n_items=3, seed=0, cache=False)
+    ev = CaptionEvaluator(FinetuneConfig(n_eval=3, eval_snr=10.0), u, encoder=_StubEncoder(), dataset=ds)
+    pair = AgentPairModule(u, g)
+    pair.train()
+    scores = ev(pair)
+    assert set(scores) >= {"object_colour_acc", "object_acc", "colour_acc", "bleu4", "text_sim"}
+    assert all(0.0 <= scores[k] <= 1.0 for k in ("object_colour_acc", "object_acc", "colour_acc", "bleu4"))
+    assert pair.training  # restored
+    with pytest.raises(ValueError, match="synthetic"):
+        CaptionEvaluator(FinetuneConfig(dataset="msrvtt"), u, encoder=_StubEncoder())

@@ -183,20 +183,20 @@ class Agent(nn.Module):
         return x.to(device=self.queries.device, dtype=torch.float32)
 
     def _prefix(self, x: torch.Tensor, sensing: ChannelSensing, task: TaskRequirement | None,
-                with_cue: bool) -> tuple[torch.Tensor, int]:
-        """``[B, L, hidden]`` prefix embeddings and the index of the first query token."""
+                with_cue: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The rendered prompt's embeddings ``[1, P, hidden]`` (shared by the batch), the per-item part
+        ``[B, L, hidden]`` (soft tokens, query tokens, optional cue) and the index of the first query token
+        in the whole sequence."""
         llm = self.llm
         llm.activate(self.adapter_name)
         b = x.shape[0]
         ids = llm.tokenizer(self.prompt(sensing, task), add_special_tokens=False, return_tensors="pt")["input_ids"]
-        parts = [llm.embed_ids(ids).expand(b, -1, -1)]
+        prompt = llm.embed_ids(ids)
         soft = self.projector(x).to(llm.compute_dtype)  # [B, n * S, hidden]
-        parts.append(soft)
-        q_start = parts[0].shape[1] + soft.shape[1]
-        parts.append(self.queries.to(llm.compute_dtype)[None].expand(b, -1, -1))
+        parts = [soft, self.queries.to(llm.compute_dtype)[None].expand(b, -1, -1)]
         if with_cue:
             parts.append(llm.embed_ids(self._cue_ids[None]).expand(b, -1, -1))
-        return torch.cat(parts, dim=1), q_start
+        return prompt, torch.cat(parts, dim=1), prompt.shape[1] + soft.shape[1]
 
     def forward(self, inputs: torch.Tensor, *, sensing: ChannelSensing, task: TaskRequirement | None = None,
                 captions: list[str] | None = None) -> AgentOutput:
@@ -209,7 +209,7 @@ class Agent(nn.Module):
         if want_caption and (not isinstance(captions, list) or len(captions) != b):
             raise ValueError(f"captions must be a list of {b} strings (one per item), got "
                              f"{type(captions).__name__} of length {len(captions) if isinstance(captions, list) else '?'}")
-        prefix, q0 = self._prefix(x, sensing, task, with_cue=want_caption)
+        prompt, prefix, q0 = self._prefix(x, sensing, task, with_cue=want_caption)
         llm = self.llm
         mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
         n_cap = 0
@@ -225,7 +225,7 @@ class Agent(nn.Module):
                 cap_mask[i, : len(e)] = 1
             prefix = torch.cat([prefix, llm.embed_ids(cap_ids)], dim=1)
             mask = torch.cat([mask, cap_mask.to(mask.device)], dim=1)
-        hidden = llm.hidden_states(prefix, mask)  # [B, L, hidden]
+        hidden = llm.hidden_states(prefix, mask, shared_prefix=prompt)  # [B, P + L, hidden]
         qh = hidden[:, q0: q0 + self.card.n_query_tokens].float()  # [B, Q, hidden]
         skip = self.skip(self.projector.norm(x).mean(dim=1))  # [B, hidden], added after the heads' input norm
         out = AgentOutput(query_hidden=qh)
@@ -236,7 +236,7 @@ class Agent(nn.Module):
         if "image_conditioning" in self.heads:
             out.image_conditioning = self.heads["image_conditioning"](qh, skip=skip)
         if want_caption:
-            start = prefix.shape[1] - n_cap  # position of the first caption token
+            start = hidden.shape[1] - n_cap  # position of the first caption token
             logits = llm.logits(hidden[:, start - 1: start - 1 + n_cap])  # predicts caption tokens
             targets = cap_ids.to(logits.device).masked_fill(cap_mask.to(logits.device) == 0, -100)
             out.caption_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
@@ -256,7 +256,8 @@ class Agent(nn.Module):
         if "caption" not in self.card.heads:
             raise ValueError(f"agent {self.card.name!r} has no caption head (heads={self.card.heads})")
         x = self._inputs(received)
-        prefix, _ = self._prefix(x, sensing, task or TaskRequirement("caption"), with_cue=True)
+        prompt, rest, _ = self._prefix(x, sensing, task or TaskRequirement("caption"), with_cue=True)
+        prefix = torch.cat([prompt.expand(rest.shape[0], -1, -1), rest], dim=1)
         llm = self.llm
         tok = llm.tokenizer
         out = llm.hf.generate(inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long,

@@ -202,11 +202,47 @@ class SharedLLM:
         """Token ids ``[B, L]`` -> input embeddings ``[B, L, hidden]`` in the LLM's compute dtype."""
         return self.hf.get_input_embeddings()(ids.to(self.device)).to(self.compute_dtype)
 
-    def hidden_states(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Last-layer hidden states ``[B, L, hidden]`` (after the final norm) for ``inputs_embeds`` ``[B, L, hidden]``."""
+    def hidden_states(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                      shared_prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """Last-layer hidden states (after the final norm) of ``[shared_prefix, inputs_embeds]``.
+
+        Args:
+            inputs_embeds: ``[B, L, hidden]`` per-item input embeddings.
+            attention_mask: ``[B, L]`` (1 = attend) for ``inputs_embeds``; the shared prefix is always attended.
+            shared_prefix: optional ``[1, P, hidden]`` embeddings common to every item (the rendered role
+                prompt). It runs once at batch 1; its key/value cache is then repeated ``B`` times, so a
+                batch costs ``P + B * L`` token positions instead of ``B * (P + L)`` (same result up to
+                float rounding; gradients flow through the cache).
+
+        Returns:
+            ``[B, P + L, hidden]``: the prefix's states (repeated per item) followed by the items'.
+        """
         inner = getattr(self.hf, self.hf.base_model_prefix)
-        out = inner(inputs_embeds=inputs_embeds.to(self.compute_dtype), attention_mask=attention_mask, use_cache=False)
-        return out.last_hidden_state
+        x = inputs_embeds.to(self.compute_dtype)
+        if shared_prefix is None:
+            return inner(inputs_embeds=x, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        if shared_prefix.dim() != 3 or shared_prefix.shape[0] != 1 or shared_prefix.shape[-1] != x.shape[-1]:
+            raise ValueError(f"shared_prefix must be [1, P, {x.shape[-1]}], got {tuple(shared_prefix.shape)}")
+        b, p = x.shape[0], shared_prefix.shape[1]
+        if self._checkpointing_active(inner):  # layers drop caches under activation checkpointing: run it whole
+            full = torch.cat([shared_prefix.to(x.dtype).expand(b, -1, -1), x], dim=1)
+            mask = None if attention_mask is None else torch.cat(
+                [torch.ones((b, p), dtype=torch.long, device=x.device), attention_mask.to(x.device).long()], dim=1)
+            return inner(inputs_embeds=full, attention_mask=mask, use_cache=False).last_hidden_state
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.hf.config)
+        head = inner(inputs_embeds=shared_prefix.to(self.compute_dtype), past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(b)
+        mask = torch.ones((b, p + x.shape[1]), dtype=torch.long, device=x.device)
+        if attention_mask is not None:
+            mask[:, p:] = attention_mask.to(device=x.device, dtype=torch.long)
+        tail = inner(inputs_embeds=x, attention_mask=mask, past_key_values=cache, use_cache=True).last_hidden_state
+        return torch.cat([head.last_hidden_state.expand(b, -1, -1), tail], dim=1)
+
+    @staticmethod
+    def _checkpointing_active(inner: torch.nn.Module) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) is True and m.training for m in inner.modules())
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM head on hidden states ``[..., hidden]`` -> ``[..., vocab]`` float32."""

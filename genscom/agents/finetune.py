@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,7 @@ class FinetuneConfig:
     grad_accum: int = 1
     lr: float = 1e-3
     warmup_steps: int = 20
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after the linear warm-up; cosine decays to 0 at `steps`
     weight_decay: float = 0.0
     snr_min: float = -5.0
     snr_max: float = 20.0
@@ -66,9 +67,12 @@ class FinetuneConfig:
     log_every: int = 10
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     device: str = "cpu"
+    eval_every: int = 0  # every N steps: caption metrics on the held-out `val` split (0 = never)
+    n_eval: int = 48
+    eval_snr: float = 20.0  # dB, over `channel`
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
+        for name in ("n_train", "steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "n_eval"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -78,7 +82,11 @@ class FinetuneConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
-        for name in ("snr_min", "snr_max", "caption_weight", "retrieval_weight", "weight_decay"):
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"eval_every must be an integer >= 0 (0 = no evaluation), got {self.eval_every!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        for name in ("snr_min", "snr_max", "caption_weight", "retrieval_weight", "weight_decay", "eval_snr"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
@@ -187,7 +195,8 @@ def _load_state(pair: AgentPairModule, state: dict[str, Any]) -> None:
 
 
 def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, agents: tuple[Agent, Agent] | None = None,
-                    resume: bool = False, progress: Any = None) -> dict[str, Any]:
+                    resume: bool = False, progress: Any = None,
+                    evaluator: Callable[["AgentPairModule"], dict[str, float]] | None = None) -> dict[str, Any]:
     """Fine-tune the agent pair; returns ``{"losses": [...], "steps": n, "adapters": {...}, "seconds": t}``.
 
     Args:
@@ -198,6 +207,9 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
             on ``cfg.card`` with fresh adapters.
         resume: continue from ``<out_dir>/checkpoint.pt`` exactly (same config required).
         progress: optional callable ``progress(step, total, metrics)``.
+        evaluator: called as ``evaluator(pair)`` every ``cfg.eval_every`` steps (and at the last step); its
+            metrics go into that step's ``history`` entry under ``"eval"``. Default (when ``eval_every > 0``):
+            :class:`CaptionEvaluator` on the synthetic ``val`` split.
     """
     from accelerate import Accelerator
 
@@ -224,7 +236,7 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
                               cpu=str(cfg.device) == "cpu")
     optimizer = torch.optim.AdamW(_trainable(pair), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     pair, optimizer = accelerator.prepare(pair, optimizer)
     model = accelerator.unwrap_model(pair)
 
@@ -276,6 +288,17 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
         if step % cfg.log_every == 0:
             logger.info("step %d/%d loss %.4f caption %.4f retrieval %.4f", step, cfg.steps, sums["loss"],
                         sums["caption"], sums["retrieval"])
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps) and accelerator.is_main_process:
+            if evaluator is None:
+                evaluator = CaptionEvaluator(cfg, model.understanding)
+            model.eval()  # the evaluator may also do this; the fine-tuning itself goes on in train mode
+            history[-1]["eval"] = {k: float(v) for k, v in evaluator(model).items()}
+            model.train()
+            model.understanding.llm.hf.eval()
+            logger.info("step %d eval@%g dB: %s", step, cfg.eval_snr,
+                        " ".join(f"{k} {v:.3f}" for k, v in history[-1]["eval"].items()))
+            if progress is not None:
+                progress(step, cfg.steps, {**sums, **{f"eval_{k}": v for k, v in history[-1]["eval"].items()}})
         if (step % cfg.checkpoint_every == 0 or step == cfg.steps) and accelerator.is_main_process:
             atomic_torch_save({"config": _ck_config(cfg), "model": _state(model), "optimizer": optimizer.state_dict(),
                                "scheduler": sched.state_dict(), "generator": gen.get_state(), "perm": perm,
@@ -291,10 +314,59 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
             "seconds": time.time() - t0}
 
 
+def lr_factor(step: int, cfg: FinetuneConfig) -> float:
+    """Learning-rate multiplier after ``step`` optimizer steps: linear warm-up, then constant or cosine to 0."""
+    warm = max(1, cfg.warmup_steps)
+    if step + 1 <= warm:
+        return (step + 1) / warm
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step + 1 - warm) / max(1, cfg.steps - warm))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class CaptionEvaluator:
+    """Caption metrics of the pair on the first ``cfg.n_eval`` clips of the held-out ``val`` split.
+
+    Clips go perception -> understanding agent -> analog symbols -> ``cfg.channel`` at
+    ``cfg.eval_snr`` dB -> generating agent -> greedy caption; metrics as in
+    :func:`genscom.bench.caption.caption_scores` (object/colour accuracy, BLEU-4).
+    """
+
+    def __init__(self, cfg: FinetuneConfig, understanding: Agent, *, encoder: Any = None, dataset: Any = None) -> None:
+        from genscom.data import create_dataset
+        from genscom.encoders import create_encoder
+
+        if dataset is None and cfg.dataset != "synthetic":
+            raise ValueError(f"eval_every needs the synthetic dataset (object/colour labels), got {cfg.dataset!r}; "
+                             "set eval_every=0 or pass an evaluator")
+        self.cfg = cfg
+        self.dataset = dataset if dataset is not None else \
+            create_dataset("synthetic", split="val", n_items=cfg.n_eval, seed=cfg.seed)
+        self.encoder = encoder if encoder is not None else \
+            create_encoder(cfg.profile or understanding.card.perception, device=cfg.device)
+
+    def __call__(self, pair: "AgentPairModule") -> dict[str, float]:
+        from genscom.bench.caption import caption_scores_for_pair
+
+        was_training = pair.training
+        pair.eval()
+        try:
+            with torch.no_grad():
+                scores = caption_scores_for_pair(pair.understanding, pair.generating, snr_db=self.cfg.eval_snr,
+                                                 channel=self.cfg.channel, seed=self.cfg.seed, encoder=self.encoder,
+                                                 dataset=self.dataset)
+        finally:
+            pair.train(was_training)
+            pair.understanding.llm.hf.eval()  # the frozen base stays in eval mode
+        return {k: float(v) for k, v in scores.items()}
+
+
 def _ck_config(cfg: FinetuneConfig) -> dict[str, Any]:
     d = asdict(cfg)
-    for k in ("steps", "checkpoint_every", "log_every", "out_dir", "adapters_dir", "device"):
-        d.pop(k)  # may change between a run and its resumption
+    for k in ("steps", "checkpoint_every", "log_every", "out_dir", "adapters_dir", "device", "eval_every", "n_eval",
+              "eval_snr"):
+        d.pop(k)  # may change between a run and its resumption (a cosine schedule follows the new `steps`)
     return d
 
 

@@ -7,8 +7,8 @@ them all, e.g. ``"two small red circles moving left on a blue background"`` or
 from the attributes, so every caption is recoverable from the pixels.
 
 Determinism: item ``i`` of split ``s`` is drawn from
-``numpy.random.default_rng([seed, SPLIT_STREAM[s], i])`` alone, so the train and
-test splits come from disjoint random streams, and the same ``(seed, split, i)``
+``numpy.random.default_rng([seed, SPLIT_STREAM[s], i])`` alone, so the train, val
+and test splits come from disjoint random streams (``val`` is for monitoring training), and the same ``(seed, split, i)``
 gives the same frames and captions on every machine.
 
 Frames are rendered with numpy (signed-distance shapes with a one-pixel
@@ -40,8 +40,8 @@ from genscom.utils import atomic_write_bytes, atomic_write_json
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1  # bump whenever rendering or captions change (invalidates caches)
-SPLIT_STREAM = {"train": 1, "test": 2}  # disjoint random streams per split
-DEFAULT_N_ITEMS = {"train": 3000, "test": 1000}
+SPLIT_STREAM = {"train": 1, "test": 2, "val": 3}  # disjoint random streams per split
+DEFAULT_N_ITEMS = {"train": 3000, "test": 1000, "val": 200}
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross")
 # Object colours: saturated, far apart in RGB.
@@ -343,7 +343,7 @@ class SyntheticClips(ClipCaptionDataset):
         seed: dataset seed; the same ``(seed, split)`` always gives the same items.
         num_frames: frames per clip ``T`` (``1`` gives still images; captions then omit motion).
         size: frame side in pixels (frames are ``size x size``); at least 32.
-        n_captions: captions per clip; default 2..5 (random) for train and 2 for test.
+        n_captions: captions per clip; default 2..5 (random) for train and 2 for test/val.
         antialias: soft one-pixel object edges (default) or hard edges.
         cache_dir: folder for the rendered ``.npz`` cache; ``None`` -> :func:`default_cache_dir`
             ``/ "synthetic"``.
@@ -364,7 +364,7 @@ class SyntheticClips(ClipCaptionDataset):
     def __init__(self, split: str = "train", *, n_items: int | None = None, seed: int = 0, num_frames: int = 8,
                  size: int = 64, n_captions: int | None = None, antialias: bool = True,
                  cache_dir: str | os.PathLike[str] | None = None, cache: bool = True) -> None:
-        self.split = check_split(split, dataset=self.name)
+        self.split = check_split(split, allowed=tuple(SPLIT_STREAM), dataset=self.name)
         n_items = DEFAULT_N_ITEMS[self.split] if n_items is None else n_items
         for arg, val, lo in (("n_items", n_items, 0), ("num_frames", num_frames, 1), ("size", size, 32)):
             if not isinstance(val, int) or isinstance(val, bool) or val < lo:
@@ -374,7 +374,7 @@ class SyntheticClips(ClipCaptionDataset):
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         if n_captions is None:
-            n_captions = 2 if self.split == "test" else None
+            n_captions = 2 if self.split in ("test", "val") else None
         if n_captions is not None and (not isinstance(n_captions, int) or not 1 <= n_captions <= 8):
             raise ValueError(f"n_captions must be an int in 1..8 or None, got {n_captions!r}")
         self.n_items, self.seed, self.num_frames, self.size = n_items, seed, num_frames, size

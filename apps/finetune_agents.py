@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     given = {k: v for k, v in args.items() if v is not None or (k in optional and argv_has(k))}
     cfg = FinetuneConfig(**given)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    res = finetune_agents(cfg, resume=resume)
+    res = finetune_agents(cfg, resume=resume, progress=True)
     logging.getLogger("finetune_agents").info("done: %d steps in %.0f s, adapters %s", res["steps"], res["seconds"],
                                               res["adapters"])
     return res

@@ -199,7 +199,12 @@ def finetune_agents_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     n_train: Optional[int] = typer.Option(None, "--n-train"),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="constant or cosine (after warm-up)"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="caption metrics on the val split every N "
+                                                                        "steps (0: never)"),
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (checkpoints)"),
+    adapters_dir: Optional[Path] = typer.Option(None, "--adapters-dir", help="where the trained adapters go"),
     device: Optional[str] = typer.Option(None, "--device"),
     resume: bool = typer.Option(False, "--resume", help="continue exactly from the last checkpoint"),
 ) -> None:
@@ -209,9 +214,14 @@ def finetune_agents_cmd(
 
     try:
         cfg = load_config(FinetuneConfig, config, card=card, steps=steps, batch_size=batch_size, n_train=n_train,
-                          seed=seed, out_dir=str(out) if out else None, device=device)
-        result = finetune_agents(cfg, resume=resume)
-        console.print(f"done: {result}")
+                          seed=seed, lr=lr, lr_schedule=lr_schedule, eval_every=eval_every,
+                          out_dir=str(out) if out else None, adapters_dir=str(adapters_dir) if adapters_dir else None,
+                          device=device)
+        result = finetune_agents(cfg, resume=resume, progress=True)
+        last = next((h["eval"] for h in reversed(result["history"]) if "eval" in h), None)
+        console.print(f"done: {result['steps']} steps in {result['seconds']:.0f} s, final loss "
+                      f"{result['losses'][-1]:.4f}" + (f", val {last}" if last else "")
+                      + f"; adapters: {result['adapters'] or 'not saved'}")
     except (ValueError, TypeError, FileNotFoundError) as exc:
         _fail(exc)
 

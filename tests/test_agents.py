@@ -207,6 +207,16 @@ def test_save_load_roundtrip(tiny_llm: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(g2(e, sensing=ChannelSensing(3.0)).retrieval, ref)
     with pytest.raises(ValueError, match="role"):
         Agent.from_card(_card(tiny_llm, "understanding", adapter=str(tmp_path / "adapters" / "gen")))
+    # half-precision storage: about half the bytes, outputs within fp16 rounding
+    g.save_pretrained(tmp_path / "adapters" / "gen16", dtype=torch.float16)
+    sizes = [sum(f.stat().st_size for f in (tmp_path / "adapters" / d).glob("*.safetensors")) for d in ("gen", "gen16")]
+    assert sizes[1] < 0.6 * sizes[0], sizes
+    g3 = Agent.from_card(load_card(tmp_path / "agents" / "gen.yaml", adapter=str(tmp_path / "adapters" / "gen16")))
+    assert g3.queries.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(g3(e, sensing=ChannelSensing(3.0)).retrieval, ref, atol=5e-3, rtol=0)
+    with pytest.raises(ValueError, match="dtype"):
+        g.save_pretrained(tmp_path / "adapters" / "bad", dtype=torch.int8)
 
 
 def _write_pair(tiny_llm: Path, tmp_path: Path) -> Path:

@@ -26,3 +26,20 @@ def test_object_and_colour_named() -> None:
     assert names_object_and_colour("a green star and a red cross", ATTR) == (True, True, False)
     s = caption_scores(["small green crosses", "a blue ring"], [["x"], ["y"]], [ATTR, ATTR])
     assert s["object_colour_acc"] == 0.5 and s["object_acc"] == 0.5 and s["colour_acc"] == 0.5
+
+
+def test_cider_ranks_captions() -> None:
+    pytest.importorskip("pycocoevalcap")
+    from genscom.bench.caption import cider
+
+    refs = [["two small green crosses moving left", "two little green crosses sliding left"],
+            ["a large red circle rising over stripes", "one big red circle moving up over stripes"],
+            ["three blue rings staying in place", "three blue rings that do not move"]]
+    exact = cider([r[0] for r in refs], refs)
+    swapped = cider([refs[1][0], refs[2][0], refs[0][0]], refs)  # every caption describes another clip
+    partial = cider(["two small green stars moving left", "a large red square rising over stripes",
+                     "three blue rings staying still"], refs)
+    assert exact > partial > swapped >= 0.0
+    assert caption_scores([r[0] for r in refs], refs)["cider"] == pytest.approx(exact)
+    with pytest.raises(ValueError, match="align"):
+        cider(["a"], [])

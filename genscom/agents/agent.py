@@ -267,9 +267,22 @@ class Agent(nn.Module):
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
 
     # -- persistence ---------------------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT) and the agent's modules, atomically."""
-        from safetensors.torch import save_file
+    def save_pretrained(self, folder: str | os.PathLike[str], *, dtype: torch.dtype | None = None) -> Path:
+        """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT) and the agent's modules, atomically.
+
+        Args:
+            folder: the adapter folder (replaced as a whole if it exists).
+            dtype: store floating tensors in this dtype (e.g. ``torch.float16``: half the size; loading
+                casts back to the parameters' dtype). ``None`` keeps the parameters' own dtype (exact).
+        """
+        from safetensors.torch import load_file, save_file
+
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch.dtype such as torch.float16 or None, got {dtype!r}")
+
+        def cast(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+                    for k, v in state.items()}
 
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -289,9 +302,12 @@ class Agent(nn.Module):
             for f in ("adapter_config.json", "adapter_model.safetensors"):
                 shutil.move(str(src / f), str(tmp / f))
             shutil.rmtree(peft_tmp)
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-                      str(tmp / AGENT_MODULES_FILE))
-            meta = {"role": self.role, "adapter_name": self.adapter_name, "card": self.card.to_dict()}
+            if dtype is not None:
+                lora = tmp / "adapter_model.safetensors"
+                save_file(cast(load_file(str(lora))), str(lora))
+            save_file(cast(self.state_dict()), str(tmp / AGENT_MODULES_FILE))
+            meta = {"role": self.role, "adapter_name": self.adapter_name, "card": self.card.to_dict(),
+                    "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "as trained"}
             (tmp / AGENT_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             if folder.exists():
                 old = folder.with_name(f".{folder.name}.old{os.getpid()}")

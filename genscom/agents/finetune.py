@@ -31,7 +31,7 @@ from torch import nn
 
 from genscom.agents.agent import Agent, load_agent_pair
 from genscom.agents.prompts import ChannelSensing
-from genscom.utils import atomic_torch_save, atomic_write_json
+from genscom.utils import atomic_torch_save, atomic_write_json, check_resumable
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,8 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
         agents: ``(understanding, generating)`` sharing one LLM; default :func:`load_agent_pair`
             on ``cfg.card`` with fresh adapters.
         resume: continue from ``<out_dir>/checkpoint.pt`` exactly (same config required).
-        progress: optional callable ``progress(step, total, metrics)``.
+        progress: ``True`` for a tqdm bar (loss, caption/retrieval losses, last evaluation), or a
+            callable ``progress(step, total, metrics)``.
         evaluator: called as ``evaluator(pair)`` every ``cfg.eval_every`` steps (and at the last step); its
             metrics go into that step's ``history`` entry under ``"eval"``. Default (when ``eval_every > 0``):
             :class:`CaptionEvaluator` on the synthetic ``val`` split.
@@ -244,10 +245,9 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
     perm = torch.randperm(len(data), generator=gen)
     pos, step, history = 0, 0, []
     if resume:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck["config"] != _ck_config(cfg):
-            diff = sorted(k for k in ck["config"] if ck["config"][k] != _ck_config(cfg).get(k))
-            raise ValueError(f"resume: the checkpoint was written with different settings {diff}; use the same config")
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        check_resumable(ck["config"], asdict(cfg), free=RESUME_FREE_FIELDS,
+                        hint="resume with the config the run started with")
         _load_state(model, ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -255,6 +255,22 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
         perm, pos, step, history = ck["perm"], ck["pos"], ck["step"], ck["history"]
         logger.info("resumed from %s at step %d", ckpt_path, step)
 
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="finetune agents", disable=not accelerator.is_main_process)
+        shown: dict[str, str] = {}
+
+        def progress(step: int, total: int, metrics: dict[str, float]) -> None:  # noqa: ARG001
+            shown.update({k: f"{v:.3f}" for k, v in metrics.items() if k in ("loss", "caption", "retrieval")})
+            if "eval_object_colour_acc" in metrics:
+                shown["val obj+col"] = f"{metrics['eval_object_colour_acc']:.2f}"
+            else:
+                bar.update(1)
+            bar.set_postfix(shown, refresh=False)
+    elif progress is False:
+        progress = None
     channel = create_channel(cfg.channel)
     scheme = SemanticAnalogScheme()
     feats = data.features
@@ -300,10 +316,12 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
             if progress is not None:
                 progress(step, cfg.steps, {**sums, **{f"eval_{k}": v for k, v in history[-1]["eval"].items()}})
         if (step % cfg.checkpoint_every == 0 or step == cfg.steps) and accelerator.is_main_process:
-            atomic_torch_save({"config": _ck_config(cfg), "model": _state(model), "optimizer": optimizer.state_dict(),
+            atomic_torch_save({"config": asdict(cfg), "model": _state(model), "optimizer": optimizer.state_dict(),
                                "scheduler": sched.state_dict(), "generator": gen.get_state(), "perm": perm,
                                "pos": pos, "step": step, "history": history}, ckpt_path)
 
+    if bar is not None:
+        bar.close()
     saved: dict[str, str] = {}
     if cfg.adapters_dir is not None and accelerator.is_main_process:
         for agent in (model.understanding, model.generating):
@@ -362,12 +380,9 @@ class CaptionEvaluator:
         return {k: float(v) for k, v in scores.items()}
 
 
-def _ck_config(cfg: FinetuneConfig) -> dict[str, Any]:
-    d = asdict(cfg)
-    for k in ("steps", "checkpoint_every", "log_every", "out_dir", "adapters_dir", "device", "eval_every", "n_eval",
-              "eval_snr"):
-        d.pop(k)  # may change between a run and its resumption (a cosine schedule follows the new `steps`)
-    return d
+# fields that may change between a run and its resumption (a cosine schedule follows the new `steps`)
+RESUME_FREE_FIELDS = frozenset({"steps", "checkpoint_every", "log_every", "out_dir", "adapters_dir", "device",
+                                "eval_every", "n_eval", "eval_snr"})
 
 
 def _default_data(cfg: FinetuneConfig, u: Agent) -> CaptionData:

@@ -13,7 +13,10 @@ first object group's colour directly before its shape: "... green cross ..."),
 ``object_acc``, ``colour_acc``, corpus ``bleu4`` (against all references,
 lower-cased words, brevity penalty, no smoothing) and ``text_sim`` (mean
 cosine between the caption's and the first reference's text embeddings, in the
-perception encoder's text space). CIDEr/METEOR need packages not installed here.
+perception encoder's text space) and, when ``pycocoevalcap`` is installed (the ``[eval]``
+extra), corpus ``cider`` (CIDEr-D of Vedantam et al., the COCO caption toolkit's scorer, on the
+same lower-cased word tokens; its IDF comes from the evaluated set's references). METEOR needs a
+Java runtime and is not computed.
 """
 
 from __future__ import annotations
@@ -64,6 +67,26 @@ def bleu4(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> flo
     return bp * math.exp(log_p)
 
 
+def cider(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float | None:
+    """Corpus CIDEr-D (``pycocoevalcap``'s scorer) on lower-cased word tokens; ``None`` if the package is missing.
+
+    Scale as in the COCO toolkit (a perfect match of all references scores about 10 x the
+    mean cosine, typically 1-3 for good captions).
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"hypotheses ({len(hypotheses)}) and references ({len(references)}) must align")
+    try:
+        from pycocoevalcap.cider.cider import Cider
+    except ImportError:
+        return None
+    if not hypotheses:
+        return 0.0
+    gts = {i: [" ".join(_words(r)) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [" ".join(_words(h))] for i, h in enumerate(hypotheses)}
+    score, _ = Cider().compute_score(gts, res)
+    return float(score)
+
+
 def names_object_and_colour(caption: str, attributes: dict[str, Any]) -> tuple[bool, bool, bool]:
     """(object named, colour named, colour directly before the shape) for the first object group."""
     grp = attributes["groups"][0]
@@ -80,6 +103,9 @@ def caption_scores(captions: Sequence[str], references: Sequence[Sequence[str]],
                    attributes: Sequence[dict[str, Any]] | None = None, *, encoder: Any = None) -> dict[str, float]:
     """Caption metrics of the module docstring (``object*``/``colour*`` need ``attributes``, ``text_sim`` an encoder)."""
     out: dict[str, float] = {"bleu4": bleu4(captions, references)}
+    c = cider(captions, references)
+    if c is not None:
+        out["cider"] = c
     if attributes is not None:
         flags = [names_object_and_colour(c, a) for c, a in zip(captions, attributes)]
         n = max(1, len(flags))
@@ -196,7 +222,9 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
     out_dir = Path(cfg.out_dir)
     path = write_results(out_dir / "caption.json", "caption", meta, records)
     cols = ["scheme", "channel", "snr_db", "channel_uses", "object_colour_acc", "object_acc", "colour_acc", "bleu4",
-            "text_sim"]
+            "cider", "text_sim"]
+    cols = [c for c in cols if any(c in r.metrics or c in ("scheme", "channel", "snr_db", "channel_uses")
+                                   for r in records)]
     console.print(render_table(records, cols, title="captions over the channel"))
     from genscom.utils import atomic_write_text
 

@@ -281,6 +281,40 @@ def bench_rate(
         _fail(exc)
 
 
+@bench_app.command("fed")
+def bench_fed(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of FedConfig fields"),
+    quick: bool = typer.Option(False, "--quick", help="4 rounds x 10 local steps, 300 + 100 items per user"),
+    users: Optional[str] = typer.Option(None, "--users", help="channel:snr_min:snr_max[:eval_snr] per user, "
+                                                               "comma-separated, e.g. awgn:-10:0,rayleigh:0:20"),
+    rounds: Optional[int] = typer.Option(None, "--rounds"),
+    local_steps: Optional[int] = typer.Option(None, "--local-steps"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="fedavg, fedprox or fedavgm (Flower)"),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="start from a trained adapter folder"),
+    save_adapter: Optional[Path] = typer.Option(None, "--save-adapter", help="write the global adapter here"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="checkpoint folder (default runs/fed)"),
+    resume: bool = typer.Option(False, "--resume", help="continue exactly after the last finished round"),
+    out: Path = typer.Option(Path("results/fed"), "--out"),
+) -> None:
+    """Federated adapter updates across users (Flower) vs each user alone: R@1 per round, table, JSON, PNG."""
+    from genscom.bench.fed import quick_config, run_fed_bench
+    from genscom.federated.adapter import FedConfig, parse_users
+    from genscom.utils import load_config
+
+    try:
+        over = dict(users=parse_users(users) if users else None, rounds=rounds, local_steps=local_steps,
+                    strategy=strategy, init_from=init_from, seed=seed, run_dir=str(run_dir) if run_dir else None,
+                    output_dir=str(save_adapter) if save_adapter else None)
+        if quick and config is None:
+            cfg = quick_config(**{k: v for k, v in over.items() if v is not None})
+        else:
+            cfg = load_config(FedConfig, config, **over)
+        run_fed_bench(cfg, out_dir=out, quick=quick, command=_command_line(), console=console, resume=resume)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        _fail(exc)
+
+
 @bench_app.command("train-speed")
 def bench_train_speed(
     batch_sizes: str = typer.Option("64,256,1024", "--batch-sizes"),

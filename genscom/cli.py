@@ -265,6 +265,7 @@ def bench_rate(
     channels: str = typer.Option("awgn,rayleigh", "--channels"),
     snrs: Optional[str] = typer.Option(None, "--snrs", help="low,mid,high SNRs in dB (default -5,5,15)"),
     side_link: str = typer.Option("full", "--side-link", help="bitmap over the real LDPC link (full) or ideal"),
+    side_repeat: int = typer.Option(1, "--side-repeat", help="send each bitmap symbol N times (MRC), counted"),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("results/rate"), "--out"),
 ) -> None:
@@ -273,6 +274,7 @@ def bench_rate(
 
     try:
         kw: dict = dict(adapter=adapter, quick=quick, seed=seed, out_dir=str(out), side_link=side_link,
+                        side_repeat=side_repeat,
                         channels=tuple(c.strip() for c in channels.split(",") if c.strip()))
         if snrs:
             kw["snrs"] = tuple(_parse_floats(snrs, "--snrs"))

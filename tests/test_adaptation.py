@@ -173,6 +173,20 @@ def test_adapted_mu_bitmap_through_the_digital_link(adapter):
     assert torch.equal(d.channel_uses, d2.channel_uses)
 
 
+def test_adapted_mu_side_repetition_protects_the_bitmap(adapter):
+    batch = SourceBatch(embeddings=_emb(64))
+    side = X.side_channel_uses(4)
+    plain = AdaptedMuScheme(adapter=adapter, mu=0.0)
+    rep = AdaptedMuScheme(adapter=adapter, mu=0.0, side_repeat=4)
+    assert rep.name == "adapted+mu-mu0-r4" and rep.side_uses == 4 * side
+    assert float(rep.transmit(batch).channel_uses.float().mean()) == 12 + 4 * side  # the repetition is counted
+    fail = [float(s.deliver(s.transmit(batch), AWGNChannel(), -5.0, generator=torch.Generator().manual_seed(1))
+                  .failed.float().mean()) for s in (plain, rep)]
+    assert fail[0] > 0.3 and fail[1] < 0.5 * fail[0], fail  # -5 dB: the bare 12-bit codeword mostly fails
+    with pytest.raises(ValueError, match="repeat"):
+        AdaptedMuScheme(adapter=adapter, mu=0.5, side_repeat=0)
+
+
 def test_adapted_mu_bad_arguments(adapter):
     side = X.side_channel_uses(4)
     with pytest.raises(ValueError, match="smaller than the side information"):

@@ -32,6 +32,7 @@ def test_side_channel_uses_counted_by_the_link_counter():
     # fewer than 12 bits still take the smallest 5G codeword (k = 12)
     assert X.side_channel_uses(4, "qpsk-1/3") == channel_uses_for_bits(4, "qpsk-1/3", k=12)
     assert X.side_channel_uses(12, "16qam-1/2") < X.side_channel_uses(12, "qpsk-1/3")
+    assert X.side_channel_uses(24, "qpsk-1/3", repeat=4) == 144  # repetition multiplies the side cost
 
 
 def test_budget_search_never_exceeds_budget_and_keeps_as_much_as_fits():

@@ -39,14 +39,15 @@ def bitmap_ldpc_k(n_groups: int) -> int:
     return max(MIN_LDPC_K, int(n_groups))
 
 
-def side_channel_uses(n_groups: int, side_mcs: str = DEFAULT_SIDE_MCS) -> int:
-    """Channel uses of one item's ``n_groups``-bit bitmap at ``side_mcs`` (one codeword of ``max(12, G)`` bits).
+def side_channel_uses(n_groups: int, side_mcs: str = DEFAULT_SIDE_MCS, *, repeat: int = 1) -> int:
+    """Channel uses of one item's ``n_groups``-bit bitmap at ``side_mcs`` (one codeword of ``max(12, G)`` bits),
+    each symbol sent ``repeat`` times (MRC-combined at the receiver).
 
-    Example: 24 groups at ``"qpsk-1/3"`` -> 72 coded bits -> 36 channel uses.
+    Example: 24 groups at ``"qpsk-1/3"`` -> 72 coded bits -> 36 channel uses (144 with ``repeat=4``).
     """
     from genscom.coding.link import channel_uses_for_bits
 
-    return channel_uses_for_bits(int(n_groups), side_mcs, k=bitmap_ldpc_k(n_groups))
+    return channel_uses_for_bits(int(n_groups), side_mcs, k=bitmap_ldpc_k(n_groups), repeat=repeat)
 
 
 def _check_pos_int(v: object, name: str) -> int:

@@ -44,6 +44,7 @@ class RateBenchConfig:
     prefixes: tuple[int, ...] | None = None       # default: k, 3k/4, k/2, k/3, k/6
     side_mcs: str = "qpsk-1/3"
     side_link: str = "full"
+    side_repeat: int = 1                          # bitmap symbols sent this many times (MRC), counted
     realisations: int | None = None               # full 3, quick 1
     seed: int = 0
     quick: bool = False
@@ -82,7 +83,7 @@ def _settings(cfg: RateBenchConfig, k: int, group_size: int, side_uses: int) -> 
                                           reverse=True))
     common = {"adapter": cfg.adapter, "device": cfg.device}
     out = [_Setting("prefix", float(p), "adapted", {**common, "k": int(p)}) for p in prefixes]
-    side = {"side_mcs": cfg.side_mcs, "side_link": cfg.side_link}
+    side = {"side_mcs": cfg.side_mcs, "side_link": cfg.side_link, "side_repeat": cfg.side_repeat}
     out += [_Setting("mu", float(m), "adapted+mu", {**common, **side, "mu": float(m)}) for m in cfg.mus]
     out += [_Setting("budget", float(b), "adapted+mu", {**common, **side, "budget": int(b)}) for b in budgets]
     return out
@@ -123,7 +124,7 @@ def run_rate_bench(cfg: RateBenchConfig, *, command: str = "", console: Any = No
     out_dir = Path(cfg.out_dir)
     adapter = resolve_adapter(cfg.adapter, cfg.device)
     acfg = adapter.config
-    side_uses = X.side_channel_uses(acfg.n_groups, cfg.side_mcs)
+    side_uses = X.side_channel_uses(acfg.n_groups, cfg.side_mcs, repeat=cfg.side_repeat)
     if dataset is None:
         from genscom.data import create_dataset
 
@@ -188,6 +189,7 @@ def run_rate_bench(cfg: RateBenchConfig, *, command: str = "", console: Any = No
     meta = make_meta(command=command, seed=cfg.seed, dataset=cfg.dataset, n_items=len(dataset), profile=cfg.profile,
                      quick=cfg.quick, adapter=cfg.adapter, adapter_k=acfg.k, group_size=acfg.group_size,
                      bitmap_channel_uses=side_uses, side_mcs=cfg.side_mcs, side_link=cfg.side_link,
+                     side_repeat=cfg.side_repeat,
                      channels=list(cfg.channels), snrs=list(cfg.snrs), realisations=cfg.realisations,
                      source_dim=source_dim, noiseless_t2v_R1=upper["t2v_R@1"])
     json_path = write_results(out_dir / "rate.json", "rate", meta, records)

@@ -120,12 +120,19 @@ def get_mcs(name: MCS | str) -> MCS:
     return MCS_TABLE[key]
 
 
-def channel_uses_for_bits(n_bits: int, mcs: MCS | str, *, k: int = DEFAULT_K) -> int:
+def check_repeat(repeat: Any) -> int:
+    if isinstance(repeat, bool) or not isinstance(repeat, (int, np.integer)) or not 1 <= int(repeat) <= 64:
+        raise ValueError(f"repeat must be an integer in [1, 64] (each symbol is sent that many times), got {repeat!r}")
+    return int(repeat)
+
+
+def channel_uses_for_bits(n_bits: int, mcs: MCS | str, *, k: int = DEFAULT_K, repeat: int = 1) -> int:
     """Exact complex channel uses to send ``n_bits`` at ``mcs``.
 
     ``ceil(n_bits / k)`` codewords (the last zero-padded), each of ``n`` coded bits
     (:func:`genscom.coding.ldpc.coded_length`, a multiple of ``bits_per_symbol``)
-    on ``ceil(n / bits_per_symbol)`` symbols. ``n_bits = 0`` costs 0.
+    on ``ceil(n / bits_per_symbol)`` symbols, each symbol sent ``repeat`` times.
+    ``n_bits = 0`` costs 0.
 
     Example: ``channel_uses_for_bits(1025, "qpsk-1/2") == 2 * 1024``.
     """
@@ -134,27 +141,38 @@ def channel_uses_for_bits(n_bits: int, mcs: MCS | str, *, k: int = DEFAULT_K) ->
     m = get_mcs(mcs)
     k = check_k(k)
     n = coded_length(k, m.code_rate, m.bits_per_symbol)
-    return int(math.ceil(int(n_bits) / k)) * int(math.ceil(n / m.bits_per_symbol))
+    return int(math.ceil(int(n_bits) / k)) * int(math.ceil(n / m.bits_per_symbol)) * check_repeat(repeat)
 
 
 # --------------------------------------------------------------------------- one pass over the channel
 
 
 def _through_channel(x: torch.Tensor, channel: Channel, snr_db: float, *,
-                     generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                     generator: torch.Generator | None, repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Symbols ``[B, n]`` -> (equalised symbols ``[B, n]``, effective ``N0`` ``[B, n]``).
 
     Perfect CSI, zero-forcing: ``x_hat = y / h``, ``N0_eff = N0 / |h|^2`` -- for one
-    antenna this gives exact LLRs (MMSE un-biased is the same).
+    antenna this gives exact LLRs (MMSE un-biased is the same). With ``repeat = r`` the
+    row is sent ``r`` times back to back (``[x, x, ..., x]``, so copies fall in different
+    fading blocks when the row is longer than the coherence) and the copies are combined
+    by maximum-ratio combining: ``x_hat = sum_j x_hat_j / N0_j / sum_j 1 / N0_j``,
+    ``N0_eff = 1 / sum_j 1 / N0_j`` (AWGN: an ``r``-fold, ``10 log10 r`` dB, SNR gain).
     """
-    out = channel(x, snr_db, generator=generator)
-    nv = torch.as_tensor(out.noise_var, device=x.device)
+    n = x.shape[-1]
+    out = channel(x.repeat(1, repeat) if repeat > 1 else x, snr_db, generator=generator)
+    nv = torch.broadcast_to(torch.as_tensor(out.noise_var, device=x.device), out.y.shape)
     if out.h is None:
-        return out.y, torch.broadcast_to(nv, out.y.shape)
-    from genscom.channels.fading import equalize  # perfect CSI: the true h
+        x_hat, nv_eff = out.y, nv
+    else:
+        from genscom.channels.fading import equalize  # perfect CSI: the true h
 
-    x_hat, nv_eff = equalize(out.y, out.h, torch.broadcast_to(nv, out.y.shape), method="zf")
-    return x_hat, torch.broadcast_to(torch.as_tensor(nv_eff, device=x.device), x_hat.shape)
+        x_hat, nv_eff = equalize(out.y, out.h, nv, method="zf")
+        nv_eff = torch.broadcast_to(torch.as_tensor(nv_eff, device=x.device), x_hat.shape)
+    if repeat == 1:
+        return x_hat, nv_eff
+    w = 1.0 / nv_eff.reshape(*x.shape[:-1], repeat, n)  # MRC weights per copy
+    combined = (x_hat.reshape(*x.shape[:-1], repeat, n) * w).sum(dim=-2) / w.sum(dim=-2)
+    return combined, 1.0 / w.sum(dim=-2)
 
 
 def _build_qam(mcs: MCS, demapping: DemapMethod, precision: Precision, device: str | torch.device) -> QAM:
@@ -483,6 +501,11 @@ class DigitalLink:
         k: info bits per codeword (default 1024); ``num_iter``: BP iterations.
         bler_target: BLER target of the adaptive choice.
         calibration: :class:`CalibrationConfig` for abstraction / adaptive tables.
+        repeat: send every QAM symbol ``repeat`` times (the item's whole row, back to back) and
+            combine the copies by MRC at the receiver: ``repeat`` x the channel uses for
+            ``10 log10(repeat)`` dB more SNR on AWGN, plus diversity across fading blocks. For
+            short, critical payloads (side information such as a bitmap). The abstraction
+            models it exactly on AWGN only, so on fading channels ``repeat > 1`` always simulates.
 
     Items are independent transmissions: each item's bits are cut into its own
     codewords (last one zero-padded); the symbols of one item go through the
@@ -498,7 +521,7 @@ class DigitalLink:
                  fidelity: Fidelity = "auto", k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
                  demapping: DemapMethod = "app", bler_target: float = 0.1, max_full_codewords: int = 256,
                  calibration: CalibrationConfig | None = None, precision: Precision = "single",
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", repeat: int = 1) -> None:
         self.adaptive = isinstance(mcs, str) and mcs.strip().lower() == "adaptive"
         self.mcs: MCS | None = None if self.adaptive else get_mcs(mcs)
         if not isinstance(channel, Channel):
@@ -515,6 +538,7 @@ class DigitalLink:
             raise ValueError(f"demapping must be 'app' or 'maxlog', got {demapping!r}")
         if isinstance(num_iter, bool) or not isinstance(num_iter, int) or num_iter < 1:
             raise ValueError(f"num_iter must be a positive integer (BP iterations), got {num_iter!r}")
+        self.repeat = check_repeat(repeat)
         self.channel = channel
         self.csi = csi
         self.fidelity = fidelity
@@ -561,7 +585,7 @@ class DigitalLink:
         m = mcs if mcs is not None else self.mcs
         if m is None:
             raise ValueError("this link is adaptive: pass mcs= (e.g. LinkResult.mcs) to count channel uses")
-        return channel_uses_for_bits(n_bits, m, k=self.k)
+        return channel_uses_for_bits(n_bits, m, k=self.k, repeat=self.repeat)
 
     # -- sending -------------------------------------------------------------
     def send_bits(self, bits: torch.Tensor, snr_db: float, *, generator: torch.Generator | None = None) -> LinkResult:
@@ -596,6 +620,8 @@ class DigitalLink:
         n_cw = [math.ceil(n / self.k) for n in lengths]
         total = sum(n_cw)
         use_full = self.fidelity == "full" or (self.fidelity == "auto" and total <= self.max_full_codewords)
+        if self.repeat > 1 and getattr(self.channel, "name", "") != "awgn":
+            use_full = True  # repetition over fading: combining gains diversity the AWGN-SNR shift cannot model
         if use_full:
             hats, blk = self._full(rows, n_cw, mcs, snr, generator)
         else:
@@ -605,8 +631,8 @@ class DigitalLink:
                          n_blocks=torch.tensor(n_cw, dtype=torch.int64),
                          block_errors=torch.tensor(blk, dtype=torch.int64),
                          bit_errors=torch.tensor(bit_err, dtype=torch.int64),
-                         channel_uses=torch.tensor([channel_uses_for_bits(n, mcs, k=self.k) for n in lengths],
-                                                   dtype=torch.int64))
+                         channel_uses=torch.tensor([channel_uses_for_bits(n, mcs, k=self.k, repeat=self.repeat)
+                                                    for n in lengths], dtype=torch.int64))
         return res, hats
 
     def _padded(self, rows: list[torch.Tensor], n_cw: list[int]) -> torch.Tensor:
@@ -634,7 +660,7 @@ class DigitalLink:
             idx = [i for i, ci in enumerate(n_cw) if ci == c]
             sel = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in idx])
             xi = x[sel].reshape(len(idx), c * sym)
-            yi, nvi = _through_channel(xi, self.channel, snr, generator=generator)
+            yi, nvi = _through_channel(xi, self.channel, snr, generator=generator, repeat=self.repeat)
             x_hat[sel] = yi.reshape(len(idx) * c, sym)
             nv[sel] = nvi.reshape(len(idx) * c, sym).to(nv.dtype)
         u_hat = code.decode(qam.demap(x_hat, nv)).to("cpu", torch.uint8)
@@ -648,6 +674,7 @@ class DigitalLink:
     def _abstract(self, rows: list[torch.Tensor], n_cw: list[int], mcs: MCS, snr: float,
                   generator: torch.Generator | None) -> tuple[list[torch.Tensor], list[int]]:
         table = self.table(mcs)
+        snr = snr + 10.0 * math.log10(self.repeat)  # AWGN only (fading with repeat > 1 is simulated)
         if not table.snr_db[0] <= snr <= table.snr_db[-1]:
             log.warning("snr_db %.2f is outside the calibrated grid [%.1f, %.1f] dB; using the nearest end",
                         snr, table.snr_db[0], table.snr_db[-1])

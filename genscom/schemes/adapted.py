@@ -13,8 +13,9 @@ through the real digital link (:class:`genscom.coding.link.DigitalLink`, LDPC + 
 the received symbols at the wrong positions, as it would. Names ``adapted+mu-mu{mu}`` or
 ``adapted+mu-b{budget}``. Measured consequence: the 12-bit bitmap's short LDPC codeword (k = 12,
 qpsk-1/3) fails often below about 0 dB (AWGN) / 5 dB (Rayleigh, coherence 16), and then
-``adapted+mu`` loses most of its accuracy (``Delivered.failed`` flags those items); at low SNR use
-``adapted`` (prefix rates, no side information), or ``side_link="ideal"`` for the error-free-side-information
+``adapted+mu`` loses most of its accuracy (``Delivered.failed`` flags those items); at low SNR
+protect the bitmap with ``side_repeat`` (symbol repetition + MRC, counted), use ``adapted`` (prefix
+rates, no side information), or ``side_link="ideal"`` for the error-free-side-information
 assumption of the scalable-extraction literature.
 
 Sensing: the transmitter knows the SNR (feedback) and re-encodes for it in
@@ -184,6 +185,8 @@ class AdaptedMuScheme(_AdaptedBase):
         side_mcs: MCS of the bitmap's digital link (default ``"qpsk-1/3"``).
         side_link: ``"full"``: the bitmap goes through LDPC + QAM over the same channel (errors possible);
             ``"ideal"``: it is counted but assumed error-free.
+        side_repeat: send each bitmap symbol this many times, MRC-combined (``side_repeat`` x its channel
+            uses for ``10 log10(side_repeat)`` dB on AWGN); names get a ``-r{side_repeat}`` suffix.
         (other arguments as :class:`AdaptedScheme`)
 
     Raises ``ValueError`` when the budget is smaller than the bitmap's channel uses.
@@ -193,7 +196,8 @@ class AdaptedMuScheme(_AdaptedBase):
 
     def __init__(self, *, adapter: str | Path | ChannelAdapter = DEFAULT_ADAPTER, mu: float | None = None,
                  budget: int | None = None, side_mcs: str = X.DEFAULT_SIDE_MCS,
-                 side_link: Literal["full", "ideal"] = "full", design_snr_db: float = 5.0, sensing: bool = True,
+                 side_link: Literal["full", "ideal"] = "full", side_repeat: int = 1, design_snr_db: float = 5.0,
+                 sensing: bool = True,
                  equalizer: Literal["zf", "mmse"] = "mmse", device: str | torch.device = "cpu") -> None:
         super().__init__(adapter=adapter, design_snr_db=design_snr_db, sensing=sensing, equalizer=equalizer,
                          device=device)
@@ -204,15 +208,19 @@ class AdaptedMuScheme(_AdaptedBase):
             raise ValueError(f"side_link must be 'full' or 'ideal', got {side_link!r}")
         from genscom.coding.link import get_mcs
 
+        from genscom.coding.link import check_repeat
+
         get_mcs(side_mcs)  # validates the name
         self.side_mcs = side_mcs
         self.side_link = side_link
+        self.side_repeat = check_repeat(side_repeat)
         self.n_groups = self.adapter.config.n_groups
-        self.side_uses = X.side_channel_uses(self.n_groups, side_mcs)
+        self.side_uses = X.side_channel_uses(self.n_groups, side_mcs, repeat=self.side_repeat)
+        suffix = f"-r{self.side_repeat}" if self.side_repeat > 1 else ""
         if mu is not None:
             self.mu: float | None = X.check_mu(mu)
             self.budget: int | None = None
-            self.name = f"adapted+mu-mu{self.mu:g}"
+            self.name = f"adapted+mu-mu{self.mu:g}{suffix}"
         else:
             if isinstance(budget, bool) or not isinstance(budget, int):
                 raise ValueError(f"budget must be an integer number of channel uses per item, got {budget!r}")
@@ -221,7 +229,7 @@ class AdaptedMuScheme(_AdaptedBase):
                                  f"{self.n_groups}-bit bitmap costs {self.side_uses} channel uses at {side_mcs}; "
                                  f"use budget >= {self.side_uses}")
             self.mu, self.budget = None, budget
-            self.name = f"adapted+mu-b{budget}"
+            self.name = f"adapted+mu-b{budget}{suffix}"
 
     def _side_uses(self) -> int:
         return self.side_uses
@@ -242,7 +250,8 @@ class AdaptedMuScheme(_AdaptedBase):
             return payload
         from genscom.coding.link import DigitalLink
 
-        link = DigitalLink(self.side_mcs, channel, k=X.bitmap_ldpc_k(self.n_groups), fidelity="auto")
+        link = DigitalLink(self.side_mcs, channel, k=X.bitmap_ldpc_k(self.n_groups), fidelity="auto",
+                           repeat=self.side_repeat)
         res = link.send_bits(X.bitmap_from_keep(keep_g.cpu()), snr_db, generator=generator)
         uses = torch.as_tensor(res.channel_uses, dtype=torch.int64)
         if bool((uses != self.side_uses).any()):  # pragma: no cover - counted in one place, must agree

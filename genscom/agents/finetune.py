@@ -264,11 +264,12 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
 
         def progress(step: int, total: int, metrics: dict[str, float]) -> None:  # noqa: ARG001
             shown.update({k: f"{v:.3f}" for k, v in metrics.items() if k in ("loss", "caption", "retrieval")})
+            bar.set_postfix(shown, refresh=False)
             if "eval_object_colour_acc" in metrics:
                 shown["val obj+col"] = f"{metrics['eval_object_colour_acc']:.2f}"
+                bar.set_postfix(shown)
             else:
                 bar.update(1)
-            bar.set_postfix(shown, refresh=False)
     elif progress is False:
         progress = None
     channel = create_channel(cfg.channel)

@@ -205,6 +205,8 @@ def finetune_agents_cmd(
                                                                         "steps (0: never)"),
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (checkpoints)"),
     adapters_dir: Optional[Path] = typer.Option(None, "--adapters-dir", help="where the trained adapters go"),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="start from trained adapters "
+                                                                       "(<folder>/<card name>/)"),
     device: Optional[str] = typer.Option(None, "--device"),
     resume: bool = typer.Option(False, "--resume", help="continue exactly from the last checkpoint"),
 ) -> None:
@@ -216,7 +218,7 @@ def finetune_agents_cmd(
         cfg = load_config(FinetuneConfig, config, card=card, steps=steps, batch_size=batch_size, n_train=n_train,
                           seed=seed, lr=lr, lr_schedule=lr_schedule, eval_every=eval_every,
                           out_dir=str(out) if out else None, adapters_dir=str(adapters_dir) if adapters_dir else None,
-                          device=device)
+                          init_from=str(init_from) if init_from else None, device=device)
         result = finetune_agents(cfg, resume=resume, progress=True)
         last = next((h["eval"] for h in reversed(result["history"]) if "eval" in h), None)
         console.print(f"done: {result['steps']} steps in {result['seconds']:.0f} s, final loss "

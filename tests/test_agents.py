@@ -278,6 +278,25 @@ def test_agent_scheme_over_awgn(pair: tuple[Agent, Agent]) -> None:
         scheme.transmit(SourceBatch(embeddings=torch.randn(3, 5)))
 
 
+def test_agent_scheme_perceives_frames_with_its_own_encoder(pair: tuple[Agent, Agent]) -> None:
+    from genscom.schemes.agent import AgentScheme
+    from genscom.schemes.base import SourceBatch
+
+    class Perception:  # stands in for the card's encoder: 16-d features from the frames
+        calls = 0
+
+        def encode_clips(self, frames: torch.Tensor, **_: object) -> torch.Tensor:
+            Perception.calls += 1
+            return frames.float().mean(dim=(1, 2, 3))[:, :1].repeat(1, 16) / 255.0
+
+    frames = torch.randint(0, 256, (3, 2, 8, 8, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    scheme = AgentScheme(agents=pair, batch_size=2, perception=Perception())
+    wrong = torch.randn(3, 16)  # embeddings from some other encoder: ignored when frames are there
+    p = scheme.transmit(SourceBatch(frames=frames, embeddings=wrong))
+    assert Perception.calls == 1
+    torch.testing.assert_close(p.extras["features"], Perception().encode_clips(frames))
+
+
 def test_lora_copy_fallback_matches_peft_load(tiny_llm: Path, tmp_path: Path) -> None:
     """The by-name LoRA copy (used where bitsandbytes' Embedding4bit cannot state_dict) loads what PEFT saved."""
     g = Agent.from_card(_card(tiny_llm, "generating"), seed=3)

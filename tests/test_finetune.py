@@ -133,3 +133,29 @@ def test_caption_evaluator_scores_val_split(tiny_llm: Path) -> None:
     assert pair.training  # restored
     with pytest.raises(ValueError, match="synthetic"):
         CaptionEvaluator(FinetuneConfig(dataset="msrvtt"), u, encoder=_StubEncoder())
+
+
+def test_init_from_trained_adapters(tiny_llm: Path, data: CaptionData, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    kw = dict(batch_size=2, warmup_steps=1, checkpoint_every=100, snr_min=10, snr_max=20)
+    finetune_agents(FinetuneConfig(steps=4, lr=3e-3, out_dir=str(tmp_path / "a"), adapters_dir=str(tmp_path / "ad"),
+                                   **kw), data=data, agents=_pair(tiny_llm))
+    saved = load_file(str(tmp_path / "ad" / "tiny-generating" / "agent_modules.safetensors"))
+    pair = _pair(tiny_llm)
+    assert not torch.allclose(pair[1].queries, saved["queries"])  # fresh agents differ from the trained ones
+    finetune_agents(FinetuneConfig(steps=1, lr=1e-12, out_dir=str(tmp_path / "b"), adapters_dir=None,
+                                   init_from=str(tmp_path / "ad"), **kw), data=data, agents=pair)
+    torch.testing.assert_close(pair[1].queries.detach(), saved["queries"], atol=1e-6, rtol=0)  # continued from them
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        finetune_agents(FinetuneConfig(steps=1, out_dir=str(tmp_path / "d"), init_from=str(tmp_path / "none"), **kw),
+                        data=data, agents=_pair(tiny_llm))
+    # the checkpoint of run "a" holds the same adapters as its saved folders
+    from genscom.agents.finetune import export_checkpoint
+
+    out = export_checkpoint(tmp_path / "a" / "checkpoint.pt", tmp_path / "exported", agents=_pair(tiny_llm))
+    assert sorted(out) == ["tiny-generating", "tiny-understanding"]
+    again = load_file(str(tmp_path / "exported" / "tiny-generating" / "agent_modules.safetensors"))
+    assert all(torch.equal(again[k], saved[k]) for k in saved)
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        export_checkpoint(tmp_path / "nope.pt", tmp_path / "x")

@@ -171,3 +171,54 @@ def test_fallback_retrieval_metrics() -> None:
     assert math.isclose(m["t2v_R@1"], 5 / 6, abs_tol=1e-6) and m["t2v_R@5"] == 1.0
     assert m["v2t_R@1"] == 1.0  # item 2's best caption (4) ranks first
     assert math.isclose(m["RSUM"], 100 * (5 / 6 + 1 + 1 + 1 + 1 + 1), abs_tol=1e-4)
+
+
+def test_attribute_labels_cover_groups_and_background(tiny_data: SyntheticClips) -> None:
+    from genscom.encoders.train import attribute_labels
+
+    vocab, labels = attribute_labels(tiny_data, 16)
+    assert labels.shape == (16, len(vocab)) and "g0.shape" in vocab and "background" in vocab
+    j = list(vocab).index("g0.shape")
+    for i in range(16):
+        assert vocab["g0.shape"][int(labels[i, j])] == tiny_data.attributes_of(i)["groups"][0]["shape"]
+    two = [len(tiny_data.attributes_of(i)["groups"]) == 2 for i in range(16)]
+    if "g1.shape" in vocab:  # items with one group have no second-group label
+        k = list(vocab).index("g1.shape")
+        assert all((labels[i, k] >= 0) == two[i] for i in range(16))
+
+
+def test_attribute_loss_and_init_from(tmp_path: Path, tiny_data: SyntheticClips) -> None:
+    from genscom.encoders.train import AttributeHeads, attribute_labels
+
+    vocab, labels = attribute_labels(tiny_data, 16)
+    heads = AttributeHeads(16, vocab)
+    pooled = torch.randn(16, 16, requires_grad=True)
+    loss = heads.loss(pooled, labels)
+    assert loss.dim() == 0 and torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert pooled.grad is not None and pooled.grad.abs().sum() > 0
+    # a run with the auxiliary loss, then a fine-tuning run that starts from its weights
+    first = train_encoder(tiny_config(tmp_path, attribute_weight=1.0, checkpoint_every=0), progress=False,
+                          dataset=tiny_data)
+    assert read_log(first)["config"]["attribute_weight"] == 1.0
+    cfg = tiny_config(tmp_path, steps=1, lr=1e-12, warmup_steps=0, init_from=str(first),
+                      output_dir=str(tmp_path / "ft"), checkpoint_every=0)
+    second = train_encoder(cfg, progress=False, dataset=tiny_data)
+    a, b = MiniVideoTower.from_pretrained(first), MiniVideoTower.from_pretrained(second)
+    for x, y in zip(a.parameters(), b.parameters()):  # (BatchNorm running stats move in any train-mode step)
+        torch.testing.assert_close(x, y, atol=1e-3, rtol=0)  # one step at lr ~0: the same weights
+    with pytest.raises(ValueError, match="attribute_weight"):
+        tiny_config(tmp_path, attribute_weight=-1.0)
+
+
+def test_attribute_loss_needs_labelled_data(tmp_path: Path, tiny_data: SyntheticClips) -> None:
+    from genscom.encoders.train import attribute_labels
+
+    class NoAttributes:
+        name = "plain"
+
+        def attributes_of(self, i: int) -> dict:
+            return {}
+
+    with pytest.raises(ValueError, match="synthetic dataset or set attribute_weight=0"):
+        attribute_labels(NoAttributes(), 4)

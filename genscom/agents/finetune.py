@@ -63,6 +63,7 @@ class FinetuneConfig:
     seed: int = 0
     out_dir: str = "runs/finetune-agents"
     adapters_dir: str | None = "adapters"  # final adapters: <adapters_dir>/<card name>/ ; None: don't save
+    init_from: str | None = None  # start from trained adapters: <init_from>/<card name>/ for both agents
     checkpoint_every: int = 50
     log_every: int = 10
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -225,6 +226,13 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
     if agents is None:
         agents = load_agent_pair(cfg.card, device=cfg.device, load_adapter=False, seed=cfg.seed)
     u, g = agents
+    if cfg.init_from is not None and not resume:
+        for agent in (u, g):
+            folder = Path(cfg.init_from) / agent.card.name
+            if not folder.is_dir():
+                raise FileNotFoundError(f"init_from: {str(folder)!r} does not exist; init_from must hold one adapter "
+                                        f"folder per card name (as written to adapters_dir by an earlier run)")
+            agent.load_pretrained(folder)
     if u.role != "understanding" or g.role != "generating" or u.llm is not g.llm:
         raise ValueError("agents must be (understanding, generating) sharing one SharedLLM (use load_agent_pair)")
     if data is None:
@@ -331,6 +339,25 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
                                                       "seconds": time.time() - t0})
     return {"losses": [h["loss"] for h in history], "history": history, "steps": step, "adapters": saved,
             "seconds": time.time() - t0}
+
+
+def export_checkpoint(checkpoint: str | Path, adapters_dir: str | Path, *,
+                      agents: tuple[Agent, Agent] | None = None, device: str = "cpu") -> dict[str, str]:
+    """Write the adapters held in a fine-tuning checkpoint as PEFT-style folders ``<adapters_dir>/<card name>/``.
+
+    For evaluating or shipping an intermediate step, or as ``init_from`` of another run. ``agents``:
+    the pair to load into (default: :func:`load_agent_pair` on the checkpoint's ``card``).
+    Returns ``{card name: folder}``.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; fine-tuning writes <out_dir>/{CHECKPOINT_NAME}")
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if agents is None:
+        agents = load_agent_pair(ck["config"]["card"], device=device, load_adapter=False, seed=ck["config"]["seed"])
+    pair = AgentPairModule(*agents)
+    _load_state(pair, ck["model"])
+    return {a.card.name: str(a.save_pretrained(Path(adapters_dir) / a.card.name)) for a in agents}
 
 
 def lr_factor(step: int, cfg: FinetuneConfig) -> float:

@@ -15,7 +15,16 @@ Recipe (one step, ``B`` clips):
    where ``P`` is the row-normalised "same caption text" matrix (the identity
    unless two clips in the batch drew the same caption string, which are then not
    pushed apart);
-4. AdamW, linear warm-up then cosine decay to ``min_lr_ratio * lr``.
+4. optionally (``attribute_weight > 0``, datasets with attribute labels such as the synthetic
+   one), an auxiliary cross-entropy of linear heads on the pooled clip features that predict
+   each object group's shape, colour, count, size and motion and the background,
+   ``L += attribute_weight * mean_attributes CE`` (the heads are dropped after training;
+   they make the tower keep what the captions name but retrieval alone does not need,
+   e.g. the shape when colour and motion already tell clips apart);
+5. AdamW, linear warm-up then cosine decay to ``min_lr_ratio * lr``.
+
+``init_from`` starts from a trained tower folder (e.g. the shipped ``mini`` weights) instead
+of a random one: a fine-tuning run.
 
 All randomness comes from one ``torch.Generator`` seeded with ``config.seed``;
 checkpoints (model, logit scale, optimizer, generator state, epoch permutation,
@@ -88,8 +97,13 @@ class TrainEncoderConfig:
     device: str = "cpu"                  # "cpu", "cuda", "auto"
     eval_n_items: int = 1000             # test-split clips for the final R@K (0: skip)
     storage_dtype: Literal["float16", "float32"] = "float16"
+    attribute_weight: float = 0.0        # auxiliary attribute cross-entropy (0: the shipped LiT-only recipe)
+    init_from: str | None = None         # start from this tower folder (fine-tuning) instead of random weights
 
     def __post_init__(self) -> None:
+        if isinstance(self.attribute_weight, bool) or not isinstance(self.attribute_weight, (int, float)) \
+                or not math.isfinite(self.attribute_weight) or self.attribute_weight < 0:
+            raise ValueError(f"attribute_weight must be a number >= 0, got {self.attribute_weight!r}")
         for k in ("n_items", "num_frames", "size", "steps", "batch_size", "log_every"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -300,8 +314,60 @@ def _caption_index(captions: list[str], text_to_item: torch.Tensor, n_items: int
     return list(uid), offsets, ids[order]
 
 
+ATTRIBUTE_KEYS = ("shape", "colour", "count", "size", "motion")
+
+
+def attribute_labels(dataset: Any, n_items: int) -> tuple[dict[str, list[str]], torch.Tensor]:
+    """Categorical labels per item from ``dataset.attributes_of``: object groups 0 and 1 x
+    :data:`ATTRIBUTE_KEYS`, plus ``background``.
+
+    Returns ``(vocab, labels)``: ``vocab[name]`` lists the classes of attribute ``name``
+    (``"g0.shape"``, ..., ``"background"``); ``labels`` is ``[n_items, len(vocab)]`` int64 with
+    ``-100`` where an item has no such attribute (e.g. no second group).
+    """
+    rows = [dataset.attributes_of(i) for i in range(n_items)]
+    if not any(r.get("groups") for r in rows):
+        raise ValueError(f"attribute_weight > 0 needs object attributes (groups of shape/colour/...) in the dataset; "
+                         f"{getattr(dataset, 'name', type(dataset).__name__)!r} has none: use the synthetic dataset "
+                         "or set attribute_weight=0")
+    values: dict[str, list[Any]] = {}
+    for r in rows:
+        groups = r.get("groups") or []
+        for g in range(2):
+            for key in ATTRIBUTE_KEYS:
+                values.setdefault(f"g{g}.{key}", []).append(groups[g].get(key) if g < len(groups) else None)
+        values.setdefault("background", []).append(r.get("background"))
+    vocab = {name: sorted({str(v) for v in vs if v is not None}) for name, vs in values.items()}
+    vocab = {name: classes for name, classes in vocab.items() if len(classes) >= 2}
+    labels = torch.full((n_items, len(vocab)), -100, dtype=torch.long)
+    for j, (name, classes) in enumerate(vocab.items()):
+        index = {c: k for k, c in enumerate(classes)}
+        for i, v in enumerate(values[name]):
+            if v is not None:
+                labels[i, j] = index[str(v)]
+    return vocab, labels
+
+
+class AttributeHeads(torch.nn.Module):
+    """One linear classifier per attribute on the pooled clip features ``[B, d]`` (training only)."""
+
+    def __init__(self, dim: int, vocab: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.names = list(vocab)
+        self.norm = torch.nn.LayerNorm(dim)
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(dim, len(c)) for c in vocab.values())
+
+    def loss(self, pooled: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean over attributes of the cross-entropy (items without the attribute ignored)."""
+        h = self.norm(pooled)
+        parts = [torch.nn.functional.cross_entropy(head(h), labels[:, j], ignore_index=-100)
+                 for j, head in enumerate(self.heads) if bool((labels[:, j] >= 0).any())]
+        return torch.stack(parts).mean() if parts else pooled.new_zeros(())
+
+
 def _check_resumable(saved: dict[str, Any], config: TrainEncoderConfig) -> None:
     now = config.to_dict()
+    saved = {"attribute_weight": 0.0, "init_from": None, **saved}  # checkpoints from before these fields
     check_resumable(saved, now, free=_RESUME_FREE, hint="use the same config or resume=False")
     if now["steps"] != saved.get("steps"):
         logger.warning("resuming with steps=%s (checkpoint run had %s): the cosine schedule changes",
@@ -365,17 +431,37 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
     from genscom.encoders.registry import _seeded_build
 
     tower_cfg = config.tower_config(text_dim=text_tower.dim)
-    tower = _seeded_build(config.seed, lambda: MiniVideoTower(tower_cfg)).to(device)
+    if config.init_from:
+        tower = MiniVideoTower.from_pretrained(config.init_from, device=device)
+        if tower.config.embed_dim != text_tower.dim:
+            raise ValueError(f"init_from {config.init_from!r} has embed_dim {tower.config.embed_dim}, the text tower "
+                             f"{text_tower.dim}; start from a tower trained against the same text tower")
+        tower_cfg = tower.config
+    else:
+        tower = _seeded_build(config.seed, lambda: MiniVideoTower(tower_cfg)).to(device)
     encoder_px = TowerEncoder(text_tower, tower, name="mini")  # reuse its preprocessing
-    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / config.temperature), device=device),
+    init_scale = 1 / config.temperature
+    if config.init_from:  # continue from the trained tower's own temperature
+        init_scale = float(json.loads((Path(config.init_from) / "config.json").read_text()).get("logit_scale",
+                                                                                               init_scale))
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(init_scale), device=device),
                                      requires_grad=config.learn_temperature)
-    optimizer = torch.optim.AdamW(_param_groups(tower, logit_scale, config.weight_decay), lr=config.lr,
-                                  betas=(0.9, 0.98), eps=1e-6)
+    attr_heads: AttributeHeads | None = None
+    attr_labels = torch.zeros((n_items, 0), dtype=torch.long)
+    if config.attribute_weight > 0:
+        vocab, attr_labels = attribute_labels(dataset, n_items)
+        attr_heads = _seeded_build(config.seed + 1, lambda: AttributeHeads(tower_cfg.embed_dim, vocab)).to(device)
+    groups = _param_groups(tower, logit_scale, config.weight_decay)
+    if attr_heads is not None:
+        groups.append({"params": list(attr_heads.parameters()), "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
     gen = torch.Generator().manual_seed(config.seed)
     perm = torch.randperm(n_items, generator=gen)
     cursor, step, losses, elapsed_before = 0, 0, [], 0.0
     if ckpt is not None:
         tower.load_state_dict(ckpt["model"])
+        if attr_heads is not None:
+            attr_heads.load_state_dict(ckpt["attribute_heads"])
         with torch.no_grad():
             logit_scale.copy_(ckpt["logit_scale"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -391,6 +477,7 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
             "optimizer": optimizer.state_dict(), "rng_state": gen.get_state(), "perm": perm, "cursor": cursor,
             "losses": torch.tensor(losses, dtype=torch.float64), "config": config.to_dict(),
             "train_seconds": elapsed_before + (time.perf_counter() - t_loop),
+            **({"attribute_heads": attr_heads.state_dict()} if attr_heads is not None else {}),
         }, ckpt_path)
 
     tower.train()
@@ -409,8 +496,11 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
 
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
-        video = l2_normalize(mean_pool(tower(pixels)))
+        pooled = mean_pool(tower(pixels))
+        video = l2_normalize(pooled)
         loss = contrastive_loss(video, text_emb[cid.to(device)], logit_scale, cid.to(device))
+        if attr_heads is not None:
+            loss = loss + config.attribute_weight * attr_heads.loss(pooled, attr_labels[idx].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,7 +1,9 @@
 r"""``agent``: the LLM agents as a scheme.
 
 Transmitter: the understanding agent turns the perception embedding of each
-clip (``SourceBatch.embeddings``, from the card's ``perception`` encoder) into
+clip (from the card's own ``perception`` encoder run on ``SourceBatch.frames``
+when frames are given; else ``SourceBatch.embeddings``, which must then come
+from that encoder) into
 its understanding embedding, rendered for the *sensed* channel (SNR, type) and
 task; it is sent as ``ceil(embedding_dim / 2) * repeat`` analog symbols
 (:class:`~genscom.schemes.analog.SemanticAnalogScheme`). Receiver: the
@@ -40,13 +42,15 @@ class AgentScheme(Scheme):
         captions: also generate captions at the receiver (slow: LLM decoding).
         batch_size: items per agent forward.
         device: where the agents run.
+        perception: the understanding agent's perception encoder; ``None`` builds the card's
+            ``perception`` profile on first use (only when a batch brings frames).
     """
 
     name = "agent"
 
     def __init__(self, *, card: str | os.PathLike[str] | None = None, agents: tuple[Any, Any] | None = None,
                  repeat: int = 1, equalizer: Literal["zf", "mmse"] = "mmse", captions: bool = False,
-                 batch_size: int = 32, device: str | torch.device = "cpu") -> None:
+                 batch_size: int = 32, device: str | torch.device = "cpu", perception: Any = None) -> None:
         if agents is None:
             if card is None:
                 raise ValueError("AgentScheme needs card= (an agent card path) or agents=(understanding, generating)")
@@ -61,6 +65,16 @@ class AgentScheme(Scheme):
         self.batch_size = batch_size
         self.name = f"agent-{self.generating.card.name}" + (f"-x{repeat}" if repeat > 1 else "")
         self._cache: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._perception = perception
+        self.device = device
+
+    def perception_encoder(self) -> Any:
+        """The encoder the understanding agent perceives with (the card's ``perception`` profile)."""
+        if self._perception is None:
+            from genscom.encoders import create_encoder
+
+            self._perception = create_encoder(self.understanding.card.perception, device=self.device)
+        return self._perception
 
     # -- the two agents ------------------------------------------------------------
     @torch.no_grad()
@@ -98,7 +112,12 @@ class AgentScheme(Scheme):
         return self.analog.transmit(SourceBatch(embeddings=self._cache[key]))
 
     def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
-        feats = _require_embeddings(batch, self.name).float()
+        if batch.frames is not None:  # the agent perceives the content itself
+            enc = self.perception_encoder()
+            with torch.no_grad():
+                feats = enc.encode_clips(batch.frames, batch_size=self.batch_size).float().cpu()
+        else:
+            feats = _require_embeddings(batch, self.name).float()
         if feats.shape[-1] != self.understanding.card.perception_dim:
             raise ValueError(f"the understanding agent {self.understanding.card.name!r} reads "
                              f"{self.understanding.card.perception_dim}-d perception features "

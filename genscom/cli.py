@@ -128,6 +128,10 @@ def train_encoder_cmd(
     steps: Optional[int] = typer.Option(None, "--steps"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    attribute_weight: Optional[float] = typer.Option(None, "--attribute-weight",
+                                                     help="auxiliary attribute loss weight (synthetic data)"),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="fine-tune from this tower folder"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in the output folder"),
 ) -> None:
     """Train the offline `mini` image/video tower against the frozen MiniLM text tower (LiT)."""
@@ -135,7 +139,8 @@ def train_encoder_cmd(
     from genscom.utils import load_config
 
     try:
-        overrides = {"output_dir": str(out) if out else None, "steps": steps, "batch_size": batch_size, "seed": seed}
+        overrides = {"output_dir": str(out) if out else None, "steps": steps, "batch_size": batch_size, "seed": seed,
+                     "lr": lr, "attribute_weight": attribute_weight, "init_from": str(init_from) if init_from else None}
         cfg = load_config(TrainEncoderConfig, config, **overrides)
         path = train_encoder(cfg, resume=resume, progress=True)
         console.print(f"saved {path}")

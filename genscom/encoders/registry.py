@@ -5,6 +5,10 @@ profile   towers                                                                
 ========  ====================================================================  ==========
 ``mini``  frozen all-MiniLM-L6-v2 text (384-d) + genscom's trained mini          shipped in
           image/video tower (:mod:`genscom.encoders.mini`). OFFLINE DEFAULT.     the repo
+``mini-attr``  the same towers; the mini image/video tower fine-tuned with       shipped in
+          auxiliary attribute supervision (object shape, colour, count, size,   the repo
+          motion, background): keeps what captions name, e.g. the shape. The
+          agents' perception.
 ``tiny``  random tiny BERT (hashing tokenizer) + tiny mini tower, 16-d. Tests.   none
 ``hf``    any CLIP/SigLIP hub id or local folder (``pretrained=...``)            hub/local
 ========  ====================================================================  ==========
@@ -34,6 +38,7 @@ ENCODER_PROFILES: Registry[EncoderBuilder] = Registry("encoder profile")
 
 DEFAULT_PROFILE = "mini"
 MINI_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "mini"
+MINI_ATTR_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "mini-attr"
 DEFAULT_HF_ID = "openai/clip-vit-base-patch32"
 
 Pretrained = bool | str | os.PathLike[str] | None
@@ -58,7 +63,8 @@ def _seeded_build(seed: int, fn: Callable[[], Any]) -> Any:
 
 @register_profile("mini")
 def build_mini(*, pretrained: Pretrained = None, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32, seed: int = 0, config: Any = None) -> Encoder:
+               dtype: torch.dtype = torch.float32, seed: int = 0, config: Any = None,
+               _shipped: Path = MINI_WEIGHTS_DIR, _name: str = "mini") -> Encoder:
     """Frozen MiniLM text tower + the mini image/video tower.
 
     ``pretrained``: ``None``/``True`` -> the shipped weights (``genscom/encoders/weights/mini``);
@@ -74,12 +80,24 @@ def build_mini(*, pretrained: Pretrained = None, device: str | torch.device = "c
     else:
         if config is not None:
             raise ValueError("config is only used with pretrained=False (trained weights carry their own config.json)")
-        folder = MINI_WEIGHTS_DIR if pretrained in (None, True) else Path(pretrained)
+        folder = _shipped if pretrained in (None, True) else Path(pretrained)
         if folder.name == WEIGHTS_NAME:
             folder = folder.parent
         tower = MiniVideoTower.from_pretrained(folder)
-    enc = TowerEncoder(load_minilm(), tower, name="mini")
+    enc = TowerEncoder(load_minilm(), tower, name=_name)
     return enc.to(device=device, dtype=dtype).eval()
+
+
+@register_profile("mini-attr")
+def build_mini_attr(*, pretrained: Pretrained = None, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> Encoder:
+    """Frozen MiniLM text tower + the mini tower fine-tuned with attribute supervision
+    (``genscom/encoders/weights/mini-attr``; see its README.md for the recipe and figures)."""
+    if pretrained is False:
+        raise ValueError("profile 'mini-attr' is a trained tower; for a random one use create_encoder('mini', "
+                         "pretrained=False)")
+    return build_mini(pretrained=pretrained, device=device, dtype=dtype, _shipped=MINI_ATTR_WEIGHTS_DIR,
+                      _name="mini-attr")
 
 
 def tiny_configs() -> tuple[Any, Any]:

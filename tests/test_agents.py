@@ -5,6 +5,8 @@ Everything uses a tiny random LlamaConfig LLM with a locally built word-level to
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,25 @@ def test_shipped_cards_load(path: Path) -> None:
         partner = card.partner_card()
         assert {partner.role, card.role} == {"understanding", "generating"}
         assert partner.embedding_dim == card.embedding_dim
+
+
+SHAPE_FIELDS = ("role", "llm", "perception", "perception_dim", "lora", "adapter_name", "heads", "embedding_dim",
+                "text_dim", "n_soft_tokens", "n_query_tokens", "image_cond_dim", "prompt")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "agents").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_adapters_were_trained_for_their_cards(path: Path) -> None:
+    """A card and the adapter folder it names agree on everything that shapes or feeds the weights."""
+    card = load_card(path)
+    folder = card.adapter_path()
+    if folder is None:
+        pytest.skip(f"{path.name} names no adapter")
+    meta = json.loads((folder / "agent.json").read_text())
+    trained = meta["card"]
+    now = card.to_dict()
+    diff = {k: (trained.get(k), now.get(k)) for k in SHAPE_FIELDS if trained.get(k) != now.get(k)}
+    assert not diff, f"{path.name} and {folder} disagree (trained, card): {diff}; retrain or fix the card"
+    assert (folder / "adapter_model.safetensors").is_file() and (folder / "agent_modules.safetensors").is_file()
 
 
 @pytest.mark.parametrize("field,value,match", [

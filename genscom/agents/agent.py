@@ -306,6 +306,11 @@ class Agent(nn.Module):
                 lora = tmp / "adapter_model.safetensors"
                 save_file(cast(load_file(str(lora))), str(lora))
             save_file(cast(self.state_dict()), str(tmp / AGENT_MODULES_FILE))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700: give the folder and files the usual permissions
+            for f in tmp.iterdir():
+                os.chmod(f, 0o666 & ~umask)
             meta = {"role": self.role, "adapter_name": self.adapter_name, "card": self.card.to_dict(),
                     "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "as trained"}
             (tmp / AGENT_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -43,3 +43,28 @@ def test_cider_ranks_captions() -> None:
     assert caption_scores([r[0] for r in refs], refs)["cider"] == pytest.approx(exact)
     with pytest.raises(ValueError, match="align"):
         cider(["a"], [])
+
+
+def test_caption_bench_runs_end_to_end(tmp_path) -> None:
+    """The benchmark loop with tiny agents and a stub perception: rows, JSON and Markdown."""
+    import json
+
+    from genscom.agents.agent import Agent
+    from genscom.agents.card import load_card
+    from genscom.agents.testing import StubEncoder, make_tiny_llm, tiny_card_dict
+    from genscom.bench.caption import CaptionBenchConfig, run_caption_bench
+    from genscom.data import create_dataset
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    llm = make_tiny_llm(tmp_path / "llm")
+    u = Agent.from_card(load_card(tiny_card_dict(llm, "understanding", prompt=str(repo / "prompts/understanding.md"))))
+    g = Agent.from_card(load_card(tiny_card_dict(llm, "generating", prompt=str(repo / "prompts/generating.md"))),
+                        llm=u.llm, seed=1)
+    ds = create_dataset("synthetic", split="test", n_items=4, seed=0, cache=False)
+    cfg = CaptionBenchConfig(n_items=4, snrs=(0.0, 10.0), baselines=(), out_dir=str(tmp_path / "out"), batch_size=2)
+    res = run_caption_bench(cfg, agents=(u, g), encoder=StubEncoder(), dataset=ds)
+    assert [(r.scheme.startswith("agent"), r.snr_db) for r in res["records"]] == [(True, None), (True, 0.0), (True, 10.0)]
+    blob = json.loads((tmp_path / "out" / "caption.json").read_text())
+    assert blob["benchmark"] == "caption" and len(blob["records"]) == 3
+    assert all(0.0 <= r["metrics"]["object_colour_acc"] <= 1.0 for r in blob["records"])
+    assert (tmp_path / "out" / "caption.md").read_text().startswith("| scheme")

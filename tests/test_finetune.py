@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from genscom.agents.agent import Agent
 from genscom.agents.card import load_card
 from genscom.agents.finetune import CaptionData, FinetuneConfig, contrastive_loss, finetune_agents
-from genscom.agents.testing import make_tiny_llm, tiny_card_dict
+from genscom.agents.testing import StubEncoder, make_tiny_llm, tiny_card_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,28 +103,13 @@ def test_periodic_evaluation_is_recorded(tiny_llm: Path, data: CaptionData, tmp_
     assert calls == [False, False, False]  # evaluated in eval mode
 
 
-class _StubEncoder:
-    """16-d stand-in for the perception encoder of the tiny cards (clip features from pixels, words hashed)."""
-
-    def encode_clips(self, frames: torch.Tensor, **_: object) -> torch.Tensor:
-        x = frames.float().mean(dim=(1, 3, 4)) if frames.dim() == 5 else frames.float().mean(dim=(2, 3))
-        return F.pad(x, (0, 16 - x.shape[-1]))
-
-    def encode_text(self, texts: list[str], **_: object) -> torch.Tensor:
-        out = torch.zeros(len(texts), 16)
-        for i, t in enumerate(texts):
-            for w in t.split():
-                out[i, sum(map(ord, w)) % 16] += 1.0
-        return out
-
-
 def test_caption_evaluator_scores_val_split(tiny_llm: Path) -> None:
     from genscom.agents.finetune import AgentPairModule, CaptionEvaluator
     from genscom.data import create_dataset
 
     u, g = _pair(tiny_llm)
     ds = create_dataset("synthetic", split="val", n_items=3, seed=0, cache=False)
-    ev = CaptionEvaluator(FinetuneConfig(n_eval=3, eval_snr=10.0), u, encoder=_StubEncoder(), dataset=ds)
+    ev = CaptionEvaluator(FinetuneConfig(n_eval=3, eval_snr=10.0), u, encoder=StubEncoder(), dataset=ds)
     pair = AgentPairModule(u, g)
     pair.train()
     scores = ev(pair)
@@ -132,7 +117,7 @@ def test_caption_evaluator_scores_val_split(tiny_llm: Path) -> None:
     assert all(0.0 <= scores[k] <= 1.0 for k in ("object_colour_acc", "object_acc", "colour_acc", "bleu4"))
     assert pair.training  # restored
     with pytest.raises(ValueError, match="synthetic"):
-        CaptionEvaluator(FinetuneConfig(dataset="msrvtt"), u, encoder=_StubEncoder())
+        CaptionEvaluator(FinetuneConfig(dataset="msrvtt"), u, encoder=StubEncoder())
 
 
 def test_init_from_trained_adapters(tiny_llm: Path, data: CaptionData, tmp_path: Path) -> None:

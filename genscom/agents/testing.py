@@ -68,3 +68,24 @@ def tiny_card_dict(llm_folder: str | os.PathLike[str], role: str, *, prompt: str
     }
     d.update(overrides)
     return d
+
+
+class StubEncoder:
+    """A 16-d stand-in for a perception encoder, for tests with the tiny cards (``perception_dim`` 16).
+
+    ``encode_clips``: per-channel means of the frames, zero-padded to 16; ``encode_text``: hashed
+    bag of words. Deterministic, no weights.
+    """
+
+    dim = 16
+
+    def encode_clips(self, frames: torch.Tensor, **_: object) -> torch.Tensor:
+        x = frames.float().mean(dim=(1, 2, 3)) if frames.dim() == 5 else frames.float().mean(dim=(1, 2))
+        return torch.nn.functional.pad(x / 255.0, (0, self.dim - x.shape[-1]))
+
+    def encode_text(self, texts: list[str], **_: object) -> torch.Tensor:
+        out = torch.zeros(len(texts), self.dim)
+        for i, t in enumerate(texts):
+            for w in t.split():
+                out[i, sum(map(ord, w)) % self.dim] += 1.0
+        return out

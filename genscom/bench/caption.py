@@ -192,12 +192,21 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
     records: list[Record] = []
     examples: dict[str, list[str]] = {}
 
+    from rich.progress import Progress
+
+    progress = Progress(console=console)
+    task = progress.add_task("caption points", total=1 + len(cfg.snrs) * (1 + len(cfg.baselines)))
+
     def add(name: str, snr: float | None, caps: list[str], uses: float, failure: float = 0.0) -> None:
         m = caption_scores(caps, refs, attrs, encoder=enc)
         records.append(Record(scheme=name, channel=cfg.channel if snr is not None else "none", snr_db=snr,
                               channel_uses=uses, cbr=uses / source_dim, failure_rate=failure, metrics=m))
         examples[f"{name}@{snr}"] = caps[:3]
+        progress.advance(task)
+        progress.console.log(f"{name} @ {'noiseless' if snr is None else f'{snr:+g} dB'}: object+colour "
+                             f"{m.get('object_colour_acc', float('nan')):.3f}, BLEU-4 {m['bleu4']:.3f}")
 
+    progress.start()
     payload = agent.transmit(SourceBatch(embeddings=feats))
     uses = float(payload.channel_uses.float().mean())
     add(agent.name, None, agent.deliver(payload, None, None).extras["captions"], 0.0)
@@ -217,6 +226,7 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
                 dec = embed_delivered(d, lambda x: enc.encode_clips(x).float().cpu(), {}, feats.shape[1])
             caps = agent.deliver(agent.transmit(SourceBatch(embeddings=dec)), None, None).extras["captions"]
             add(base, float(snr), caps, float(d.channel_uses.float().mean()), float(d.failed.float().mean()))
+    progress.stop()
     meta = make_meta(command=command, seed=cfg.seed, dataset="synthetic", n_items=len(ds), profile=u.card.perception,
                      quick=False, card=cfg.card, channel=cfg.channel, snrs=list(cfg.snrs), examples=examples)
     out_dir = Path(cfg.out_dir)

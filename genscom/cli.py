@@ -40,6 +40,11 @@ def _parse_floats(text: Optional[str], name: str) -> Optional[list[float]]:
     return vals
 
 
+def _split_names(text: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")`` (comma-separated names of a CLI flag)."""
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
 def _fail(exc: Exception) -> None:
     console.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(code=2)
@@ -65,7 +70,7 @@ def bench_channel(
 
     try:
         cfg = ChannelBenchConfig(quick=quick, out_dir=str(out), seed=seed,
-                                 channels=tuple(c.strip() for c in channels.split(",") if c.strip()))
+                                 channels=_split_names(channels))
         run_channel_bench(cfg, command=_command_line(), console=console)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         _fail(exc)
@@ -98,7 +103,7 @@ def bench_retrieval(
     try:
         specs = default_schemes(mcs)
         if schemes:
-            wanted = [x.strip() for x in schemes.split(",") if x.strip()]
+            wanted = list(_split_names(schemes))
             known = [s.name for s in specs]
             unknown = [w for w in wanted if w not in known]
             if unknown:
@@ -110,7 +115,7 @@ def bench_retrieval(
             specs.append(SchemeSpec("agent", {"card": str(agents), "device": str(resolve_device(device))}))
         cfg = RetrievalBenchConfig(
             dataset=dataset, profile=profile, n_items=n_items,
-            channels=tuple(c.strip() for c in channels.split(",") if c.strip()) if channels else None,
+            channels=_split_names(channels) if channels else None,
             snrs=tuple(_parse_floats(snrs, "--snrs")) if snrs else None,
             realisations=realisations, seed=seed, quick=quick, mcs=mcs, out_dir=str(out),
             device=str(resolve_device(device)), index=index,
@@ -165,7 +170,7 @@ def bench_caption(
 
     try:
         kw: dict = dict(card=str(card), n_items=n_items, channel=channel, seed=seed, out_dir=str(out),
-                        baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+                        baselines=_split_names(baselines),
                         device=str(resolve_device(device)))
         if snrs:
             kw["snrs"] = tuple(_parse_floats(snrs, "--snrs"))
@@ -189,7 +194,7 @@ def bench_edge(
 
     try:
         cfg = EdgeBenchConfig(card=str(card), nf4_card=str(nf4_card), n_items=n_items, out_dir=str(out),
-                              variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
+                              variants=_split_names(variants),
                               device=str(resolve_device(device)))
         run_edge_bench(cfg, command=_command_line(), console=console)
     except (ValueError, TypeError, FileNotFoundError) as exc:
@@ -282,7 +287,7 @@ def bench_rate(
     try:
         kw: dict = dict(adapter=adapter, quick=quick, seed=seed, out_dir=str(out), side_link=side_link,
                         side_repeat=side_repeat,
-                        channels=tuple(c.strip() for c in channels.split(",") if c.strip()))
+                        channels=_split_names(channels))
         if snrs:
             kw["snrs"] = tuple(_parse_floats(snrs, "--snrs"))
         run_rate_bench(RateBenchConfig(**kw), command=_command_line(), console=console)

@@ -22,6 +22,16 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def give_default_permissions(folder: str | os.PathLike[str]) -> None:
+    """Give ``folder`` and the files directly in it the modes a plain ``mkdir``/``open()`` would
+    (``mkdtemp``/``mkstemp`` make 0700 / 0600)."""
+    mode = _umask_mode()
+    os.chmod(folder, mode | ((mode & 0o444) >> 2))  # directories: add x where r is set
+    for f in Path(folder).iterdir():
+        if f.is_file():
+            os.chmod(f, mode)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
     path = Path(path)

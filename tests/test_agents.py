@@ -219,6 +219,12 @@ def test_save_load_roundtrip(tiny_llm: Path, tmp_path: Path) -> None:
             p.add_(0.05)
     g.save_pretrained(tmp_path / "adapters" / "gen")
     assert (tmp_path / "adapters" / "gen" / "adapter_model.safetensors").is_file()
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "adapters" / "gen").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+    assert (tmp_path / "adapters" / "gen" / "agent_modules.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
     e = torch.nn.functional.normalize(torch.randn(2, 12), dim=-1)
     with torch.no_grad():
         ref = g(e, sensing=ChannelSensing(3.0)).retrieval

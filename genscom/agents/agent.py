@@ -44,6 +44,7 @@ from genscom.agents.backbone import SharedLLM
 from genscom.agents.card import AgentCard, load_card
 from genscom.agents.heads import ImageConditioningHead, SoftPromptProjector, VectorHead
 from genscom.agents.prompts import ChannelSensing, TaskRequirement, load_prompt, render_prompt
+from genscom.utils import give_default_permissions
 
 CAPTION_CUE = "\nCaption:"
 AGENT_MODULES_FILE = "agent_modules.safetensors"
@@ -306,11 +307,7 @@ class Agent(nn.Module):
                 lora = tmp / "adapter_model.safetensors"
                 save_file(cast(load_file(str(lora))), str(lora))
             save_file(cast(self.state_dict()), str(tmp / AGENT_MODULES_FILE))
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700: give the folder and files the usual permissions
-            for f in tmp.iterdir():
-                os.chmod(f, 0o666 & ~umask)
+            give_default_permissions(tmp)  # mkdtemp makes 0700
             meta = {"role": self.role, "adapter_name": self.adapter_name, "card": self.card.to_dict(),
                     "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "as trained"}
             (tmp / AGENT_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -224,19 +224,17 @@ class SharedLLM:
         if shared_prefix.dim() != 3 or shared_prefix.shape[0] != 1 or shared_prefix.shape[-1] != x.shape[-1]:
             raise ValueError(f"shared_prefix must be [1, P, {x.shape[-1]}], got {tuple(shared_prefix.shape)}")
         b, p = x.shape[0], shared_prefix.shape[1]
+        mask = torch.ones((b, p + x.shape[1]), dtype=torch.long, device=x.device)  # over prefix + items
+        if attention_mask is not None:
+            mask[:, p:] = attention_mask.to(device=x.device, dtype=torch.long)
         if self._checkpointing_active(inner):  # layers drop caches under activation checkpointing: run it whole
             full = torch.cat([shared_prefix.to(x.dtype).expand(b, -1, -1), x], dim=1)
-            mask = None if attention_mask is None else torch.cat(
-                [torch.ones((b, p), dtype=torch.long, device=x.device), attention_mask.to(x.device).long()], dim=1)
             return inner(inputs_embeds=full, attention_mask=mask, use_cache=False).last_hidden_state
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.hf.config)
         head = inner(inputs_embeds=shared_prefix.to(self.compute_dtype), past_key_values=cache, use_cache=True)
         cache.batch_repeat_interleave(b)
-        mask = torch.ones((b, p + x.shape[1]), dtype=torch.long, device=x.device)
-        if attention_mask is not None:
-            mask[:, p:] = attention_mask.to(device=x.device, dtype=torch.long)
         tail = inner(inputs_embeds=x, attention_mask=mask, past_key_values=cache, use_cache=True).last_hidden_state
         return torch.cat([head.last_hidden_state.expand(b, -1, -1), tail], dim=1)
 

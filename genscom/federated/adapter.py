@@ -380,6 +380,8 @@ def run_federated(cfg: FedConfig, *, data: AdapterData | None = None, encoder: A
         if "momentum" in ck:
             strategy.momentum_vector = [t.numpy() for t in ck["momentum"]]
         history, start_round = ck["history"], int(ck["round"]) + 1
+        # FedAvgM steps from `initial_parameters` (it updates them itself each round): start from the checkpoint
+        strategy.initial_parameters = ndarrays_to_parameters(weights)
         logger.info("resumed %s after round %d", ckpt_path, start_round - 1)
 
     initial = {c.user.name: c.recall_at_1(init) for c in clients}
@@ -392,8 +394,6 @@ def run_federated(cfg: FedConfig, *, data: AdapterData | None = None, encoder: A
             new, n, metrics = c.fit([w.copy() for w in weights], dict(fit_config, server_round=rnd))
             results.append((None, FitRes(status=Status(code=Code.OK, message=""),
                                          parameters=ndarrays_to_parameters(new), num_examples=n, metrics=metrics)))
-        if cfg.strategy == "fedavgm":  # FedAvgM applies its momentum against the current global weights
-            strategy.initial_parameters = ndarrays_to_parameters(weights)
         agg, agg_metrics = strategy.aggregate_fit(rnd, results, [])
         if agg is None:  # pragma: no cover - accept_failures=False and no failures: Flower always aggregates
             raise RuntimeError(f"round {rnd}: the {cfg.strategy} strategy returned no parameters")

@@ -213,8 +213,8 @@ def finetune_agents_cmd(
     lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="constant or cosine (after warm-up)"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="caption metrics on the val split every N "
                                                                         "steps (0: never)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run folder (checkpoints)"),
-    adapters_dir: Optional[Path] = typer.Option(None, "--adapters-dir", help="where the trained adapters go"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder (checkpoint, finetune.json; default runs/finetune-agents)"),
+    adapters_dir: Optional[Path] = typer.Option(None, "--adapters-dir", help="where the trained adapters go (default <out>/adapters)"),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="start from trained adapters "
                                                                        "(<folder>/<card name>/)"),
     device: Optional[str] = typer.Option(None, "--device"),
@@ -241,7 +241,7 @@ def finetune_agents_cmd(
 @train_app.command("adapter")
 def train_adapter_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of TrainAdapterConfig fields"),
-    name: Optional[str] = typer.Option(None, "--name", help="adapter name: weights go to adapters/<name>/"),
+    name: Optional[str] = typer.Option(None, "--name", help="adapter name (default output folder runs/adapter-<name>/)"),
     k: Optional[int] = typer.Option(None, "--k", help="complex channel symbols per item"),
     hidden: Optional[int] = typer.Option(None, "--hidden", help="MLP width"),
     depth: Optional[int] = typer.Option(None, "--depth", help="MLP depth"),
@@ -253,7 +253,8 @@ def train_adapter_cmd(
     lr: Optional[float] = typer.Option(None, "--lr"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto"),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="folder of checkpoints"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="folder of the final weights and "
+                                                                           "checkpoints (default runs/adapter-<name>)"),
     resume: bool = typer.Option(False, "--resume", help="continue exactly from the last checkpoint"),
 ) -> None:
     """Train the SNR-conditioned channel adapter (+ scalable extraction) through differentiable channels."""
@@ -272,7 +273,7 @@ def train_adapter_cmd(
 
 @bench_app.command("rate")
 def bench_rate(
-    adapter: str = typer.Option("mini-k192", "--adapter", help="adapter name under adapters/ or a folder"),
+    adapter: str = typer.Option("mini-k192", "--adapter", help="adapter folder, or a name on the adapter search path ($GENSCOM_ADAPTERS, then the shipped ones)"),
     quick: bool = typer.Option(False, "--quick"),
     channels: str = typer.Option("awgn,rayleigh", "--channels"),
     snrs: Optional[str] = typer.Option(None, "--snrs", help="low,mid,high SNRs in dB (default -5,5,15)"),

@@ -8,7 +8,8 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
 
 import torch
 
@@ -32,15 +33,16 @@ def give_default_permissions(folder: str | os.PathLike[str]) -> None:
             os.chmod(f, mode)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+    """Create ``path`` atomically: ``write(fh)`` fills a temp file in the same folder, which is fsynced and
+    renamed over ``path``; on any error the temp file is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, _umask_mode())
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -49,6 +51,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -60,20 +67,8 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temp file then rename, so a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, _umask_mode())
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """``torch.save`` atomically (:func:`atomic_write`), so a crash never leaves half a checkpoint."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def load_config(cls: type[C], source: str | os.PathLike[str] | dict[str, Any] | None = None, **overrides: Any) -> C:
@@ -109,16 +104,6 @@ def load_config(cls: type[C], source: str | os.PathLike[str] | dict[str, Any] | 
     if unknown:
         raise ValueError(f"unknown field(s) {unknown} for {cls.__name__}; known fields: {sorted(names)}")
     return cls(**data)
-
-
-def check_resumable(saved: dict[str, Any], now: dict[str, Any], *, free: "set[str] | frozenset[str]",
-                    hint: str) -> None:
-    """Raise ``ValueError`` when a checkpoint's config differs from the current one in a field
-    that changes the run (fields in ``free`` may differ); ``hint`` says how to fix it."""
-    diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
-    if diff:
-        raise ValueError(f"cannot resume: config field(s) {diff} differ from the checkpoint's "
-                         f"({ {k: saved.get(k) for k in diff} }); {hint}")
 
 
 def check_snr_db(snr_db: Any, name: str = "snr_db") -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genscom.bench.caption import bleu4, caption_scores, names_object_and_colour
+from genscom.metrics.text import bleu4, caption_scores, names_object_and_colour
 
 ATTR = {"groups": [{"shape": "cross", "colour": "green", "count": 2, "size": "small", "motion": "left"}]}
 
@@ -30,7 +30,7 @@ def test_object_and_colour_named() -> None:
 
 def test_cider_ranks_captions() -> None:
     pytest.importorskip("pycocoevalcap")
-    from genscom.bench.caption import cider
+    from genscom.metrics.text import cider
 
     refs = [["two small green crosses moving left", "two little green crosses sliding left"],
             ["a large red circle rising over stripes", "one big red circle moving up over stripes"],

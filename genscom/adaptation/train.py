@@ -23,7 +23,7 @@ its own generator, gradients are averaged). All randomness comes from explicit g
 seeded from ``seed`` (+ process index); checkpoints (model, optimizer, generator states, step,
 losses) are written atomically to ``<run_dir>/checkpoint.pt`` and ``resume=True`` continues the
 run exactly. The final adapter is written with ``save_pretrained`` to ``output_dir``
-(``adapters/<name>`` by default) with ``README.md`` and ``train_log.json``.
+(``runs/adapter-<name>`` by default: never the shipped adapters) with ``README.md`` and ``train_log.json``.
 
 Example:
     >>> cfg = TrainAdapterConfig(name="mini-k192", steps=3000)
@@ -49,13 +49,16 @@ from torch import nn
 
 from genscom.adaptation import extraction as X
 from genscom.adaptation.adapter import AdapterConfig, ChannelAdapter, build_adapter, through_channel
-from genscom.bench.results import machine_description
-from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text, check_resumable
+from genscom.data.base import caption_index
+from genscom.metrics.retrieval import retrieval_metrics
+from genscom.results import machine_description
+from genscom.training import (contrastive_loss, decay_groups, load_checkpoint, loss_curve, lr_at, make_accelerator,
+                              run_card, save_checkpoint, set_lr, write_run)
+from genscom.utils import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # fields that may change between a run and its resumption (they do not change the trajectory)
 _RESUME_FREE = {"steps", "output_dir", "run_dir", "cache_dir", "text_cache_dir", "cpu_threads", "storage_dtype", "checkpoint_every", "log_every", "device",
                 "eval_snrs_db"}
@@ -65,7 +68,7 @@ _RESUME_FREE = {"steps", "output_dir", "run_dir", "cache_dir", "text_cache_dir",
 class TrainAdapterConfig:
     """Everything an adapter training run depends on (saved in the checkpoint, ``config.json`` and ``train_log.json``)."""
 
-    name: str = "mini-k192"              # adapter name: output adapters/<name>, checkpoints runs/adapter-<name>
+    name: str = "mini-k192"              # adapter name: output and checkpoints in runs/adapter-<name>/ by default
     profile: str = "mini"                # encoder profile whose embeddings are adapted
     dataset: str = "synthetic"           # its train split is used
     n_items: int = 10000                 # train-split items (the last val_items are held out)
@@ -91,8 +94,8 @@ class TrainAdapterConfig:
     log_every: int = 50
     device: Literal["auto", "cpu"] = "cpu"  # "auto": accelerate picks the GPU when present
     cpu_threads: int = 0                 # >0: torch intra-op threads during the run (1 is fastest on a busy shared CPU)
-    output_dir: str | None = None        # default adapters/<name> (repo root)
-    run_dir: str | None = None           # default runs/adapter-<name> (checkpoints)
+    output_dir: str | None = None        # final weights; default runs/adapter-<name> (never the shipped adapters)
+    run_dir: str | None = None           # checkpoints; default: output_dir
     cache_dir: str | None = None         # embedding cache; default $GENSCOM_CACHE or ~/.cache/genscom
     text_cache_dir: str | None = None    # mini profile: reuse `genscom train encoder`'s caption cache (same frozen MiniLM)
     eval_snrs_db: tuple[float, ...] = (-5.0, 0.0, 5.0)  # validation SNRs (held-out train items)
@@ -154,11 +157,13 @@ class TrainAdapterConfig:
 
     @property
     def out_path(self) -> Path:
-        return Path(self.output_dir) if self.output_dir else REPO_ROOT / "adapters" / self.name
+        """Where the final weights go: ``output_dir``, else ``runs/adapter-<name>`` under the working folder."""
+        return Path(self.output_dir) if self.output_dir else Path("runs") / f"adapter-{self.name}"
 
     @property
     def run_path(self) -> Path:
-        return Path(self.run_dir) if self.run_dir else REPO_ROOT / "runs" / f"adapter-{self.name}"
+        """Where checkpoints go: ``run_dir``, else :attr:`out_path`."""
+        return Path(self.run_dir) if self.run_dir else self.out_path
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -231,20 +236,10 @@ class AdapterData:
 
         Identical caption strings share one row of ``texts`` (so they are never used as negatives of each other).
         """
-        uid: dict[str, int] = {}
-        first_rows: list[int] = []
-        for row, c in enumerate(captions):
-            if c not in uid:
-                uid[c] = len(uid)
-                first_rows.append(row)
-        ids = torch.tensor([uid[c] for c in captions], dtype=torch.long)
-        first = torch.tensor(first_rows, dtype=torch.long)
-        order = torch.argsort(text_to_item, stable=True)
-        counts = torch.bincount(text_to_item, minlength=len(clips))
-        offsets = torch.zeros(len(clips) + 1, dtype=torch.long)
-        offsets[1:] = counts.cumsum(0)
-        return cls(clips=F.normalize(clips.float(), dim=-1), texts=F.normalize(text_emb[first].float(), dim=-1),
-                   offsets=offsets, caption_ids=ids[order], source=source)
+        index = caption_index(captions, text_to_item, len(clips))
+        return cls(clips=F.normalize(clips.float(), dim=-1),
+                   texts=F.normalize(text_emb[index.first_row].float(), dim=-1), offsets=index.offsets,
+                   caption_ids=index.ids, source=source)
 
     def subset(self, lo: int, hi: int) -> "AdapterData":
         """Items ``lo..hi-1`` (all caption rows kept)."""
@@ -365,14 +360,6 @@ def sample_batch(data: AdapterData, n_train: int, config: TrainAdapterConfig, ac
     return {"idx": idx, "cid": cid, "snr": snr, "lengths": lengths, "n_keep": n_keep, "extract": extract}
 
 
-def contrastive_loss(received: torch.Tensor, text: torch.Tensor, cid: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric InfoNCE with soft targets ``P`` (same caption string = positive)."""
-    logits = received @ text.T / temperature
-    p = (cid.unsqueeze(0) == cid.unsqueeze(1)).float()
-    p = p / p.sum(dim=1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, p) + F.cross_entropy(logits.T, p))
-
-
 def batch_loss(module: nn.Module, data: AdapterData, batch: dict[str, torch.Tensor], config: TrainAdapterConfig,
                acfg: AdapterConfig, *, device: torch.device, noise_gen: torch.Generator | None
                ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -390,31 +377,22 @@ def batch_loss(module: nn.Module, data: AdapterData, batch: dict[str, torch.Tens
     keep_g = X.topk_keep(imp, batch["n_keep"].to(device))
     keep = torch.where(importance_rows.unsqueeze(-1), X.expand_groups(keep_g, acfg.group_size), prefix)
     received, _ = module(clean, batch["snr"].to(device), keep, importance_rows, noise_gen)
-    nce = contrastive_loss(received, text, batch["cid"].to(device), config.temperature)
+    nce = contrastive_loss(received, text, scale=1.0 / config.temperature, ids=batch["cid"].to(device))
     cos = (1.0 - (received * clean).sum(dim=-1)).mean()
     loss = nce + config.cos_weight * cos
     return loss, {"nce": float(nce.detach()), "cos": float(cos.detach()), "mean_uses": float(keep.sum() / b)}
-
-
-def lr_at(step: int, config: TrainAdapterConfig) -> float:
-    """Linear warm-up over ``warmup_steps`` then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    t = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    t = min(t, 1.0)
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 # ---------------------------------------------------------------------------------- evaluation
 
 
 def _recall_at_1(gallery: torch.Tensor, data: AdapterData) -> float:
-    """t2v R@1 with every caption of ``data`` as a query over ``gallery [N, d]``."""
+    """t2v R@1 (:func:`~genscom.metrics.retrieval.retrieval_metrics`) with every caption of ``data``
+    as a query over ``gallery [N, d]``."""
     n = len(data.clips)
     item_of_row = torch.repeat_interleave(torch.arange(n), data.offsets[1:] - data.offsets[:-1])
     q = data.texts[data.caption_ids]
-    best = (q @ gallery.T).argmax(dim=1)
-    return float((best == item_of_row).float().mean())
+    return retrieval_metrics(q @ gallery.T, item_of_row)["t2v_R@1"]
 
 
 @torch.no_grad()
@@ -437,11 +415,6 @@ def evaluate(adapter: ChannelAdapter, data: AdapterData, snrs_db: tuple[float, .
 
 
 # ---------------------------------------------------------------------------------- loop
-
-
-def _check_resumable(saved: dict[str, Any], config: TrainAdapterConfig) -> None:
-    now = config.to_dict()
-    check_resumable(saved, now, free=_RESUME_FREE, hint="use the same config or drop --resume")
 
 
 def train_adapter(config: TrainAdapterConfig, *, resume: bool = False, progress: bool = True,
@@ -475,23 +448,18 @@ def train_adapter(config: TrainAdapterConfig, *, resume: bool = False, progress:
 
 def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: AdapterData | None, encoder: Any,
            command: str | None, stop_after: int | None) -> Path:
-    from accelerate import Accelerator
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
     from genscom.channels.registry import create_channel
 
     t_start = time.perf_counter()
-    accelerator = Accelerator(cpu=config.device == "cpu")
+    accelerator = make_accelerator(config.device)
     device = accelerator.device
     rank, world = accelerator.process_index, accelerator.num_processes
     ckpt_path = config.run_path / CHECKPOINT_NAME
-    ckpt: dict[str, Any] | None = None
-    if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"resume=True but {str(ckpt_path)!r} does not exist; train without --resume first")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _check_resumable(ckpt["config"], config)
+    ckpt = load_checkpoint(ckpt_path, resume=resume, config=config.to_dict(), free=_RESUME_FREE,
+                           hint="use the same config or drop --resume")
 
     if data is None:
         data = prepare_data(config, encoder=encoder, progress=progress and accelerator.is_main_process)
@@ -508,10 +476,8 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
     adapter = build_adapter(acfg, seed=config.seed)
     channels = [create_channel(c, **({"coherence": config.coherence} if c != "awgn" else {})) for c in config.channels]
     module = AdapterTrainModule(adapter, channels)
-    decay = [p for n, p in module.named_parameters() if p.dim() >= 2 and "mask_token" not in n]
-    no_decay = [p for n, p in module.named_parameters() if not (p.dim() >= 2 and "mask_token" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    optimizer = torch.optim.AdamW(decay_groups(module.named_parameters(), config.weight_decay,
+                                               exclude=lambda name: "mask_token" in name), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed * 1000 + rank)        # batches (CPU)
     noise_gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + 500 + rank)  # channel noise
     step, losses, elapsed_before = 0, [], 0.0
@@ -529,15 +495,15 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
         logger.info("resumed %s at step %d", ckpt_path, step)
     module, optimizer = accelerator.prepare(module, optimizer)
 
-    def save_checkpoint() -> None:
+    def checkpoint() -> None:
         states = gather_object([{"batch": gen.get_state(), "noise": noise_gen.get_state().cpu()}])
         if accelerator.is_main_process:
-            atomic_torch_save({
+            save_checkpoint(ckpt_path, {
                 "step": step, "model": accelerator.unwrap_model(module).adapter.state_dict(),
                 "optimizer": optimizer.state_dict(), "rng_states": states,
-                "losses": torch.tensor(losses, dtype=torch.float64), "config": config.to_dict(),
+                "losses": torch.tensor(losses, dtype=torch.float64),
                 "train_seconds": elapsed_before + (time.perf_counter() - t_loop),
-            }, ckpt_path)
+            }, config=config.to_dict())
         accelerator.wait_for_everyone()
 
     module.train()
@@ -547,8 +513,8 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
     last_parts: dict[str, float] = {}
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     while step < end:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
+        set_lr(optimizer, lr_at(step, lr=config.lr, warmup_steps=config.warmup_steps, total_steps=config.steps,
+                                min_lr_ratio=config.min_lr_ratio))
         batch = sample_batch(train, n_train, config, acfg, gen)
         loss, last_parts = batch_loss(module, train, batch, config, acfg, device=device, noise_gen=noise_gen)
         optimizer.zero_grad(set_to_none=True)
@@ -562,10 +528,10 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", cos=f"{last_parts['cos']:.3f}")
             logger.info("step %d/%d loss %.4f", step, config.steps, sum(recent) / len(recent))
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-            save_checkpoint()
+            checkpoint()
     bar.close()
     train_seconds = elapsed_before + (time.perf_counter() - t_loop)
-    save_checkpoint()
+    checkpoint()
     out = config.out_path
     if stop_after is not None and step < config.steps:
         return out
@@ -583,14 +549,11 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
         "config": config.to_dict(), "command": command, "steps_done": step, "train_seconds": round(train_seconds, 1),
         "data_seconds": round(t_data, 1), "total_seconds": round(total_seconds, 1), "n_train_items": n_train,
         "n_val_items": config.val_items, "data": data.source, "processes": world, "device": str(device),
-        "losses_every_log_step": [round(sum(losses[max(0, i - config.log_every):i]) /
-                                        len(losses[max(0, i - config.log_every):i]), 4)
-                                  for i in range(config.log_every, step + 1, config.log_every)],
+        "losses_every_log_step": loss_curve(losses, config.log_every),
         "val_metrics": metrics, "machine": machine_description(),
         "n_parameters": sum(p.numel() for p in adapter.parameters()),
     }
-    atomic_write_json(out / "train_log.json", log)
-    atomic_write_text(out / "README.md", _readme(log, out))
+    write_run(out, log=log, readme=_readme(log, out))
     return out
 
 
@@ -598,32 +561,31 @@ def _readme(log: dict[str, Any], out: Path) -> str:
     cfg = log["config"]
     a = json.loads((out / "config.json").read_text(encoding="utf-8"))["adapter"]
     m = log["val_metrics"]
-    lines = [
-        f"# channel adapter `{cfg['name']}`",
-        "",
-        f"A learned, SNR/CSI-conditioned channel adapter for the `{cfg['profile']}` encoder profile: "
-        f"{a['dim']}-d embedding -> {a['k']} complex channel uses (any prefix k' <= {a['k']}, or scalable "
-        f"extraction in {a['k'] // a['group_size']} groups of {a['group_size']} symbols) -> {a['dim']}-d embedding.",
-        "Load it with `ChannelAdapter.from_pretrained(\"adapters/" + cfg["name"] + "\")` or use the `adapted` / "
-        "`adapted+mu` schemes.",
-        "",
-        "| | |", "|---|---|",
-        f"| architecture | FiLM-conditioned MLPs, hidden {a['hidden']}, depth {a['depth']}, "
-        f"{log['n_parameters'] / 1e6:.2f} M parameters (stored as {cfg['storage_dtype']}) |",
-        f"| data | {log['data']}; {log['n_train_items']} items for training, {log['n_val_items']} held out |",
-        f"| channels | {', '.join(cfg['channels'])} (Rayleigh coherence {cfg['coherence']}), SNR ~ U[{cfg['snr_min_db']}, "
-        f"{cfg['snr_max_db']}] dB, perfect CSI, MMSE |",
-        f"| loss | InfoNCE (tau {cfg['temperature']}) + {cfg['cos_weight']} x (1 - cos) |",
-        f"| rate modes | full {cfg['p_full']}, prefix {cfg['p_prefix']}, extraction "
-        f"{1 - cfg['p_full'] - cfg['p_prefix']:.2f} |",
-        f"| training | {log['steps_done']} steps x {cfg['batch_size']}, AdamW lr {cfg['lr']}, warm-up "
-        f"{cfg['warmup_steps']}, cosine, seed {cfg['seed']}, {log['processes']} process(es) on {log['device']} |",
-        f"| wall time | {log['train_seconds']:.0f} s training, {log['total_seconds']:.0f} s in all "
-        f"(embedding the data: {log['data_seconds']:.0f} s, cached after the first run), on {log['machine']} |",
+    rows = [
+        ("architecture", f"FiLM-conditioned MLPs, hidden {a['hidden']}, depth {a['depth']}, "
+                         f"{log['n_parameters'] / 1e6:.2f} M parameters (stored as {cfg['storage_dtype']})"),
+        ("data", f"{log['data']}; {log['n_train_items']} items for training, {log['n_val_items']} held out"),
+        ("channels", f"{', '.join(cfg['channels'])} (Rayleigh coherence {cfg['coherence']}), SNR ~ "
+                     f"U[{cfg['snr_min_db']}, {cfg['snr_max_db']}] dB, perfect CSI, MMSE"),
+        ("loss", f"InfoNCE (tau {cfg['temperature']}) + {cfg['cos_weight']} x (1 - cos)"),
+        ("rate modes", f"full {cfg['p_full']}, prefix {cfg['p_prefix']}, extraction "
+                       f"{1 - cfg['p_full'] - cfg['p_prefix']:.2f}"),
+        ("training", f"{log['steps_done']} steps x {cfg['batch_size']}, AdamW lr {cfg['lr']}, warm-up "
+                     f"{cfg['warmup_steps']}, cosine, seed {cfg['seed']}, {log['processes']} process(es) on "
+                     f"{log['device']}"),
+        ("wall time", f"{log['train_seconds']:.0f} s training, {log['total_seconds']:.0f} s in all "
+                      f"(embedding the data: {log['data_seconds']:.0f} s, cached after the first run), on "
+                      f"{log['machine']}"),
     ]
     if m:
-        lines.append("| validation t2v R@1 (held-out train items, full rate) | "
-                     + ", ".join(f"{k} {v:.3f}" for k, v in m.items()) + " |")
-    lines += ["", "## Command", "", "```", log["command"] or "(python API) train_adapter(TrainAdapterConfig(**config))",
-              "```", "", "## Config", "", "```json", json.dumps(cfg, indent=2), "```", ""]
-    return "\n".join(lines)
+        rows.append(("validation t2v R@1 (held-out train items, full rate)",
+                     ", ".join(f"{k} {v:.3f}" for k, v in m.items())))
+    return run_card(
+        title=f"channel adapter `{cfg['name']}`",
+        intro=[f"A learned, SNR/CSI-conditioned channel adapter for the `{cfg['profile']}` encoder profile: "
+               f"{a['dim']}-d embedding -> {a['k']} complex channel uses (any prefix k' <= {a['k']}, or scalable "
+               f"extraction in {a['k'] // a['group_size']} groups of {a['group_size']} symbols) -> {a['dim']}-d "
+               "embedding.",
+               f"Load it with `ChannelAdapter.from_pretrained(\"{out}\")` or pass the folder to the `adapted` / "
+               "`adapted+mu` schemes (`adapter=`)."],
+        rows=rows, command=log["command"], api="train_adapter(TrainAdapterConfig(**config))", config=cfg)

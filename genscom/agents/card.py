@@ -13,7 +13,7 @@ Example (``agents/smollm2-generating.yaml``)::
     heads: [retrieval, caption, image-conditioning]
     embedding_dim: 256               # size of the understanding embedding sent on the channel
     text_dim: 384                    # retrieval head output (the gallery/text space)
-    adapter: adapters/smollm2-agents # trained weights to load (null: fresh LoRA)
+    adapter: smollm2-agents        # trained weights: a folder, or a name on the adapter search path (null: fresh LoRA)
     partner: smollm2-understanding.yaml
 
 Relative paths (``prompt``, ``adapter``, ``partner``) are resolved against the
@@ -183,7 +183,16 @@ class AgentCard:
         return path
 
     def adapter_path(self) -> Path | None:
-        return None if self.adapter is None else self.resolve(self.adapter)
+        """The trained weights folder: a path (as :meth:`resolve`), else a name on the adapter search
+        path (:func:`genscom.assets.find_adapter`: ``$GENSCOM_ADAPTERS``, then the shipped adapters)."""
+        if self.adapter is None:
+            return None
+        path = self.resolve(self.adapter)
+        if path.is_dir():
+            return path
+        from genscom.assets import find_adapter
+
+        return find_adapter(self.adapter)
 
     def partner_card(self) -> "AgentCard":
         if self.partner is None:

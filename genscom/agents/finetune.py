@@ -31,7 +31,10 @@ from torch import nn
 
 from genscom.agents.agent import Agent, load_agent_pair
 from genscom.agents.prompts import ChannelSensing
-from genscom.utils import atomic_torch_save, atomic_write_json, check_resumable
+from genscom.channels.analog import send_analog
+from genscom.training import (EpochSampler, contrastive_loss, load_checkpoint, lr_at, make_accelerator,
+                              save_checkpoint, set_lr)
+from genscom.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +64,8 @@ class FinetuneConfig:
     retrieval_weight: float = 1.0
     temperature: float = 0.05
     seed: int = 0
-    out_dir: str = "runs/finetune-agents"
-    adapters_dir: str | None = "adapters"  # final adapters: <adapters_dir>/<card name>/ ; None: don't save
+    out_dir: str = "runs/finetune-agents"  # checkpoint.pt and finetune.json
+    adapters_dir: str | None = None  # final adapters: <adapters_dir>/<card name>/; None: <out_dir>/adapters
     init_from: str | None = None  # start from trained adapters: <init_from>/<card name>/ for both agents
     checkpoint_every: int = 50
     log_every: int = 10
@@ -143,13 +146,6 @@ def build_caption_data(encoder: Any, dataset: Any, *, batch_size: int = 64) -> C
     return CaptionData(features=feats, captions=caps, text_emb=text)
 
 
-def contrastive_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric InfoNCE between ``pred`` ``[B, d]`` and ``target`` ``[B, d]`` (both L2-normalised)."""
-    logits = pred @ target.t() / temperature
-    labels = torch.arange(len(pred), device=pred.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
-
-
 class AgentPairModule(nn.Module):
     """Both agents and the shared LLM as one module (what ``accelerator.prepare`` wraps)."""
 
@@ -160,17 +156,16 @@ class AgentPairModule(nn.Module):
         self.llm_model = understanding.llm.peft  # registers the LoRA parameters
 
     def forward(self, features: torch.Tensor, captions: list[str], text: torch.Tensor, *, snr_db: float,
-                channel: Any, scheme: Any, generator: torch.Generator, cfg: FinetuneConfig) -> dict[str, torch.Tensor]:
-        from genscom.schemes.base import SourceBatch
-
+                channel: Any, generator: torch.Generator, cfg: FinetuneConfig) -> dict[str, torch.Tensor]:
+        """One batch across the analog link (:func:`~genscom.channels.analog.send_analog`, the
+        ``semantic-analog`` scheme's physical layer) at ``snr_db``; returns the weighted loss and its parts."""
         sensing = ChannelSensing(snr_db=float(snr_db), channel=cfg.channel)
         e = self.understanding(features, sensing=sensing).embedding
-        payload = scheme.transmit(SourceBatch(embeddings=e))
-        e_hat = scheme.deliver(payload, channel, float(snr_db), generator=generator).embeddings
+        e_hat = send_analog(e, channel, float(snr_db), generator=generator)
         out = self.generating(e_hat, sensing=sensing, captions=captions if cfg.caption_weight > 0 else None)
         zero = e.new_zeros(())
         cap = out.caption_loss if out.caption_loss is not None else zero
-        ret = contrastive_loss(out.retrieval, text.to(out.retrieval.device), cfg.temperature) \
+        ret = contrastive_loss(out.retrieval, text.to(out.retrieval.device), scale=1.0 / cfg.temperature) \
             if cfg.retrieval_weight > 0 and out.retrieval is not None else zero
         return {"loss": cfg.caption_weight * cap + cfg.retrieval_weight * ret, "caption": cap.detach(),
                 "retrieval": ret.detach()}
@@ -213,16 +208,13 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
             metrics go into that step's ``history`` entry under ``"eval"``. Default (when ``eval_every > 0``):
             :class:`CaptionEvaluator` on the synthetic ``val`` split.
     """
-    from accelerate import Accelerator
-
     from genscom.channels.registry import create_channel
-    from genscom.schemes.analog import SemanticAnalogScheme
 
     t0 = time.time()
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
-    if resume and not ckpt_path.is_file():
-        raise FileNotFoundError(f"resume=True but {ckpt_path} does not exist; run without --resume first")
+    ck = load_checkpoint(ckpt_path, resume=resume, config=asdict(cfg), free=RESUME_FREE_FIELDS,
+                         hint="resume with the config the run started with")
     if agents is None:
         agents = load_agent_pair(cfg.card, device=cfg.device, load_adapter=False, seed=cfg.seed)
     u, g = agents
@@ -242,25 +234,20 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
     pair.train()
     u.llm.hf.eval()  # the frozen LLM stays in eval mode (no dropout inside the base)
 
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
-                              cpu=str(cfg.device) == "cpu")
+    accelerator = make_accelerator(cfg.device, mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum)
     optimizer = torch.optim.AdamW(_trainable(pair), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     pair, optimizer = accelerator.prepare(pair, optimizer)
     model = accelerator.unwrap_model(pair)
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    perm = torch.randperm(len(data), generator=gen)
-    pos, step, history = 0, 0, []
-    if resume:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        check_resumable(ck["config"], asdict(cfg), free=RESUME_FREE_FIELDS,
-                        hint="resume with the config the run started with")
+    sampler = EpochSampler(len(data), generator=gen)
+    step, history = 0, []
+    if ck is not None:
         _load_state(model, ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
         gen.set_state(ck["generator"])
-        perm, pos, step, history = ck["perm"], ck["pos"], ck["step"], ck["history"]
+        sampler.load_state_dict(ck["sampler"])
+        step, history = ck["step"], ck["history"]
         logger.info("resumed from %s at step %d", ckpt_path, step)
 
     bar = None
@@ -281,15 +268,13 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
     elif progress is False:
         progress = None
     channel = create_channel(cfg.channel)
-    scheme = SemanticAnalogScheme()
     feats = data.features
     while step < cfg.steps:
+        set_lr(optimizer, lr_at(step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
+                                schedule=cfg.lr_schedule))
         sums = {"loss": 0.0, "caption": 0.0, "retrieval": 0.0}
         for _ in range(cfg.grad_accum):
-            if pos + cfg.batch_size > len(perm):
-                perm, pos = torch.randperm(len(data), generator=gen), 0
-            idx = perm[pos: pos + cfg.batch_size]
-            pos += cfg.batch_size
+            idx = sampler.next(cfg.batch_size)
             choice = [int(data.caption_offsets[i]) + int(torch.randint(len(data.captions[i]), (1,), generator=gen))
                       for i in idx.tolist()]
             caps = [data.captions[i][c - int(data.caption_offsets[i])] for i, c in zip(idx.tolist(), choice)]
@@ -297,7 +282,7 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
             with accelerator.accumulate(pair):
                 with accelerator.autocast():
                     out = pair(feats[idx].to(accelerator.device), caps, data.text_emb[choice], snr_db=snr,
-                               channel=channel, scheme=scheme, generator=gen, cfg=cfg)
+                               channel=channel, generator=gen, cfg=cfg)
                 accelerator.backward(out["loss"])
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(_trainable(model), 1.0)
@@ -305,7 +290,6 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
                 optimizer.zero_grad()
             for k in sums:
                 sums[k] += float(out[k].detach()) / cfg.grad_accum
-        sched.step()
         step += 1
         history.append({"step": step, **sums})
         if progress is not None:
@@ -325,16 +309,17 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
             if progress is not None:
                 progress(step, cfg.steps, {**sums, **{f"eval_{k}": v for k, v in history[-1]["eval"].items()}})
         if (step % cfg.checkpoint_every == 0 or step == cfg.steps) and accelerator.is_main_process:
-            atomic_torch_save({"config": asdict(cfg), "model": _state(model), "optimizer": optimizer.state_dict(),
-                               "scheduler": sched.state_dict(), "generator": gen.get_state(), "perm": perm,
-                               "pos": pos, "step": step, "history": history}, ckpt_path)
+            save_checkpoint(ckpt_path, {"model": _state(model), "optimizer": optimizer.state_dict(),
+                                        "generator": gen.get_state(), "sampler": sampler.state_dict(), "step": step,
+                                        "history": history}, config=asdict(cfg))
 
     if bar is not None:
         bar.close()
     saved: dict[str, str] = {}
-    if cfg.adapters_dir is not None and accelerator.is_main_process:
+    if accelerator.is_main_process:
+        adapters_dir = Path(cfg.adapters_dir) if cfg.adapters_dir is not None else out_dir / "adapters"
         for agent in (model.understanding, model.generating):
-            saved[agent.card.name] = str(agent.save_pretrained(Path(cfg.adapters_dir) / agent.card.name))
+            saved[agent.card.name] = str(agent.save_pretrained(adapters_dir / agent.card.name))
         atomic_write_json(out_dir / "finetune.json", {"config": asdict(cfg), "history": history, "adapters": saved,
                                                       "seconds": time.time() - t0})
     return {"losses": [h["loss"] for h in history], "history": history, "steps": step, "adapters": saved,
@@ -352,7 +337,8 @@ def export_checkpoint(checkpoint: str | Path, adapters_dir: str | Path, *,
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; fine-tuning writes <out_dir>/{CHECKPOINT_NAME}")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = load_checkpoint(path, resume=True, config={}, free=set())
+    assert ck is not None
     if agents is None:
         agents = load_agent_pair(ck["config"]["card"], device=device, load_adapter=False, seed=ck["config"]["seed"])
     pair = AgentPairModule(*agents)
@@ -360,23 +346,12 @@ def export_checkpoint(checkpoint: str | Path, adapters_dir: str | Path, *,
     return {a.card.name: str(a.save_pretrained(Path(adapters_dir) / a.card.name)) for a in agents}
 
 
-def lr_factor(step: int, cfg: FinetuneConfig) -> float:
-    """Learning-rate multiplier after ``step`` optimizer steps: linear warm-up, then constant or cosine to 0."""
-    warm = max(1, cfg.warmup_steps)
-    if step + 1 <= warm:
-        return (step + 1) / warm
-    if cfg.lr_schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step + 1 - warm) / max(1, cfg.steps - warm))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 class CaptionEvaluator:
     """Caption metrics of the pair on the first ``cfg.n_eval`` clips of the held-out ``val`` split.
 
     Clips go perception -> understanding agent -> analog symbols -> ``cfg.channel`` at
     ``cfg.eval_snr`` dB -> generating agent -> greedy caption; metrics as in
-    :func:`genscom.bench.caption.caption_scores` (object/colour accuracy, BLEU-4).
+    :func:`genscom.metrics.text.caption_scores` (object/colour accuracy, BLEU-4).
     """
 
     def __init__(self, cfg: FinetuneConfig, understanding: Agent, *, encoder: Any = None, dataset: Any = None) -> None:
@@ -393,7 +368,7 @@ class CaptionEvaluator:
             create_encoder(cfg.profile or understanding.card.perception, device=cfg.device)
 
     def __call__(self, pair: "AgentPairModule") -> dict[str, float]:
-        from genscom.bench.caption import caption_scores_for_pair
+        from genscom.agents.pair import caption_scores_for_pair
 
         was_training = pair.training
         pair.eval()

@@ -8,139 +8,24 @@ Rows:
   the decoded pixels then go through the SAME agents run noiselessly at the
   receiver (perception -> understanding -> generating -> caption).
 
-Metrics (:func:`caption_scores`): ``object_colour_acc`` (the caption names the
-first object group's colour directly before its shape: "... green cross ..."),
-``object_acc``, ``colour_acc``, corpus ``bleu4`` (against all references,
-lower-cased words, brevity penalty, no smoothing) and ``text_sim`` (mean
-cosine between the caption's and the first reference's text embeddings, in the
-perception encoder's text space) and, when ``pycocoevalcap`` is installed (the ``[eval]``
-extra), corpus ``cider`` (CIDEr-D of Vedantam et al., the COCO caption toolkit's scorer, on the
-same lower-cased word tokens; its IDF comes from the evaluated set's references). METEOR needs a
-Java runtime and is not computed.
+Metrics: :func:`genscom.metrics.text.caption_scores` (object+colour, object, colour accuracy,
+BLEU-4, CIDEr-D with the ``[eval]`` extra, and ``text_sim`` in the perception encoder's text space).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from genscom.bench.results import Record, make_meta, markdown_table, render_table, write_results
+from genscom.metrics.text import caption_scores
 
 logger = logging.getLogger(__name__)
-_WORD = re.compile(r"[a-z]+")
-
-
-def _words(s: str) -> list[str]:
-    return _WORD.findall(s.lower())
-
-
-def bleu4(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-    """Corpus BLEU-4 (Papineni et al.): clipped 1-4-gram precisions, geometric mean, brevity penalty. In [0, 1]."""
-    if len(hypotheses) != len(references):
-        raise ValueError(f"hypotheses ({len(hypotheses)}) and references ({len(references)}) must align")
-    match, total = [0] * 4, [0] * 4
-    hyp_len = ref_len = 0
-    for hyp, refs in zip(hypotheses, references):
-        h = _words(hyp)
-        rs = [_words(r) for r in refs]
-        hyp_len += len(h)
-        ref_len += min((abs(len(r) - len(h)), len(r)) for r in rs)[1] if rs else 0
-        for n in range(1, 5):
-            hc = Counter(tuple(h[i: i + n]) for i in range(len(h) - n + 1))
-            maxref: Counter = Counter()
-            for r in rs:
-                for g, c in Counter(tuple(r[i: i + n]) for i in range(len(r) - n + 1)).items():
-                    maxref[g] = max(maxref[g], c)
-            match[n - 1] += sum(min(c, maxref[g]) for g, c in hc.items())
-            total[n - 1] += max(0, len(h) - n + 1)
-    if min(total) == 0 or min(match) == 0:
-        return 0.0
-    log_p = sum(math.log(m / t) for m, t in zip(match, total)) / 4
-    bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / max(hyp_len, 1))
-    return bp * math.exp(log_p)
-
-
-def cider(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float | None:
-    """Corpus CIDEr-D (``pycocoevalcap``'s scorer) on lower-cased word tokens; ``None`` if the package is missing.
-
-    Scale as in the COCO toolkit (a perfect match of all references scores about 10 x the
-    mean cosine, typically 1-3 for good captions).
-    """
-    if len(hypotheses) != len(references):
-        raise ValueError(f"hypotheses ({len(hypotheses)}) and references ({len(references)}) must align")
-    try:
-        from pycocoevalcap.cider.cider import Cider
-    except ImportError:
-        return None
-    if not hypotheses:
-        return 0.0
-    gts = {i: [" ".join(_words(r)) for r in refs] for i, refs in enumerate(references)}
-    res = {i: [" ".join(_words(h))] for i, h in enumerate(hypotheses)}
-    score, _ = Cider().compute_score(gts, res)
-    return float(score)
-
-
-def names_object_and_colour(caption: str, attributes: dict[str, Any]) -> tuple[bool, bool, bool]:
-    """(object named, colour named, colour directly before the shape) for the first object group."""
-    grp = attributes["groups"][0]
-    shape, colour = grp["shape"], grp["colour"]
-    words = _words(caption)
-    plural = {shape, shape + "s", shape + "es"}
-    obj = any(w in plural for w in words)
-    col = colour in words
-    both = any(words[i] == colour and words[i + 1] in plural for i in range(len(words) - 1))
-    return obj, col, both
-
-
-def caption_scores(captions: Sequence[str], references: Sequence[Sequence[str]],
-                   attributes: Sequence[dict[str, Any]] | None = None, *, encoder: Any = None) -> dict[str, float]:
-    """Caption metrics of the module docstring (``object*``/``colour*`` need ``attributes``, ``text_sim`` an encoder)."""
-    out: dict[str, float] = {"bleu4": bleu4(captions, references)}
-    c = cider(captions, references)
-    if c is not None:
-        out["cider"] = c
-    if attributes is not None:
-        flags = [names_object_and_colour(c, a) for c, a in zip(captions, attributes)]
-        n = max(1, len(flags))
-        out["object_acc"] = sum(f[0] for f in flags) / n
-        out["colour_acc"] = sum(f[1] for f in flags) / n
-        out["object_colour_acc"] = sum(f[2] for f in flags) / n
-    if encoder is not None:
-        with torch.no_grad():
-            a = torch.nn.functional.normalize(encoder.encode_text([c or "." for c in captions]).float(), dim=-1)
-            b = torch.nn.functional.normalize(encoder.encode_text([r[0] for r in references]).float(), dim=-1)
-        out["text_sim"] = float((a * b).sum(-1).mean())
-    return out
-
-
-def caption_scores_for_pair(understanding: Any, generating: Any, *, n_items: int = 64, snr_db: float | None = 20.0,
-                            channel: str = "awgn", seed: int = 0, batch_size: int = 16, encoder: Any = None,
-                            dataset: Any = None) -> dict[str, float]:
-    """Caption metrics of an agent pair on the synthetic test split at one SNR (``None``: noiseless)."""
-    from genscom.channels.registry import create_channel
-    from genscom.data import create_dataset
-    from genscom.encoders import create_encoder
-    from genscom.schemes.agent import AgentScheme
-    from genscom.schemes.base import SourceBatch
-
-    ds = dataset if dataset is not None else create_dataset("synthetic", split="test", n_items=n_items, seed=seed)
-    enc = encoder if encoder is not None else create_encoder(understanding.card.perception)
-    with torch.no_grad():
-        feats = enc.encode_clips(ds.stacked_frames()).float()
-    scheme = AgentScheme(agents=(understanding, generating), captions=True, batch_size=batch_size)
-    payload = scheme.transmit(SourceBatch(embeddings=feats))
-    ch = None if snr_db is None else create_channel(channel)
-    out = scheme.deliver(payload, ch, snr_db, generator=torch.Generator().manual_seed(seed + 1))
-    refs = [ds.captions_of(i) for i in range(len(ds))]
-    attrs = [ds.attributes_of(i) for i in range(len(ds))]
-    return caption_scores(out.extras["captions"], refs, attrs, encoder=enc)
 
 
 @dataclass

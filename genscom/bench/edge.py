@@ -9,7 +9,7 @@ embedding) it reports:
 * ``peak_rss_mb`` (CPU: process peak RSS, coarse, monotone across variants — run
   one variant per process for clean numbers) or ``peak_cuda_mb`` on GPU;
 * ``latency_ms_per_item``: generating-agent retrieval forward, and caption decoding;
-* the caption metrics of :func:`genscom.bench.caption.caption_scores` at ``snr_db``
+* the caption metrics of :func:`genscom.metrics.text.caption_scores` at ``snr_db``
   (if the adapters exist), and the drop against bf16.
 """
 
@@ -119,7 +119,7 @@ def run_edge_bench(cfg: EdgeBenchConfig, *, command: str = "", console: Any = No
         if bf16_bytes:
             metrics["param_ratio_vs_bf16"] = pbytes / bf16_bytes
         if cfg.with_metrics and g.card.adapter_path() is not None and g.card.adapter_path().is_dir():
-            from genscom.bench.caption import caption_scores_for_pair
+            from genscom.agents.pair import caption_scores_for_pair
 
             scores = caption_scores_for_pair(u, g, n_items=cfg.n_items, snr_db=cfg.snr_db, channel=cfg.channel,
                                              seed=cfg.seed, batch_size=cfg.batch_size)

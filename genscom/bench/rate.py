@@ -23,7 +23,9 @@ from typing import Any
 
 import torch
 
-from genscom.bench.results import Record, format_value, make_meta, write_results
+from genscom.bench.results import format_value
+from genscom.metrics.retrieval import retrieval_metrics
+from genscom.results import Record, make_meta, write_results
 from genscom.schemes.adapted import DEFAULT_ADAPTER
 
 logger = logging.getLogger(__name__)
@@ -99,15 +101,6 @@ def _mean_ci(runs: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, 
     return means, cis
 
 
-def _r1(sim: torch.Tensor, text_to_item: torch.Tensor) -> dict[str, float]:
-    try:
-        from genscom.metrics.retrieval import retrieval_metrics
-
-        return retrieval_metrics(sim, text_to_item)
-    except ImportError:  # pragma: no cover - metrics module not present
-        return {"t2v_R@1": float((sim.argmax(dim=1) == text_to_item).float().mean())}
-
-
 def run_rate_bench(cfg: RateBenchConfig, *, command: str = "", console: Any = None, encoder: Any = None,
                    dataset: Any = None) -> dict[str, Any]:
     """Run the sweep; write ``rate.json``, ``rate.md``, ``rate_r1.png`` to ``cfg.out_dir``; return records and paths."""
@@ -145,7 +138,7 @@ def run_rate_bench(cfg: RateBenchConfig, *, command: str = "", console: Any = No
     batch = SourceBatch(embeddings=clean)
 
     def metrics_of(gallery: torch.Tensor) -> dict[str, float]:
-        return _r1(text_emb @ torch.nn.functional.normalize(gallery.float(), dim=-1).T, text_to_item)
+        return retrieval_metrics(text_emb @ torch.nn.functional.normalize(gallery.float(), dim=-1).T, text_to_item)
 
     upper = metrics_of(clean)
     records: list[Record] = [Record(scheme="noiseless", channel="none", snr_db=None, channel_uses=0, metrics=upper,

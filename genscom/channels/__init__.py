@@ -12,6 +12,7 @@ Example:
 from genscom.channels.awgn import AWGNChannel
 from genscom.channels.base import Channel, ChannelName, ChannelOutput, check_complex, complex_noise, snr_to_noise_var
 from genscom.channels.fading import (
+    equalize_received,
     DEFAULT_K_FACTOR,
     RayleighBlockFading,
     RicianBlockFading,
@@ -38,6 +39,6 @@ __all__ = [
     "AWGNChannel", "CHANNELS", "Channel", "ChannelName", "ChannelOutput", "ChannelSensing", "DEFAULT_K_FACTOR",
     "PilotLayout", "PilotReception", "RayleighBlockFading", "RicianBlockFading", "channel_prior", "channel_uses",
     "check_complex", "complex_noise", "complex_to_real", "create_channel", "equalize", "estimate_channel",
-    "estimate_noise_var", "estimate_snr_db", "list_channels", "ls_estimate", "normalize_power", "pilot_sequence",
+    "equalize_received", "estimate_noise_var", "estimate_snr_db", "list_channels", "ls_estimate", "normalize_power", "pilot_sequence",
     "real_to_complex", "receive_with_pilots", "send_with_pilots", "sense", "snr_to_noise_var",
 ]

@@ -267,3 +267,15 @@ def equalize(y: torch.Tensor, h: torch.Tensor | None, noise_var: torch.Tensor | 
     x_hat = y * h.conj() / denom
     nv_eff = signal_power * nv / (signal_power * g + nv).clamp_min(eps)
     return x_hat, nv_eff
+
+
+def equalize_received(received: ChannelOutput, *, method: Equalizer = "mmse") -> torch.Tensor:
+    """Equalise a :class:`ChannelOutput` with the CSI it carries (``h=None``: AWGN, nothing to undo).
+
+    Returns ``[..., n]`` complex symbol estimates. Uses the output's true ``h`` (perfect CSI);
+    pilot-estimated CSI lives in :mod:`genscom.channels.sensing`.
+    """
+    if received.h is None:
+        return received.y
+    x_hat, _ = equalize(received.y, received.h, received.noise_var, method)
+    return x_hat

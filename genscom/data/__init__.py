@@ -7,10 +7,12 @@
 from genscom.data import captions, digits, msrvtt, synthetic  # noqa: F401  (registration)
 from genscom.data.base import (
     DATASETS,
+    CaptionIndex,
     ClipBatch,
     ClipCaptionDataset,
     ClipItem,
     collate_clips,
+    caption_index,
     create_dataset,
     list_datasets,
     register_dataset,
@@ -21,6 +23,7 @@ from genscom.data.msrvtt import MSRVTT
 from genscom.data.synthetic import SyntheticClips
 
 __all__ = [
+    "CaptionIndex",
     "ClipBatch",
     "ClipCaptionDataset",
     "ClipItem",
@@ -29,6 +32,7 @@ __all__ = [
     "ImageCaptionFolder",
     "MSRVTT",
     "SyntheticClips",
+    "caption_index",
     "collate_clips",
     "create_dataset",
     "list_datasets",

@@ -28,6 +28,52 @@ Split = Literal["train", "test"]
 SPLITS: tuple[str, ...] = ("train", "test")
 
 
+
+@dataclass(frozen=True)
+class CaptionIndex:
+    """The captions of a dataset as unique strings and a per-item CSR list (what contrastive trainers sample from).
+
+    Attributes:
+        unique: the distinct caption strings, in first-occurrence order.
+        first_row: ``[len(unique)]`` int64, the row of ``all_captions()`` where each string first occurs.
+        offsets: ``[n_items + 1]`` int64; item ``i`` owns ``ids[offsets[i]:offsets[i + 1]]``.
+        ids: ``[n_captions]`` int64 indices into ``unique``, grouped by item (in caption order within an item).
+    """
+
+    unique: list[str]
+    first_row: torch.Tensor
+    offsets: torch.Tensor
+    ids: torch.Tensor
+
+
+def caption_index(captions: Sequence[str], text_to_item: torch.Tensor, n_items: int) -> CaptionIndex:
+    """Build a :class:`CaptionIndex` from ``all_captions()``-style ``captions [n]`` and ``text_to_item [n]``.
+
+    Identical strings share one id, so a trainer never uses a caption as a negative of itself.
+
+    Raises:
+        ValueError: an item has no caption.
+
+    Example:
+        >>> caption_index(["a", "b", "a"], torch.tensor([0, 1, 1]), 2).ids.tolist()
+        [0, 1, 0]
+    """
+    uid: dict[str, int] = {}
+    first: list[int] = []
+    for row, c in enumerate(captions):
+        if c not in uid:
+            uid[c] = len(uid)
+            first.append(row)
+    ids = torch.tensor([uid[c] for c in captions], dtype=torch.long)
+    counts = torch.bincount(text_to_item, minlength=n_items)
+    if len(counts) != n_items or bool((counts == 0).any()):
+        raise ValueError(f"every one of the {n_items} items needs at least one caption (and text_to_item must "
+                         f"index items 0..{n_items - 1})")
+    offsets = torch.zeros(n_items + 1, dtype=torch.long)
+    offsets[1:] = counts.cumsum(0)
+    return CaptionIndex(unique=list(uid), first_row=torch.tensor(first, dtype=torch.long), offsets=offsets,
+                        ids=ids[torch.argsort(text_to_item, stable=True)])
+
 @dataclass
 class ClipItem:
     """One item of a clip-caption dataset.

@@ -53,12 +53,16 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from genscom.data.base import caption_index
 from genscom.encoders.base import Encoder
 from genscom.encoders.mini import MiniTowerConfig, MiniVideoTower, TowerEncoder
 from genscom.encoders.text import TransformerTextTower
 from genscom.encoders.video import l2_normalize, mean_pool
-from genscom.bench.results import machine_description
-from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text, check_resumable, resolve_device
+from genscom.metrics.retrieval import retrieval_metrics
+from genscom.results import library_versions, machine_description
+from genscom.training import (EpochSampler, contrastive_loss, decay_groups, load_checkpoint, loss_curve, lr_at,
+                              make_accelerator, run_card, save_checkpoint, set_lr, write_run)
+from genscom.utils import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
@@ -203,33 +207,6 @@ def embed_captions(text_tower: TransformerTextTower, captions: list[str], *, cac
     return out
 
 
-# --------------------------------------------------------------------------- loss
-def contrastive_loss(video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
-                     caption_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric InfoNCE between L2-normalised ``video`` and ``text`` ``[B, d]`` (row i of each is a pair).
-
-    ``logit_scale`` is the log of the multiplier (CLIP). ``caption_ids`` ``[B]`` (optional): pairs
-    whose captions share an id count as positives of each other (soft targets).
-    """
-    logits = logit_scale.exp() * video @ text.t()  # (B, B)
-    if caption_ids is None:
-        target = torch.arange(len(video), device=video.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
-    same = (caption_ids[:, None] == caption_ids[None, :]).to(logits.dtype)
-    target = same / same.sum(dim=1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
-
-
-def lr_at(step: int, config: TrainEncoderConfig) -> float:
-    """Learning rate of (0-based) ``step``: linear warm-up, then cosine to ``lr * min_lr_ratio``."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    span = max(1, config.steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    low = config.lr * config.min_lr_ratio
-    return low + 0.5 * (config.lr - low) * (1 + math.cos(math.pi * progress))
-
-
 def _augment(pixels: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
     """``pixels`` ``[B, T, 3, S, S]``; the same transform for every frame of a clip (motion is kept)."""
     if mode == "none":
@@ -247,71 +224,27 @@ def _augment(pixels: torch.Tensor, mode: str, generator: torch.Generator) -> tor
 
 
 # --------------------------------------------------------------------------- evaluation
-def _fallback_retrieval_metrics(sim: torch.Tensor, text_to_item: torch.Tensor) -> dict[str, float]:
-    """t2v/v2t R@1/5/10, MdR, MnR, RSUM (ranks 1-based; v2t: best-ranked caption of the item)."""
-    sim = sim.float()
-    n_text, n_item = sim.shape
-    correct = sim[torch.arange(n_text), text_to_item]
-    t2v_rank = (sim > correct[:, None]).sum(dim=1) + 1  # (n_text,)
-    ranks_v = torch.full((n_item,), n_text + 1, dtype=torch.long)
-    simT = sim.t()  # (n_item, n_text)
-    for j in range(n_text):
-        item = int(text_to_item[j])
-        r = int((simT[item] > simT[item, j]).sum()) + 1
-        ranks_v[item] = min(int(ranks_v[item]), r)
-    out: dict[str, float] = {}
-    for tag, ranks in (("t2v", t2v_rank), ("v2t", ranks_v)):
-        for k in (1, 5, 10):
-            out[f"{tag}_R@{k}"] = float((ranks <= k).float().mean())
-        out[f"{tag}_MdR"] = float(ranks.float().median())
-        out[f"{tag}_MnR"] = float(ranks.float().mean())
-    out["RSUM"] = 100 * sum(out[f"{t}_R@{k}"] for t in ("t2v", "v2t") for k in (1, 5, 10))
-    return out
-
-
 @torch.no_grad()
 def evaluate_retrieval(encoder: Encoder, dataset: Any, *, batch_size: int = 64,
                        progress: bool = False) -> dict[str, float]:
     """Noiseless text<->clip retrieval of ``encoder`` on ``dataset`` (cosine similarity, every caption a query).
 
-    Returns PROTOCOL.md metric names (``t2v_R@1``, ..., ``RSUM``), via
-    :func:`genscom.metrics.retrieval.retrieval_metrics` when available.
+    Returns PROTOCOL.md metric names (``t2v_R@1``, ..., ``RSUM``) of
+    :func:`genscom.metrics.retrieval.retrieval_metrics`.
     """
     clips = dataset.stacked_frames()
     captions, text_to_item = dataset.all_captions()
     video = encoder.encode_clips(clips, batch_size=batch_size, progress=progress).float().cpu()
     text = encoder.encode_text(captions, batch_size=256, progress=progress).float().cpu()
-    sim = text @ video.t()
-    try:
-        from genscom.metrics.retrieval import retrieval_metrics
-    except ImportError:
-        return _fallback_retrieval_metrics(sim, text_to_item)
-    return {k: float(v) for k, v in dict(retrieval_metrics(sim, text_to_item)).items()}
+    return retrieval_metrics(text @ video.t(), text_to_item)
 
 
 # --------------------------------------------------------------------------- training
 def _param_groups(tower: MiniVideoTower, logit_scale: torch.nn.Parameter, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for name, p in tower.named_parameters():
-        (decay if p.dim() >= 2 and "time_embed" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = decay_groups(tower.named_parameters(), weight_decay, exclude=lambda name: "time_embed" in name)
     if logit_scale.requires_grad:
         groups.append({"params": [logit_scale], "weight_decay": 0.0})
     return groups
-
-
-def _caption_index(captions: list[str], text_to_item: torch.Tensor, n_items: int
-                   ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Unique caption strings, and per item a CSR list of unique-caption ids: ``(unique, offsets [N+1], ids)``."""
-    uid: dict[str, int] = {}
-    ids = torch.tensor([uid.setdefault(c, len(uid)) for c in captions], dtype=torch.long)
-    order = torch.argsort(text_to_item, stable=True)
-    counts = torch.bincount(text_to_item, minlength=n_items)
-    if bool((counts == 0).any()):
-        raise ValueError("every training item needs at least one caption")
-    offsets = torch.zeros(n_items + 1, dtype=torch.long)
-    offsets[1:] = counts.cumsum(0)
-    return list(uid), offsets, ids[order]
 
 
 ATTRIBUTE_KEYS = ("shape", "colour", "count", "size", "motion")
@@ -365,15 +298,6 @@ class AttributeHeads(torch.nn.Module):
         return torch.stack(parts).mean() if parts else pooled.new_zeros(())
 
 
-def _check_resumable(saved: dict[str, Any], config: TrainEncoderConfig) -> None:
-    now = config.to_dict()
-    saved = {"attribute_weight": 0.0, "init_from": None, **saved}  # checkpoints from before these fields
-    check_resumable(saved, now, free=_RESUME_FREE, hint="use the same config or resume=False")
-    if now["steps"] != saved.get("steps"):
-        logger.warning("resuming with steps=%s (checkpoint run had %s): the cosine schedule changes",
-                       now["steps"], saved.get("steps"))
-
-
 def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress: bool = True,
                   dataset: Any = None, command: str | None = None) -> Path:
     """Train the mini tower (see the module doc) and return ``output_dir`` holding the final weights.
@@ -392,22 +316,20 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
 
     Raises:
         FileNotFoundError: ``resume=True`` but no checkpoint exists.
-        ValueError: the checkpoint was written with a different config.
+        ValueError: the checkpoint is unreadable or was written with a different config.
     """
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    device = resolve_device(config.device)
+    accelerator = make_accelerator(config.device)
+    device = accelerator.device
     out = Path(config.output_dir)
     ckpt_path = out / CHECKPOINT_NAME
-    ckpt: dict[str, Any] | None = None
-    if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"resume=True but {str(ckpt_path)!r} does not exist; train without resume first")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _check_resumable(ckpt["config"], config)
-    elif ckpt_path.is_file():
-        logger.warning("%s exists and resume=False: starting a new run that will overwrite it", ckpt_path)
+    ckpt = load_checkpoint(ckpt_path, resume=resume, config=config.to_dict(), free=_RESUME_FREE,
+                           hint="use the same config or resume=False")
+    if ckpt is not None and ckpt["config"].get("steps") != config.steps:
+        logger.warning("resuming with steps=%s (checkpoint run had %s): the cosine schedule changes",
+                       config.steps, ckpt["config"].get("steps"))
 
     # data
     if dataset is None:
@@ -420,44 +342,31 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
     if config.batch_size > n_items:
         raise ValueError(f"batch_size ({config.batch_size}) must be <= the dataset's {n_items} items")
     captions, text_to_item = dataset.all_captions()
-    unique_caps, cap_offsets, cap_ids = _caption_index(captions, text_to_item, n_items)
+    index = caption_index(captions, text_to_item, n_items)
+    unique_caps, cap_offsets, cap_ids = index.unique, index.offsets, index.ids
     text_tower = build_text_tower(config.text_tower)
     cache_dir = Path(config.cache_dir) if config.cache_dir is not None else out / "cache"
     text_emb = embed_captions(text_tower, unique_caps, cache_dir=cache_dir, tower_name=config.text_tower,
                               progress=progress).to(device)
     t_data = time.perf_counter() - t_start
 
-    # model + optimizer
-    from genscom.encoders.registry import _seeded_build
-
-    tower_cfg = config.tower_config(text_dim=text_tower.dim)
-    if config.init_from:
-        tower = MiniVideoTower.from_pretrained(config.init_from, device=device)
-        if tower.config.embed_dim != text_tower.dim:
-            raise ValueError(f"init_from {config.init_from!r} has embed_dim {tower.config.embed_dim}, the text tower "
-                             f"{text_tower.dim}; start from a tower trained against the same text tower")
-        tower_cfg = tower.config
-    else:
-        tower = _seeded_build(config.seed, lambda: MiniVideoTower(tower_cfg)).to(device)
+    # model, optimiser, data order
+    tower, logit_scale = _build_tower(config, text_dim=text_tower.dim, device=device)
     encoder_px = TowerEncoder(text_tower, tower, name="mini")  # reuse its preprocessing
-    init_scale = 1 / config.temperature
-    if config.init_from:  # continue from the trained tower's own temperature
-        init_scale = float(json.loads((Path(config.init_from) / "config.json").read_text()).get("logit_scale",
-                                                                                               init_scale))
-    logit_scale = torch.nn.Parameter(torch.tensor(math.log(init_scale), device=device),
-                                     requires_grad=config.learn_temperature)
     attr_heads: AttributeHeads | None = None
     attr_labels = torch.zeros((n_items, 0), dtype=torch.long)
     if config.attribute_weight > 0:
+        from genscom.encoders.registry import _seeded_build
+
         vocab, attr_labels = attribute_labels(dataset, n_items)
-        attr_heads = _seeded_build(config.seed + 1, lambda: AttributeHeads(tower_cfg.embed_dim, vocab)).to(device)
+        attr_heads = _seeded_build(config.seed + 1, lambda: AttributeHeads(tower.config.embed_dim, vocab)).to(device)
     groups = _param_groups(tower, logit_scale, config.weight_decay)
     if attr_heads is not None:
         groups.append({"params": list(attr_heads.parameters()), "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
     gen = torch.Generator().manual_seed(config.seed)
-    perm = torch.randperm(n_items, generator=gen)
-    cursor, step, losses, elapsed_before = 0, 0, [], 0.0
+    sampler = EpochSampler(n_items, generator=gen)
+    step, losses, elapsed_before = 0, [], 0.0
     if ckpt is not None:
         tower.load_state_dict(ckpt["model"])
         if attr_heads is not None:
@@ -466,43 +375,43 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
             logit_scale.copy_(ckpt["logit_scale"])
         optimizer.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["rng_state"])
-        perm, cursor, step = ckpt["perm"], int(ckpt["cursor"]), int(ckpt["step"])
-        losses = ckpt["losses"].tolist()
+        sampler.load_state_dict(ckpt["sampler"])
+        step, losses = int(ckpt["step"]), ckpt["losses"].tolist()
         elapsed_before = float(ckpt["train_seconds"])
         logger.info("resumed %s at step %d", ckpt_path, step)
+    tower, optimizer = accelerator.prepare(tower, optimizer)
 
-    def save_checkpoint() -> None:
-        atomic_torch_save({
-            "step": step, "model": tower.state_dict(), "logit_scale": logit_scale.detach().cpu(),
-            "optimizer": optimizer.state_dict(), "rng_state": gen.get_state(), "perm": perm, "cursor": cursor,
-            "losses": torch.tensor(losses, dtype=torch.float64), "config": config.to_dict(),
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, {
+            "step": step, "model": accelerator.unwrap_model(tower).state_dict(),
+            "logit_scale": logit_scale.detach().cpu(), "optimizer": optimizer.state_dict(),
+            "rng_state": gen.get_state(), "sampler": sampler.state_dict(),
+            "losses": torch.tensor(losses, dtype=torch.float64),
             "train_seconds": elapsed_before + (time.perf_counter() - t_loop),
             **({"attribute_heads": attr_heads.state_dict()} if attr_heads is not None else {}),
-        }, ckpt_path)
+        }, config=config.to_dict())
 
+    # loop
     tower.train()
     t_loop = time.perf_counter()
     bar = tqdm(total=config.steps, initial=step, desc="train mini tower", disable=not progress)
     max_log = math.log(config.max_logit_scale)
     while step < config.steps:
-        if cursor + config.batch_size > n_items:  # new epoch (the remainder is dropped)
-            perm, cursor = torch.randperm(n_items, generator=gen), 0
-        idx = perm[cursor:cursor + config.batch_size]
-        cursor += config.batch_size
+        idx = sampler.next(config.batch_size)
         lo, n_caps = cap_offsets[idx], cap_offsets[idx + 1] - cap_offsets[idx]
         pick = (torch.rand(len(idx), generator=gen) * n_caps).long().clamp(max=n_caps - 1)
         cid = cap_ids[lo + pick]
         pixels = _augment(encoder_px.preprocess_clips(frames[idx]), config.augment, gen)
 
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
-        pooled = mean_pool(tower(pixels))
+        set_lr(optimizer, lr_at(step, lr=config.lr, warmup_steps=config.warmup_steps, total_steps=config.steps,
+                                min_lr_ratio=config.min_lr_ratio))
+        pooled = mean_pool(tower(pixels.to(device)))
         video = l2_normalize(pooled)
-        loss = contrastive_loss(video, text_emb[cid.to(device)], logit_scale, cid.to(device))
+        loss = contrastive_loss(video, text_emb[cid.to(device)], scale=logit_scale.exp(), ids=cid.to(device))
         if attr_heads is not None:
             loss = loss + config.attribute_weight * attr_heads.loss(pooled, attr_labels[idx].to(device))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        accelerator.backward(loss)
         optimizer.step()
         with torch.no_grad():
             logit_scale.clamp_(0.0, max_log)
@@ -514,13 +423,13 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
             bar.set_postfix(loss=f"{recent:.3f}", scale=f"{logit_scale.exp().item():.1f}")
             logger.info("step %d/%d loss %.4f logit_scale %.1f", step, config.steps, recent, logit_scale.exp().item())
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-            save_checkpoint()
+            checkpoint()
     bar.close()
     train_seconds = elapsed_before + (time.perf_counter() - t_loop)
-    save_checkpoint()
+    checkpoint()
 
-    # final weights + evaluation of what was written
-    tower.eval()
+    # final weights, then evaluation of what was written
+    tower = accelerator.unwrap_model(tower).eval()
     storage = torch.float16 if config.storage_dtype == "float16" else torch.float32
     tower.save_pretrained(out, dtype=storage, extra_config={
         "text_tower": "sentence-transformers/all-MiniLM-L6-v2" if config.text_tower == "minilm" else "tiny",
@@ -534,56 +443,61 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
         shipped = TowerEncoder(text_tower, MiniVideoTower.from_pretrained(out, device=device), name="mini").eval()
         metrics = evaluate_retrieval(shipped, test, progress=progress)
         logger.info("test retrieval on %d clips: %s", len(test), metrics)
-    total_seconds = time.perf_counter() - t_start
     log = {
         "config": config.to_dict(), "command": command, "steps_done": step,
         "train_seconds": round(train_seconds, 1), "data_seconds": round(t_data, 1),
-        "total_seconds": round(total_seconds, 1), "n_train_items": n_items, "n_train_captions": len(captions),
-        "n_unique_captions": len(unique_caps), "final_logit_scale": logit_scale.detach().exp().item(),
-        "losses_every_log_step": [round(sum(losses[max(0, i - config.log_every):i]) /
-                                        len(losses[max(0, i - config.log_every):i]), 4)
-                                  for i in range(config.log_every, step + 1, config.log_every)],
-        "test_metrics": metrics, "machine": machine_description(), "versions": _versions(),
+        "total_seconds": round(time.perf_counter() - t_start, 1), "n_train_items": n_items,
+        "n_train_captions": len(captions), "n_unique_captions": len(unique_caps),
+        "final_logit_scale": logit_scale.detach().exp().item(),
+        "losses_every_log_step": loss_curve(losses, config.log_every),
+        "test_metrics": metrics, "machine": machine_description(), "versions": library_versions(),
     }
-    atomic_write_json(out / "train_log.json", log)
-    atomic_write_text(out / "README.md", _readme(log, sum(p.numel() for p in tower.parameters()), out))
+    write_run(out, log=log, readme=_readme(log, sum(p.numel() for p in tower.parameters()), out))
     return out
 
 
-def _versions() -> dict[str, str]:
-    try:
-        from genscom.bench.results import library_versions
+def _build_tower(config: TrainEncoderConfig, *, text_dim: int, device: torch.device
+                 ) -> tuple[MiniVideoTower, torch.nn.Parameter]:
+    """A seeded random tower (or ``init_from``'s trained one) and its log logit scale."""
+    from genscom.encoders.registry import _seeded_build
 
-        return library_versions()
-    except Exception:  # pragma: no cover
-        return {"torch": torch.__version__}
+    init_scale = 1 / config.temperature
+    if config.init_from:
+        tower = MiniVideoTower.from_pretrained(config.init_from, device=device)
+        if tower.config.embed_dim != text_dim:
+            raise ValueError(f"init_from {config.init_from!r} has embed_dim {tower.config.embed_dim}, the text tower "
+                             f"{text_dim}; start from a tower trained against the same text tower")
+        # continue from the trained tower's own temperature
+        init_scale = float(json.loads((Path(config.init_from) / "config.json").read_text()).get("logit_scale",
+                                                                                               init_scale))
+    else:
+        tower_cfg = config.tower_config(text_dim=text_dim)
+        tower = _seeded_build(config.seed, lambda: MiniVideoTower(tower_cfg)).to(device)
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(init_scale), device=device),
+                                     requires_grad=config.learn_temperature)
+    return tower, logit_scale
 
 
 def _readme(log: dict[str, Any], n_params: int, out: Path) -> str:
     cfg = log["config"]
     m = log["test_metrics"]
-    lines = [
-        "# mini image/video tower",
-        "",
-        "genscom's offline image/video tower, aligned to the frozen all-MiniLM-L6-v2 text space by",
-        "locked-text tuning (LiT) with a symmetric InfoNCE loss. Load it with",
-        f"`create_encoder(\"mini\", pretrained=\"{out}\")` (the shipped copy is the `mini` profile's default).",
-        "",
-        "| | |", "|---|---|",
-        f"| architecture | MiniVideoTower, {n_params / 1e6:.2f} M parameters, stored as {cfg['storage_dtype']} |",
-        f"| text tower | {'sentence-transformers/all-MiniLM-L6-v2 (frozen)' if cfg['text_tower'] == 'minilm' else 'tiny random'} |",
-        f"| data | `{cfg['dataset']}` train split, {log['n_train_items']} clips x {cfg['num_frames']} frames "
-        f"{cfg['size']}x{cfg['size']}, dataset seed {cfg['dataset_seed']}, {log['n_train_captions']} captions |",
-        f"| training | {log['steps_done']} steps x {cfg['batch_size']} clips, AdamW lr {cfg['lr']}, "
-        f"warm-up {cfg['warmup_steps']}, cosine, augment {cfg['augment']}, seed {cfg['seed']} |",
-        f"| wall time | {log['train_seconds']:.0f} s training, {log['total_seconds']:.0f} s in all, on {log['machine']} |",
-        f"| final logit scale | {log['final_logit_scale']:.1f} |",
+    rows = [
+        ("architecture", f"MiniVideoTower, {n_params / 1e6:.2f} M parameters, stored as {cfg['storage_dtype']}"),
+        ("text tower", "sentence-transformers/all-MiniLM-L6-v2 (frozen)" if cfg["text_tower"] == "minilm"
+         else "tiny random"),
+        ("data", f"`{cfg['dataset']}` train split, {log['n_train_items']} clips x {cfg['num_frames']} frames "
+                 f"{cfg['size']}x{cfg['size']}, dataset seed {cfg['dataset_seed']}, {log['n_train_captions']} captions"),
+        ("training", f"{log['steps_done']} steps x {cfg['batch_size']} clips, AdamW lr {cfg['lr']}, "
+                     f"warm-up {cfg['warmup_steps']}, cosine, augment {cfg['augment']}, seed {cfg['seed']}"),
+        ("wall time", f"{log['train_seconds']:.0f} s training, {log['total_seconds']:.0f} s in all, on {log['machine']}"),
+        ("final logit scale", f"{log['final_logit_scale']:.1f}"),
     ]
     if m:
-        lines += [
-            f"| test retrieval ({cfg['eval_n_items']} test clips, every caption a query, noiseless) | "
-            + ", ".join(f"{k} {v:.3f}" if "R@" in k else f"{k} {v:.1f}" for k, v in m.items()) + " |",
-        ]
-    lines += ["", "## Command", "", "```", log["command"] or "(python API) train_encoder(TrainEncoderConfig(**config))",
-              "```", "", "## Config", "", "```json", json.dumps(cfg, indent=2), "```", ""]
-    return "\n".join(lines)
+        rows.append((f"test retrieval ({cfg['eval_n_items']} test clips, every caption a query, noiseless)",
+                     ", ".join(f"{k} {v:.3f}" if "R@" in k else f"{k} {v:.1f}" for k, v in m.items())))
+    return run_card(
+        title="mini image/video tower",
+        intro=["genscom's offline image/video tower, aligned to the frozen all-MiniLM-L6-v2 text space by",
+               "locked-text tuning (LiT) with a symmetric InfoNCE loss. Load it with",
+               f"`create_encoder(\"mini\", pretrained=\"{out}\")` (the shipped copy is the `mini` profile's default)."],
+        rows=rows, command=log["command"], api="train_encoder(TrainEncoderConfig(**config))", config=cfg)

@@ -39,7 +39,7 @@ import torch
 from genscom.adaptation.adapter import AdapterConfig, ChannelAdapter, build_adapter
 from genscom.adaptation.train import (AdapterData, AdapterTrainModule, TrainAdapterConfig, batch_loss, evaluate,
                                       prepare_data, sample_batch)
-from genscom.utils import atomic_torch_save, check_resumable
+from genscom.training import load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -367,12 +367,10 @@ def run_federated(cfg: FedConfig, *, data: AdapterData | None = None, encoder: A
     ckpt_path = Path(cfg.run_dir) / CHECKPOINT_NAME
     history: list[dict[str, Any]] = []
     start_round = 1
-    if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"resume=True but {str(ckpt_path)!r} does not exist; run without --resume first")
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        check_resumable(ck["config"], cfg.to_dict(), free=frozenset({"rounds", "run_dir", "output_dir", "cache_dir"}),
-                        hint="resume with the config the run started with")
+    ck = load_checkpoint(ckpt_path, resume=resume, config=cfg.to_dict(),
+                         free=frozenset({"rounds", "run_dir", "output_dir", "cache_dir"}),
+                         hint="resume with the config the run started with")
+    if ck is not None:
         weights = [t.numpy() for t in ck["weights"]]
         for c, st in zip(clients, ck["generators"]):
             c.gen.set_state(st["batch"])
@@ -400,13 +398,13 @@ def run_federated(cfg: FedConfig, *, data: AdapterData | None = None, encoder: A
         weights = parameters_to_ndarrays(agg)
         r1 = {c.user.name: float(1.0 - c.evaluate([w.copy() for w in weights], {})[0]) for c in clients}
         history.append({"round": rnd, "loss": float(agg_metrics.get("loss", float("nan"))), "t2v_R@1": r1})
-        state: dict[str, Any] = {"config": cfg.to_dict(), "round": rnd, "history": history,
+        state: dict[str, Any] = {"round": rnd, "history": history,
                                  "weights": [torch.from_numpy(np.ascontiguousarray(w)) for w in weights],
                                  "generators": [{"batch": c.gen.get_state(), "noise": c.noise_gen.get_state()}
                                                 for c in clients]}
         if getattr(strategy, "momentum_vector", None) is not None:
             state["momentum"] = [torch.from_numpy(np.ascontiguousarray(m)) for m in strategy.momentum_vector]
-        atomic_torch_save(state, ckpt_path)
+        save_checkpoint(ckpt_path, state, config=cfg.to_dict())
         bar.update(1)
         bar.set_postfix({"loss": f"{history[-1]['loss']:.3f}",
                          "mean R@1": f"{sum(r1.values()) / len(r1):.3f}"}, refresh=False)

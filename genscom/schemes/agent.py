@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import torch
 
+from genscom.agents.pair import generate, sensing_for, understand
 from genscom.channels.base import Channel, ChannelOutput
 from genscom.schemes.analog import SemanticAnalogScheme, _require_embeddings
 from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch, register_scheme
@@ -77,31 +78,14 @@ class AgentScheme(Scheme):
         return self._perception
 
     # -- the two agents ------------------------------------------------------------
-    @torch.no_grad()
     def understand(self, features: torch.Tensor, snr_db: float | None, channel: str) -> torch.Tensor:
         """Perception features ``[B, d_p]`` -> understanding embeddings ``[B, embedding_dim]`` for the sensed channel."""
-        from genscom.agents.prompts import ChannelSensing
+        return understand(self.understanding, features, sensing_for(snr_db, channel), batch_size=self.batch_size)
 
-        self.understanding.eval()
-        sensing = ChannelSensing(snr_db=None if snr_db is None else float(snr_db), channel=channel)
-        out = [self.understanding.understand(features[i: i + self.batch_size], sensing=sensing).float().cpu()
-               for i in range(0, len(features), self.batch_size)]
-        return torch.cat(out)
-
-    @torch.no_grad()
     def generate(self, received: torch.Tensor, snr_db: float | None, channel: str) -> tuple[torch.Tensor, list[str] | None]:
         """Received embeddings ``[B, embedding_dim]`` -> retrieval embeddings ``[B, text_dim]`` (+ captions)."""
-        from genscom.agents.prompts import ChannelSensing
-
-        self.generating.eval()
-        sensing = ChannelSensing(snr_db=None if snr_db is None else float(snr_db), channel=channel)
-        embs, caps = [], []
-        for i in range(0, len(received), self.batch_size):
-            chunk = received[i: i + self.batch_size]
-            embs.append(self.generating(chunk, sensing=sensing).retrieval.float().cpu())
-            if self.captions:
-                caps.extend(self.generating.generate_captions(chunk, sensing=sensing))
-        return torch.cat(embs), (caps if self.captions else None)
+        return generate(self.generating, received, sensing_for(snr_db, channel), batch_size=self.batch_size,
+                        captions=self.captions)
 
     # -- Scheme ----------------------------------------------------------------------
     def _symbols(self, features: torch.Tensor, snr_db: float | None, channel: str) -> Payload:

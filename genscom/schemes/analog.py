@@ -13,34 +13,16 @@ from typing import Literal
 
 import torch
 
+from genscom.channels.analog import pack_analog, unit_norm, unpack_analog
 from genscom.channels.base import ChannelOutput
-from genscom.channels.power import complex_to_real, normalize_power, real_to_complex
+from genscom.channels.fading import equalize_received
 from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch, register_scheme
-
-
-def equalize_received(received: ChannelOutput, *, method: Literal["zf", "mmse"] = "mmse") -> torch.Tensor:
-    """Equalise a channel output with the CSI it carries (``h=None`` -> AWGN, nothing to undo).
-
-    Returns ``[..., n]`` complex symbol estimates. Fading receivers here use the
-    true ``h`` (perfect CSI); pilot-estimated CSI lives in
-    :mod:`genscom.channels.sensing`.
-    """
-    if received.h is None:
-        return received.y
-    from genscom.channels.fading import equalize
-
-    x_hat, _ = equalize(received.y, received.h, received.noise_var, method)
-    return x_hat
 
 
 def _require_embeddings(batch: SourceBatch, scheme: str) -> torch.Tensor:
     if batch.embeddings is None:
         raise ValueError(f"scheme {scheme!r} sends embeddings; build the SourceBatch with embeddings=[B, d]")
     return batch.embeddings
-
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 @register_scheme("noiseless")
@@ -57,7 +39,7 @@ class NoiselessScheme(Scheme):
     def receive(self, received: ChannelOutput | None, payload: Payload, *,
                 generator: torch.Generator | None = None) -> Delivered:
         emb = payload.extras["embeddings"]
-        return Delivered(embeddings=_unit(emb.float()), frames=None,
+        return Delivered(embeddings=unit_norm(emb.float()), frames=None,
                          failed=torch.zeros(len(emb), dtype=torch.bool), channel_uses=payload.channel_uses)
 
 
@@ -87,8 +69,7 @@ class SemanticAnalogScheme(Scheme):
     def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
         emb = _require_embeddings(batch, self.name).float()
         b, d = emb.shape
-        sym = normalize_power(real_to_complex(emb, pad=True, packing="halves"))  # [B, ceil(d/2)], mean |s|^2 = 1
-        sym = sym.repeat(1, self.repeat)
+        sym = pack_analog(emb, repeat=self.repeat)  # [B, ceil(d/2) * repeat], mean |s|^2 = 1
         uses = torch.full((b,), sym.shape[1], dtype=torch.int64)
         return Payload(symbols=sym, channel_uses=uses, side_bits=torch.zeros(b, dtype=torch.int64),
                        extras={"dim": d, "repeat": self.repeat})
@@ -98,7 +79,6 @@ class SemanticAnalogScheme(Scheme):
         assert payload.symbols is not None
         x_hat = payload.symbols if received is None else equalize_received(received, method=self.equalizer)
         b = x_hat.shape[0]
-        x_hat = x_hat.reshape(b, self.repeat, -1).mean(dim=1)
-        emb = complex_to_real(x_hat, length=payload.extras["dim"], packing="halves")
-        return Delivered(embeddings=_unit(emb.float()), frames=None,
+        emb = unpack_analog(x_hat, dim=payload.extras["dim"], repeat=self.repeat)
+        return Delivered(embeddings=emb, frames=None,
                          failed=torch.zeros(b, dtype=torch.bool), channel_uses=payload.channel_uses)

@@ -1,0 +1,263 @@
+r"""One training core for every genscom trainer (mini tower, channel adapter, LLM agents, federated users).
+
+What every trainer shares lives here once:
+
+* **losses**: :func:`contrastive_loss`, the symmetric InfoNCE of CLIP / LiT,
+  ``L = 1/2 [CE(s A B^T, P) + CE(s B A^T, P)]`` with ``P`` the row-normalised "same id" matrix
+  (the identity when no ids are given);
+* **schedule**: :func:`lr_at`, linear warm-up then cosine decay (or constant), and :func:`set_lr`;
+* **optimiser groups**: :func:`decay_groups` (weight decay on matrices only);
+* **seeded data order**: :class:`EpochSampler`, an epoch permutation drawn from the caller's generator;
+* **checkpoints**: :func:`save_checkpoint` (atomic, fsynced) and :func:`load_checkpoint`
+  (``weights_only`` load, stale temporary files removed, :func:`check_resumable` names the
+  config fields that differ);
+* **run records**: :func:`loss_curve`, :func:`run_card` (the README beside trained weights: what,
+  how, the command and the config) and :func:`write_run` (README + ``train_log.json``, atomically);
+* **devices**: :func:`make_accelerator`, the `accelerate <https://huggingface.co/docs/accelerate>`_
+  set-up every loop runs under (one CPU/GPU with ``python``, several with ``accelerate launch``).
+
+Randomness is always passed in (``torch.Generator``); nothing here seeds a global RNG.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+Schedule = Literal["cosine", "constant"]
+
+
+# --------------------------------------------------------------------------- losses
+def contrastive_loss(a: torch.Tensor, b: torch.Tensor, *, scale: torch.Tensor | float,
+                     ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE between ``a`` and ``b`` ``[B, d]`` (row ``i`` of each is a positive pair).
+
+    Args:
+        a, b: ``[B, d]`` embeddings (L2-normalised by the caller: the logits are ``scale * a b^T``).
+        scale: logit multiplier ``s = 1 / temperature`` (a tensor keeps a learnable scale in the graph).
+        ids: ``[B]`` optional ids; rows sharing an id are positives of each other (soft targets,
+            e.g. two clips that drew the same caption string). ``None``: the identity.
+
+    Returns:
+        scalar loss, ``1/2 [CE(s a b^T, P) + CE(s b a^T, P)]``.
+
+    Example:
+        >>> x = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+        >>> bool(contrastive_loss(x, x, scale=20.0) < contrastive_loss(x, x.roll(1, 0), scale=20.0))
+        True
+    """
+    if a.shape != b.shape or a.dim() != 2:
+        raise ValueError(f"a and b must both be [B, d] with the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    logits = scale * a @ b.t()  # (B, B)
+    if ids is None:
+        target = torch.arange(len(a), device=a.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    same = (ids[:, None] == ids[None, :]).to(logits.dtype)
+    target = same / same.sum(dim=1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+# --------------------------------------------------------------------------- schedule
+def lr_at(step: int, *, lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0,
+          schedule: Schedule = "cosine") -> float:
+    """Learning rate of 0-based optimiser ``step``.
+
+    Linear warm-up ``lr * (step + 1) / warmup_steps`` for ``step < warmup_steps``; then
+    ``"constant"`` keeps ``lr`` and ``"cosine"`` decays as
+    ``low + (lr - low) (1 + cos(pi t)) / 2`` with ``low = min_lr_ratio * lr`` and
+    ``t = (step - warmup_steps) / (total_steps - warmup_steps)`` clipped to ``[0, 1]``.
+
+    Example:
+        >>> lr_at(0, lr=1e-3, warmup_steps=10, total_steps=100)
+        0.0001
+    """
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    low = lr * min_lr_ratio
+    return low + 0.5 * (lr - low) * (1 + math.cos(math.pi * t))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate to ``lr``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def decay_groups(named_parameters: Iterable[tuple[str, nn.Parameter]], weight_decay: float, *,
+                 exclude: Callable[[str], bool] = lambda name: False) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices and kernels (``dim >= 2``), none on biases, norms and ``exclude``\\ d names."""
+    decay, no_decay = [], []
+    for name, p in named_parameters:
+        (decay if p.dim() >= 2 and not exclude(name) else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# --------------------------------------------------------------------------- data order
+class EpochSampler:
+    """Seeded data order: batches of a fresh permutation per epoch, drawn from the caller's generator.
+
+    The first permutation is drawn at construction; a new one when the next batch would run
+    past the end (the remainder of the epoch is dropped). Its state (permutation and cursor)
+    goes into checkpoints with :meth:`state_dict`; the generator's own state is the caller's.
+
+    Example:
+        >>> s = EpochSampler(10, generator=torch.Generator().manual_seed(0))
+        >>> len(s.next(4)), len(s.next(4)), len(s.next(4))
+        (4, 4, 4)
+    """
+
+    def __init__(self, n: int, *, generator: torch.Generator) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive number of items, got {n!r}")
+        self.n = n
+        self.generator = generator
+        self.perm = torch.randperm(n, generator=generator)
+        self.cursor = 0
+
+    def next(self, batch_size: int) -> torch.Tensor:
+        """The next ``[batch_size]`` int64 item indices (no item twice within an epoch)."""
+        if batch_size > self.n:
+            raise ValueError(f"batch_size ({batch_size}) must be <= the {self.n} items")
+        if self.cursor + batch_size > self.n:
+            self.perm, self.cursor = torch.randperm(self.n, generator=self.generator), 0
+        idx = self.perm[self.cursor:self.cursor + batch_size]
+        self.cursor += batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"perm": self.perm, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        perm = state["perm"]
+        if not isinstance(perm, torch.Tensor) or perm.shape != (self.n,):
+            raise ValueError(f"sampler state holds a permutation of shape {getattr(perm, 'shape', None)}, "
+                             f"expected ({self.n},): the checkpoint was written for another data set")
+        self.perm, self.cursor = perm, int(state["cursor"])
+
+
+# --------------------------------------------------------------------------- checkpoints
+def check_resumable(saved: dict[str, Any], now: dict[str, Any], *, free: "set[str] | frozenset[str]",
+                    hint: str) -> None:
+    """Raise ``ValueError`` when a checkpoint's config differs from the current one in a field
+    that changes the run (fields in ``free`` may differ); the message names each field, both
+    values, and ``hint`` says how to fix it."""
+    diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
+    if diff:
+        pairs = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in diff)
+        raise ValueError(f"cannot resume: config field(s) differ from the checkpoint's ({pairs}); {hint}")
+
+
+def remove_stale_temporaries(path: str | Path) -> int:
+    """Delete the temporary files an interrupted atomic save of ``path`` left beside it; return how many."""
+    path = Path(path)
+    n = 0
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            n += 1
+    if n:
+        logger.info("removed %d stale temporary file(s) of %s", n, path)
+    return n
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], *, config: dict[str, Any]) -> Path:
+    """Write ``{**state, "config": config}`` atomically (temp file, fsync, rename)."""
+    return atomic_torch_save({**state, "config": config}, path)
+
+
+def load_checkpoint(path: str | Path, *, resume: bool, config: dict[str, Any], free: "set[str] | frozenset[str]",
+                    hint: str = "use the same config, or start a new run without --resume") -> dict[str, Any] | None:
+    """The checkpoint to continue from, or ``None`` for a fresh run.
+
+    Removes stale temporary files of ``path`` first. With ``resume=False`` an existing checkpoint
+    is left to be overwritten (logged). With ``resume=True`` the file must exist, load with
+    ``weights_only=True``, and hold a ``config`` that matches ``config`` outside ``free``.
+
+    Raises:
+        FileNotFoundError: ``resume=True`` and there is no checkpoint.
+        ValueError: the file is not a genscom checkpoint (truncated, a pickle, another format),
+            or its config differs (:func:`check_resumable`).
+    """
+    path = Path(path)
+    remove_stale_temporaries(path)
+    if not resume:
+        if path.is_file():
+            logger.warning("%s exists and resume=False: starting a new run that will overwrite it", path)
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"resume=True but {str(path)!r} does not exist; train without --resume first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, EOFError, RuntimeError (zip), ...
+        raise ValueError(f"{str(path)!r} is not a readable genscom checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'empty'}); delete it and train without "
+                         "--resume") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+        raise ValueError(f"{str(path)!r} holds no training config; it was not written by a genscom trainer. "
+                         "Delete it and train without --resume")
+    check_resumable(ckpt["config"], config, free=free, hint=hint)
+    return ckpt
+
+
+# --------------------------------------------------------------------------- run records
+def loss_curve(losses: list[float], every: int) -> list[float]:
+    """Mean loss of each window of ``every`` steps (the ``losses_every_log_step`` of ``train_log.json``)."""
+    return [round(sum(losses[i - every:i]) / every, 4) for i in range(every, len(losses) + 1, every)]
+
+
+def run_card(*, title: str, intro: list[str], rows: list[tuple[str, str]], command: str | None,
+             api: str, config: dict[str, Any]) -> str:
+    """The ``README.md`` written beside trained weights: title, what it is, a table of how it was made,
+    the command that made it (``api`` when it came from Python) and the full config."""
+    lines = [f"# {title}", "", *intro, "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows],
+             "", "## Command", "", "```", command or f"(python API) {api}", "```",
+             "", "## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def write_run(folder: str | Path, *, log: dict[str, Any], readme: str) -> None:
+    """Write ``train_log.json`` and ``README.md`` into ``folder`` (each atomically)."""
+    folder = Path(folder)
+    atomic_write_json(folder / "train_log.json", log)
+    atomic_write_text(folder / "README.md", readme)
+
+
+# --------------------------------------------------------------------------- devices
+def make_accelerator(device: str, *, mixed_precision: Literal["no", "bf16", "fp16"] = "no",
+                     grad_accum: int = 1) -> Any:
+    """The ``accelerate.Accelerator`` a training loop runs under.
+
+    ``device="cpu"`` forces the CPU; ``"auto"`` lets accelerate pick (the GPU of this process
+    under ``accelerate launch``); ``"cuda"`` requires one.
+    """
+    from accelerate import Accelerator
+
+    device = str(device)
+    if device not in ("cpu", "auto") and not device.startswith("cuda"):
+        raise ValueError(f"device must be 'cpu', 'auto' or 'cuda', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA device is visible; use device='cpu' or 'auto'")
+    return Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+
+
+__all__ = [
+    "EpochSampler", "check_resumable", "contrastive_loss", "decay_groups", "load_checkpoint", "loss_curve",
+    "lr_at", "make_accelerator", "remove_stale_temporaries", "run_card", "save_checkpoint", "set_lr", "write_run",
+]

@@ -8,6 +8,7 @@ What every trainer shares lives here once:
 * **schedule**: :func:`lr_at`, linear warm-up then cosine decay (or constant), and :func:`set_lr`;
 * **optimiser groups**: :func:`decay_groups` (weight decay on matrices only);
 * **seeded data order**: :class:`EpochSampler`, an epoch permutation drawn from the caller's generator;
+* **caches** of derived data (embeddings): :func:`cached_tensors`;
 * **checkpoints**: :func:`save_checkpoint` (atomic, fsynced) and :func:`load_checkpoint`
   (``weights_only`` load, stale temporary files removed, :func:`check_resumable` names the
   config fields that differ);
@@ -216,6 +217,33 @@ def load_checkpoint(path: str | Path, *, resume: bool, config: dict[str, Any], f
     return ckpt
 
 
+# --------------------------------------------------------------------------- derived-data cache
+def cached_tensors(path: str | Path | None, compute: Callable[[], dict[str, torch.Tensor]], *,
+                   shapes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors from the cache file ``path``, else ``compute()`` them and cache them there (atomically).
+
+    The file is read with ``weights_only=True``. A file that does not load, lacks a key of ``shapes``,
+    or whose tensor ``k`` does not have ``shapes[k]`` rows is logged and recomputed (a cache is never
+    trusted over the data it stands for). ``path=None``: no cache.
+    """
+    if path is not None and Path(path).is_file():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, not a torch file, a pickle with code
+            blob = None
+            logger.warning("ignoring cache %s (%s)", path, type(exc).__name__)
+        ok = isinstance(blob, dict) and all(isinstance(blob.get(k), torch.Tensor) and blob[k].shape[0] == n
+                                            for k, n in (shapes or {}).items())
+        if ok:
+            logger.info("loaded cached tensors %s", path)
+            return blob  # type: ignore[return-value]
+        logger.warning("ignoring cache %s (unexpected content); recomputing", path)
+    out = compute()
+    if path is not None:
+        atomic_torch_save(out, path)
+    return out
+
+
 # --------------------------------------------------------------------------- run records
 def loss_curve(losses: list[float], every: int) -> list[float]:
     """Mean loss of each window of ``every`` steps (the ``losses_every_log_step`` of ``train_log.json``)."""
@@ -258,6 +286,6 @@ def make_accelerator(device: str, *, mixed_precision: Literal["no", "bf16", "fp1
 
 
 __all__ = [
-    "EpochSampler", "check_resumable", "contrastive_loss", "decay_groups", "load_checkpoint", "loss_curve",
+    "EpochSampler", "cached_tensors", "check_resumable", "contrastive_loss", "decay_groups", "load_checkpoint", "loss_curve",
     "lr_at", "make_accelerator", "remove_stale_temporaries", "run_card", "save_checkpoint", "set_lr", "write_run",
 ]

@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from genscom.bench.results import Record, load_results, make_meta, markdown_table, plot_metric_vs_snr, write_results
+from genscom.bench.results import markdown_table, plot_metric_vs_snr
+from genscom.results import Record, load_results, make_meta, write_results
 
 
 def _meta():

@@ -142,3 +142,21 @@ def test_loss_curve_and_run_card() -> None:
     text = run_card(title="t", intro=["what"], rows=[("a", "b")], command=None, api="f(cfg)", config={"x": 1})
     assert text.startswith("# t\n\nwhat\n") and "| a | b |" in text and "(python API) f(cfg)" in text
     assert '"x": 1' in text
+
+
+def test_cached_tensors_computes_once_and_recomputes_bad_files(tmp_path: Path) -> None:
+    from genscom.training import cached_tensors
+
+    calls: list[int] = []
+
+    def compute() -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return {"x": torch.arange(3.0)}
+
+    path = tmp_path / "c.pt"
+    assert torch.equal(cached_tensors(path, compute, shapes={"x": 3})["x"], torch.arange(3.0))
+    assert torch.equal(cached_tensors(path, compute, shapes={"x": 3})["x"], torch.arange(3.0)) and len(calls) == 1
+    cached_tensors(path, compute, shapes={"x": 4})  # stands for other data: recomputed
+    path.write_bytes(b"truncated")
+    cached_tensors(path, compute, shapes={"x": 3})  # unreadable: recomputed, then rewritten
+    assert len(calls) == 3 and torch.load(path, weights_only=True)["x"].shape == (3,)

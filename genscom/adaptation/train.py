@@ -52,9 +52,8 @@ from genscom.adaptation.adapter import AdapterConfig, ChannelAdapter, build_adap
 from genscom.data.base import caption_index
 from genscom.metrics.retrieval import retrieval_metrics
 from genscom.results import machine_description
-from genscom.training import (contrastive_loss, decay_groups, load_checkpoint, loss_curve, lr_at, make_accelerator,
-                              run_card, save_checkpoint, set_lr, write_run)
-from genscom.utils import atomic_torch_save
+from genscom.training import (cached_tensors, contrastive_loss, decay_groups, load_checkpoint, loss_curve, lr_at,
+                              make_accelerator, run_card, save_checkpoint, set_lr, write_run)
 
 logger = logging.getLogger(__name__)
 
@@ -277,21 +276,21 @@ def prepare_data(config: TrainAdapterConfig, *, encoder: Any = None, dataset: An
     key = hashlib.sha256(json.dumps([config.profile, _encoder_fingerprint(encoder), config.dataset,
                                      config.dataset_seed, len(dataset), captions[:50]]).encode()).hexdigest()[:16]
     path = _cache_root(config.cache_dir) / f"{config.profile}-{config.dataset}-n{len(dataset)}-{key}.pt"
-    if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        clips, text_emb = blob["clips"], blob["texts"]
-        logger.info("loaded cached embeddings %s", path)
-    else:
+
+    def compute() -> dict[str, torch.Tensor]:
         t0 = time.perf_counter()
         encoder.eval()
         with torch.no_grad():
-            text_emb = _embed_captions(encoder, captions, config, progress=progress)
+            texts = _embed_captions(encoder, captions, config, progress=progress)
             clips = torch.cat([encoder.encode_clips(dataset.stacked_frames(range(s, min(s + 500, len(dataset)))),
                                                     batch_size=64).float().cpu()
                                for s in range(0, len(dataset), 500)])
-        atomic_torch_save({"clips": clips, "texts": text_emb}, path)
         logger.info("embedded %d clips and %d captions in %.1f s -> %s", len(clips), len(captions),
                     time.perf_counter() - t0, path)
+        return {"clips": clips, "texts": texts}
+
+    blob = cached_tensors(path, compute, shapes={"clips": len(dataset), "texts": len(captions)})
+    clips, text_emb = blob["clips"], blob["texts"]
     return AdapterData.from_pairs(clips, captions, text_emb, text_to_item,
                                   source=f"{config.profile} embeddings of {config.dataset} train "
                                          f"(n={len(dataset)}, seed={config.dataset_seed}), cache {path.name}")

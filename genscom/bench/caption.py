@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from genscom.bench.results import Record, make_meta, markdown_table, render_table, write_results
+from genscom.bench.results import markdown_table, render_table
 from genscom.metrics.text import caption_scores
+from genscom.results import Record, make_meta, write_results
 
 logger = logging.getLogger(__name__)
 

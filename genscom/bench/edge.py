@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from genscom.bench.results import Record, make_meta, render_table, write_results
+from genscom.bench.results import render_table
+from genscom.results import Record, make_meta, write_results
 
 logger = logging.getLogger(__name__)
 

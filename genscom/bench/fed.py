@@ -17,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from genscom.bench.results import Record, make_meta, markdown_table, render_table, save_figure, write_results
+from genscom.bench.results import markdown_table, render_table, save_figure
 from genscom.federated.adapter import FedConfig, run_federated
+from genscom.results import Record, make_meta, write_results
 from genscom.utils import atomic_write_text
 
 

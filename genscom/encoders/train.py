@@ -60,9 +60,8 @@ from genscom.encoders.text import TransformerTextTower
 from genscom.encoders.video import l2_normalize, mean_pool
 from genscom.metrics.retrieval import retrieval_metrics
 from genscom.results import library_versions, machine_description
-from genscom.training import (EpochSampler, contrastive_loss, decay_groups, load_checkpoint, loss_curve, lr_at,
-                              make_accelerator, run_card, save_checkpoint, set_lr, write_run)
-from genscom.utils import atomic_torch_save
+from genscom.training import (EpochSampler, cached_tensors, contrastive_loss, decay_groups, load_checkpoint,
+                              loss_curve, lr_at, make_accelerator, run_card, save_checkpoint, set_lr, write_run)
 
 logger = logging.getLogger(__name__)
 
@@ -180,31 +179,26 @@ def embed_captions(text_tower: TransformerTextTower, captions: list[str], *, cac
                    tower_name: str, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
     """L2-normalised float32 ``[len(captions), d]`` caption embeddings of the frozen tower, cached on disk.
 
-    The cache file is keyed by ``tower_name`` and a SHA-256 of the caption list; it is
-    written atomically and read with ``torch.load(weights_only=True)``.
+    The cache file (:func:`genscom.training.cached_tensors`) is keyed by ``tower_name`` and a
+    SHA-256 of the caption list.
     """
     key = hashlib.sha256(("\x00".join([tower_name, *captions])).encode("utf-8")).hexdigest()[:20]
     path = Path(cache_dir) / f"text-{tower_name}-{key}.pt" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        emb = blob.get("embeddings") if isinstance(blob, dict) else None
-        if isinstance(emb, torch.Tensor) and emb.shape[0] == len(captions):
-            logger.info("caption embeddings from cache %s", path)
-            return emb
-        logger.warning("ignoring caption cache %s (unexpected content)", path)
-    from tqdm.auto import tqdm
 
-    text_tower.eval()
-    order = sorted(range(len(captions)), key=lambda i: len(captions[i]))  # less padding per batch
-    out = torch.empty(len(captions), text_tower.dim)
-    t0 = time.perf_counter()
-    for s in tqdm(range(0, len(order), batch_size), desc="embed captions", disable=not progress, leave=False):
-        idx = order[s:s + batch_size]
-        out[idx] = l2_normalize(text_tower([captions[i] for i in idx]).float()).cpu()
-    logger.info("embedded %d captions in %.1f s", len(captions), time.perf_counter() - t0)
-    if path is not None:
-        atomic_torch_save({"embeddings": out, "tower": tower_name, "n": len(captions)}, path)
-    return out
+    def compute() -> dict[str, torch.Tensor]:
+        from tqdm.auto import tqdm
+
+        text_tower.eval()
+        order = sorted(range(len(captions)), key=lambda i: len(captions[i]))  # less padding per batch
+        out = torch.empty(len(captions), text_tower.dim)
+        t0 = time.perf_counter()
+        for s in tqdm(range(0, len(order), batch_size), desc="embed captions", disable=not progress, leave=False):
+            idx = order[s:s + batch_size]
+            out[idx] = l2_normalize(text_tower([captions[i] for i in idx]).float()).cpu()
+        logger.info("embedded %d captions in %.1f s", len(captions), time.perf_counter() - t0)
+        return {"embeddings": out}
+
+    return cached_tensors(path, compute, shapes={"embeddings": len(captions)})["embeddings"]
 
 
 def _augment(pixels: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:

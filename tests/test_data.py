@@ -302,7 +302,6 @@ def test_msrvtt_splits_and_captions(msrvtt_root):
 
 
 def test_msrvtt_reads_frames(msrvtt_root):
-    pytest.importorskip("genscom.data.real")
     te = MSRVTT("test", root=msrvtt_root, num_frames=3, size=16)
     f = te[0].frames
     assert f.dtype == torch.uint8 and f.shape[0] == 3 and f.shape[-1] == 3

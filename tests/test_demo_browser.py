@@ -116,3 +116,23 @@ def test_browser_bad_uploads(page, tmp_path):
     msg = page.locator("#tx-status").inner_text()
     assert "the limit is 0.02 MB" in msg, msg
     assert "Traceback" not in page.content()
+
+
+def test_browser_rate_knobs_follow_the_scheme(page):
+    """The panel shows the chosen scheme's declared rate knobs (Scheme.rate_knobs), and they reach the scheme."""
+    page.reload(wait_until="domcontentloaded")
+    page.locator("#tx-button").wait_for()
+    repeat = page.locator("#tx-knob-semantic-analog-repeat")
+    assert repeat.is_visible() and not page.locator("#tx-knob-digital-embedding-mcs").is_visible()
+    box = repeat.locator("input[type=number]")
+    box.fill("2")
+    box.press("Enter")
+    box.blur()
+    _set_snr(page, 20)
+    _transmit(page, 20)
+    stats = page.locator("#tx-stats").inner_text()
+    assert "semantic-analog-x2" in stats and re.search(r"channel uses: 16 per item", stats), stats  # tiny: 8 x 2
+    page.locator("#tx-scheme input").click()
+    page.get_by_role("option", name="digital-embedding").click()
+    page.locator("#tx-knob-digital-embedding-mcs").wait_for(state="visible")
+    assert not repeat.is_visible() and page.locator("#tx-knob-digital-embedding-fmt").is_visible()

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from genscom.encoders import (
-    MINI_WEIGHTS_DIR,
     ImagePreprocess,
     create_encoder,
     l2_normalize,
@@ -79,13 +78,9 @@ _CACHE: dict[str, object] = {}
 
 
 def build(profile: str, tiny_clip_dir: Path):
-    """Each profile at test size, built once per session ("mini" only when its weights ship)."""
+    """Each profile at test size, built once per session (the mini towers' weights ship in the package)."""
     if profile not in _CACHE:
-        if profile == "mini":
-            if not (MINI_WEIGHTS_DIR / WEIGHTS_NAME).is_file():
-                pytest.skip(f"mini weights not present in {MINI_WEIGHTS_DIR}")
-            _CACHE[profile] = create_encoder("mini")
-        elif profile == "hf":
+        if profile == "hf":
             _CACHE[profile] = create_encoder("hf", pretrained=str(tiny_clip_dir), local_files_only=True)
         else:
             _CACHE[profile] = create_encoder(profile)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genscom.adaptation import extraction as X
-from genscom.coding.link import channel_uses_for_bits
+from genscom.coding.mcs import channel_uses_for_bits
 
 
 

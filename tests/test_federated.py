@@ -14,8 +14,8 @@ pytest.importorskip("flwr")
 
 from genscom.adaptation.adapter import AdapterConfig, build_adapter  # noqa: E402
 from genscom.adaptation.train import AdapterData  # noqa: E402
-from genscom.federated import (FedConfig, FedUser, get_weights, make_client, make_strategy, parse_users,  # noqa: E402
-                               run_federated, set_weights)
+from genscom.federated import (FedConfig, FedUser, build_user_data, get_weights, make_client,  # noqa: E402
+                               make_strategy, parse_users, run_federated, set_weights)
 
 D = 32
 ADAPTER = {"k": 16, "hidden": 48, "depth": 1, "group_size": 8}
@@ -30,6 +30,11 @@ def data() -> AdapterData:
     lab = torch.randint(24, (n,), generator=g)
     clips = classes[lab] + 0.25 * torch.randn(n, D, generator=g)
     return AdapterData.from_pairs(clips, [f"class {int(v)}" for v in lab], classes[lab], torch.arange(n))
+
+
+def _max_r1(val: AdapterData) -> float:
+    """Upper bound on t2v R@1: items sharing a caption string share one query, whose top hit is one item."""
+    return len(set(val.caption_ids.tolist())) / len(val.caption_ids)
 
 
 def _cfg(tmp_path: Path, **kw) -> FedConfig:
@@ -94,8 +99,6 @@ def test_flower_fedavg_is_the_example_weighted_mean(tmp_path: Path) -> None:
 def test_client_is_a_flower_numpy_client_and_fedprox_pulls_to_global(data: AdapterData, tmp_path: Path) -> None:
     import flwr
 
-    from genscom.federated import build_user_data
-
     cfg = _cfg(tmp_path)
     shards = build_user_data(cfg, data=data)
     acfg = AdapterConfig(dim=D, snr_range_db=(-5.0, 10.0), **ADAPTER)
@@ -111,8 +114,19 @@ def test_client_is_a_flower_numpy_client_and_fedprox_pulls_to_global(data: Adapt
         return float(sum(((x - y) ** 2).sum() for x, y in zip(new, start)))
 
     assert drift(50.0) < 0.8 * drift(0.0)
-    loss, n, metrics = client.evaluate(start, {})
-    assert n == 48 and 0.0 <= metrics["t2v_R@1"] <= 1.0 and loss == pytest.approx(1.0 - metrics["t2v_R@1"])
+    # Evaluation at 60 dB (noise ~1e-3 of the signal): R@1 is the noiseless adapter's, ranked here by hand
+    # (numpy, every caption a query over the held-out clips); Flower's loss is 1 - R@1.
+    clear = make_client(cfg, FedUser("clear", "awgn", -5.0, 10.0, eval_snr_db=60.0), *shards[0], acfg, 0)
+    loss, n, metrics = clear.evaluate(start, {})
+    val = shards[0][1]
+    ref = build_adapter(acfg, seed=99)
+    set_weights(ref, start)
+    with torch.no_grad():
+        rx = ref.eval()(val.clips, 60.0, channel=None).embeddings.numpy()
+    owner = np.repeat(np.arange(len(val.clips)), np.diff(val.offsets.numpy()))
+    r1 = float(np.mean((val.texts.numpy()[val.caption_ids.numpy()] @ rx.T).argmax(axis=1) == owner))
+    assert n == 48 and metrics["t2v_R@1"] == pytest.approx(r1) and loss == pytest.approx(1.0 - r1)
+    assert r1 <= _max_r1(val)
     with pytest.raises(ValueError, match="items"):
         build_user_data(_cfg(tmp_path, items_per_user=500), data=data)
 
@@ -155,8 +169,18 @@ def test_fed_bench_writes_results_and_plot(data: AdapterData, tmp_path: Path) ->
     assert blob["benchmark"] == "fed" and blob["meta"]["machine"]
     schemes = {(r["scheme"], r["user"]) for r in blob["records"]}
     assert {("initial", "a"), ("fedavg", "b"), ("local-only", "c")} <= schemes
+    # Every R@1 is a count over the 48 held-out captions of a user, at most the user's _max_r1 bound;
+    # mean_R@1_other_users averages two such users: a multiple of 1/96 under the mean of their bounds.
+    bound = {u.name: _max_r1(val) for u, (_, val) in zip(cfg.users, build_user_data(cfg, data=data))}
+    for r in blob["records"]:
+        assert r["metrics"]["t2v_R@1"] * 48 == pytest.approx(round(r["metrics"]["t2v_R@1"] * 48), abs=1e-9)
+        assert r["metrics"]["t2v_R@1"] <= bound[r["user"]] + 1e-12, r
     local = [r for r in blob["records"] if r["scheme"] == "local-only"]
-    assert all(0.0 <= r["metrics"]["mean_R@1_other_users"] <= 1.0 for r in local)
+    assert len(local) == 3
+    for r in local:
+        other = r["metrics"]["mean_R@1_other_users"]
+        cap = np.mean([b for name, b in bound.items() if name != r["user"]])
+        assert other * 96 == pytest.approx(round(other * 96), abs=1e-9) and other <= cap + 1e-12, (other, cap)
     assert all(r["channel_uses"] == 16 for r in blob["records"])
     assert (tmp_path / "out" / "fed.png").stat().st_size > 1000
     assert out["png"].name == "fed.png"

@@ -1,58 +1,20 @@
+"""DigitalLink (LDPC + QAM over a channel): round trips, channel uses, abstraction, adaptive MCS, repetition."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from genscom.channels import fading
 from genscom.channels.awgn import AWGNChannel
-from genscom.coding.link import (
-    MCS,
-    MCS_TABLE,
-    CalibrationConfig,
-    DigitalLink,
-    calibrate,
-    channel_uses_for_bits,
-    get_mcs,
-    select_mcs,
-    simulate_coded,
-)
-
-
+from genscom.coding.calibration import CalibrationConfig, calibrate
+from genscom.coding.link import DigitalLink
+from genscom.coding.mcs import MCS_TABLE, channel_uses_for_bits, get_mcs, select_mcs
 
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
-
-
-def test_mcs_table_and_errors():
-    assert len(MCS_TABLE) == 9
-    assert set(MCS_TABLE) == {f"{m}-{r}" for m in ("qpsk", "16qam", "64qam") for r in ("1/3", "1/2", "2/3")}
-    eff = [m.spectral_efficiency for m in MCS_TABLE.values()]
-    assert eff == sorted(eff)
-    m = get_mcs("16QAM-2/3")
-    assert m == MCS(4, "2/3") and m.order == 16 and m.name == "16qam-2/3" and abs(m.spectral_efficiency - 8 / 3) < 1e-12
-    with pytest.raises(ValueError, match="qpsk-1/3.*64qam-2/3"):
-        get_mcs("qpsk-3/4")
-    with pytest.raises(ValueError, match="2 \\(QPSK\\), 4 \\(16-QAM\\) or 6"):
-        MCS(3, "1/2")
-    with pytest.raises(ValueError, match="1/3, 1/2, 2/3"):
-        MCS(2, 0.75)
-    with pytest.raises(ValueError, match="known MCS"):
-        DigitalLink("8psk-1/2", AWGNChannel())
-
-
-def test_channel_uses_hand_cases():
-    assert channel_uses_for_bits(0, "qpsk-1/2") == 0
-    assert channel_uses_for_bits(1, "qpsk-1/2") == 1024  # one codeword: 2048 bits / 2
-    assert channel_uses_for_bits(1024, "qpsk-1/2") == 1024
-    assert channel_uses_for_bits(1025, "qpsk-1/2") == 2048  # second codeword, zero padded
-    assert channel_uses_for_bits(3000, "16qam-2/3") == 3 * 384  # 1536 / 4
-    assert channel_uses_for_bits(2048, "64qam-1/3") == 2 * 512  # 3072 / 6
-    assert channel_uses_for_bits(10, "64qam-1/2") == 342  # n rounded to 2052 = 342 * 6
-    assert channel_uses_for_bits(300, MCS(2, "1/3"), k=128) == 3 * 192
-    with pytest.raises(ValueError, match="n_bits"):
-        channel_uses_for_bits(-1, "qpsk-1/2")
-
 
 @pytest.mark.parametrize("mcs", ["qpsk-1/3", "16qam-1/2", "64qam-2/3"])
 def test_round_trip_high_snr_fails_low_snr(mcs):
@@ -68,7 +30,6 @@ def test_round_trip_high_snr_fails_low_snr(mcs):
 
 
 def test_rayleigh_link_round_trip_perfect_csi():
-    fading = pytest.importorskip("genscom.channels.fading")
     link = DigitalLink("16qam-1/2", fading.RayleighBlockFading(coherence=8), k=256, fidelity="full")
     bits = torch.randint(0, 2, (3, 500), generator=_gen(4)).float()
     assert torch.equal(link.send_bits(bits, 35.0, generator=_gen(5)).bits_hat, bits)
@@ -136,9 +97,7 @@ def test_adaptive_mcs_is_monotone_in_snr(tmp_path):
     assert select_mcs(-30.0, tables).name == "qpsk-1/3"  # nothing meets the target: most robust
 
 
-def test_simulate_coded_and_bad_arguments():
-    st = simulate_coded("qpsk-1/3", AWGNChannel(), 10.0, 4, generator=_gen(15), k=128)
-    assert st.bler == 0.0 and st.ber == 0.0 and st.n_codewords == 4
+def test_bad_arguments():
     link = DigitalLink("qpsk-1/2", AWGNChannel(), k=128)
     with pytest.raises(ValueError, match="fidelity"):
         DigitalLink("qpsk-1/2", AWGNChannel(), fidelity="fast")
@@ -153,44 +112,6 @@ def test_simulate_coded_and_bad_arguments():
     with pytest.raises(ValueError, match="finite"):
         link.send_bits(torch.zeros(1, 10), float("nan"))
 
-
-def test_table_interpolation():
-    from genscom.coding.link import CalibrationTable
-
-    t = CalibrationTable(mcs="qpsk-1/2", channel="awgn()", k=128, n=256, num_iter=20, snr_db=[0.0, 1.0, 2.0, 3.0],
-                         bler=[1.0, 0.1, 0.0, 0.0], residual_ber=[0.3, 0.1, 0.0, 0.0], n_codewords=[32, 100, 100, 0],
-                         error_counts=[[40], [12], [], []], source=["pilot", "simulated", "simulated", "extrapolated"])
-    assert t.bler_at(-5.0) == 1.0 and t.bler_at(0.0) == 1.0 and t.bler_at(1.0) == 0.1
-    assert abs(t.bler_at(0.5) - 10 ** -0.5) < 1e-9  # log-linear
-    assert 0.005 < t.bler_at(1.5) < 0.1 and t.bler_at(2.0) == 0.0 and t.bler_at(10.0) == 0.0
-    assert t.error_count_pool(2.9) == [12] and abs(t.residual_ber_at(0.5) - 0.2) < 1e-9
-
-
-# -- symbol repetition + maximum-ratio combining --------------------------------------------------
-def test_repetition_mrc_gives_the_r_fold_snr_gain_on_awgn():
-    from genscom.coding.link import _through_channel
-
-    x = torch.polar(torch.ones(4, 25_000), 2 * torch.pi * torch.rand(4, 25_000, generator=_gen(0)))
-    n0 = 10 ** (-3.0 / 10)  # 3 dB
-    for r in (1, 2, 4):
-        x_hat, nv = _through_channel(x, AWGNChannel(), 3.0, generator=_gen(r), repeat=r)
-        assert x_hat.shape == x.shape == nv.shape
-        assert torch.allclose(nv, torch.full_like(nv, n0 / r))
-        measured = float((x_hat - x).abs().pow(2).mean())
-        assert measured == pytest.approx(n0 / r, rel=0.03), r  # 1e5 symbols: ~0.5% std
-
-
-def test_repetition_mrc_on_rayleigh_matches_its_effective_noise():
-    fading = pytest.importorskip("genscom.channels.fading")
-    from genscom.coding.link import _through_channel
-
-    x = torch.polar(torch.ones(8, 4096), 2 * torch.pi * torch.rand(8, 4096, generator=_gen(1)))
-    x_hat, nv = _through_channel(x, fading.RayleighBlockFading(coherence=16), 5.0, generator=_gen(2), repeat=3)
-    ratio = float(((x_hat - x).abs().pow(2) / nv).mean())  # per-symbol error power over its predicted N0_eff
-    assert ratio == pytest.approx(1.0, rel=0.05)
-    assert float(nv.std()) > 0  # fading: per-symbol combined SNR varies
-
-
 def test_link_repetition_counts_uses_lowers_bler_and_simulates_fading(tmp_path):
     bits = torch.randint(0, 2, (200, 12), generator=_gen(3)).float()
     one = DigitalLink("qpsk-1/3", AWGNChannel(), k=12, fidelity="full")
@@ -199,10 +120,66 @@ def test_link_repetition_counts_uses_lowers_bler_and_simulates_fading(tmp_path):
     assert r4.channel_uses.tolist() == [4 * u for u in r1.channel_uses.tolist()] == [4 * 18] * 200
     assert four.channel_uses_for_bits(12) == channel_uses_for_bits(12, "qpsk-1/3", k=12, repeat=4) == 72
     assert r1.bler > 0.3 and r4.bler < 0.5 * r1.bler, (r1.bler, r4.bler)
-    fading = pytest.importorskip("genscom.channels.fading")
     link = DigitalLink("qpsk-1/3", fading.RayleighBlockFading(coherence=16), k=12, fidelity="abstract", repeat=2)
     assert link.send_bits(bits[:4], 10.0, generator=_gen(5)).fidelity == "full"
     with pytest.raises(ValueError, match="repeat"):
         DigitalLink("qpsk-1/3", AWGNChannel(), repeat=0)
     with pytest.raises(ValueError, match="repeat"):
         channel_uses_for_bits(12, "qpsk-1/3", repeat=1.5)
+
+
+# -- one link, many channels --------------------------------------------------------------------------
+def test_link_without_a_default_channel_takes_one_per_call():
+    link = DigitalLink("qpsk-1/2", k=128, fidelity="full")
+    bits = torch.randint(0, 2, (2, 100), generator=_gen(20)).float()
+    awgn = link.send_bits(bits, 30.0, channel=AWGNChannel(), generator=_gen(21))
+    ray = link.send_bits(bits, 40.0, channel=fading.RayleighBlockFading(coherence=8), generator=_gen(22))
+    assert torch.equal(awgn.bits_hat, bits) and torch.equal(ray.bits_hat, bits)
+    assert link.code(get_mcs("qpsk-1/2")) is link.code(get_mcs("qpsk-1/2"))  # pieces built once
+    with pytest.raises(ValueError, match="pass channel="):
+        link.send_bits(bits, 5.0)
+    with pytest.raises(TypeError, match="channel must be a genscom"):
+        link.send_bytes([b"x"], 5.0, channel="awgn")
+
+
+# -- the constellation helper -------------------------------------------------------------------------
+@pytest.mark.parametrize("mcs", ["qpsk-1/3", "16qam-1/2", "64qam-2/3"])
+def test_constellation_shape_unit_energy_and_round_trip(mcs):
+    link = DigitalLink(mcs, AWGNChannel(), k=512)
+    m = get_mcs(mcs)
+    payload = bytes(np.random.default_rng(1).integers(0, 256, 500, dtype=np.uint8))  # 4000 bits: 8 codewords
+    n_sym = channel_uses_for_bits(512, mcs, k=512)
+    one = link.constellation(payload, 40.0, generator=_gen(30))
+    assert one.mcs == m and one.bits.shape == (1, 512) and one.sent.shape == one.received.shape == (n_sym,)
+    assert one.sent.dtype == torch.complex64 and one.noise_var.shape == (n_sym,)
+    every = link.constellation(payload, 40.0, max_codewords=None, generator=_gen(30))
+    assert every.bits.shape == (8, 512) and every.sent.shape == (8 * n_sym,)
+    energy = every.sent[: 7 * n_sym].abs().pow(2).mean()  # the 7 full codewords: random-looking coded bits
+    assert float(energy) == pytest.approx(1.0, abs=0.08)  # unit average energy
+    assert torch.equal(every.sent[:n_sym], one.sent)  # the first codeword is the same
+    # the payload's bits are the codewords' info bits, zero-padded
+    sent_bits = torch.from_numpy(np.unpackbits(np.frombuffer(payload, dtype=np.uint8))).float()
+    assert torch.equal(every.bits.reshape(-1)[:4000], sent_bits) and every.bits.reshape(-1)[4000:].sum() == 0
+    # round trip at high SNR: demap + decode the received symbols back to the payload bits
+    llr = link.qam(m).demap(every.received.reshape(8, n_sym), every.noise_var.reshape(8, n_sym))
+    assert torch.equal(link.code(m).decode(llr).cpu(), every.bits)
+    # the same symbols as modulate(); bits given as a 0/1 tensor map the same way
+    bits, x = link.modulate(sent_bits, max_codewords=1)
+    assert torch.equal(x, one.sent) and torch.equal(bits, one.bits)
+    low = link.constellation(payload, -5.0, generator=_gen(31))
+    assert float((low.received - low.sent).abs().pow(2).mean()) == pytest.approx(10 ** 0.5, rel=0.2)
+
+
+def test_constellation_arguments():
+    link = DigitalLink("adaptive", AWGNChannel(), k=128)
+    with pytest.raises(ValueError, match="adaptive: pass mcs="):
+        link.modulate(b"abc")
+    fixed = DigitalLink("qpsk-1/2", k=128)
+    with pytest.raises(ValueError, match="1-D bits"):
+        fixed.modulate(torch.zeros(2, 8))
+    with pytest.raises(TypeError, match="bytes or a 1-D 0/1"):
+        fixed.modulate([0, 1])
+    with pytest.raises(ValueError, match="max_codewords"):
+        fixed.modulate(b"abc", max_codewords=0)
+    empty = fixed.constellation(b"", 10.0, channel=AWGNChannel())
+    assert empty.sent.numel() == empty.received.numel() == 0

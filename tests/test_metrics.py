@@ -161,6 +161,24 @@ def test_ms_ssim_too_small_raises_and_ssim_works():
     assert float(ms_ssim(img, img, win_size=3)) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_ssim_matches_scikit_image():
+    """A second implementation: scikit-image's SSIM with the Wang et al. settings (Gaussian sigma 1.5, 11x11
+    window, population covariances, K1 = 0.01, K2 = 0.03), averaged over the valid window positions and channels."""
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(1)
+    y = torch.linspace(0, 1, 64)[:, None, None]
+    x = torch.linspace(0, 1, 80)[None, :, None]
+    img = (255 * (0.5 + 0.5 * torch.sin(12 * x + 7 * y)) * torch.ones(1, 1, 3)).round().to(torch.uint8)
+    noisy = torch.stack([(img.float() + s * torch.randn(img.shape, generator=g)).clamp(0, 255).round()
+                         for s in (5.0, 20.0, 60.0)]).to(torch.uint8)
+    ours = ssim(noisy, img.expand_as(noisy))
+    ref = [structural_similarity(img.numpy(), n.numpy(), channel_axis=-1, data_range=255, gaussian_weights=True,
+                                 sigma=1.5, use_sample_covariance=False) for n in noisy]
+    torch.testing.assert_close(ours.double(), torch.tensor(ref, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert ref[0] > 0.9 > ref[1] > 0.5 > ref[2]  # the three noise levels span the range
+
+
 # --------------------------------------------------------------------------- stats
 def test_mean_ci95():
     m, h = mean_ci95([1.0, 2.0, 3.0])

@@ -1,10 +1,14 @@
-"""Bit-exact baselines: real JPEG / H.264 bitstreams through LDPC + QAM, really decoded."""
+"""Bit-exact baselines: real JPEG / H.264 bitstreams through LDPC + QAM, really decoded; digital links built once."""
 
 import pytest
 import torch
 
+from genscom.adaptation.adapter import AdapterConfig, build_adapter
 from genscom.channels.awgn import AWGNChannel
-from genscom.coding.link import channel_uses_for_bits
+from genscom.channels.fading import RayleighBlockFading
+from genscom.coding.link import DigitalLink
+from genscom.coding.mcs import channel_uses_for_bits
+from genscom.memory import build_knowledge_base
 from genscom.metrics.signal import psnr
 from genscom.schemes import SourceBatch, create_scheme
 
@@ -60,3 +64,45 @@ def test_classic_scheme_bad_args():
         create_scheme("h264-ldpc").transmit(SourceBatch(embeddings=torch.zeros(2, 4)))
     with pytest.raises(ValueError, match="mcs|MCS"):
         create_scheme("jpeg-ldpc", mcs="qpsk-9/10").send(SourceBatch(frames=_clips()), AWGNChannel(), 5.0)
+
+
+def _emb(b=3, d=16, seed=0):
+    return torch.nn.functional.normalize(torch.randn(b, d, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def _digital(name):
+    """(scheme, batch) of every scheme with a digital link, tiny."""
+    if name == "digital-embedding":
+        return create_scheme(name), SourceBatch(embeddings=_emb())
+    if name in ("jpeg-ldpc", "h264-ldpc"):
+        return create_scheme(name, fidelity="full"), SourceBatch(frames=_clips(b=1, t=2))
+    if name == "memory":
+        return create_scheme(name, knowledge_base=build_knowledge_base(_emb(8, seed=1))), SourceBatch(embeddings=_emb())
+    adapter = build_adapter(AdapterConfig(dim=16, k=12, hidden=32, depth=1, group_size=3, cond_dim=8), seed=0).eval()
+    return create_scheme("adapted+mu", adapter=adapter, mu=0.3), SourceBatch(embeddings=_emb())
+
+
+@pytest.mark.parametrize("name", ["digital-embedding", "jpeg-ldpc", "h264-ldpc", "memory", "adapted+mu"])
+def test_digital_scheme_builds_its_link_once(name, monkeypatch):
+    scheme, batch = _digital(name)
+    built = []
+    init = DigitalLink.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(DigitalLink, "__init__", counting)
+    payload = scheme.transmit(batch)
+    gen = torch.Generator().manual_seed(0)
+    for channel, snr in ((AWGNChannel(), 20.0), (AWGNChannel(), 5.0), (RayleighBlockFading(coherence=8), 25.0)):
+        out = scheme.deliver(payload, channel, snr, generator=gen)
+        if name in ("digital-embedding", "jpeg-ldpc", "h264-ldpc"):  # fixed MCS: transmit counted the cost
+            assert torch.equal(out.channel_uses, payload.channel_uses) and bool((payload.channel_uses > 0).all())
+    # built in __init__ (none during deliveries), or lazily on the first delivery only (memory's frame link)
+    assert len(built) == (1 if name == "memory" else 0), built
+    link = scheme.frame_link() if name == "memory" else scheme.link
+    assert isinstance(link, DigitalLink) and link.channel is None  # one link serves every channel
+    if name == "memory":
+        assert built == [link]
+

@@ -5,9 +5,10 @@ import pytest
 import torch
 from scipy import integrate, special
 
+from genscom.channels import fading
 from genscom.channels.awgn import AWGNChannel
 from genscom.coding import theory
-from genscom.coding.link import simulate_uncoded_ber
+from genscom.coding.calibration import simulate_uncoded_ber
 
 N_BITS = 1_000_000  # >= 5000 errors at every point below: 5% is > 3.5 standard errors
 
@@ -23,7 +24,6 @@ def test_uncoded_ber_awgn_matches_closed_form(order, snrs):
 
 
 def test_uncoded_qpsk_rayleigh_zf_matches_closed_form():
-    fading = pytest.importorskip("genscom.channels.fading")
     ch = fading.RayleighBlockFading(coherence=4)
     g = torch.Generator().manual_seed(7)
     for snr in (10.0, 13.0, 16.0):

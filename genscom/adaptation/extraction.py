@@ -6,7 +6,7 @@ groups and scores each group with an importance ``w_g`` in ``[0, 1]``. A group i
 groups were sent from a ``G``-bit **bitmap** (bit ``g`` = 1 if group ``g`` was sent),
 which is side information: it goes over a protected digital link (LDPC + QAM at
 ``side_mcs``, one codeword of ``max(12, G)`` info bits per item) and its channel uses
-are counted with :func:`genscom.coding.link.channel_uses_for_bits`, the project's
+are counted with :func:`genscom.coding.mcs.channel_uses_for_bits`, the project's
 single counter of digital channel uses. Missing groups are filled at the receiver
 by a learned **mask token** (one complex value per symbol position).
 
@@ -45,7 +45,7 @@ def side_channel_uses(n_groups: int, side_mcs: str = DEFAULT_SIDE_MCS, *, repeat
 
     Example: 24 groups at ``"qpsk-1/3"`` -> 72 coded bits -> 36 channel uses (144 with ``repeat=4``).
     """
-    from genscom.coding.link import channel_uses_for_bits
+    from genscom.coding.mcs import channel_uses_for_bits
 
     return channel_uses_for_bits(int(n_groups), side_mcs, k=bitmap_ldpc_k(n_groups), repeat=repeat)
 

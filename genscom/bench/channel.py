@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from genscom.bench.results import Record, make_meta, markdown_table, render_table, save_figure, write_results
+from genscom.bench.results import markdown_table, render_table, save_figure
+from genscom.results import Record, make_meta, write_results
 from genscom.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def run_channel_bench(cfg: ChannelBenchConfig, *, command: str = "", console: An
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from genscom.coding.link import simulate_coded, simulate_uncoded_ber
+    from genscom.coding.calibration import simulate_coded, simulate_uncoded_ber
     from genscom.data.real import load_real_clip, load_real_image
     from genscom.schemes import SourceBatch, create_scheme
 

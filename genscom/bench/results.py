@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from genscom.results import Record, load_results, make_meta, write_results  # noqa: F401  (TEMP re-export)
+from genscom.results import Record
 
 
 def format_value(v: Any, digits: int = 3) -> str:

@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import torch
 
-from genscom.bench.results import Record, make_meta, markdown_table, plot_metric_vs_snr, render_table, write_results
+from genscom.bench.results import markdown_table, plot_metric_vs_snr, render_table
+from genscom.results import Record, make_meta, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from genscom.channels.registry import create_channel
+    from genscom.coding.calibration import default_cache_dir
     from genscom.data import create_dataset
     from genscom.encoders import create_encoder
     from genscom.metrics.retrieval import retrieval_metrics
@@ -306,7 +308,7 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
                      quick=cfg.quick, channels=list(cfg.channels), snrs=list(cfg.snrs),
                      realisations=cfg.realisations, mcs=cfg.mcs, source_dim=source_dim, n_queries=len(captions),
                      chance_t2v_R1=chance_r1, overhead_reduction=overhead,
-                     accuracy_gain=gains)
+                     accuracy_gain=gains, calibration_cache=str(default_cache_dir()))
     json_path = write_results(out_dir / "retrieval.json", "retrieval", meta, records)
 
     png = plot_retrieval(records, out_dir / "retrieval_r1.png",

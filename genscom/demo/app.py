@@ -33,9 +33,12 @@ from genscom.demo.engine import (
     RxResult,
     TxResult,
     TxSettings,
+    initial_knob_values,
     optional_features,
+    rate_knobs,
     semantic_schemes,
 )
+from genscom.schemes.base import RateKnob
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ def tx_stats_markdown(t: TxResult) -> str:
              f"{_fmt(b['channel_uses'])} channel uses ({_fmt(b['bits'])} bits)"]
     if b.get("other_channel_uses"):
         lines.append(f"- {b_label[b['other']]}: {_fmt(b['other_channel_uses'])} channel uses ({_fmt(b['other_bits'])} bits)")
-    if b["channel_uses"]:
+    if b["channel_uses"] and t.channel_uses is not None:
         red = 1.0 - t.channel_uses / b["channel_uses"]
         lines.append(f"- overhead reduction vs {b_label[b['name']]}: **{100 * red:.1f} %**")
     return "\n".join(lines)
@@ -158,7 +161,7 @@ def generated_markdown(res: RxResult, features: dict[str, str | None]) -> tuple[
 
 def r1_plot(config: DemoConfig, channel: str, snr_db: float | None) -> tuple[Any, str]:
     """(image or None, note) for the R@1-vs-SNR plot from the latest benchmark JSON."""
-    from genscom.bench.results import load_results
+    from genscom.results import load_results
     from genscom.demo.plots import r1_vs_snr_image
 
     path = config.results_path
@@ -222,8 +225,39 @@ def build_demo(mode: Mode = "combined", config: DemoConfig | None = None, *, rx_
     return DemoParts(blocks=blocks, mode=mode, config=config, transmitter=tx, receiver=rx, features=features)
 
 
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name)
+
+
+def knob_component(gr: Any, knob: RateKnob, value: Any, *, elem_id: str) -> Any:
+    """The Gradio control of one :class:`~genscom.schemes.base.RateKnob`: a dropdown for ``"choice"``, a slider
+    for a bounded ``"float"``, else a number box. A knob without a default (the scheme decides) starts at 0,
+    which :func:`knob_values` reads as "not set"."""
+    kw = {"label": knob.name, "info": knob.help or None, "elem_id": elem_id}
+    if knob.kind == "choice":
+        return gr.Dropdown(choices=list(knob.choices), value=value, **kw)
+    if knob.kind == "float" and knob.min is not None and knob.max is not None:
+        return gr.Slider(knob.min, knob.max, value=value, step=knob.step or (knob.max - knob.min) / 100, **kw)
+    if value is None:  # 0 stands for "not set": no bounds in the box, the scheme checks the value
+        kw["info"] = f"{knob.help} (0: the scheme's default)" if knob.help else "0: the scheme's default"
+        return gr.Number(value=0, precision=0 if knob.kind == "int" else None, step=knob.step or 1, **kw)
+    return gr.Number(value=value, precision=0 if knob.kind == "int" else None, minimum=knob.min, maximum=knob.max,
+                     step=knob.step or 1, **kw)
+
+
+def knob_values(scheme: str, knobs: list[tuple[str, RateKnob, Any]], values: Any) -> dict[str, Any]:
+    """``{knob name: value}`` of ``scheme`` from the panel's controls (``knobs``, in order, and their ``values``).
+    Empty boxes, and 0 in the box of a knob without a default, are left out (the scheme's default)."""
+    out = {}
+    for (name, knob, _), v in zip(knobs, values):
+        if name == scheme and v is not None and not (knob.default is None and v == 0):
+            out[knob.name] = v
+    return out
+
+
 def _tx_panel(gr: Any, tx: DemoTransmitter, config: DemoConfig, features: dict[str, str | None]) -> dict[str, Any]:
     schemes = semantic_schemes()
+    first = "semantic-analog" if "semantic-analog" in schemes else schemes[0]
     notes = [f"- `{k}`: {v}" for k, v in features.items() if v]
     agent_card = (f"Agent card: `{config.agent_card}`" if config.agent_card else
                   "Agent card: none loaded (pass one to use the `agent` scheme)")
@@ -238,13 +272,22 @@ def _tx_panel(gr: Any, tx: DemoTransmitter, config: DemoConfig, features: dict[s
             "task": gr.Radio(list(TASKS), value="retrieval", label="task", elem_id="tx-task"),
             "channel": gr.Radio(list(CHANNEL_NAMES), value="awgn", label="channel", elem_id="tx-channel"),
             "snr": gr.Slider(-10, 30, value=10, step=0.5, label="SNR (dB, Es/N0)", elem_id="tx-snr"),
-            "budget": gr.Number(value=0, precision=0, label="rate budget (channel uses per item; 0 = scheme default)",
-                                elem_id="tx-budget"),
-            "mu": gr.Slider(0, 1, value=0, step=0.05, label="mu (importance threshold, adapted+mu only; 0 = unused)",
-                            elem_id="tx-mu"),
-            "scheme": gr.Dropdown(choices=schemes, value="semantic-analog" if "semantic-analog" in schemes else schemes[0],
-                                  label="scheme", elem_id="tx-scheme"),
+            "scheme": gr.Dropdown(choices=schemes, value=first, label="scheme", elem_id="tx-scheme"),
         }
+        # the rate knobs each scheme declares (Scheme.rate_knobs), shown for the chosen scheme only
+        groups: dict[str, Any] = {}
+        knobs: list[tuple[str, RateKnob, Any]] = []
+        for name in schemes:
+            declared = rate_knobs(name)
+            if not declared:
+                continue
+            start = initial_knob_values(name, config)
+            with gr.Group(visible=name == first, elem_id=f"tx-knobs-{_slug(name)}") as group:
+                for knob in declared:
+                    knobs.append((name, knob, knob_component(gr, knob, start[knob.name],
+                                                             elem_id=f"tx-knob-{_slug(name)}-{knob.name}")))
+            groups[name] = group
+        ui["knob_groups"], ui["knobs"] = groups, knobs
         gr.Markdown(agent_card + ("\n\nNot available here:\n" + "\n".join(notes) if notes else ""),
                     elem_classes=["gs-small"], elem_id="tx-features")
         ui["button"] = gr.Button("Transmit", variant="primary", elem_id="tx-button")
@@ -306,8 +349,18 @@ def _wire_events(gr: Any, mode: str, config: DemoConfig, tx: DemoTransmitter | N
 
         tx_ui["upload"].change(check_upload, inputs=[tx_ui["upload"]], outputs=[tx_ui["status"]])
 
-        def transmit(clip, upload, task, channel, snr, budget, mu, scheme, *rest):
+        knobs = tx_ui["knobs"]
+
+        def show_knobs(scheme):
+            return [gr.update(visible=name == scheme) for name in tx_ui["knob_groups"]]
+
+        if tx_ui["knob_groups"]:
+            tx_ui["scheme"].change(show_knobs, inputs=[tx_ui["scheme"]], outputs=list(tx_ui["knob_groups"].values()))
+
+        def transmit(clip, upload, task, channel, snr, scheme, *rest):
+            values, rest = rest[:len(knobs)], rest[len(knobs):]
             query = rest[0] if rest else ""
+            chosen = knob_values(scheme, knobs, values)
             nothing = [gr.update()] * (3 + len(rx_outs))
             try:
                 if upload:
@@ -315,8 +368,8 @@ def _wire_events(gr: Any, mode: str, config: DemoConfig, tx: DemoTransmitter | N
                                        num_frames=config.num_frames)
                 else:
                     item = tx.item(clip)
-                settings = TxSettings(scheme=scheme, channel=channel, snr_db=float(snr), task=task,
-                                      budget=int(budget or 0), mu=float(mu or 0), seed=config.seed)
+                settings = TxSettings(scheme=scheme, channel=channel, snr_db=float(snr), task=task, knobs=chosen,
+                                      seed=config.seed)
                 t = tx.transmit(item, settings)
             except (UploadError, ValueError, TypeError, FileNotFoundError) as exc:
                 return [_err(exc)] + nothing
@@ -349,7 +402,7 @@ def _wire_events(gr: Any, mode: str, config: DemoConfig, tx: DemoTransmitter | N
                       f"{'FAILED' if b['failed'] else 'decoded'} ({b['block_errors']} codeword(s) wrong).")
             return [status, frames, stats, cons]
 
-        inputs = [tx_ui[k] for k in ("clip", "upload", "task", "channel", "snr", "budget", "mu", "scheme")]
+        inputs = [tx_ui[k] for k in ("clip", "upload", "task", "channel", "snr", "scheme")] + [c for _, _, c in knobs]
         if mode == "combined":
             inputs.append(rx_ui["query"])  # type: ignore[index]
         tx_ui["button"].click(transmit, inputs=inputs,
@@ -499,4 +552,5 @@ def launch_demo(mode: Mode = "combined", config: DemoConfig | None = None, *, ho
 
 
 __all__ = ["DemoParts", "HEALTH_PATH", "MODES", "RECEIVE_PATH", "ReceiverError", "RunningServer", "build_demo",
-           "create_server", "free_port", "launch_demo", "send_to_receiver", "serve", "tx_stats_markdown"]
+           "create_server", "free_port", "knob_component", "knob_values", "launch_demo", "send_to_receiver", "serve",
+           "tx_stats_markdown"]

@@ -86,7 +86,7 @@ def read_upload(path: str | os.PathLike[str], *, max_bytes: int, max_side: int, 
 
         try:
             with Image.open(p) as im:
-                arr = np.asarray(im.convert("RGB"))
+                arr = np.array(im.convert("RGB"))  # a writable copy for torch
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise UploadError(f"upload {p.name!r} is not a readable image ({type(exc).__name__}); "
                               "check the file or try PNG/JPEG") from None

@@ -8,27 +8,36 @@ decodes both transmissions and ranks its gallery for a text query. The Gradio ap
 
 The receiver's gallery is the offline synthetic test split (clean embeddings: clips
 received earlier); the received item replaces its own entry (or joins the gallery
-when it is new to it), and its rank for the query is reported. Optional features
-(``adapted`` / ``agent`` schemes, diffusion heads) are picked up when importable and
-otherwise reported by :func:`optional_features`.
+when it is new to it), and its rank for the query is reported (:mod:`genscom.metrics.retrieval`
+ranks, ties counted pessimistically). Optional features (``adapted`` / ``agent`` schemes,
+diffusion heads) are picked up when importable and otherwise reported by
+:func:`optional_features`.
+
+The demo knows schemes only through their public API: the rate knobs each declares
+(:meth:`~genscom.schemes.base.Scheme.rate_knobs`) become the panel's controls, and
+:meth:`~genscom.schemes.base.Scheme.for_channel` renders a payload for the sensed channel
+before it goes on the wire (the ``agent`` scheme, which does not implement it yet, through
+its public :meth:`~genscom.schemes.agent.AgentScheme.understand`).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
 from genscom.demo.content import DemoItem, load_real_item, real_choices
 from genscom.demo.wire import Transmission, WireMessage, decode_message, encode_message
-from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch
+from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, get_scheme_class
+
+if TYPE_CHECKING:
+    from genscom.coding.link import DigitalLink
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +59,8 @@ class DemoConfig:
         num_frames: frames sampled per clip (``T``).
         max_side: long side of transmitted frames in pixels (even sizes for H.264).
         max_upload_mb: largest upload accepted, in MB (10^6 bytes).
-        mcs: MCS of the digital links (baseline and ``digital-embedding``), e.g. ``"qpsk-1/2"``.
+        mcs: MCS of the baseline's digital link, e.g. ``"qpsk-1/2"``, and the initial value of a
+            scheme's ``mcs`` rate knob (``digital-embedding``, ``memory``).
         jpeg_quality, h264_crf: baseline source-coding settings.
         results_path: retrieval benchmark JSON for the R@1-vs-SNR plot.
         agent_card: agent card for the ``agent`` scheme (``None``: that scheme reports it is not set up).
@@ -79,7 +89,7 @@ class DemoConfig:
             raise ValueError(f"max_upload_mb must be a positive number of MB, got {self.max_upload_mb!r}")
         if not isinstance(self.request_timeout_s, (int, float)) or not self.request_timeout_s > 0:
             raise ValueError(f"request_timeout_s must be positive seconds, got {self.request_timeout_s!r}")
-        from genscom.coding.link import get_mcs
+        from genscom.coding.mcs import get_mcs
 
         get_mcs(self.mcs)  # raises ValueError listing the MCS names
 
@@ -97,9 +107,9 @@ class TxSettings:
         channel: ``"awgn"``, ``"rayleigh"`` or ``"rician"``.
         snr_db: Es/N0 per complex symbol in dB.
         task: ``"retrieval"``, ``"caption"`` or ``"image regeneration"``.
-        budget: channel uses per item (0: the scheme's default); maps to ``budget``
-            (``adapted+mu``), ``k`` (``adapted``) or ``repeat`` (``semantic-analog``).
-        mu: importance threshold of ``adapted+mu`` (0: unused).
+        knobs: values of the scheme's rate knobs (:meth:`~genscom.schemes.base.Scheme.rate_knobs`),
+            ``{knob name: value}``; a missing knob or ``None`` takes its initial value
+            (:func:`initial_knob_values`).
         seed: seed of the channel realisation.
     """
 
@@ -107,8 +117,7 @@ class TxSettings:
     channel: str = "awgn"
     snr_db: float = 10.0
     task: str = "retrieval"
-    budget: int = 0
-    mu: float = 0.0
+    knobs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -119,10 +128,8 @@ class TxSettings:
         if not isinstance(self.snr_db, (int, float)) or not math.isfinite(self.snr_db):
             raise ValueError(f"snr_db must be a finite number of dB, got {self.snr_db!r}")
         self.snr_db = float(self.snr_db)
-        self.budget = int(self.budget or 0)
-        if self.budget < 0:
-            raise ValueError(f"budget must be >= 0 channel uses (0 = scheme default), got {self.budget!r}")
-        self.mu = float(self.mu or 0.0)
+        if not isinstance(self.knobs, dict) or not all(isinstance(k, str) for k in self.knobs):
+            raise TypeError(f"knobs must be a dict {{knob name: value}}, got {self.knobs!r}")
 
 
 # ---------------------------------------------------------------------------- optional parts
@@ -164,32 +171,34 @@ def semantic_schemes() -> list[str]:
     return [n for n in list_schemes() if n not in BASELINE_SCHEMES]
 
 
-def scheme_settings(name: str, *, settings: TxSettings, dim: int, config: DemoConfig) -> dict[str, Any]:
-    """Constructor keywords of scheme ``name`` for the panel's choices (only those it accepts)."""
-    from genscom.schemes.base import SCHEMES
+def rate_knobs(name: str) -> tuple[RateKnob, ...]:
+    """The rate knobs scheme ``name`` declares (:meth:`~genscom.schemes.base.Scheme.rate_knobs`)."""
+    return get_scheme_class(name).rate_knobs()
 
-    params = inspect.signature(SCHEMES.get(name).__init__).parameters
-    s: dict[str, Any] = {}
-    if "mcs" in params:
-        s["mcs"] = config.mcs
-    if "fidelity" in params:
-        s["fidelity"] = "full"
-    if "card" in params:
-        s["card"] = config.agent_card
-    if "captions" in params:
-        s["captions"] = settings.task == "caption"
-    if settings.budget > 0:
-        if "budget" in params:
-            s["budget"] = settings.budget
-        elif "k" in params:
-            s["k"] = settings.budget
-        elif "repeat" in params:
-            s["repeat"] = max(1, settings.budget // math.ceil(dim / 2))
-    if settings.mu > 0 and "mu" in params and "budget" not in s:
-        s["mu"] = settings.mu
-    if "mu" in params and "budget" in params and "mu" not in s and "budget" not in s:
-        s["mu"] = 0.5  # adapted+mu needs one of them
-    return s
+
+def initial_knob_values(name: str, config: DemoConfig) -> dict[str, Any]:
+    """The panel's starting value of each rate knob of ``name``: the knob's default, except that an
+    ``mcs`` knob starts at ``config.mcs`` (the MCS the demo's digital links use)."""
+    return {k.name: (config.mcs if k.name == "mcs" and config.mcs in k.choices else k.default) for k in rate_knobs(name)}
+
+
+def demo_settings(name: str, *, settings: TxSettings, config: DemoConfig) -> dict[str, Any]:
+    """Constructor keywords the demo itself sets (not rate knobs): the ``agent`` scheme's card and captions."""
+    if name == "agent":
+        return {"card": config.agent_card, "captions": settings.task == "caption"}
+    return {}
+
+
+def scheme_settings(name: str, *, settings: TxSettings, config: DemoConfig) -> dict[str, Any]:
+    """Constructor keywords of scheme ``name`` for the panel's choices (JSON-able: they cross the wire).
+
+    The rate knobs' values (``settings.knobs`` over :func:`initial_knob_values`, checked by
+    :meth:`~genscom.schemes.base.Scheme.rate_kwargs`) plus :func:`demo_settings`.
+    Unknown knob names or bad values raise ``ValueError`` naming the knob.
+    """
+    values = initial_knob_values(name, config)
+    values.update({k: v for k, v in settings.knobs.items() if v is not None})
+    return {**get_scheme_class(name).rate_kwargs(values), **demo_settings(name, settings=settings, config=config)}
 
 
 def baseline_for(frames: torch.Tensor, config: DemoConfig) -> tuple[str, dict[str, Any]]:
@@ -216,6 +225,15 @@ def _channel(name: str):
     from genscom.channels.registry import create_channel
 
     return create_channel(name)
+
+
+def _demo_link(cache: dict[str, DigitalLink], mcs: str) -> DigitalLink:
+    """A full-fidelity :class:`~genscom.coding.link.DigitalLink` at ``mcs`` from ``cache`` (built once per MCS)."""
+    from genscom.coding.link import DigitalLink
+
+    if mcs not in cache:
+        cache[mcs] = DigitalLink(mcs, fidelity="full")
+    return cache[mcs]
 
 
 # ---------------------------------------------------------------------------- transmitter
@@ -247,6 +265,7 @@ class DemoTransmitter:
         self.dataset = create_dataset("synthetic", split="test", n_items=config.gallery_size, seed=config.seed,
                                       num_frames=config.num_frames)
         self.schemes = _SchemeCache()
+        self._links: dict[str, DigitalLink] = {}
         self._lock = threading.Lock()
 
     def choices(self) -> list[tuple[str, str]]:
@@ -272,14 +291,14 @@ class DemoTransmitter:
     @torch.no_grad()
     def transmit(self, item: DemoItem, settings: TxSettings) -> TxResult:
         """Encode ``item``, build the semantic and the baseline payloads, serialise them (:mod:`genscom.demo.wire`)."""
-        from genscom.coding.link import channel_uses_for_bits
+        from genscom.coding.mcs import channel_uses_for_bits
         from genscom.coding.source import encode_h264, encode_jpeg
 
         with self._lock:
             frames = item.frames
             emb = self.encoder.encode_clips(frames[None]).float().cpu()  # [1, d]
             batch = SourceBatch(frames=frames[None], embeddings=emb, ids=[item.key])
-            kw = scheme_settings(settings.scheme, settings=settings, dim=emb.shape[1], config=self.config)
+            kw = scheme_settings(settings.scheme, settings=settings, config=self.config)
             scheme = self.schemes.get(settings.scheme, kw)
             payload, rx_path = self._for_air(scheme, scheme.transmit(batch), settings)
             b_name, b_kw = baseline_for(frames, self.config)
@@ -290,7 +309,7 @@ class DemoTransmitter:
                               channel=settings.channel, snr_db=settings.snr_db, seed=settings.seed,
                               eval={"item": item.key, "gallery_index": item.gallery_index, "task": settings.task})
             data = encode_message(msg)
-            # costs: analog payloads count their symbols; digital ones are counted at the fixed MCS
+            # costs, as the schemes count them (a digital scheme at an adaptive MCS: at the MCS chosen for the SNR)
             bits = None
             if payload.symbols is not None:
                 uses = int(payload.channel_uses[0])
@@ -298,14 +317,16 @@ class DemoTransmitter:
                 n_bits = int(payload.extras["bits"].shape[1]) if "bits" in payload.extras else \
                     8 * sum(len(b) for b in (payload.bits or []))
                 bits = n_bits
-                uses = channel_uses_for_bits(n_bits, self.config.mcs) if n_bits else 0
+                uses = int(payload.channel_uses[0])  # counted by the scheme at a fixed MCS; 0 for an adaptive one
+                if n_bits and not uses and "mcs" in kw:
+                    uses = self._adaptive_uses(n_bits, str(kw["mcs"]), settings)
             b_bits = int(b_payload.extras["payload_bits"][0]) + int(b_payload.side_bits[0])
             other = "jpeg-ldpc" if b_name == "h264-ldpc" else "h264-ldpc"
             if other == "jpeg-ldpc":
                 o_bits = sum(8 * len(encode_jpeg(f, quality=self.config.jpeg_quality)) + 32 for f in frames)
             else:
                 o_bits = 8 * len(encode_h264(frames, crf=self.config.h264_crf)) + 32 if frames.shape[0] > 1 else None
-            baseline = {"name": b_name, "bits": b_bits, "channel_uses": channel_uses_for_bits(b_bits, self.config.mcs),
+            baseline = {"name": b_name, "bits": b_bits, "channel_uses": int(b_payload.channel_uses[0]),
                         "other": other, "other_bits": o_bits,
                         "other_channel_uses": channel_uses_for_bits(o_bits, self.config.mcs) if o_bits else None}
             sym = payload.symbols[0].detach().cpu() if payload.symbols is not None else None
@@ -313,20 +334,29 @@ class DemoTransmitter:
                             channel_uses=uses, side_bits=int(payload.side_bits[0]), bits=bits, symbols=sym,
                             baseline=baseline)
 
+    def _adaptive_uses(self, n_bits: int, mcs: str, settings: TxSettings) -> int:
+        """Channel uses of ``n_bits`` on an adaptive link: at the MCS it chooses for the sensed SNR and channel."""
+        link = _demo_link(self._links, mcs)
+        return link.channel_uses_for_bits(n_bits, link.select(settings.snr_db, _channel(settings.channel)))
+
     def _for_air(self, scheme: Scheme, payload: Payload, settings: TxSettings) -> tuple[Payload, str]:
-        """Transmitter-side sensing: schemes that re-encode for the SNR do it here, before the air.
+        """Transmitter-side sensing: the payload rendered for the sensed SNR and channel, before the air.
 
         Returns the payload to put on the wire and how the receiver handles it:
         ``"deliver"`` (``scheme.deliver``: channel + digital links + receive) or
         ``"receive"`` (channel, then ``scheme.receive``).
         """
-        if hasattr(scheme, "_symbols") and "features" in payload.extras:  # agent scheme: understanding for the SNR
-            analog = scheme._symbols(payload.extras["features"], settings.snr_db, settings.channel)
+        from genscom.schemes.agent import AgentScheme
+
+        if isinstance(scheme, AgentScheme):
+            # The agent's deliver() re-runs its understanding side from the clean features, which stay at
+            # the transmitter; so the transmitter renders it for the sensed channel here (public API) and
+            # the receiver only receives. (Until AgentScheme implements Scheme.for_channel.)
+            emb = scheme.understand(payload.extras["features"], settings.snr_db, settings.channel)
+            analog = scheme.analog.transmit(SourceBatch(embeddings=emb))
             return Payload(symbols=analog.symbols, channel_uses=payload.channel_uses, side_bits=payload.side_bits,
                            extras={**analog.extras, "sensing": (settings.snr_db, settings.channel)}), "receive"
-        if hasattr(scheme, "_make_payload") and getattr(scheme, "sensing", False) and "tx_embeddings" in payload.extras:
-            return scheme._make_payload(payload.extras["tx_embeddings"], settings.snr_db), "deliver"
-        return payload, "deliver"
+        return scheme.for_channel(payload, snr_db=settings.snr_db, channel=settings.channel), "deliver"
 
 
 # ---------------------------------------------------------------------------- receiver
@@ -393,6 +423,7 @@ class DemoReceiver:
         self.thumbs = [frames[i, frames.shape[1] // 2].numpy() for i in range(len(frames))]
         self.labels = [self.dataset.captions_of(i)[0] for i in range(len(frames))]
         self.schemes = _SchemeCache()
+        self._links: dict[str, DigitalLink] = {}
         self._lock = threading.Lock()
         self.latest: RxResult | None = None
         self.version = 0
@@ -409,7 +440,7 @@ class DemoReceiver:
             if sem is None:
                 raise ValueError("the message holds no semantic transmission")
             scheme = self.schemes.get(sem.scheme, sem.settings)
-            delivered, sent, rec = self._deliver(scheme, sem, channel, msg.snr_db, gen)
+            delivered, sent, rec = self._deliver(scheme, sem, channel, msg.snr_db, gen, int(msg.seed))
             caps = delivered.extras.get("captions")
             res = RxResult(message=msg, scheme_name=getattr(scheme, "name", sem.scheme),
                            embedding=None if delivered.embeddings is None else delivered.embeddings[0].float().cpu(),
@@ -431,18 +462,21 @@ class DemoReceiver:
             self.latest = res
             return res
 
-    def _deliver(self, scheme: Scheme, tr: Transmission, channel, snr_db: float, gen: torch.Generator
+    def _deliver(self, scheme: Scheme, tr: Transmission, channel, snr_db: float, gen: torch.Generator, seed: int
                  ) -> tuple[Delivered, np.ndarray | None, np.ndarray | None]:
-        from genscom.schemes.analog import equalize_received
+        """Run the transmission's receive path; also return (sent, equalised received) symbols of item 0."""
+        from genscom.channels.fading import equalize_received
 
         p = tr.payload
         if p.symbols is not None:
-            g_state = gen.get_state()
-            received = channel(p.symbols, snr_db, generator=gen)
             if tr.rx_path == "receive":
+                received = channel(p.symbols, snr_db, generator=gen)
                 delivered = scheme.receive(received, p, generator=gen)
             else:
-                gen.set_state(g_state)  # deliver() draws the same channel realisation again
+                # The constellation shows the analog symbols through the channel drawn with a generator of
+                # the message's seed, as the scheme's own pass starts (the realisation it received, for
+                # schemes whose deliver() draws the analog channel first).
+                received = channel(p.symbols, snr_db, generator=torch.Generator().manual_seed(seed))
                 delivered = scheme.deliver(p, channel, snr_db, generator=gen)
             eq = equalize_received(received)[0]
             n = int(delivered.channel_uses[0]) or eq.shape[-1]
@@ -450,13 +484,14 @@ class DemoReceiver:
         delivered = scheme.deliver(p, channel, snr_db, generator=gen)
         bits = p.extras.get("bits")
         if isinstance(bits, torch.Tensor):
-            row = bits[0].to(torch.uint8)
+            row: bytes | torch.Tensor = bits[0]
         elif p.bits:
-            row = torch.from_numpy(np.unpackbits(np.frombuffer(p.bits[0], dtype=np.uint8)))
+            row = p.bits[0]
         else:
             return delivered, None, None
-        sent, rec = link_constellation(row, self.config.mcs, channel, snr_db, gen)
-        return delivered, sent, rec
+        link = _demo_link(self._links, str(tr.settings.get("mcs", self.config.mcs)))
+        c = link.constellation(row, snr_db, channel=channel, generator=gen)
+        return delivered, c.sent.numpy(), c.received.numpy()
 
     @torch.no_grad()
     def rank(self, result: RxResult, query: str, *, k: int = 5) -> Ranking:
@@ -481,14 +516,13 @@ class DemoReceiver:
 
         g, true, labels = place(result.embedding)
         scores = g @ q
-        rank = int((scores > scores[true]).sum()) + 1
+        rank = _query_rank(scores, true)
         order = torch.argsort(scores, descending=True)[:k].tolist()
         top = [(i, float(scores[i]), labels[i]) for i in order]
         b_rank = None
         if result.baseline_embedding is not None:
             gb, tb, _ = place(result.baseline_embedding)
-            sb = gb @ q
-            b_rank = int((sb > sb[tb]).sum()) + 1
+            b_rank = _query_rank(gb @ q, tb)
         return Ranking(query=query, top=top, rank=rank, n=len(g), baseline_rank=b_rank)
 
     def thumbnail(self, index: int) -> np.ndarray | None:
@@ -496,22 +530,24 @@ class DemoReceiver:
         return self.thumbs[index] if 0 <= index < len(self.thumbs) else None
 
 
-def link_constellation(bits: torch.Tensor, mcs: str, channel, snr_db: float, generator: torch.Generator
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """The first LDPC codeword of ``bits`` (uint8 ``[n]``), QAM-mapped, through ``channel``: (sent, equalised) complex."""
-    from genscom.coding.link import DigitalLink, get_mcs
-    from genscom.schemes.analog import equalize_received
+def _query_rank(scores: torch.Tensor, true: int) -> int:
+    """1-based rank of gallery entry ``true`` for one query's ``scores`` ``[N]`` (:func:`genscom.metrics.retrieval.retrieval_ranks`)."""
+    from genscom.metrics.retrieval import retrieval_ranks
 
-    link = DigitalLink(mcs, channel, fidelity="full")
-    m = get_mcs(mcs)
-    u = torch.zeros(1, link.k)
-    n = min(link.k, int(bits.numel()))
-    u[0, :n] = bits[:n].float()
-    x = link.qam(m).map(link.code(m).encode(u))  # [1, n_sym]
-    out = channel(x, snr_db, generator=generator)
-    return x[0].numpy(), equalize_received(out)[0].numpy()
+    t2v, _ = retrieval_ranks(scores[None, :], torch.tensor([int(true)]))
+    return int(t2v[0])
+
+
+def link_constellation(bits: torch.Tensor | bytes, mcs: str, channel, snr_db: float, generator: torch.Generator
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The first LDPC codeword of ``bits`` (0/1 ``[n]`` or bytes) at ``mcs`` through ``channel``: (sent, equalised)
+    complex symbols, from :meth:`genscom.coding.link.DigitalLink.constellation`."""
+    from genscom.coding.link import DigitalLink
+
+    c = DigitalLink(mcs, channel, fidelity="full").constellation(bits, snr_db, generator=generator)
+    return c.sent.numpy(), c.received.numpy()
 
 
 __all__ = ["CHANNEL_NAMES", "DemoConfig", "DemoReceiver", "DemoTransmitter", "Ranking", "RxResult", "TASKS",
-           "TxResult", "TxSettings", "baseline_for", "link_constellation", "optional_features", "scheme_settings",
-           "semantic_schemes"]
+           "TxResult", "TxSettings", "baseline_for", "demo_settings", "initial_knob_values", "link_constellation",
+           "optional_features", "rate_knobs", "scheme_settings", "semantic_schemes"]

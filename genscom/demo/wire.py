@@ -83,11 +83,12 @@ def public_extras(extras: dict[str, Any]) -> dict[str, Any]:
 def _pack(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
     """JSON-able description of ``value``; tensors go into ``tensors`` under ``key``."""
     if isinstance(value, torch.Tensor):
+        # copies: extras may hold one tensor under two keys, and safetensors refuses shared memory
         t = value.detach().cpu()
         if t.is_complex():
-            tensors[key] = torch.view_as_real(t.to(torch.complex64).contiguous()).contiguous()
+            tensors[key] = torch.view_as_real(t.to(torch.complex64)).clone()
             return {"__tensor__": key, "complex": True}
-        tensors[key] = t.contiguous()
+        tensors[key] = t.clone()
         return {"__tensor__": key}
     if isinstance(value, (bytes, bytearray)):
         tensors[key] = torch.frombuffer(bytearray(value), dtype=torch.uint8).clone() if value else torch.zeros(0, dtype=torch.uint8)

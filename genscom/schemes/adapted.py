@@ -28,33 +28,31 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from genscom.adaptation import extraction as X
 from genscom.adaptation.adapter import ChannelAdapter
+from genscom.assets import find_adapter
 from genscom.channels.base import Channel, ChannelOutput
-from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch, register_scheme
+from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
+
+if TYPE_CHECKING:
+    from genscom.coding.calibration import CalibrationConfig
+    from genscom.coding.link import DigitalLink
 
 DEFAULT_ADAPTER = "mini-k192"
-ADAPTERS_DIR = Path(__file__).resolve().parents[2] / "adapters"
 
 
 def resolve_adapter(adapter: str | Path | ChannelAdapter, device: str | torch.device = "cpu") -> ChannelAdapter:
-    """An adapter object, a folder path, or a name under the repo's ``adapters/`` -> a loaded :class:`ChannelAdapter`."""
+    """An adapter object, a folder path, or a name on the adapter search path (:mod:`genscom.assets`)
+    -> a loaded :class:`ChannelAdapter`."""
     if isinstance(adapter, ChannelAdapter):
         return adapter.to(device).eval()
     if not isinstance(adapter, (str, Path)):
-        raise TypeError(f"adapter must be a ChannelAdapter, a folder or a name in {ADAPTERS_DIR}, got {type(adapter).__name__}")
-    p = Path(adapter)
-    if not p.is_dir():
-        p = ADAPTERS_DIR / str(adapter)
-    if not p.is_dir():
-        known = sorted(d.name for d in ADAPTERS_DIR.iterdir() if (d / "config.json").is_file()) if ADAPTERS_DIR.is_dir() else []
-        raise FileNotFoundError(f"adapter {str(adapter)!r} is neither a folder nor a shipped adapter; shipped: {known}; "
-                                "train one with `genscom train adapter`")
-    return ChannelAdapter.from_pretrained(p, device=device)
+        raise TypeError(f"adapter must be a ChannelAdapter, a folder or an adapter name, got {type(adapter).__name__}")
+    return ChannelAdapter.from_pretrained(find_adapter(adapter), device=device)
 
 
 class _AdaptedBase(Scheme):
@@ -107,12 +105,21 @@ class _AdaptedBase(Scheme):
         """Encode at ``design_snr_db``; ``Payload.symbols`` ``[B, n_max]`` is each item's sent symbols then zeros."""
         return self._make_payload(self._embeddings(batch), self.design_snr_db)
 
+    def for_channel(self, payload: Payload, *, snr_db: float | None, channel: str) -> Payload:
+        """With ``sensing``, the payload re-encoded for the sensed ``snr_db`` (unchanged when it already is,
+        when ``snr_db`` is ``None`` or without ``sensing``). Needs the transmitter's ``tx_embeddings`` extra."""
+        if not self.sensing or snr_db is None or float(snr_db) == payload.extras["tx_snr_db"]:
+            return payload
+        if "tx_embeddings" not in payload.extras:
+            raise ValueError(f"scheme {self.name!r} re-encodes for the sensed SNR at the transmitter: call for_channel "
+                             "on the payload transmit() made (it holds the clean embeddings), before it leaves")
+        return self._make_payload(payload.extras["tx_embeddings"], float(snr_db))
+
     def deliver(self, payload: Payload, channel: Channel | None, snr_db: float | None, *,
                 generator: torch.Generator | None = None) -> Delivered:
         if channel is None or snr_db is None:
             return self.receive(None, payload)
-        if self.sensing and float(snr_db) != payload.extras["tx_snr_db"]:
-            payload = self._make_payload(payload.extras["tx_embeddings"], float(snr_db))
+        payload = self.for_channel(payload, snr_db=float(snr_db), channel=channel.name)
         payload = self._side_link(payload, channel, float(snr_db), generator)
         received = channel(payload.symbols, float(snr_db), generator=generator)
         return self.receive(received, payload)
@@ -150,7 +157,7 @@ class AdaptedScheme(_AdaptedBase):
     """The learned adapter at ``k`` channel uses per item (a prefix of its symbols; default all).
 
     Args:
-        adapter: a :class:`ChannelAdapter`, a folder, or a name under ``adapters/`` (default ``mini-k192``).
+        adapter: a :class:`ChannelAdapter`, a folder, or an adapter name (:mod:`genscom.assets`; default ``mini-k192``).
         k: channel uses per item, ``1 <= k <= adapter k`` (``None``: the adapter's ``k``).
         design_snr_db: SNR the transmitter assumes without sensing (``transmit``).
         sensing: re-encode for the actual SNR in ``deliver`` (transmitter knows the SNR).
@@ -158,6 +165,11 @@ class AdaptedScheme(_AdaptedBase):
     """
 
     name = "adapted"
+
+    @classmethod
+    def rate_knobs(cls) -> tuple[RateKnob, ...]:
+        return (RateKnob("k", "int", default=None, min=1,
+                         help="channel uses per item: the first k of the adapter's symbols (empty: all of them)"),)
 
     def __init__(self, *, adapter: str | Path | ChannelAdapter = DEFAULT_ADAPTER, k: int | None = None,
                  design_snr_db: float = 5.0, sensing: bool = True, equalizer: Literal["zf", "mmse"] = "mmse",
@@ -187,18 +199,33 @@ class AdaptedMuScheme(_AdaptedBase):
             ``"ideal"``: it is counted but assumed error-free.
         side_repeat: send each bitmap symbol this many times, MRC-combined (``side_repeat`` x its channel
             uses for ``10 log10(side_repeat)`` dB on AWGN); names get a ``-r{side_repeat}`` suffix.
+        calibration: where and how the bitmap link's tables are calibrated (its ``fidelity`` is ``"auto"``:
+            calls with more than 256 bitmaps use the calibrated abstraction); ``None``: the default folder,
+            :func:`genscom.coding.calibration.default_cache_dir`.
         (other arguments as :class:`AdaptedScheme`)
+
+    The bitmap's :class:`~genscom.coding.link.DigitalLink` is built once, here.
 
     Raises ``ValueError`` when the budget is smaller than the bitmap's channel uses.
     """
 
     name = "adapted+mu"
 
+    @classmethod
+    def rate_knobs(cls) -> tuple[RateKnob, ...]:
+        return (RateKnob("mu", "float", default=0.5, min=0.0, max=1.0, step=0.05,
+                         help="importance threshold: symbol groups with importance >= mu are sent (higher: fewer)"),
+                RateKnob("budget", "int", default=None, min=1, replaces=("mu",),
+                         help="channel uses per item incl. the bitmap; mu is searched per item (replaces mu)"),
+                RateKnob("side_repeat", "int", default=1, min=1, max=64,
+                         help="send each bitmap symbol this many times (more side channel uses, sturdier bitmap)"))
+
     def __init__(self, *, adapter: str | Path | ChannelAdapter = DEFAULT_ADAPTER, mu: float | None = None,
                  budget: int | None = None, side_mcs: str = X.DEFAULT_SIDE_MCS,
                  side_link: Literal["full", "ideal"] = "full", side_repeat: int = 1, design_snr_db: float = 5.0,
                  sensing: bool = True,
-                 equalizer: Literal["zf", "mmse"] = "mmse", device: str | torch.device = "cpu") -> None:
+                 equalizer: Literal["zf", "mmse"] = "mmse", device: str | torch.device = "cpu",
+                 calibration: CalibrationConfig | None = None) -> None:
         super().__init__(adapter=adapter, design_snr_db=design_snr_db, sensing=sensing, equalizer=equalizer,
                          device=device)
         if (mu is None) == (budget is None):
@@ -206,15 +233,17 @@ class AdaptedMuScheme(_AdaptedBase):
                              f"got mu={mu!r}, budget={budget!r}")
         if side_link not in ("full", "ideal"):
             raise ValueError(f"side_link must be 'full' or 'ideal', got {side_link!r}")
-        from genscom.coding.link import get_mcs
-
-        from genscom.coding.link import check_repeat
+        from genscom.coding.link import DigitalLink
+        from genscom.coding.mcs import check_repeat, get_mcs
 
         get_mcs(side_mcs)  # validates the name
         self.side_mcs = side_mcs
         self.side_link = side_link
         self.side_repeat = check_repeat(side_repeat)
         self.n_groups = self.adapter.config.n_groups
+        self.link: DigitalLink | None = None if side_link == "ideal" else DigitalLink(
+            side_mcs, k=X.bitmap_ldpc_k(self.n_groups), fidelity="auto", repeat=self.side_repeat,
+            calibration=calibration)
         self.side_uses = X.side_channel_uses(self.n_groups, side_mcs, repeat=self.side_repeat)
         suffix = f"-r{self.side_repeat}" if self.side_repeat > 1 else ""
         if mu is not None:
@@ -246,13 +275,9 @@ class AdaptedMuScheme(_AdaptedBase):
     def _side_link(self, payload: Payload, channel: Channel, snr_db: float,
                    generator: torch.Generator | None) -> Payload:
         keep_g = payload.extras["keep_groups"]
-        if self.side_link == "ideal":
+        if self.link is None:  # side_link="ideal"
             return payload
-        from genscom.coding.link import DigitalLink
-
-        link = DigitalLink(self.side_mcs, channel, k=X.bitmap_ldpc_k(self.n_groups), fidelity="auto",
-                           repeat=self.side_repeat)
-        res = link.send_bits(X.bitmap_from_keep(keep_g.cpu()), snr_db, generator=generator)
+        res = self.link.send_bits(X.bitmap_from_keep(keep_g.cpu()), snr_db, channel=channel, generator=generator)
         uses = torch.as_tensor(res.channel_uses, dtype=torch.int64)
         if bool((uses != self.side_uses).any()):  # pragma: no cover - counted in one place, must agree
             raise RuntimeError(f"bitmap link used {uses.tolist()[:4]} channel uses, expected {self.side_uses}")

@@ -28,7 +28,7 @@ import torch
 from genscom.agents.pair import generate, sensing_for, understand
 from genscom.channels.base import Channel, ChannelOutput
 from genscom.schemes.analog import SemanticAnalogScheme, _require_embeddings
-from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch, register_scheme
+from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
 
 
 @register_scheme("agent")
@@ -48,6 +48,11 @@ class AgentScheme(Scheme):
     """
 
     name = "agent"
+
+    @classmethod
+    def rate_knobs(cls) -> tuple[RateKnob, ...]:
+        return (RateKnob("repeat", "int", default=1, min=1,
+                         help="send the understanding embedding this many times (repeat x its channel uses)"),)
 
     def __init__(self, *, card: str | os.PathLike[str] | None = None, agents: tuple[Any, Any] | None = None,
                  repeat: int = 1, equalizer: Literal["zf", "mmse"] = "mmse", captions: bool = False,

@@ -16,7 +16,7 @@ import torch
 from genscom.channels.analog import pack_analog, unit_norm, unpack_analog
 from genscom.channels.base import ChannelOutput
 from genscom.channels.fading import equalize_received
-from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch, register_scheme
+from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
 
 
 def _require_embeddings(batch: SourceBatch, scheme: str) -> torch.Tensor:
@@ -55,6 +55,11 @@ class SemanticAnalogScheme(Scheme):
     """
 
     name = "semantic-analog"
+
+    @classmethod
+    def rate_knobs(cls) -> tuple[RateKnob, ...]:
+        return (RateKnob("repeat", "int", default=1, min=1,
+                         help="send the embedding this many times: repeat x ceil(d/2) channel uses, +10 log10(repeat) dB"),)
 
     def __init__(self, *, repeat: int = 1, equalizer: Literal["zf", "mmse"] = "mmse") -> None:
         if not isinstance(repeat, int) or repeat < 1:

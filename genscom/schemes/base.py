@@ -8,13 +8,20 @@ over schemes x channels x SNRs through :meth:`Scheme.send` only.
 Costs are counted where the symbols are made: a :class:`Payload` carries the
 exact number of complex channel uses per item (data symbols, pilots and side
 information all included) and the side-information bits.
+
+A scheme declares the constructor keywords that set its rate as :class:`RateKnob`
+specs (:meth:`Scheme.rate_knobs`), so a UI or a sweep can offer them without reading
+constructor signatures; :meth:`Scheme.rate_kwargs` turns chosen values into keywords.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Mapping
+
+import numpy as np
 
 import torch
 
@@ -91,10 +98,130 @@ class Delivered:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+KnobKind = Literal["int", "float", "choice"]
+KNOB_KINDS: tuple[str, ...] = ("int", "float", "choice")
+
+
+@dataclass(frozen=True)
+class RateKnob:
+    """One constructor keyword that sets a scheme's rate (channel uses per item), declared for UIs and sweeps.
+
+    Attributes:
+        name: the constructor keyword, e.g. ``"repeat"``, ``"k"``, ``"mcs"``.
+        kind: ``"int"``, ``"float"`` or ``"choice"``.
+        default: the value used when none is chosen; ``None``: not passed (the scheme's own default).
+        help: one line for a UI: what the knob does and its unit.
+        choices: the allowed values of a ``"choice"`` knob.
+        min, max: inclusive bounds of a numeric knob (``None``: open; the scheme may check more,
+            e.g. ``k`` up to the adapter's ``k``).
+        step: UI step of a numeric knob (``None``: 1 for ``"int"``, a UI default for ``"float"``).
+        replaces: knobs this one stands in for: when it has a value, those are not passed
+            (``adapted+mu`` takes a ``budget`` or a ``mu``, not both).
+
+    Example:
+        >>> RateKnob("repeat", "int", default=1, min=1, help="send the embedding this many times").check(3.0)
+        3
+    """
+
+    name: str
+    kind: KnobKind
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    replaces: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"RateKnob name must be a constructor keyword (a Python identifier), got {self.name!r}")
+        if self.kind not in KNOB_KINDS:
+            raise ValueError(f"RateKnob {self.name!r}: kind must be one of {', '.join(KNOB_KINDS)}, got {self.kind!r}")
+        object.__setattr__(self, "choices", tuple(self.choices))
+        object.__setattr__(self, "replaces", tuple(self.replaces))
+        if self.kind == "choice" and not self.choices:
+            raise ValueError(f"RateKnob {self.name!r}: a 'choice' knob needs choices=(...)")
+        if self.kind != "choice" and self.choices:
+            raise ValueError(f"RateKnob {self.name!r}: choices= is only for kind='choice', got kind={self.kind!r}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"RateKnob {self.name!r}: min={self.min} is above max={self.max}")
+        if self.name in self.replaces:
+            raise ValueError(f"RateKnob {self.name!r} cannot replace itself")
+        if self.default is not None:
+            self.check(self.default)
+
+    def check(self, value: Any) -> Any:
+        """``value`` validated and converted (``int`` for ``"int"``, ``float`` for ``"float"``); ``ValueError`` names
+        the knob, the value and what is allowed. A float with an integral value is accepted as an ``"int"``."""
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(float(value)):
+            raise ValueError(f"{self.name} must be a finite number, got {value!r}")
+        if self.kind == "int":
+            if float(value) != int(value):
+                raise ValueError(f"{self.name} must be an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            lo = "-inf" if self.min is None else f"{self.min:g}"
+            hi = "inf" if self.max is None else f"{self.max:g}"
+            raise ValueError(f"{self.name} must be in [{lo}, {hi}], got {value!r}")
+        return value
+
+
 class Scheme(ABC):
     """Base class of every way of sending. Subclasses set ``name`` and implement the halves."""
 
     name: str = "scheme"
+
+    @classmethod
+    def rate_knobs(cls) -> tuple[RateKnob, ...]:
+        """The constructor keywords that set this scheme's rate, as :class:`RateKnob` specs (default: none)."""
+        return ()
+
+    @classmethod
+    def rate_kwargs(cls, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Constructor keywords for chosen rate-knob ``values`` (``{knob name: value}``).
+
+        Each declared knob takes its value from ``values``, else its ``default``; ``None``
+        means "not passed". Values are checked (:meth:`RateKnob.check`); a knob with a value
+        drops the knobs it ``replaces``. Unknown names raise ``ValueError`` listing the knobs.
+
+        Example:
+            >>> get_scheme_class("adapted+mu").rate_kwargs({"budget": 120})  # budget replaces mu
+            {'budget': 120}
+        """
+        knobs = {k.name: k for k in cls.rate_knobs()}
+        values = dict(values or {})
+        unknown = sorted(set(values) - set(knobs))
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no rate knob {', '.join(map(repr, unknown))}; its knobs: "
+                             f"{', '.join(knobs) or 'none'}")
+        out: dict[str, Any] = {}
+        for name, knob in knobs.items():
+            v = values.get(name, knob.default)
+            if v is not None:
+                out[name] = knob.check(v)
+        for name in list(out):
+            for other in knobs[name].replaces:
+                out.pop(other, None)
+        return out
+
+    def for_channel(self, payload: Payload, *, snr_db: float | None, channel: str) -> Payload:
+        """Transmitter-side sensing: ``payload`` as the transmitter renders it knowing the channel state.
+
+        ``snr_db`` (dB, ``None``: unknown) and ``channel`` (a channel name) are what the
+        transmitter was told. :meth:`deliver` on the result at that SNR must not need to
+        re-run the transmitter, so it also works where the payload's transmitter-only
+        extras have been dropped (e.g. after the demo's wire). Default: ``payload``
+        unchanged (schemes that do not adapt to the channel).
+        """
+        return payload
 
     @abstractmethod
     def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
@@ -142,3 +269,11 @@ def create_scheme(name: str, **kwargs: Any) -> Scheme:
     import genscom.schemes  # noqa: F401  (registers the built-in schemes)
 
     return SCHEMES.get(name)(**kwargs)
+
+
+def get_scheme_class(name: str) -> type[Scheme]:
+    """The registered class of scheme ``name`` (e.g. to read its :meth:`Scheme.rate_knobs`); unknown names raise
+    ``ValueError`` listing the known ones."""
+    import genscom.schemes  # noqa: F401  (registers the built-in schemes)
+
+    return SCHEMES.get(name)

@@ -8,18 +8,24 @@ streams. The header's bits are sent (and counted) in the same codewords; the
 receiver treats them as protected side information. Bit errors of failed codewords land in the real bitstream, which is then
 really decoded. Failure rule (PROTOCOL.md): a clip keeps its decodable frames;
 a clip with none is flagged ``failed`` and has ``frames[i] = None`` (the
-benchmark substitutes the gallery's mean embedding).
+benchmark substitutes the gallery's mean embedding). Each scheme builds its
+:class:`~genscom.coding.link.DigitalLink` once and reuses it for every delivery.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from genscom.channels.base import Channel, ChannelOutput
-from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch, register_scheme
+from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
+from genscom.schemes.digital import link_uses, mcs_knob
+
+if TYPE_CHECKING:
+    from genscom.coding.calibration import CalibrationConfig
+    from genscom.coding.link import DigitalLink
 
 LENGTH_FIELD_BITS = 32
 
@@ -35,9 +41,13 @@ def _require_frames(batch: SourceBatch, scheme: str) -> torch.Tensor:
 class _BitstreamScheme(Scheme):
     """Shared plumbing: bytes per item -> DigitalLink -> bytes -> decoder."""
 
-    def __init__(self, *, mcs: str = "qpsk-1/2", fidelity: Literal["full", "abstract", "auto"] = "auto") -> None:
+    def __init__(self, *, mcs: str = "qpsk-1/2", fidelity: Literal["full", "abstract", "auto"] = "auto",
+                 calibration: CalibrationConfig | None = None) -> None:
+        from genscom.coding.link import DigitalLink
+
         self.mcs = mcs
         self.fidelity = fidelity
+        self.link: DigitalLink = DigitalLink(mcs, fidelity=fidelity, calibration=calibration)
 
     # subclasses: encode one clip -> list of streams; decode list of streams -> frames or None
     def _encode_item(self, clip: torch.Tensor) -> list[bytes]:  # pragma: no cover - abstract
@@ -57,9 +67,9 @@ class _BitstreamScheme(Scheme):
         payloads = [h + b"".join(s) for h, s in zip(header, streams)]
         bits = torch.tensor([8 * sum(ls) for ls in lengths], dtype=torch.int64)
         side = torch.tensor([LENGTH_FIELD_BITS * len(ls) for ls in lengths], dtype=torch.int64)
-        return Payload(symbols=None, channel_uses=torch.zeros(len(frames), dtype=torch.int64), side_bits=side,
-                       bits=payloads, extras={"lengths": lengths, "shape": tuple(frames.shape[1:]),
-                                              "payload_bits": bits})
+        uses = link_uses(self.link, [8 * len(p) for p in payloads])  # header + streams; 0 for an adaptive MCS
+        return Payload(symbols=None, channel_uses=uses, side_bits=side, bits=payloads,
+                       extras={"lengths": lengths, "shape": tuple(frames.shape[1:]), "payload_bits": bits})
 
     def _split(self, data: bytes, lengths: list[int]) -> list[bytes]:
         pos = len(lengths) * LENGTH_FIELD_BITS // 8
@@ -98,10 +108,7 @@ class _BitstreamScheme(Scheme):
                 generator: torch.Generator | None = None) -> Delivered:
         if channel is None or snr_db is None:
             return self.receive(None, payload)
-        from genscom.coding.link import DigitalLink
-
-        link = DigitalLink(self.mcs, channel, fidelity=self.fidelity)
-        res = link.send_bytes(payload.bits or [], snr_db, generator=generator)
+        res = self.link.send_bytes(payload.bits or [], snr_db, channel=channel, generator=generator)
         extras = dict(payload.extras, received_bytes=res.received, block_errors=res.block_errors.tolist(),
                       mcs=res.mcs.name)
         sent = dataclasses.replace(payload, channel_uses=res.channel_uses.to(torch.int64), extras=extras)
@@ -110,17 +117,27 @@ class _BitstreamScheme(Scheme):
 
 @register_scheme("jpeg-ldpc")
 class JPEGLDPCScheme(_BitstreamScheme):
-    """Each frame as a JPEG at ``quality`` (1..95), over LDPC + QAM at ``mcs``."""
+    """Each frame as a JPEG at ``quality`` (1..95), over LDPC + QAM at ``mcs``.
+
+    ``fidelity`` and ``calibration`` are the link's (:class:`~genscom.coding.link.DigitalLink`;
+    ``calibration=CalibrationConfig(cache_dir=...)`` chooses where its tables are cached).
+    """
 
     name = "jpeg-ldpc"
 
+    @classmethod
+    def rate_knobs(cls) -> tuple[RateKnob, ...]:
+        return (RateKnob("quality", "int", default=50, min=1, max=95,
+                         help="JPEG quality of every frame (higher: more bits)"), mcs_knob())
+
     def __init__(self, *, quality: int = 50, mcs: str = "qpsk-1/2",
-                 fidelity: Literal["full", "abstract", "auto"] = "auto") -> None:
-        super().__init__(mcs=mcs, fidelity=fidelity)
+                 fidelity: Literal["full", "abstract", "auto"] = "auto",
+                 calibration: CalibrationConfig | None = None) -> None:
+        super().__init__(mcs=mcs, fidelity=fidelity, calibration=calibration)
         if not isinstance(quality, int) or not 1 <= quality <= 95:
             raise ValueError(f"quality must be an integer in 1..95, got {quality!r}")
         self.quality = quality
-        if mcs == "adaptive":
+        if self.link.adaptive:
             self.name = "jpeg-ldpc-mcs-adaptive"
 
     def _encode_item(self, clip: torch.Tensor) -> list[bytes]:
@@ -141,17 +158,26 @@ class JPEGLDPCScheme(_BitstreamScheme):
 
 @register_scheme("h264-ldpc")
 class H264LDPCScheme(_BitstreamScheme):
-    """The clip as one H.264 stream (libx264, ``crf``), over LDPC + QAM at ``mcs``."""
+    """The clip as one H.264 stream (libx264, ``crf``), over LDPC + QAM at ``mcs``.
+
+    ``fidelity`` and ``calibration`` are the link's, as for :class:`JPEGLDPCScheme`.
+    """
 
     name = "h264-ldpc"
 
+    @classmethod
+    def rate_knobs(cls) -> tuple[RateKnob, ...]:
+        return (RateKnob("crf", "int", default=28, min=0, max=51,
+                         help="H.264 constant rate factor (lower: higher quality, more bits)"), mcs_knob())
+
     def __init__(self, *, crf: int = 28, mcs: str = "qpsk-1/2",
-                 fidelity: Literal["full", "abstract", "auto"] = "auto") -> None:
-        super().__init__(mcs=mcs, fidelity=fidelity)
+                 fidelity: Literal["full", "abstract", "auto"] = "auto",
+                 calibration: CalibrationConfig | None = None) -> None:
+        super().__init__(mcs=mcs, fidelity=fidelity, calibration=calibration)
         if not isinstance(crf, int) or not 0 <= crf <= 51:
             raise ValueError(f"crf must be an integer in 0..51, got {crf!r}")
         self.crf = crf
-        if mcs == "adaptive":
+        if self.link.adaptive:
             self.name = "h264-ldpc-mcs-adaptive"
 
     def _encode_item(self, clip: torch.Tensor) -> list[bytes]:

@@ -24,14 +24,19 @@ receiver's received vector under the same id, so the copies stay in sync).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from genscom.channels.analog import unit_norm
 from genscom.channels.base import Channel, ChannelOutput
 from genscom.memory.knowledge_base import KnowledgeBase
-from genscom.schemes.analog import SemanticAnalogScheme, _require_embeddings, _unit
-from genscom.schemes.base import Delivered, Payload, Scheme, SourceBatch, register_scheme
+from genscom.schemes.analog import SemanticAnalogScheme, _require_embeddings
+from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
+from genscom.schemes.digital import mcs_knob
+
+if TYPE_CHECKING:
+    from genscom.coding.link import DigitalLink
 
 
 def _as_kb(kb: KnowledgeBase | str | os.PathLike[str], name: str) -> KnowledgeBase:
@@ -51,14 +56,24 @@ class MemoryScheme(Scheme):
         receiver_base: the receiver's copy (default: an exact copy of ``knowledge_base``).
         threshold: cosine similarity at or above which an item is a hit, in [-1, 1].
         mcs: MCS of the signalling frame (e.g. ``"qpsk-1/2"``).
+
+    The frame's :class:`~genscom.coding.link.DigitalLink` (one codeword of :meth:`frame_bits`)
+    is built once, on first delivery, and rebuilt only when the base grows past a power of
+    two (:meth:`remember`) and the frame gets longer.
     """
 
     name = "memory"
 
+    @classmethod
+    def rate_knobs(cls) -> tuple[RateKnob, ...]:
+        return (RateKnob("threshold", "float", default=0.9, min=-1.0, max=1.0, step=0.01,
+                         help="cosine similarity for a hit (a hit sends only the index frame; lower: more hits)"),
+                mcs_knob(adaptive=False))
+
     def __init__(self, *, knowledge_base: KnowledgeBase | str | os.PathLike[str],
                  receiver_base: KnowledgeBase | str | os.PathLike[str] | None = None, threshold: float = 0.9,
                  mcs: str = "qpsk-1/2") -> None:
-        from genscom.coding.link import get_mcs
+        from genscom.coding.mcs import get_mcs
 
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be a cosine similarity in [-1, 1], got {threshold!r}")
@@ -69,15 +84,26 @@ class MemoryScheme(Scheme):
         self.threshold = float(threshold)
         self.mcs = get_mcs(mcs)
         self.analog = SemanticAnalogScheme()
+        self._link: DigitalLink | None = None
 
     def frame_bits(self) -> int:
         """Signalling bits per item: 1 flag + ``ceil(log2 N)`` index bits (at least 12, the smallest LDPC k)."""
         return max(12, 1 + self.tx_kb.index_bits())
 
-    def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
-        from genscom.coding.link import channel_uses_for_bits
+    def frame_link(self, n_bits: int | None = None) -> DigitalLink:
+        """The signalling frames' link: ``mcs``, one codeword of ``n_bits`` (default :meth:`frame_bits`),
+        full simulation. Built once and reused while the frame size stays the same."""
+        from genscom.coding.link import DigitalLink
 
-        emb = _unit(_require_embeddings(batch, self.name).float())
+        n = self.frame_bits() if n_bits is None else n_bits
+        if self._link is None or self._link.k != n:
+            self._link = DigitalLink(self.mcs, k=n, fidelity="full")
+        return self._link
+
+    def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
+        from genscom.coding.mcs import channel_uses_for_bits
+
+        emb = unit_norm(_require_embeddings(batch, self.name).float())
         if emb.shape[1] != self.tx_kb.dim:
             raise ValueError(f"embeddings have size {emb.shape[1]} but the knowledge base holds {self.tx_kb.dim}-d vectors")
         b = emb.shape[0]
@@ -107,11 +133,9 @@ class MemoryScheme(Scheme):
         if channel is None or snr_db is None:
             frames_hat, received = frames, None
         else:
-            from genscom.coding.link import DigitalLink
-
-            n = payload.extras["frame_bits"]
-            link = DigitalLink(self.mcs, channel, k=n, fidelity="full")
-            frames_hat = link.send_bits(frames, float(snr_db), generator=generator).bits_hat.round().to(torch.uint8)
+            link = self.frame_link(payload.extras["frame_bits"])
+            frames_hat = link.send_bits(frames, float(snr_db), channel=channel,
+                                        generator=generator).bits_hat.round().to(torch.uint8)
             received = channel(payload.symbols, snr_db, generator=generator)
         extras = dict(payload.extras)
         extras["frames_hat"] = frames_hat
@@ -134,10 +158,10 @@ class MemoryScheme(Scheme):
         emb = analog.embeddings.clone()
         valid = hit_hat & (index_hat < len(self.rx_kb))
         if valid.any():
-            emb[valid] = _unit(self.rx_kb.get(index_hat[valid]))
+            emb[valid] = unit_norm(self.rx_kb.get(index_hat[valid]))
         failed = hit_hat & ~valid
         if failed.any() and (~failed).any():
-            emb[failed] = _unit(emb[~failed].mean(dim=0, keepdim=True))
+            emb[failed] = unit_norm(emb[~failed].mean(dim=0, keepdim=True))
         sent_hit = payload.extras["hit"]
         return Delivered(embeddings=emb, frames=None, failed=failed, channel_uses=payload.channel_uses,
                          extras={"hit": sent_hit, "hit_rate": float(sent_hit.float().mean()),

@@ -321,7 +321,9 @@ def test_agent_scheme_perceives_frames_with_its_own_encoder(pair: tuple[Agent, A
     wrong = torch.randn(3, 16)  # embeddings from some other encoder: ignored when frames are there
     p = scheme.transmit(SourceBatch(frames=frames, embeddings=wrong))
     assert Perception.calls == 1
-    torch.testing.assert_close(p.extras["features"], Perception().encode_clips(frames))
+    # the same symbols as sending the perception features themselves (the wrong embeddings were ignored)
+    direct = scheme.transmit(SourceBatch(embeddings=Perception().encode_clips(frames)))
+    torch.testing.assert_close(p.symbols, direct.symbols)
 
 
 def test_lora_copy_fallback_matches_peft_load(tiny_llm: Path, tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def test_hit_sends_index_miss_sends_embedding(base: torch.Tensor) -> None:
     near = _unit(base[:4] + 0.02 * torch.randn(4, 16, generator=g))
     far = _unit(torch.randn(3, 16, generator=g))
     payload = scheme.transmit(SourceBatch(embeddings=torch.cat([near, far])))
-    hit = payload.extras["hit"]
+    hit = payload.hit
     assert hit.tolist() == [True] * 4 + [False] * 3
     frame = channel_uses_for_bits(12, "qpsk-1/2", k=12)  # 1 flag + 6 index bits, padded to the smallest LDPC k
     assert payload.channel_uses[:4].tolist() == [frame] * 4
@@ -76,10 +76,10 @@ def test_remember_keeps_bases_in_sync(base: torch.Tensor) -> None:
     scheme = MemoryScheme(knowledge_base=build_knowledge_base(base[:20]), threshold=0.95)
     batch = SourceBatch(embeddings=base[20:25])
     payload = scheme.transmit(batch)
-    assert not payload.extras["hit"].any()
+    assert not payload.hit.any()
     out = scheme.deliver(payload, AWGNChannel(), 10.0, generator=torch.Generator().manual_seed(2))
-    assert scheme.remember(payload, out, ids=[f"new{i}" for i in range(5)]) == 5
+    assert scheme.remember(base[20:25], payload, out, ids=[f"new{i}" for i in range(5)]) == 5
     assert scheme.tx_kb.version_hash() == scheme.rx_kb.version_hash() and len(scheme.rx_kb) == 25
     again = scheme.transmit(batch)
-    assert again.extras["hit"].all()  # the content is now known: indices only
+    assert again.hit.all()  # the content is now known: indices only
     assert (again.channel_uses < payload.channel_uses).all()

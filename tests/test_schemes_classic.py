@@ -1,5 +1,7 @@
 """Bit-exact baselines: real JPEG / H.264 bitstreams through LDPC + QAM, really decoded; digital links built once."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -106,3 +108,87 @@ def test_digital_scheme_builds_its_link_once(name, monkeypatch):
     if name == "memory":
         assert built == [link]
 
+
+
+# --------------------------------------------------------------------------- digital-embedding: quantiser, CRC, erasure
+@pytest.mark.parametrize("quantizer,n_bits,n_cw", [
+    ("int4", 384 * 4 + 16, 2),      # 1552 bits + 2 CRCs = 1600 <= 2 x 1024
+    ("int8", 384 * 8 + 16, 4),      # 3088: ceil(3088 / 1000) = 4 codewords
+    ("int2", 384 * 2 + 16, 1),      # 784 + 24 = 808
+    ("float16", 384 * 16, 7),       # 6144: ceil(6144 / 1000) = 7
+])
+def test_digital_embedding_counts_bits_crc_and_uses(quantizer, n_bits, n_cw):
+    scheme = create_scheme("digital-embedding", quantizer=quantizer, mcs="qpsk-1/2")
+    payload = scheme.transmit(SourceBatch(embeddings=_emb(b=2, d=384)))
+    assert payload.extras["payload_bits"].tolist() == [n_bits] * 2
+    assert payload.side_bits.tolist() == [24 * n_cw] * 2                  # one CRC-24 per LDPC codeword
+    assert payload.extras["bits"].shape == (2, n_bits + 24 * n_cw)
+    assert payload.channel_uses.tolist() == [n_cw * 1024] * 2             # qpsk-1/2: 2048 coded bits on 1024 symbols
+    assert scheme.name == f"digital-embedding-{'fp16' if quantizer == 'float16' else quantizer}"
+
+
+def test_digital_embedding_noiseless_and_high_snr():
+    e = _emb(b=4, d=64)
+    scheme = create_scheme("digital-embedding", quantizer="int8", mcs="qpsk-1/2")
+    payload = scheme.transmit(SourceBatch(embeddings=e))
+    for out in (scheme.deliver(payload, None, None),
+                scheme.deliver(payload, AWGNChannel(), 10.0, generator=torch.Generator().manual_seed(0))):
+        assert not out.failed.any() and not out.extras["codeword_failed"].any()
+        assert float((out.embeddings * e).sum(-1).min()) > 0.999
+
+
+def test_digital_embedding_erases_dims_of_failed_codewords():
+    # int4 on 384-d with k = 1024: codeword 0 = scale + dims 0..245, codeword 1 = dims 246..383
+    e = _emb(b=3, d=384, seed=2)
+    scheme = create_scheme("digital-embedding", quantizer="int4", mcs="qpsk-1/2")
+    payload = scheme.transmit(SourceBatch(embeddings=e))
+    clean = scheme.deliver(payload, None, None).embeddings
+    hat = payload.extras["bits"].clone()
+    hat[0, 1024 + 7] = 1 - hat[0, 1024 + 7]   # item 0: one wrong bit in codeword 1
+    hat[1, 3] = 1 - hat[1, 3]                 # item 1: a wrong bit of the scale, in codeword 0
+    out = scheme.receive(None, dataclasses.replace(payload, extras=dict(payload.extras, bits_hat=hat)))
+    assert out.failed.tolist() == [True, True, False]
+    assert out.extras["codeword_failed"].tolist() == [[False, True], [True, False], [False, False]]
+    assert out.extras["erased_dims"].tolist() == [138, 384, 0] and out.extras["lost"].tolist() == [False, True, False]
+    assert torch.equal(out.embeddings[0, 246:], torch.zeros(138))  # erased: the fill value 0, not garbage
+    kept = clean[0, :246] / clean[0, :246].norm()                  # the rest: the clean decode, re-normalised
+    assert torch.allclose(out.embeddings[0, :246], kept, atol=1e-6)
+    assert torch.equal(out.embeddings[1], torch.zeros(384))        # scale lost: the whole item
+    assert torch.equal(out.embeddings[2], clean[2])
+
+
+def test_digital_embedding_low_snr_erases_instead_of_garbage():
+    scheme = create_scheme("digital-embedding", quantizer="int4", mcs="qpsk-1/2")
+    payload = scheme.transmit(SourceBatch(embeddings=_emb(b=3, d=384)))
+    out = scheme.deliver(payload, AWGNChannel(), -8.0, generator=torch.Generator().manual_seed(0))
+    assert out.failed.all() and out.extras["lost"].all()
+    assert torch.equal(out.embeddings, torch.zeros(3, 384))
+    assert (torch.as_tensor(out.extras["block_errors"]) == 2).all()  # the link agrees: both codewords failed
+
+
+def test_digital_embedding_takes_a_fitted_product_quantizer(tmp_path):
+    from genscom.coding.quantize import fit_quantizer
+
+    pq = fit_quantizer("pq-4x4", _emb(b=300, d=16, seed=3), seed=0, fill="mean")
+    e = _emb(b=2, d=16, seed=4)
+    for q in (pq, pq.save(tmp_path / "pq")):  # the object, or the folder it was saved to (a Path)
+        scheme = create_scheme("digital-embedding", quantizer=q, mcs="qpsk-1/2")
+        assert scheme.name == "digital-embedding-pq-4x4"
+        payload = scheme.transmit(SourceBatch(embeddings=e))
+        assert payload.extras["bits"].shape == (2, 16 + 24)
+        out = scheme.deliver(payload, None, None)
+        assert torch.allclose(out.embeddings, pq.decode(pq.encode(e)))
+    with pytest.raises(ValueError, match="codes 16-d"):
+        scheme.transmit(SourceBatch(embeddings=_emb(b=2, d=32)))
+
+
+def test_digital_embedding_bad_quantizer():
+    from genscom.coding.quantize import create_quantizer
+
+    with pytest.raises(ValueError, match="int4, int8, int2, float16"):
+        create_scheme("digital-embedding", quantizer="int5")
+    with pytest.raises(ValueError, match="not fitted"):
+        create_scheme("digital-embedding", quantizer=create_quantizer("pq-4x4", dim=16))
+    with pytest.raises(ValueError, match="not both"):
+        create_scheme("digital-embedding", quantizer="int2", fmt="int8")
+    assert create_scheme("digital-embedding", fmt="int8").name == "digital-embedding-int8"  # legacy keyword

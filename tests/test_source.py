@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import logging
+import time
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +20,7 @@ from genscom.coding.source import (
     decode_jpeg,
     encode_h264,
     encode_jpeg,
+    h264_sps_geometry,
 )
 from genscom.metrics.signal import psnr
 
@@ -105,6 +111,41 @@ def test_jpeg_wrong_size_counts_as_failed():
     data = encode_jpeg(_smooth_image(), quality=75)
     assert decode_jpeg(data, expected_size=(96, 127)) is None
     assert decode_jpeg(data, expected_size=(96, 128)) is not None
+
+
+def _patch_sof(data: bytes, height: int, width: int) -> bytes:
+    """Rewrite the baseline SOF0 header: FF C0, length (2), precision (1), height (2), width (2)."""
+    i = data.index(b"\xff\xc0")
+    return data[:i + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[i + 9:]
+
+
+@pytest.mark.parametrize("claim", [(60000, 60000), (10000, 10000), (5792, 5792), (32, 64)])
+def test_jpeg_corrupt_header_size_fails_fast_without_warning(claim):
+    from PIL import Image
+
+    data = encode_jpeg(_smooth_image(64, 64), quality=75)
+    bad = _patch_sof(data, *claim)
+    if claim == (10000, 10000):  # the hazard: Pillow's open() alone warns (1e8 pixels > its 89.5M limit)
+        with pytest.warns(Image.DecompressionBombWarning):
+            Image.open(io.BytesIO(bad))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        assert decode_jpeg(bad, expected_size=(64, 64)) is None
+        assert time.perf_counter() - t0 < 0.2
+        if claim[0] * claim[1] > (1 << 25):            # above the default max_pixels even without expected_size
+            assert decode_jpeg(bad) is None
+    assert not caught, [str(w.message) for w in caught]
+
+
+def test_jpeg_normal_stream_decodes_as_pillow_does():
+    from PIL import Image
+
+    for q in (30, 90):
+        data = encode_jpeg(_smooth_image(64, 80, seed=q), quality=q)
+        ref = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        out = decode_jpeg(data, expected_size=(64, 80))
+        assert out is not None and np.array_equal(out.numpy(), ref)
 
 
 def test_jpeg_bad_arguments():
@@ -213,6 +254,106 @@ def test_h264_garbage_and_empty_fail_cleanly():
 def test_h264_wrong_expected_size_counts_as_failed():
     data = encode_h264(_smooth_clip(t=3), crf=30)
     assert decode_h264(data, n_frames=3, height=96, width=128).failed
+
+
+def _nal_type(data: bytes, start: int) -> int:
+    return data[start + (4 if data[start:start + 4] == b"\x00\x00\x00\x01" else 3)] & 0x1F
+
+
+def _sps_of(data: bytes) -> list[tuple[int, int]]:
+    from genscom.coding.source import _split_nal_units
+
+    return [(s, e) for s, e in _split_nal_units(data) if _nal_type(data, s) == 7]
+
+
+def _replace_sps(data: bytes, which: int, new_sps: bytes) -> bytes:
+    s, e = _sps_of(data)[which]
+    return data[:s] + new_sps + data[e:]
+
+
+@pytest.mark.parametrize("size, coded", [((48, 64), (48, 64)), ((33, 47), (34, 48)), ((1080, 1920), (1080, 1920))])
+def test_h264_sps_geometry_is_the_encoded_size(size, coded):
+    # 1080 is coded as 68 macroblock rows (1088) cropped by 8: exercises the cropping fields; odd sizes are padded
+    data = encode_h264(torch.zeros(1, *size, 3, dtype=torch.uint8), crf=30, preset="ultrafast")
+    assert [h264_sps_geometry(data[s:e]) for s, e in _sps_of(data)] == [coded]
+    assert h264_sps_geometry(b"\x00\x00\x01\x68\xee") is None  # a PPS, not an SPS
+    assert h264_sps_geometry(data[_sps_of(data)[0][0]:_sps_of(data)[0][0] + 8]) is None  # cut short
+
+
+def test_h264_sps_geometry_agrees_with_ffmpeg_under_bit_errors():
+    """Second implementation: FFmpeg's own SPS parser. Flip each bit of the SPS in turn; whenever FFmpeg still
+    decodes a frame, its size is the geometry we read."""
+    import av
+
+    data = encode_h264(_smooth_clip(t=1), crf=23)
+    s, e = _sps_of(data)[0]
+    agree = 0
+    for k in range(8 * 5, 8 * (e - s)):          # every bit after the start code and NAL header
+        b = bytearray(data[s:e])
+        b[k // 8] ^= 1 << (7 - k % 8)
+        ours = h264_sps_geometry(bytes(b))
+        ctx = av.CodecContext.create("h264", "r")
+        ctx.options = {"max_pixels": str(4096 * 4096)}
+        frames = []
+        try:
+            with av.logging.Capture(local=True):
+                for packet in list(ctx.parse(bytes(b) + data[e:])) + list(ctx.parse(None)):
+                    frames += ctx.decode(packet)
+                frames += ctx.decode(None)
+        except av.FFmpegError:
+            pass
+        if frames:
+            assert (frames[0].height, frames[0].width) == ours, k
+            agree += 1
+    assert agree > 50
+
+
+@pytest.mark.parametrize("other", [(720, 1280), (32, 48)])
+def test_h264_sps_with_another_geometry_fails_before_decoding(other, caplog):
+    # the SPS of a stream of another size spliced into a 48x64 clip: a damaged SPS that still parses
+    clip = _smooth_clip(t=4)
+    data = encode_h264(clip, crf=23)
+    foreign = encode_h264(torch.zeros(1, *other, 3, dtype=torch.uint8), crf=30, preset="ultrafast")
+    s, e = _sps_of(foreign)[0]
+    bad = _replace_sps(data, 0, foreign[s:e])
+    with caplog.at_level(logging.DEBUG, logger="genscom.coding.source"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        dec = decode_h264(bad, n_frames=4, height=48, width=64)
+        assert time.perf_counter() - t0 < 0.5
+    assert not caught
+    assert dec.failed and dec.frames is None and dec.n_decoded == 0
+    assert f"SPS declares [{other}]" in caplog.text
+
+
+def test_h264_bad_later_sps_keeps_frames_of_good_segments():
+    # gop=3: an IDR with its own SPS every 3 frames. A damaged 2nd SPS loses frames 3..5 only, and the frames
+    # that are kept are bit-identical to those of the undamaged stream
+    clip = _smooth_clip(t=9)
+    data = encode_h264(clip, crf=23, gop=3)
+    assert len(_sps_of(data)) == 3
+    foreign = encode_h264(torch.zeros(1, 96, 128, 3, dtype=torch.uint8), crf=30, preset="ultrafast")
+    s, e = _sps_of(foreign)[0]
+    dec = decode_h264(_replace_sps(data, 1, foreign[s:e]), n_frames=9, height=48, width=64)
+    good = decode_h264(data, n_frames=9, height=48, width=64)
+    assert dec.decoded_mask.tolist() == [True] * 3 + [False] * 3 + [True] * 3
+    keep = dec.decoded_mask
+    assert torch.equal(dec.frames[keep], good.frames[keep])
+    assert torch.equal(dec.frames[3], good.frames[2])   # gap filled with the last decoded frame
+
+
+def test_h264_normal_stream_decodes_as_a_plain_demuxer_does():
+    # a second decoding path: PyAV's raw-h264 demuxer, frames converted by the same yuv->rgb routine
+    import av
+
+    from genscom.coding.source import _frame_to_rgb
+
+    clip = _smooth_clip(t=6)
+    data = encode_h264(clip, crf=20)
+    with av.open(io.BytesIO(data), format="h264") as container:
+        ref = np.stack([_frame_to_rgb(f) for f in container.decode(video=0)])
+    dec = decode_h264(data, n_frames=6, height=48, width=64)
+    assert not dec.failed and dec.n_decoded == 6 and np.array_equal(dec.frames.numpy(), ref)
 
 
 def test_h264_bad_arguments():

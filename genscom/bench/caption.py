@@ -58,6 +58,7 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
 
     from genscom.agents.agent import load_agent_pair
     from genscom.channels.registry import create_channel
+    from genscom.channels.sensing import LinkFeedback, link_feedback
     from genscom.data import create_dataset
     from genscom.encoders import create_encoder
     from genscom.schemes import create_scheme
@@ -94,16 +95,19 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
 
     progress.start()
     payload = agent.transmit(SourceBatch(embeddings=feats))
-    uses = float(payload.channel_uses.float().mean())
     add(agent.name, None, agent.deliver(payload, None, None).extras["captions"], 0.0)
     channel = create_channel(cfg.channel)
     for snr in cfg.snrs:
-        out = agent.deliver(payload, channel, float(snr), generator=torch.Generator().manual_seed(cfg.seed + int(snr * 10)))
-        add(agent.name, float(snr), out.extras["captions"], uses)
+        g = torch.Generator().manual_seed(cfg.seed + int(snr * 10))
+        # the agents render for the receiver's fed-back SNR estimate (its bits counted in the channel uses)
+        payload = agent.transmit(SourceBatch(embeddings=feats), sensing=link_feedback(channel, float(snr), generator=g))
+        out = agent.deliver(payload, channel, float(snr), generator=g)
+        add(agent.name, float(snr), out.extras["captions"], float(payload.channel_uses.float().mean()))
     # baselines: real bitstreams, then the same agents run noiselessly on the decoded pixels
     for base in cfg.baselines:
         scheme = create_scheme(base, mcs=cfg.mcs, **cfg.baseline_kwargs.get(base, {}))
-        bp = scheme.transmit(SourceBatch(frames=frames, embeddings=feats), generator=torch.Generator().manual_seed(cfg.seed))
+        bp = scheme.transmit(SourceBatch(frames=frames, embeddings=feats), sensing=LinkFeedback(channel=channel.name),
+                             generator=torch.Generator().manual_seed(cfg.seed))
         for snr in cfg.snrs:
             d = scheme.deliver(bp, channel, float(snr), generator=torch.Generator().manual_seed(cfg.seed + int(snr * 10)))
             from genscom.bench.retrieval import embed_delivered

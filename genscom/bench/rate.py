@@ -110,6 +110,7 @@ def run_rate_bench(cfg: RateBenchConfig, *, command: str = "", console: Any = No
 
     from genscom.adaptation import extraction as X
     from genscom.channels.registry import create_channel
+    from genscom.channels.sensing import link_feedback
     from genscom.schemes.adapted import resolve_adapter
     from genscom.schemes.base import SourceBatch, create_scheme
 
@@ -153,7 +154,6 @@ def run_rate_bench(cfg: RateBenchConfig, *, command: str = "", console: Any = No
         task = progress.add_task("rate sweep", total=total)
         for st in settings:
             scheme = create_scheme(st.scheme, **{**st.kwargs, "adapter": adapter})
-            payload = scheme.transmit(batch)
             for ch_name in cfg.channels:
                 channel = create_channel(ch_name)
                 for snr in cfg.snrs:
@@ -161,6 +161,8 @@ def run_rate_bench(cfg: RateBenchConfig, *, command: str = "", console: Any = No
                     for r in range(cfg.realisations):
                         progress.update(task, description=f"{scheme.name:>24} {ch_name:>8} {snr:+5.1f} dB")
                         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r * 7919 + int(snr * 10) + 17)
+                        # the adapter encodes for the receiver's fed-back SNR estimate (pilots + feedback counted)
+                        payload = scheme.transmit(batch, sensing=link_feedback(channel, snr, generator=g))
                         d = scheme.deliver(payload, channel, snr, generator=g)
                         r1s.append(metrics_of(d.embeddings))
                         uses.append(float(d.channel_uses.float().mean()))

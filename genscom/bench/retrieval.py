@@ -3,8 +3,9 @@
 The transmitter sends each gallery clip with a scheme; the receiver builds its
 gallery from what it received (embeddings, or decoded pixels re-encoded by the
 same perception encoder); queries are captions encoded cleanly at the
-receiver. Metrics: t2v / v2t R@1/5/10, MdR, MnR and RSUM, mean and 95%
-interval over channel realisations. Every scheme runs through the same
+receiver. Metrics: t2v / v2t R@1/5/10, MdR, MnR and RSUM (mid-rank ties), mean
+over channel realisations and 95% percentile bootstrap interval over items x
+channel realisations. Every scheme runs through the same
 :meth:`genscom.schemes.base.Scheme.deliver` loop; none is special-cased.
 """
 
@@ -14,11 +15,12 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 
 from genscom.bench.results import markdown_table, plot_metric_vs_snr, render_table
+from genscom.channels.sensing import LinkFeedback, link_feedback
 from genscom.results import Record, make_meta, write_results
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,9 @@ class RetrievalBenchConfig:
     quick: bool = False
     mcs: str = "qpsk-1/2"
     equal_uses: bool = True  # add a semantic row at the H.264 baseline's channel uses
+    csi: Literal["pilot", "perfect"] = "pilot"  # "perfect": labelled upper bound (no pilots, true channel)
+    feedback_bits: int = 6  # the SNR estimate fed back to adapting schemes (0.5 dB steps), counted
+    pilots_per_block: int = 2  # pilots per coherence block on fading channels, counted
     out_dir: str = "results/retrieval"
     device: str = "cpu"
     batch_size: int = 64
@@ -83,6 +88,8 @@ class RetrievalBenchConfig:
             self.realisations = 2 if self.quick else 5
         if self.n_items < 2:
             raise ValueError(f"n_items must be >= 2 for retrieval, got {self.n_items}")
+        if self.csi not in ("pilot", "perfect"):
+            raise ValueError(f"csi must be 'pilot' (estimated, the default) or 'perfect' (upper bound), got {self.csi!r}")
         if self.realisations < 1:
             raise ValueError(f"realisations must be >= 1, got {self.realisations}")
         for s in self.snrs:
@@ -161,14 +168,43 @@ def embed_delivered(delivered: Any, encode_clips: Callable[[torch.Tensor], torch
     return out
 
 
-def _aggregate(runs: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
-    from genscom.metrics.stats import mean_ci95
+N_BOOT = 1000       # bootstrap replicates of every interval
+BOOT_SEED = 12345   # fixed: every record draws the same resampling indices (reproducible, paired across schemes)
+CI_NOTE = (f"95% percentile bootstrap over items x channel realisations, n_boot={N_BOOT}; "
+           "ci95 = max(mean - lo, hi - mean) of the interval [lo, hi]")
 
-    keys = runs[0].keys()
-    means, cis = {}, {}
-    for k in keys:
-        m, h = mean_ci95([r[k] for r in runs])
-        means[k], cis[k] = float(m), float(h)
+
+def _aggregate(runs: list[dict[str, torch.Tensor]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Metrics (means over realisations) and ``ci95`` half-widths from per-query values of ``R`` realisations.
+
+    ``runs[r]`` is :func:`~genscom.metrics.retrieval.retrieval_per_query` of realisation ``r``.
+    Metrics: the mean over realisations of :func:`~genscom.metrics.retrieval.retrieval_summary`.
+    ``ci95[k]`` for the recalls and MnR (per-query ``*_rank``) is
+    :func:`~genscom.metrics.stats.half_width` of the 95% percentile bootstrap over the
+    ``[R, n_queries]`` table (:func:`~genscom.metrics.stats.bootstrap_means`, ``N_BOOT`` replicates, generator
+    seeded with ``BOOT_SEED``; one resampling shared by the metrics of a direction). ``RSUM``'s is that of
+    ``100 x`` the sum of its six recalls (the same realisation draws for t2v and v2t, their queries resampled
+    separately). MdR gets none (a median of discrete ranks).
+    """
+    from genscom.metrics.retrieval import RECALL_KS, retrieval_summary
+    from genscom.metrics.stats import bootstrap_means, half_width
+
+    summaries = [retrieval_summary(r) for r in runs]
+    means = {k: sum(s[k] for s in summaries) / len(summaries) for k in summaries[0]}
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    cis: dict[str, float] = {}
+    rsum_boot = torch.zeros(N_BOOT, dtype=torch.float64)
+    for tag in ("t2v", "v2t"):
+        names = [*(f"R@{k}" for k in RECALL_KS), "MnR"]
+        cols = [f"{tag}_rank" if k == "MnR" else f"{tag}_{k}" for k in names]
+        table = torch.stack([torch.stack([r[c] for r in runs]) for c in cols])        # (metrics, R, n_queries)
+        boot = bootstrap_means(table, n_boot=N_BOOT, generator=torch.Generator().manual_seed(BOOT_SEED))
+        bounds = torch.quantile(boot, q, dim=1)                                          # (2, metrics)
+        for j, k in enumerate(names):
+            cis[f"{tag}_{k}"] = half_width(means[f"{tag}_{k}"], float(bounds[0, j]), float(bounds[1, j]))
+        rsum_boot += 100.0 * boot[:len(RECALL_KS)].sum(dim=0)
+    lo, hi = torch.quantile(rsum_boot, q).tolist()
+    cis["RSUM"] = half_width(means["RSUM"], lo, hi)
     return means, cis
 
 
@@ -189,7 +225,7 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
     from genscom.coding.calibration import default_cache_dir
     from genscom.data import create_dataset
     from genscom.encoders import create_encoder
-    from genscom.metrics.retrieval import retrieval_metrics
+    from genscom.metrics.retrieval import retrieval_per_query
     from genscom.schemes import SourceBatch, create_scheme
 
     console = console or Console()
@@ -225,20 +261,31 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
     source_dim = int(frames[0].numel())  # H x W x 3 x frames
     batch = SourceBatch(frames=frames, embeddings=clean_emb)
 
-    def metrics_of(gallery: torch.Tensor) -> dict[str, float]:
-        return retrieval_metrics(gallery_similarity(text_emb, gallery, index=cfg.index), text_to_item)
+    def metrics_of(gallery: torch.Tensor) -> dict[str, torch.Tensor]:  # per-query values, reduced by _aggregate
+        return retrieval_per_query(gallery_similarity(text_emb, gallery, index=cfg.index), text_to_item)
 
     records: list[Record] = []
-    upper = metrics_of(clean_emb)
+    upper, upper_ci = _aggregate([metrics_of(clean_emb)])  # interval over items only
     records.append(Record(scheme="noiseless", channel="none", snr_db=None, channel_uses=0, bits=None,
-                          cbr=0.0, failure_rate=0.0, metrics=upper, ci95={},
+                          cbr=0.0, failure_rate=0.0, metrics=upper, ci95=upper_ci,
                           extra={"note": f"clean {cfg.profile} embeddings (upper bound)"}))
     chance_r1 = 1.0 / len(ds)
 
     instances = [(spec, create_scheme(spec.name, **spec.kwargs)) for spec in schemes]
-    payloads = {}
-    for spec, scheme in instances:
-        payloads[scheme.name] = scheme.transmit(batch, generator=torch.Generator().manual_seed(cfg.seed))
+
+    def sensing_for(channel: Any, snr: float, scheme: Any, g: torch.Generator) -> LinkFeedback:
+        """What the transmitter knows: the receiver's fed-back estimate for schemes that adapt, else only the
+        link's pilot layout (the SNR is not read, so no feedback is sent or counted)."""
+        if scheme.adapts:
+            return link_feedback(channel, snr, csi=cfg.csi, bits=cfg.feedback_bits,
+                                 pilots_per_block=cfg.pilots_per_block, generator=g)
+        return LinkFeedback(channel=channel.name, csi=cfg.csi, coherence=getattr(channel, "coherence", None),
+                            pilots_per_block=cfg.pilots_per_block)
+
+    def csi_label(ch_name: str, payload: Any) -> dict[str, str]:
+        if ch_name == "awgn":
+            return {}
+        return {"csi": "pilot" if payload.pilots is not None else "perfect"}
 
     total = len(instances) * len(cfg.channels) * len(cfg.snrs) * cfg.realisations
     baseline_uses: dict[str, float] = {}
@@ -246,15 +293,22 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
                   console=console, transient=False) as progress:
         task = progress.add_task("sending", total=total)
         for spec, scheme in instances:
-            payload = payloads[scheme.name]
             clean_cache: dict[int, torch.Tensor] = {}
             for ch_name in cfg.channels:
                 channel = create_channel(ch_name)
+                fixed = None  # a scheme that does not adapt is transmitted once per channel
+                if not scheme.adapts:
+                    fixed = scheme.transmit(batch, sensing=sensing_for(channel, 0.0, scheme, torch.Generator()),
+                                            generator=torch.Generator().manual_seed(cfg.seed))
                 for snr in cfg.snrs:
                     runs, uses, fails, bits = [], [], [], []
+                    payload = fixed
                     for r in range(cfg.realisations):
                         progress.update(task, description=f"{scheme.name:>28} {ch_name:>8} {snr:+6.1f} dB")
                         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r * 7919 + int(snr * 10) + 17)
+                        if scheme.adapts:
+                            payload = scheme.transmit(batch, sensing=sensing_for(channel, float(snr), scheme, g),
+                                                      generator=g)
                         delivered = scheme.deliver(payload, channel, float(snr), generator=g)
                         gallery = embed_delivered(delivered, encode_clips, clean_cache, dim)
                         runs.append(metrics_of(gallery))
@@ -272,7 +326,7 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
                                           channel_uses=mean_uses, bits=(sum(bits) / len(bits)) if bits else None,
                                           cbr=mean_uses / source_dim, failure_rate=sum(fails) / len(fails),
                                           metrics=means, ci95=cis,
-                                          extra={"scheme_kwargs": spec.kwargs}))
+                                          extra={"scheme_kwargs": spec.kwargs, **csi_label(ch_name, payload)}))
                     if not console.is_terminal:  # no live bar in a log: one line per point instead
                         console.print(f"[{progress.tasks[0].completed}/{total}] {scheme.name} {ch_name} {snr:+.1f} dB: "
                                       f"t2v R@1 {means['t2v_R@1']:.3f}, {mean_uses:.0f} channel uses")
@@ -285,10 +339,10 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
             target = max(baseline_uses.values())
             repeat = max(1, int(round(target / analog_uses)))
             scheme = create_scheme("semantic-analog", repeat=repeat)
-            payload = scheme.transmit(batch)
             task2 = progress.add_task("equal channel uses", total=len(cfg.channels) * len(cfg.snrs) * cfg.realisations)
             for ch_name in cfg.channels:
                 channel = create_channel(ch_name)
+                payload = scheme.transmit(batch, sensing=sensing_for(channel, 0.0, scheme, torch.Generator()))
                 for snr in cfg.snrs:
                     runs = []
                     for r in range(cfg.realisations):
@@ -300,14 +354,16 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
                     uses_i = float(payload.channel_uses.float().mean())
                     records.append(Record(scheme=scheme.name, channel=ch_name, snr_db=float(snr), channel_uses=uses_i,
                                           bits=None, cbr=uses_i / source_dim, failure_rate=0.0, metrics=means,
-                                          ci95=cis, extra={"note": "equal channel uses with h264-ldpc (repetition)"}))
+                                          ci95=cis, extra={"note": "equal channel uses with h264-ldpc (repetition)",
+                                                           **csi_label(ch_name, payload)}))
 
     overhead = overhead_reduction(records)
     gains = accuracy_gain(records)
     meta = make_meta(command=command, seed=cfg.seed, dataset=cfg.dataset, n_items=len(ds), profile=cfg.profile,
                      quick=cfg.quick, channels=list(cfg.channels), snrs=list(cfg.snrs),
-                     realisations=cfg.realisations, mcs=cfg.mcs, source_dim=source_dim, n_queries=len(captions),
-                     chance_t2v_R1=chance_r1, overhead_reduction=overhead,
+                     realisations=cfg.realisations, mcs=cfg.mcs, csi=cfg.csi,
+                     feedback_bits=cfg.feedback_bits, pilots_per_block=cfg.pilots_per_block, source_dim=source_dim, n_queries=len(captions),
+                     chance_t2v_R1=chance_r1, ci=CI_NOTE, overhead_reduction=overhead,
                      accuracy_gain=gains, calibration_cache=str(default_cache_dir()))
     json_path = write_results(out_dir / "retrieval.json", "retrieval", meta, records)
 

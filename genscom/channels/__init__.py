@@ -22,13 +22,17 @@ from genscom.channels.power import channel_uses, complex_to_real, normalize_powe
 from genscom.channels.registry import CHANNELS, create_channel, list_channels
 from genscom.channels.sensing import (
     ChannelSensing,
+    LinkFeedback,
     PilotLayout,
     PilotReception,
     channel_prior,
     estimate_channel,
     estimate_noise_var,
     estimate_snr_db,
+    feedback_uses,
+    link_feedback,
     ls_estimate,
+    pass_with_pilots,
     pilot_sequence,
     receive_with_pilots,
     send_with_pilots,
@@ -37,8 +41,8 @@ from genscom.channels.sensing import (
 
 __all__ = [
     "AWGNChannel", "CHANNELS", "Channel", "ChannelName", "ChannelOutput", "ChannelSensing", "DEFAULT_K_FACTOR",
-    "PilotLayout", "PilotReception", "RayleighBlockFading", "RicianBlockFading", "channel_prior", "channel_uses",
+    "LinkFeedback", "PilotLayout", "PilotReception", "RayleighBlockFading", "RicianBlockFading", "channel_prior", "channel_uses",
     "check_complex", "complex_noise", "complex_to_real", "create_channel", "equalize", "estimate_channel",
-    "equalize_received", "estimate_noise_var", "estimate_snr_db", "list_channels", "ls_estimate", "normalize_power", "pilot_sequence",
+    "equalize_received", "estimate_noise_var", "estimate_snr_db", "feedback_uses", "link_feedback", "pass_with_pilots", "list_channels", "ls_estimate", "normalize_power", "pilot_sequence",
     "real_to_complex", "receive_with_pilots", "send_with_pilots", "sense", "snr_to_noise_var",
 ]

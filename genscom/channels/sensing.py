@@ -448,3 +448,118 @@ def send_with_pilots(data: torch.Tensor, channel: Channel, snr_db: torch.Tensor 
     out = channel(layout.insert(data, p), snr_db, generator=generator)
     return receive_with_pilots(out, layout, p, n_data=data.shape[-1], channel=channel, csi=csi,
                                estimator=estimator, equalizer=equalizer)
+
+
+# --------------------------------------------------------------------------- what the transmitter knows
+
+
+FEEDBACK_SNR_LO_DB = -10.0
+"""Lowest SNR (dB) the feedback word can say; the step is 0.5 dB (``2**bits`` levels)."""
+FEEDBACK_BITS_PER_USE = 0.5
+"""Side information (feedback) is counted at 0.5 bit per channel use: QPSK with rate-1/4 repetition, robust
+far below the lowest data MCS; ``feedback_uses(6) == 12``."""
+
+
+def feedback_uses(bits: int) -> int:
+    """Channel uses that ``bits`` of feedback cost at :data:`FEEDBACK_BITS_PER_USE`."""
+    return int(math.ceil(bits / FEEDBACK_BITS_PER_USE))
+
+
+@dataclass(frozen=True)
+class LinkFeedback:
+    """What a transmitter knows about the link when it transmits: the receiver's estimate, fed back.
+
+    PROTOCOL.md: a transmitter that adapts to the SNR uses the receiver's *estimate*, fed back with a
+    stated number of bits (counted as side information); on fading channels every scheme sends
+    pilots per coherence block (counted) and the receiver equalises with their estimates.
+
+    Attributes:
+        channel: the channel's registered name (``"awgn"``, ``"rayleigh"``, ``"rician"``).
+        snr_db: the fed-back SNR estimate Es/N0 (dB), already quantised to ``bits`` (0.5 dB steps from
+            :data:`FEEDBACK_SNR_LO_DB`); ``None``: the transmitter was told nothing.
+        bits: feedback bits per item (0 when nothing is fed back), counted by every scheme that reads ``snr_db``.
+        csi: ``"pilot"`` (estimated, the default and the headline) or ``"perfect"`` (labelled upper bound: no
+            pilots sent, the receiver uses the true channel).
+        coherence: the channel's coherence block in channel uses (``None``: AWGN, no pilots needed).
+        pilots_per_block: pilots at the start of every coherence block when ``csi="pilot"``.
+
+    Example:
+        >>> fb = LinkFeedback(channel="rayleigh", snr_db=5.0, bits=6, coherence=16)
+        >>> fb.pilot_layout().frame_length(192)  # 192 data symbols + 2 pilots in each of 14 blocks
+        220
+    """
+
+    channel: str
+    snr_db: float | None = None
+    bits: int = 0
+    csi: CSI = "pilot"
+    coherence: int | None = None
+    pilots_per_block: int = 2
+
+    def __post_init__(self) -> None:
+        _check_choice(self.csi, "csi", ("perfect", "pilot"))
+        if self.snr_db is not None and not math.isfinite(float(self.snr_db)):
+            raise ValueError(f"snr_db must be a finite estimate in dB or None, got {self.snr_db!r}")
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or self.bits < 0:
+            raise ValueError(f"bits must be an int >= 0 (feedback bits per item), got {self.bits!r}")
+        if self.coherence is not None:
+            check_coherence(self.coherence)
+        _check_pos_int(self.pilots_per_block, "pilots_per_block", 2)
+
+    def pilot_layout(self) -> PilotLayout | None:
+        """Where pilots go in a frame on this link (``None``: none are needed: AWGN, or ``csi="perfect"``)."""
+        if self.csi == "perfect" or self.coherence is None:
+            return None
+        return PilotLayout(pilots_per_block=self.pilots_per_block, coherence=self.coherence)
+
+    @property
+    def feedback_uses(self) -> int:
+        """Channel uses of the feedback bits (:func:`feedback_uses`)."""
+        return feedback_uses(self.bits)
+
+
+def quantize_feedback_snr(snr_db: float, bits: int) -> float:
+    """``snr_db`` on the feedback grid: 0.5 dB steps from :data:`FEEDBACK_SNR_LO_DB`, ``2**bits`` levels, clipped."""
+    levels = 2 ** _check_pos_int(bits, "bits")
+    idx = min(levels - 1, max(0, round((float(snr_db) - FEEDBACK_SNR_LO_DB) / 0.5)))
+    return FEEDBACK_SNR_LO_DB + 0.5 * idx
+
+
+def link_feedback(channel: Channel, snr_db: float, *, csi: CSI = "pilot", n_pilots: int = 64, bits: int = 6,
+                  pilots_per_block: int = 2, generator: torch.Generator | None = None) -> LinkFeedback:
+    """The feedback a transmitter gets before sending on ``channel`` at the true ``snr_db``.
+
+    ``csi="pilot"``: the receiver estimates the average SNR from ``n_pilots`` pilots of an earlier
+    frame (:func:`sense`, noise-variance estimate), quantises it to ``bits`` and feeds it back.
+    ``csi="perfect"`` (upper bound): the true SNR, no feedback cost, no pilots.
+    """
+    if not isinstance(channel, Channel):
+        raise TypeError(f"channel must be a genscom Channel, got {type(channel).__name__}")
+    coherence = getattr(channel, "coherence", None)
+    if csi == "perfect":
+        return LinkFeedback(channel=channel.name, snr_db=float(snr_db), bits=0, csi="perfect", coherence=coherence,
+                            pilots_per_block=pilots_per_block)
+    est = sense(channel, snr_db, batch=1, n_pilots=n_pilots, generator=generator).snr_db
+    return LinkFeedback(channel=channel.name, snr_db=quantize_feedback_snr(float(est[0]), bits), bits=bits,
+                        csi="pilot", coherence=coherence, pilots_per_block=pilots_per_block)
+
+
+def pass_with_pilots(x: torch.Tensor, channel: Channel, snr_db: torch.Tensor | float, layout: PilotLayout | None, *,
+                     estimator: Estimator = "lmmse", generator: torch.Generator | None = None) -> ChannelOutput:
+    """Send data symbols ``x`` ``[B, n]`` through ``channel``, with pilots when ``layout`` is given.
+
+    ``layout=None``: the plain :class:`ChannelOutput` (true ``h``: perfect CSI). Otherwise pilots are
+    inserted per ``layout``, the frame goes through the channel, and the receiver's view of the data
+    part is returned: ``y`` ``[B, n]``, ``h`` the per-block *estimate* at each data symbol
+    (``estimator``), ``noise_var`` the estimated ``N0`` ``[B, 1]`` and ``snr_db`` the estimated SNR
+    ``[B]`` — what a receiver that never sees the true channel works with.
+    """
+    if layout is None:
+        return channel(x, snr_db, generator=generator)
+    n = x.shape[-1]
+    p = pilot_sequence(layout.pilots_per_block, dtype=x.dtype, device=x.device)
+    out = channel(layout.insert(x, p), snr_db, generator=generator)
+    rx = receive_with_pilots(out, layout, p, n_data=n, channel=channel, csi="pilot", estimator=estimator)
+    _, y_d = layout.split(out.y, n)
+    return ChannelOutput(y=y_d, h=rx.sensing.h_hat, noise_var=rx.sensing.noise_var.unsqueeze(-1),
+                         snr_db=rx.sensing.snr_db, channel=out.channel)

@@ -22,7 +22,7 @@ from genscom.coding.calibration import (
     simulate_uncoded_ber,
     through_channel,
 )
-from genscom.coding.ldpc import ALLOWED_RATES, DEFAULT_K, DEFAULT_NUM_ITER, LDPCCode, coded_length, parse_rate
+from genscom.coding.ldpc import MAX_RATE, MIN_RATE, DEFAULT_K, DEFAULT_NUM_ITER, LDPCCode, coded_length, parse_rate
 from genscom.coding.link import Constellation, DigitalLink, LinkResult
 from genscom.coding.mcs import MCS, MCS_TABLE, channel_uses_for_bits, check_repeat, get_mcs, list_mcs, select_mcs
 from genscom.coding.qam import ALLOWED_ORDERS, QAM, llr_to_bits
@@ -36,7 +36,7 @@ from genscom.coding.theory import (
 )
 
 __all__ = [
-    "ALLOWED_ORDERS", "ALLOWED_RATES", "CALIBRATION_VERSION", "DEFAULT_K", "DEFAULT_NUM_ITER", "MCS", "MCS_TABLE", "QAM",
+    "ALLOWED_ORDERS", "CALIBRATION_VERSION", "MAX_RATE", "MIN_RATE", "DEFAULT_K", "DEFAULT_NUM_ITER", "MCS", "MCS_TABLE", "QAM",
     "CalibrationConfig", "CalibrationTable", "CodedStats", "Constellation", "DigitalLink", "LDPCCode", "LinkResult",
     "ber_qam_awgn", "ber_qam_rayleigh", "ber_qam_rician", "ber_qpsk_awgn", "ber_qpsk_rayleigh",
     "calibrate", "channel_key", "channel_uses_for_bits", "check_repeat", "coded_length", "default_cache_dir", "get_mcs",

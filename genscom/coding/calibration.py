@@ -4,19 +4,34 @@ r"""Monte-Carlo simulation of LDPC + QAM over a channel, and the calibrated tabl
   zero-forcing (and maximum-ratio combining of repeated copies) -> symbol estimates
   and their effective noise variance (what the demapper sees).
 * :func:`simulate_uncoded_ber`, :func:`simulate_coded`: measured BER / BLER.
-* :func:`calibrate`: the block error rate (BLER) and the number of wrong info bits of
-  every failed codeword per MCS and SNR, by full simulation, stored as JSON
-  (:class:`CalibrationTable`), keyed by MCS, channel (name and parameters), k,
-  iterations, SNR grid, sizes, seed and :data:`CALIBRATION_VERSION`.
+* :func:`run_to_errors`: simulate batches until ``target_block_errors`` block errors or a
+  codeword cap (as Sionna's ``sim_ber``), with a Clopper-Pearson interval (:func:`bler_interval`).
+* :func:`calibrate`: the block error rate (BLER), its 95 % interval and the number of wrong
+  info bits of every failed codeword per SNR, for one MCS on one channel
+  (:class:`CalibrationTable`); :func:`calibrate_all`: every MCS on several channels, written
+  as one JSON file per channel (how the shipped tables are made).
 
-**Where the tables go.** The folder is explicit: ``CalibrationConfig(cache_dir=...)``
-puts them in ``<cache_dir>/link_calibration``. Where nothing is passed
-(``cache_dir=None``) they go to :func:`default_cache_dir`:
-``$GENSCOM_CACHE/link_calibration``, else ``~/.cache/genscom/link_calibration``. Every
-table written is logged (INFO) with its path. A :class:`~genscom.coding.link.DigitalLink`
-with ``fidelity="abstract"``/``"auto"`` or ``mcs="adaptive"`` calibrates on first use, so
-a delivery can write there: pass ``calibration=CalibrationConfig(cache_dir=...)`` to
-keep it elsewhere.
+**How the SNR points are chosen** (``CalibrationConfig(snr_grid=None)``, the default): the
+waterfall is found by bisection on a coarse grid (``coarse_step_db`` over ``snr_range``) with
+probes of ``pilot_codewords`` codewords (the first coarse point where not all of them fail),
+then sampled densely upwards from the last all-fail coarse point, every ``fine_step_db``
+(doubled, up to the coarse step, where the BLER falls by less than a factor 2 per step), each
+point run to ``target_block_errors`` block errors or ``max_codewords`` codewords, until a point
+has no block error in ``max_codewords`` codewords. Points below are BLER 1 and points above
+BLER 0 by monotonicity (recorded as ``"bound"`` anchors at the ends of ``snr_range``).
+``snr_grid=(...)`` simulates exactly those points instead (stopping after the first error-free one).
+
+**Where tables are looked up** (:func:`calibrate`, and so every
+:class:`~genscom.coding.link.DigitalLink`): first the tables shipped with genscom
+(:data:`SHIPPED_DIR`, ``genscom/coding/tables/*.json``: the 5G NR and legacy MCS, k = 1024,
+20 iterations, APP demapping, on AWGN, Rayleigh and Rician block fading with coherence 16 and
+perfect CSI; see its README), matched on MCS, channel key, k, iterations, demapping and
+:data:`CALIBRATION_VERSION` (``CalibrationConfig(use_shipped=False)`` skips them); then the user
+cache: ``CalibrationConfig(cache_dir=...)`` -> ``<cache_dir>/link_calibration``, ``cache_dir=None``
+-> :func:`default_cache_dir` (``$GENSCOM_CACHE/link_calibration``, else
+``~/.cache/genscom/link_calibration``), keyed by the above and the calibration settings; then it
+simulates and writes there (logged at INFO with its path). So a benchmark with the default link
+settings reads the shipped tables and writes nothing.
 
 The abstract link (:class:`~genscom.coding.link.DigitalLink`) cuts the real bitstream
 into codewords; each fails independently with the table's BLER (``log10`` BLER
@@ -25,39 +40,43 @@ resampled from the calibration (nearest grid point), at uniformly random positio
 flipped in the real bits. Independence across codewords is an approximation for slow
 block fading whose coherence spans several codewords.
 
-Speeds measured on the 2-core CPU (k = 1024, 20 iterations, float32, codewords/s
-for rates 1/3, 1/2, 2/3): ~110 / 250 / 450 with 2 idle cores; ~50 / 170 / 300 with
-``torch.set_num_threads(1)`` while other jobs load the machine; only ~5-10 with 2
-threads on a loaded machine (Sionna's BP decoder is many small ops, and thread
-hand-offs dominate). On a shared CPU, run with one torch thread. Calibrating the
-9 MCS on AWGN with the default :class:`CalibrationConfig` took ~150 s (loaded
-machine); a Rayleigh (coherence 16) table ~10 s per MCS.
+**Speed.** Sionna's BP decoder is slow on a shared 2-core CPU (k = 1024, 20 iterations,
+one torch thread, a loaded machine: ~25 codewords/s at rate 1/2, ~3/s at rate 1/5);
+the ``ldpc`` package's decoder (``decoder="ldpc"``, :mod:`genscom.coding.ldpc`) is 2x faster
+in the waterfall and much faster above it (it stops when the syndrome is satisfied), so
+``CalibrationConfig(decoder="auto")`` uses it when installed. Run calibrations with one torch
+thread (``torch.set_num_threads(1)``): thread hand-offs dominate Sionna's many small ops.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+import platform
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
 from genscom.channels.base import Channel
-from genscom.coding.ldpc import DEFAULT_K, DEFAULT_NUM_ITER, LDPCCode, check_k
-from genscom.coding.mcs import MCS, get_mcs
+from genscom.coding.ldpc import DEFAULT_K, DEFAULT_NUM_ITER, Decoder, LDPCCode, check_k, resolve_decoder
+from genscom.coding.mcs import MCS, NR_MCS, LEGACY_MCS, get_mcs
 from genscom.coding.qam import QAM, DemapMethod
 from genscom.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: adaptive SNR points run to a target number of block errors, intervals, shipped tables
 CACHE_SUBDIR = "link_calibration"
+SHIPPED_DIR = Path(__file__).resolve().parent / "tables"
+"""Folder of the calibration tables shipped as package data (one JSON file per channel)."""
 
 
 def default_cache_dir() -> Path:
@@ -135,22 +154,25 @@ class CodedStats(NamedTuple):
 
 def simulate_coded(mcs: MCS | str, channel: Channel, snr_db: float, n_codewords: int, *,
                    generator: torch.Generator | None = None, k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
-                   demapping: DemapMethod = "app",
-                   code: LDPCCode | None = None, device: str | torch.device = "cpu") -> CodedStats:
+                   demapping: DemapMethod = "app", decoder: Decoder = "sionna",
+                   code: LDPCCode | None = None, qam: QAM | None = None,
+                   device: str | torch.device = "cpu") -> CodedStats:
     """Full LDPC + QAM simulation of ``n_codewords`` random codewords (one per channel row).
 
-    Returns :class:`CodedStats` (``ber``, ``bler``, counts). ``code`` may be passed
-    to reuse a built :class:`LDPCCode` (its ``k``/``num_iter`` then win).
+    Returns :class:`CodedStats` (``ber``, ``bler``, counts). ``code`` (and ``qam``) may be
+    passed to reuse built blocks (the code's ``k``/``num_iter``/decoder then win).
     """
     m = get_mcs(mcs)
     if isinstance(n_codewords, bool) or not isinstance(n_codewords, int) or n_codewords < 1:
         raise ValueError(f"n_codewords must be a positive integer, got {n_codewords!r}")
     if code is None:
-        code = LDPCCode(k, m.code_rate, bits_per_symbol=m.bits_per_symbol, num_iter=num_iter, device=device)
+        code = LDPCCode(k, m.code_rate, bits_per_symbol=m.bits_per_symbol, num_iter=num_iter, decoder=decoder,
+                        device=device)
     elif code.rate != m.code_rate or code.bits_per_symbol != m.bits_per_symbol:
         raise ValueError(f"code {code!r} does not match MCS {m.name}; build it with "
                          f"LDPCCode(k, {m.code_rate}, bits_per_symbol={m.bits_per_symbol})")
-    qam = QAM(m.order, method=demapping, precision=code.precision, device=code.device)
+    if qam is None:
+        qam = QAM(m.order, method=demapping, precision=code.precision, device=code.device)
     u = torch.randint(0, 2, (n_codewords, code.k), generator=generator, device=code.device).to(torch.float32)
     x = qam.map(code.encode(u))
     x_hat, nv = through_channel(x, channel, snr_db, generator=generator)
@@ -165,8 +187,60 @@ def simulate_coded(mcs: MCS | str, channel: Channel, snr_db: float, n_codewords:
 def _merge(a: CodedStats, b: CodedStats, k: int) -> CodedStats:
     n = a.n_codewords + b.n_codewords
     blk, bit = a.block_errors + b.block_errors, a.bit_errors + b.bit_errors
-    return CodedStats(ber=bit / (n * k), bler=blk / n, n_codewords=n, block_errors=blk, bit_errors=bit,
-                      error_counts=a.error_counts + b.error_counts)
+    return CodedStats(ber=bit / (n * k) if n else 0.0, bler=blk / n if n else 0.0, n_codewords=n, block_errors=blk,
+                      bit_errors=bit, error_counts=a.error_counts + b.error_counts)
+
+
+# --------------------------------------------------------------------------- counting to a target of errors
+
+
+def bler_interval(block_errors: int, n_codewords: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson (exact binomial) interval of a BLER measured as ``block_errors / n_codewords``.
+
+    ``(0, 1)`` for ``n_codewords = 0``. Under the stop-at-``target_block_errors`` rule of
+    :func:`run_to_errors` it is slightly conservative.
+    """
+    from scipy.stats import beta
+
+    e, n = int(block_errors), int(n_codewords)
+    if n < 0 or not 0 <= e <= n:
+        raise ValueError(f"need 0 <= block_errors <= n_codewords, got {block_errors!r} of {n_codewords!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if n == 0:
+        return 0.0, 1.0
+    a = 1.0 - confidence
+    lo = 0.0 if e == 0 else float(beta.ppf(a / 2, e, n - e + 1))
+    hi = 1.0 if e == n else float(beta.ppf(1 - a / 2, e + 1, n - e))
+    return lo, hi
+
+
+def run_to_errors(simulate: Callable[[int], CodedStats], *, target_block_errors: int, max_codewords: int,
+                  batch_codewords: int = 128, first_batch: int = 32, k: int = DEFAULT_K,
+                  initial: CodedStats | None = None) -> CodedStats:
+    """Call ``simulate(n)`` (``n`` random codewords -> :class:`CodedStats`) in batches until at least
+    ``target_block_errors`` block errors or ``max_codewords`` codewords.
+
+    The first batch has ``first_batch`` codewords; later ones are sized to reach the target
+    (``1.2 x`` the expected need at the BLER so far), between ``first_batch`` and
+    ``batch_codewords``, never past the cap. ``initial`` stats (e.g. a probe at the same SNR)
+    are counted in.
+    """
+    for name, v in (("target_block_errors", target_block_errors), ("max_codewords", max_codewords),
+                    ("batch_codewords", batch_codewords), ("first_batch", first_batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    st = initial if initial is not None else CodedStats(0.0, 0.0, 0, 0, 0, [])
+    while st.block_errors < target_block_errors and st.n_codewords < max_codewords:
+        if st.n_codewords == 0:
+            want = first_batch
+        elif st.block_errors == 0:
+            want = batch_codewords
+        else:
+            need = (target_block_errors - st.block_errors) * st.n_codewords / st.block_errors
+            want = min(batch_codewords, max(first_batch, int(math.ceil(1.2 * need))))
+        st = _merge(st, simulate(min(want, max_codewords - st.n_codewords)), k)
+    return st
 
 
 # --------------------------------------------------------------------------- calibration
@@ -174,64 +248,108 @@ def _merge(a: CodedStats, b: CodedStats, k: int) -> CodedStats:
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """How the link abstraction is calibrated.
+    """How the link abstraction is calibrated (module docstring: how SNR points are chosen, where tables go).
 
     Attributes:
-        snr_grid: SNR points in dB (Es/N0), sorted ascending on use.
-        n_codewords: codewords simulated per SNR point (BLER resolution ``1/n_codewords``).
-        pilot_codewords: a first batch this size; if every codeword fails the point is
-            recorded as BLER 1 without simulating the rest (saves time far below threshold).
-        zero_run: after this many consecutive points with no failure, higher points are
-            recorded as BLER 0 without simulation (BLER is non-increasing in SNR).
-        seed: seed of the calibration's own generator, so cached tables are reproducible.
-        cache_dir: root of the table cache: tables go to ``<cache_dir>/link_calibration``;
-            ``None``: :func:`default_cache_dir` (``$GENSCOM_CACHE`` or ``~/.cache/genscom``, plus
-            ``link_calibration``). See :meth:`folder`.
+        snr_range: dB range (Es/N0) searched for the waterfall; its ends anchor the table.
+        coarse_step_db: bisection grid step.
+        fine_step_db: first step of the dense sampling of the waterfall.
+        target_block_errors: each point is simulated until this many block errors ...
+        max_codewords: ... or this many codewords (BLER resolution ``1 / max_codewords``).
+        pilot_codewords: codewords of a bisection probe (and of the first batch of a point).
+        batch_codewords: codewords per simulation call.
+        max_points: most dense points per table.
+        snr_grid: explicit SNR points (dB) instead of the search; ``None``: search.
+        seed: seed of the calibration's own generator, so tables are reproducible.
+        decoder: LDPC decoder used to calibrate, ``"auto"`` (the ``ldpc`` package if installed, else
+            Sionna; :mod:`genscom.coding.ldpc`). Not part of the cache key: both decode the same code
+            with the same rule (recorded in the table's ``decoder``).
+        use_shipped: look in :data:`SHIPPED_DIR` first.
+        cache_dir: root of the user cache: tables go to ``<cache_dir>/link_calibration``;
+            ``None``: :func:`default_cache_dir`. See :meth:`folder`.
     """
 
-    snr_grid: tuple[float, ...] = tuple(float(s) for s in range(-10, 31))  # -10..30 dB, 1 dB steps
-    n_codewords: int = 100
+    snr_range: tuple[float, float] = (-12.0, 32.0)
+    coarse_step_db: float = 1.0
+    fine_step_db: float = 0.25
+    target_block_errors: int = 100
+    max_codewords: int = 2000
     pilot_codewords: int = 32
-    zero_run: int = 2
+    batch_codewords: int = 128
+    max_points: int = 24
+    snr_grid: tuple[float, ...] | None = None  # None: bisection + dense sampling (module docstring)
     seed: int = 0
+    decoder: Decoder = "auto"
+    use_shipped: bool = True
     cache_dir: str | os.PathLike[str] | None = None  # None: default_cache_dir()
 
     def __post_init__(self) -> None:
         if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
             raise TypeError(f"cache_dir must be a folder path (str or os.PathLike) or None for the default "
                             f"({default_cache_dir()}), got {type(self.cache_dir).__name__}")
-        grid = tuple(float(s) for s in self.snr_grid)
-        if len(grid) < 2 or not all(math.isfinite(s) for s in grid) or len(set(grid)) != len(grid):
-            raise ValueError(f"snr_grid must hold at least 2 distinct finite dB values, got {self.snr_grid!r}")
-        object.__setattr__(self, "snr_grid", tuple(sorted(grid)))
-        for name in ("n_codewords", "pilot_codewords", "zero_run"):
+        lo, hi = (float(v) for v in self.snr_range)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"snr_range must be (low, high) finite dB with low < high, got {self.snr_range!r}")
+        object.__setattr__(self, "snr_range", (lo, hi))
+        for name in ("coarse_step_db", "fine_step_db"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= hi - lo:
+                raise ValueError(f"{name} must be a positive number of dB within snr_range, got {v!r}")
+        if self.fine_step_db > self.coarse_step_db:
+            raise ValueError(f"fine_step_db ({self.fine_step_db}) must not exceed coarse_step_db ({self.coarse_step_db})")
+        for name in ("target_block_errors", "max_codewords", "pilot_codewords", "batch_codewords", "max_points"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.pilot_codewords > self.n_codewords:
-            object.__setattr__(self, "pilot_codewords", self.n_codewords)
+        if self.pilot_codewords > self.max_codewords:
+            raise ValueError(f"pilot_codewords ({self.pilot_codewords}) must not exceed max_codewords "
+                             f"({self.max_codewords})")
+        if self.snr_grid is not None:
+            grid = tuple(float(s) for s in self.snr_grid)
+            if len(grid) < 2 or not all(math.isfinite(s) for s in grid) or len(set(grid)) != len(grid):
+                raise ValueError(f"snr_grid must hold at least 2 distinct finite dB values (or be None), "
+                                 f"got {self.snr_grid!r}")
+            object.__setattr__(self, "snr_grid", tuple(sorted(grid)))
+        if self.decoder not in ("sionna", "ldpc", "auto"):
+            raise ValueError(f"decoder must be 'sionna', 'ldpc' or 'auto', got {self.decoder!r}")
 
     def folder(self) -> Path:
-        """The folder the JSON tables are read from and written to."""
+        """The user-cache folder the JSON tables are read from and written to (after :data:`SHIPPED_DIR`)."""
         if self.cache_dir:
             return Path(self.cache_dir) / CACHE_SUBDIR
         return default_cache_dir()
 
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape a table (the cache key's part from this config)."""
+        d = asdict(self)
+        for name in ("decoder", "use_shipped", "cache_dir"):
+            d.pop(name)
+        d["snr_range"] = list(self.snr_range)
+        d["snr_grid"] = None if self.snr_grid is None else list(self.snr_grid)
+        return d
+
 
 def channel_key(channel: Channel) -> str:
-    """``"rayleigh(coherence=64)"``: the channel's name and its simple public settings (cache key)."""
+    """``"rayleigh(coherence=64,signal_power=1.0)"``: the channel's name and its simple public settings (cache key)."""
     params = {k: v for k, v in sorted(vars(channel).items())
               if not k.startswith("_") and k != "training" and isinstance(v, (int, float, str, bool))}
     return f"{channel.name}(" + ",".join(f"{k}={v!r}" for k, v in params.items()) + ")"
 
 
+_TABLE_FIELDS = ("mcs", "channel", "k", "n", "num_iter", "snr_db", "bler", "residual_ber", "n_codewords",
+                 "error_counts", "source")
+_TABLE_OPTIONAL = ("block_errors", "bler_low", "bler_high", "demapping", "decoder", "settings", "wall_s", "key",
+                   "version")
+
+
 @dataclass
 class CalibrationTable:
-    """BLER and residual bit errors of failed codewords per SNR for one MCS on one channel.
+    """BLER (with a 95 % interval) and residual bit errors of failed codewords per SNR, one MCS on one channel.
 
-    ``bler`` is made non-increasing in SNR (running minimum) after simulation.
-    ``source[i]`` says how point ``i`` was obtained: ``"simulated"``, ``"pilot"``
-    (all pilot codewords failed) or ``"extrapolated"`` (beyond ``zero_run`` zeros).
+    ``bler`` is ``block_errors / n_codewords`` made non-increasing in SNR (running minimum).
+    ``source[i]`` says how point ``i`` was obtained: ``"simulated"`` (run to the target of
+    errors or the cap) or ``"bound"`` (not simulated: BLER 1 below the waterfall, 0 above it,
+    by monotonicity). ``bler_low``/``bler_high``: Clopper-Pearson 95 % interval per point.
     """
 
     mcs: str
@@ -245,6 +363,13 @@ class CalibrationTable:
     n_codewords: list[int]
     error_counts: list[list[int]]
     source: list[str]
+    block_errors: list[int] | None = None
+    bler_low: list[float] | None = None
+    bler_high: list[float] | None = None
+    demapping: str = "app"
+    decoder: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0
     key: str = ""
     version: int = CALIBRATION_VERSION
 
@@ -267,9 +392,25 @@ class CalibrationTable:
             return 0.0
         if x == s[lo]:
             return float(b[lo])
-        b_hi = b[hi] if b[hi] > 0 else min(0.5 / max(self.n_codewords[hi], 1), b[lo])
+        n_hi = self.n_codewords[hi] or (self.n_codewords[lo] or 1)  # a bound anchor: as the point before it
+        b_hi = b[hi] if b[hi] > 0 else min(0.5 / max(n_hi, 1), b[lo])
         t = (x - s[lo]) / (s[hi] - s[lo])
         return float(min(1.0, 10.0 ** ((1 - t) * math.log10(b[lo]) + t * math.log10(b_hi))))
+
+    def snr_at_bler(self, bler: float = 0.1) -> float:
+        """The lowest SNR (dB) at which :meth:`bler_at` reaches ``bler`` (bisection on the interpolation);
+        ``nan`` if it never does within the table."""
+        if not 0.0 < bler < 1.0:
+            raise ValueError(f"bler must be in (0, 1), got {bler!r}")
+        lo, hi = float(self.snr_db[0]), float(self.snr_db[-1])
+        if self.bler_at(hi) > bler:
+            return float("nan")
+        if self.bler_at(lo) <= bler:
+            return lo
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if self.bler_at(mid) > bler else (lo, mid)
+        return hi
 
     def residual_ber_at(self, snr_db: float) -> float:
         return float(np.interp(float(snr_db), self.snr_db, self.residual_ber))
@@ -282,40 +423,172 @@ class CalibrationTable:
                 return self.error_counts[i]
         return []
 
+    @property
+    def total_codewords(self) -> int:
+        """Codewords simulated for this table."""
+        return int(sum(self.n_codewords))
+
     def to_json(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in ("mcs", "channel", "k", "n", "num_iter", "snr_db", "bler", "residual_ber",
-                                              "n_codewords", "error_counts", "source", "key", "version")}
+        return {f: getattr(self, f) for f in _TABLE_FIELDS + _TABLE_OPTIONAL}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "CalibrationTable":
-        return cls(**{k: d[k] for k in ("mcs", "channel", "k", "n", "num_iter", "snr_db", "bler", "residual_ber",
-                                        "n_codewords", "error_counts", "source", "key", "version")})
+        return cls(**{k: d[k] for k in _TABLE_FIELDS}, **{k: d[k] for k in _TABLE_OPTIONAL if k in d})
+
+
+# --------------------------------------------------------------------------- lookup: shipped, then user cache
+
+
+def _identity(mcs: MCS, chan: str, k: int, num_iter: int, demapping: str) -> dict[str, Any]:
+    return {"mcs": mcs.name, "channel": chan, "k": k, "num_iter": num_iter, "demapping": demapping,
+            "equalizer": "zf", "version": CALIBRATION_VERSION}
+
+
+def _matches(table: CalibrationTable, ident: dict[str, Any]) -> bool:
+    return (table.mcs == ident["mcs"] and table.channel == ident["channel"] and table.k == ident["k"]
+            and table.num_iter == ident["num_iter"] and table.demapping == ident["demapping"]
+            and table.version == ident["version"])
+
+
+def read_table_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[CalibrationTable]]:
+    """A table file written by :func:`calibrate_all` -> ``(meta, tables)``."""
+    d = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(d, dict) or "tables" not in d:
+        raise ValueError(f"{path} is not a calibration table file (no 'tables' list)")
+    return dict(d.get("meta", {})), [CalibrationTable.from_json(t) for t in d["tables"]]
+
+
+def shipped_table(mcs: MCS | str, channel: Channel | str, *, k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
+                  demapping: str = "app", folder: str | os.PathLike[str] | None = None) -> CalibrationTable | None:
+    """The table shipped in ``folder`` (default :data:`SHIPPED_DIR`) for this MCS, channel (object or
+    :func:`channel_key` string), ``k``, iterations and demapping, or ``None``."""
+    ident = _identity(get_mcs(mcs), channel if isinstance(channel, str) else channel_key(channel), k, num_iter,
+                      demapping)
+    root = Path(folder) if folder is not None else SHIPPED_DIR
+    for path in sorted(root.glob("*.json")) if root.is_dir() else []:
+        try:
+            _, tables = read_table_file(path)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable calibration file %s (%s)", path, exc)
+            continue
+        for t in tables:
+            if _matches(t, ident):
+                return t
+    return None
 
 
 def _cache_path(mcs: MCS, chan: str, k: int, num_iter: int, cfg: CalibrationConfig,
                 demapping: str) -> tuple[Path, str]:
-    key = json.dumps({"mcs": mcs.name, "channel": chan, "k": k, "num_iter": num_iter, "grid": list(cfg.snr_grid),
-                      "n_codewords": cfg.n_codewords, "pilot": cfg.pilot_codewords, "zero_run": cfg.zero_run,
-                      "seed": cfg.seed, "demapping": demapping, "equalizer": "zf",
-                      "version": CALIBRATION_VERSION}, sort_keys=True)
+    key = json.dumps({**_identity(mcs, chan, k, num_iter, demapping), **cfg.settings()}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     safe = "".join(c if c.isalnum() else "_" for c in f"{mcs.name}-{chan.split('(')[0]}")
     return cfg.folder() / f"{safe}-{digest}.json", key
 
 
+# --------------------------------------------------------------------------- the simulation of one table
+
+
+def _search_points(sim: Callable[[float, int], CodedStats], run: Callable[[float, CodedStats | None], CodedStats],
+                   cfg: CalibrationConfig) -> list[tuple[float, CodedStats, str]]:
+    """SNR points of one table: bisection for the waterfall, then dense sampling (module docstring)."""
+    lo, hi = cfg.snr_range
+    if cfg.snr_grid is not None:
+        out: list[tuple[float, CodedStats, str]] = []
+        for s in cfg.snr_grid:
+            if out and out[-1][1].block_errors == 0:
+                out.append((s, CodedStats(0.0, 0.0, 0, 0, 0, []), "bound"))
+            else:
+                out.append((s, run(s, None), "simulated"))
+        return out
+    grid = [round(lo + i * cfg.coarse_step_db, 9) for i in range(int(math.floor((hi - lo) / cfg.coarse_step_db + 1e-9)) + 1)]
+    probes: dict[float, CodedStats] = {}
+
+    def all_fail(i: int) -> bool:
+        s = grid[i]
+        if s not in probes:
+            probes[s] = sim(s, cfg.pilot_codewords)
+        return probes[s].block_errors == probes[s].n_codewords
+
+    a, b = 0, len(grid)  # first coarse index where not every probe codeword fails
+    while a < b:
+        mid = (a + b) // 2
+        a, b = (mid + 1, b) if all_fail(mid) else (a, mid)
+    if a == len(grid):  # never decodes in the range
+        s = grid[-1]
+        return [(s, run(s, probes.get(s)), "simulated")]
+    s = grid[a - 1] if a > 0 else grid[0]
+    step = cfg.fine_step_db
+    points: list[tuple[float, CodedStats, str]] = []
+    while s <= hi + 1e-9 and len(points) < cfg.max_points:
+        st = run(s, probes.get(s))
+        points.append((s, st, "simulated"))
+        if st.block_errors == 0:
+            break
+        if len(points) >= 2:
+            prev = points[-2][1]
+            if st.bler < 0.5 and prev.bler < 2 * st.bler:  # slow fall: widen the step
+                step = min(2 * step, cfg.coarse_step_db)
+        s = round(s + step, 9)
+    if points[0][0] > lo and points[0][1].block_errors > 0:
+        points.insert(0, (lo, CodedStats(1.0, 1.0, 0, 0, 0, []), "bound"))
+    if points[-1][1].block_errors == 0 and points[-1][0] < hi:
+        points.append((hi, CodedStats(0.0, 0.0, 0, 0, 0, []), "bound"))
+    return points
+
+
+def _simulate_table(m: MCS, channel: Channel, chan: str, cfg: CalibrationConfig, *, k: int, num_iter: int,
+                    demapping: DemapMethod, key: str, device: str | torch.device) -> CalibrationTable:
+    t0 = time.perf_counter()
+    code = LDPCCode(k, m.code_rate, bits_per_symbol=m.bits_per_symbol, num_iter=num_iter, decoder=cfg.decoder,
+                    device=device)
+    qam = QAM(m.order, method=demapping, precision=code.precision, device=code.device)
+    gen = torch.Generator(device=code.device).manual_seed(cfg.seed)
+    log.info("calibrating %s on %s (k=%d, %d iterations, %s decoder, to %d block errors or %d codewords)",
+             m.name, chan, code.k, num_iter, code.decoder, cfg.target_block_errors, cfg.max_codewords)
+
+    def sim(snr: float, n: int) -> CodedStats:
+        return simulate_coded(m, channel, snr, n, generator=gen, code=code, qam=qam)
+
+    def run(snr: float, initial: CodedStats | None) -> CodedStats:
+        st = run_to_errors(lambda n: sim(snr, n), target_block_errors=cfg.target_block_errors,
+                           max_codewords=cfg.max_codewords, batch_codewords=cfg.batch_codewords,
+                           first_batch=cfg.pilot_codewords, k=code.k, initial=initial)
+        log.debug("  %s %+.2f dB: %d / %d codewords failed", m.name, snr, st.block_errors, st.n_codewords)
+        return st
+
+    points = _search_points(sim, run, cfg)
+    snr = [p[0] for p in points]
+    raw = [p[1].bler for p in points]
+    ci = [bler_interval(p[1].block_errors, p[1].n_codewords) for p in points]
+    bler = np.minimum.accumulate(np.asarray(raw, dtype=float)).tolist()
+    low = [c[0] for c in ci]
+    high = [c[1] for c in ci]
+    for i, (_, st, src) in enumerate(points):  # bound anchors: the interval monotonicity gives
+        if src == "bound":
+            if st.bler >= 1.0:
+                low[i], high[i] = (low[i + 1] if i + 1 < len(points) else 0.0), 1.0
+            else:
+                low[i], high[i] = 0.0, (high[i - 1] if i > 0 else 1.0)
+    return CalibrationTable(
+        mcs=m.name, channel=chan, k=code.k, n=code.n, num_iter=num_iter, snr_db=snr, bler=bler,
+        residual_ber=[float(np.mean(p[1].error_counts)) / code.k if p[1].error_counts else 0.0 for p in points],
+        n_codewords=[p[1].n_codewords for p in points], error_counts=[p[1].error_counts for p in points],
+        source=[p[2] for p in points], block_errors=[p[1].block_errors for p in points], bler_low=low,
+        bler_high=high, demapping=demapping, decoder=code.decoder, settings=cfg.settings(),
+        wall_s=round(time.perf_counter() - t0, 2), key=key)
+
+
 def calibrate(mcs: MCS | str, channel: Channel | str, *, config: CalibrationConfig | None = None,
               k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER, demapping: DemapMethod = "app",
-              use_cache: bool = True,
-              device: str | torch.device = "cpu") -> CalibrationTable:
-    """BLER / residual-error table of ``mcs`` on ``channel`` by full LDPC + QAM simulation, cached as JSON.
+              use_cache: bool = True, device: str | torch.device = "cpu") -> CalibrationTable:
+    """BLER / residual-error table of ``mcs`` on ``channel``: shipped, cached, or simulated (then cached as JSON).
 
-    Randomness comes from ``torch.Generator().manual_seed(config.seed)`` (not a caller's
-    generator) so that a cached table is a pure function of its key. ``channel``
-    may be a name, built with ``genscom.channels.registry.create_channel``.
-    Cost: roughly ``n_codewords`` x (points in the waterfall) decodes, see the module
-    docstring for speeds; the pilot and zero-run rules skip hopeless and error-free points.
-    The table is read from / written to ``config.folder()`` (``<config.cache_dir>/link_calibration``,
-    or :func:`default_cache_dir` when ``cache_dir`` is ``None``); ``use_cache=False`` touches no disk.
+    Lookup order (module docstring): the shipped tables (unless ``config.use_shipped`` is False),
+    the user cache ``config.folder()``, then full LDPC + QAM simulation with SNR points chosen
+    by :class:`CalibrationConfig`. Randomness comes from ``torch.Generator().manual_seed(config.seed)``
+    (not a caller's generator), so a table is a pure function of its key. ``channel`` may be a
+    name, built with ``genscom.channels.registry.create_channel``. ``use_cache=False`` touches no
+    disk (neither shipped tables nor the cache).
     """
     m = get_mcs(mcs)
     cfg = config or CalibrationConfig()
@@ -323,8 +596,15 @@ def calibrate(mcs: MCS | str, channel: Channel | str, *, config: CalibrationConf
         from genscom.channels.registry import create_channel
 
         channel = create_channel(channel)
+    if demapping not in ("app", "maxlog"):
+        raise ValueError(f"demapping must be 'app' or 'maxlog', got {demapping!r}")
     chan = channel_key(channel)
-    path, key = _cache_path(m, chan, check_k(k), num_iter, cfg, demapping)
+    k = check_k(k)
+    if use_cache and cfg.use_shipped:
+        shipped = shipped_table(m, chan, k=k, num_iter=num_iter, demapping=demapping)
+        if shipped is not None:
+            return shipped
+    path, key = _cache_path(m, chan, k, num_iter, cfg, demapping)
     if use_cache and path.is_file():
         try:
             table = CalibrationTable.from_json(json.loads(path.read_text(encoding="utf-8")))
@@ -332,42 +612,85 @@ def calibrate(mcs: MCS | str, channel: Channel | str, *, config: CalibrationConf
                 return table
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable calibration %s (%s); recomputing", path, exc)
-    code = LDPCCode(k, m.code_rate, bits_per_symbol=m.bits_per_symbol, num_iter=num_iter, device=device)
-    log.info("calibrating %s on %s (k=%d, %d iterations, %d SNR points, %d codewords each)",
-             m.name, chan, code.k, num_iter, len(cfg.snr_grid), cfg.n_codewords)
-    gen = torch.Generator(device=code.device).manual_seed(cfg.seed)
-    bler, rber, ncw, counts, source = [], [], [], [], []
-    zeros = 0
-    for snr in cfg.snr_grid:
-        if zeros >= cfg.zero_run:  # BLER is non-increasing in SNR: no need to simulate
-            st, src = CodedStats(0.0, 0.0, 0, 0, 0, []), "extrapolated"
-        else:
-            st = simulate_coded(m, channel, snr, cfg.pilot_codewords, generator=gen, code=code, demapping=demapping)
-            src = "pilot" if st.block_errors == st.n_codewords else "simulated"
-            if src == "simulated" and cfg.n_codewords > cfg.pilot_codewords:
-                rest = simulate_coded(m, channel, snr, cfg.n_codewords - cfg.pilot_codewords, generator=gen,
-                                      code=code, demapping=demapping)
-                st = _merge(st, rest, code.k)
-        if src != "extrapolated":
-            zeros = zeros + 1 if st.block_errors == 0 else 0
-        bler.append(st.bler)
-        rber.append(float(np.mean(st.error_counts)) / code.k if st.error_counts else 0.0)
-        ncw.append(st.n_codewords)
-        counts.append(st.error_counts)
-        source.append(src)
-        log.debug("  %s %.1f dB: BLER %.3f (%s)", m.name, snr, st.bler, src)
-    bler = np.minimum.accumulate(np.asarray(bler)).tolist()
-    table = CalibrationTable(mcs=m.name, channel=chan, k=code.k, n=code.n, num_iter=num_iter,
-                             snr_db=list(cfg.snr_grid), bler=bler, residual_ber=rber, n_codewords=ncw,
-                             error_counts=counts, source=source, key=key)
+    table = _simulate_table(m, channel, chan, cfg, k=k, num_iter=num_iter, demapping=demapping, key=key,
+                            device=device)
     if use_cache:
         atomic_write_json(path, table.to_json())
         log.info("calibration table of %s on %s written to %s", m.name, chan, path)
     return table
 
 
+def table_file_name(channel: Channel) -> str:
+    """``"rayleigh-3f2a9c1d.json"``: the file :func:`calibrate_all` writes for ``channel`` (name + key digest)."""
+    return f"{channel.name}-{hashlib.sha1(channel_key(channel).encode()).hexdigest()[:8]}.json"
+
+
+def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | None = None,
+                  config: CalibrationConfig | None = None, progress: Callable[[str], None] | None = None, *,
+                  out_dir: str | os.PathLike[str], k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
+                  demapping: DemapMethod = "app", meta: dict[str, Any] | None = None,
+                  device: str | torch.device = "cpu") -> dict[str, list[CalibrationTable]]:
+    """Calibrate every MCS of ``mcs_names`` (default: :data:`~genscom.coding.mcs.NR_MCS` then
+    :data:`~genscom.coding.mcs.LEGACY_MCS`) on every channel; write ``out_dir/<table_file_name>``
+    per channel after each table (resumable: tables already in the file with the same key are kept).
+
+    This is how ``genscom/coding/tables/`` is made: ``out_dir=SHIPPED_DIR`` with the default
+    :class:`CalibrationConfig`. Shipped and cached tables are not read (every table is simulated
+    unless already in the output file). ``progress`` receives one line per finished table.
+    ``meta`` (e.g. ``{"command": ...}``) is stored in each file's ``meta`` with the machine,
+    date, decoder, settings, codeword counts and wall time.
+
+    Returns ``{channel key: [tables]}``.
+    """
+    from genscom.channels.registry import create_channel
+
+    cfg = config or CalibrationConfig()
+    names = [get_mcs(n).name for n in (mcs_names if mcs_names is not None else (*NR_MCS, *LEGACY_MCS))]
+    chans = [create_channel(c) if isinstance(c, str) else c for c in channels]
+    out = Path(out_dir)
+    k = check_k(k)
+    result: dict[str, list[CalibrationTable]] = {}
+    for ch in chans:
+        chan = channel_key(ch)
+        path = out / table_file_name(ch)
+        have: dict[str, CalibrationTable] = {}
+        file_meta: dict[str, Any] = {}
+        if path.is_file():
+            file_meta, old = read_table_file(path)
+            have = {t.mcs: t for t in old}
+        tables: list[CalibrationTable] = []
+        for name in names:
+            m = get_mcs(name)
+            _, key = _cache_path(m, chan, k, num_iter, cfg, demapping)
+            if name in have and have[name].key == key:
+                tables.append(have[name])
+                continue
+            table = _simulate_table(m, ch, chan, cfg, k=k, num_iter=num_iter, demapping=demapping, key=key,
+                                    device=device)
+            tables.append(table)
+            done = {t.mcs: t for t in tables}
+            kept = [have[n] for n in have if n not in done]  # other MCS already in the file stay
+            file_meta = {
+                **file_meta, **(meta or {}),
+                "channel": chan, "k": k, "num_iter": num_iter, "demapping": demapping,
+                "decoder": resolve_decoder(cfg.decoder), "settings": cfg.settings(),
+                "version": CALIBRATION_VERSION, "machine": f"{platform.machine()} {platform.processor() or ''} "
+                                                           f"{os.cpu_count()} cores".strip(),
+                "torch_threads": torch.get_num_threads(),
+                "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "codewords": int(sum(t.total_codewords for t in [*tables, *kept])),
+                "wall_s": round(float(sum(t.wall_s for t in [*tables, *kept])), 1),
+            }
+            atomic_write_json(path, {"meta": file_meta, "tables": [t.to_json() for t in [*tables, *kept]]})
+            if progress is not None:
+                progress(f"{ch.name} {name}: {len(table.snr_db)} points, {table.total_codewords} codewords, "
+                         f"{table.wall_s:.0f} s, BLER 0.1 at {table.snr_at_bler(0.1):+.2f} dB")
+        result[chan] = tables
+    return result
+
 
 __all__ = [
-    "CACHE_SUBDIR", "CALIBRATION_VERSION", "CalibrationConfig", "CalibrationTable", "CodedStats", "calibrate",
-    "channel_key", "default_cache_dir", "simulate_coded", "simulate_uncoded_ber", "through_channel",
+    "CACHE_SUBDIR", "CALIBRATION_VERSION", "SHIPPED_DIR", "CalibrationConfig", "CalibrationTable", "CodedStats",
+    "bler_interval", "calibrate", "calibrate_all", "channel_key", "default_cache_dir", "read_table_file",
+    "run_to_errors", "shipped_table", "simulate_coded", "simulate_uncoded_ber", "table_file_name", "through_channel",
 ]

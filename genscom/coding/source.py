@@ -8,12 +8,16 @@ arrive, bit errors included. Decoders **never raise** on damaged input:
   breaks part-way keeps the rows decoded so far (libjpeg fills the rest), the
   behaviour of Pillow's ``LOAD_TRUNCATED_IMAGES`` without touching that global.
   A corrupt header may announce another size: pass ``expected_size`` and such
-  an image counts as failed (``None``).
+  an image counts as failed (``None``), decided from the header before any
+  pixel is decoded.
 * :func:`decode_h264` returns a :class:`DecodedClip`. FFmpeg's error
   concealment repairs damaged macroblocks; frames that do not decode at all
   are filled by repeating the nearest earlier decoded frame (the first decoded
   one for leading gaps). A clip with no decodable frame has ``frames=None`` and
-  ``failed=True`` (the benchmark then uses the gallery's mean embedding).
+  ``failed=True`` (the benchmark then uses the gallery's mean embedding). The
+  frame geometry each SPS declares is checked before its frames are decoded
+  (:func:`h264_sps_geometry`), and FFmpeg refuses frames above about twice the
+  expected size, so a corrupt header cannot make the receiver decode huge frames.
 
 Stream format (H.264): a raw Annex-B elementary stream (no container), which
 resynchronises on start codes after errors; a damaged MP4 index would lose the
@@ -180,13 +184,20 @@ def decode_jpeg(data: bytes, *, expected_size: tuple[int, int] | None = None,
     libjpeg fills missing rows; a stream that breaks mid-scan keeps what was
     decoded (partial image). Any other failure returns ``None``.
 
+    **Bounded**: the frame header (SOF) is parsed first, without decoding; a stream
+    whose declared ``height x width`` differs from ``expected_size`` or exceeds
+    ``max_pixels``, or with no parsable header, fails (``None``) at once, before any
+    pixel buffer is allocated (a bit error in the SOF of a 64x64 frame can claim
+    60000x60000). Pillow's global decompression-bomb limit is not consulted, so no
+    ``DecompressionBombWarning`` is emitted. Receivers should pass ``expected_size``.
+
     Args:
         data: the received bytes.
-        expected_size: ``(height, width)`` the sender used; an image of another
+        expected_size: ``(height, width)`` the sender used; a header declaring another
             size (corrupt header) counts as failed and returns ``None``.
         max_pixels: refuse headers announcing more pixels than this (returns ``None``).
     """
-    from PIL import Image
+    from PIL import JpegImagePlugin
 
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
@@ -195,11 +206,16 @@ def decode_jpeg(data: bytes, *, expected_size: tuple[int, int] | None = None,
     # padding + EOI: lets libjpeg finish a truncated scan instead of Pillow raising "truncated"
     stream = io.BytesIO(bytes(data) + b"\x00" * 16 + b"\xff\xd9")
     try:
-        im = Image.open(stream, formats=["JPEG"])
+        # Pillow's JPEG header parser (markers up to SOS, no pixel decoding). Built directly rather than through
+        # Image.open, whose global MAX_IMAGE_PIXELS check would warn or raise on a corrupt size: our own
+        # bounds below decide, before any pixel buffer is allocated.
+        im = JpegImagePlugin.JpegImageFile(stream)
         w, h = im.size
         if w < 1 or h < 1 or w * h > max_pixels:
+            logger.debug("JPEG header declares %dx%d (max_pixels %d): failed", h, w, max_pixels)
             return None
         if expected_size is not None and (h, w) != tuple(int(s) for s in expected_size):
+            logger.debug("JPEG header declares %dx%d, expected %s: failed", h, w, tuple(expected_size))
             return None
         try:
             im.load()
@@ -261,6 +277,133 @@ def _strip_sei(data: bytes) -> bytes:
             continue
         out.append(data[s:e])
     return b"".join(out)
+
+
+class _Bits:
+    """MSB-first bit reader over an RBSP (emulation-prevention bytes removed); raises ``EOFError`` past the end."""
+
+    def __init__(self, rbsp: bytes) -> None:
+        self.data, self.pos = rbsp, 0
+
+    def u(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            if self.pos >= 8 * len(self.data):
+                raise EOFError("SPS ends early")
+            v = (v << 1) | ((self.data[self.pos >> 3] >> (7 - (self.pos & 7))) & 1)
+            self.pos += 1
+        return v
+
+    def ue(self) -> int:  # Exp-Golomb ue(v), H.264 9.1
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("ue(v) longer than 32 bits")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+_HIGH_PROFILES = (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135)  # SPS with chroma/bit-depth fields
+
+
+def h264_sps_geometry(nal: bytes) -> tuple[int, int] | None:
+    """Declared ``(height, width)`` of one H.264 SPS NAL unit, after frame cropping; ``None`` if it does not parse.
+
+    Reads the SPS syntax of H.264 7.3.2.1.1 up to ``frame_cropping`` (no pixel data is
+    touched): ``width = 16 * (pic_width_in_mbs_minus1 + 1) - CropUnitX * (left + right)``,
+    ``height = 16 * (pic_height_in_map_units_minus1 + 1) * (2 - frame_mbs_only_flag)
+    - CropUnitY * (top + bottom)``.
+
+    Args:
+        nal: the NAL unit, with or without its Annex-B start code (``nal_unit_type`` 7).
+    """
+    b = bytes(nal)
+    if b.startswith(b"\x00\x00\x00\x01"):
+        b = b[4:]
+    elif b.startswith(b"\x00\x00\x01"):
+        b = b[3:]
+    if not b or b[0] & 0x1F != 7:
+        return None
+    rbsp = bytearray()
+    zeros = 0
+    for byte in b[1:]:
+        if zeros >= 2 and byte == 3:  # emulation prevention byte
+            zeros = 0
+            continue
+        rbsp.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    r = _Bits(bytes(rbsp))
+    try:
+        profile = r.u(8)
+        r.u(16)                                   # constraint flags, level_idc
+        if r.ue() > 31:                           # seq_parameter_set_id
+            return None
+        chroma, separate = 1, 0
+        if profile in _HIGH_PROFILES:
+            chroma = r.ue()
+            if chroma > 3:
+                return None
+            if chroma == 3:
+                separate = r.u(1)
+            r.ue()                                # bit_depth_luma_minus8
+            r.ue()                                # bit_depth_chroma_minus8
+            r.u(1)                                # qpprime_y_zero_transform_bypass_flag
+            if r.u(1):                            # seq_scaling_matrix_present_flag
+                for i in range(8 if chroma != 3 else 12):
+                    if r.u(1):                    # scaling_list_present_flag: skip the list
+                        last = nxt = 8
+                        for _ in range(16 if i < 6 else 64):
+                            if nxt:
+                                nxt = (last + r.se() + 256) % 256
+                            last = nxt or last
+        r.ue()                                    # log2_max_frame_num_minus4
+        poc_type = r.ue()
+        if poc_type == 0:
+            r.ue()
+        elif poc_type == 1:
+            r.u(1)
+            r.se()
+            r.se()
+            n = r.ue()
+            if n > 255:
+                return None
+            for _ in range(n):
+                r.se()
+        elif poc_type != 2:
+            return None
+        r.ue()                                    # max_num_ref_frames
+        r.u(1)                                    # gaps_in_frame_num_value_allowed_flag
+        width = 16 * (r.ue() + 1)                 # pic_width_in_mbs_minus1
+        map_units = r.ue() + 1                    # pic_height_in_map_units_minus1
+        frame_mbs_only = r.u(1)
+        if not frame_mbs_only:
+            r.u(1)                                # mb_adaptive_frame_field_flag
+        r.u(1)                                    # direct_8x8_inference_flag
+        height = 16 * map_units * (2 - frame_mbs_only)
+        if r.u(1):                                # frame_cropping_flag
+            left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
+            array_type = 0 if separate else chroma
+            unit_x = 1 if array_type == 0 else (2 if chroma in (1, 2) else 1)
+            unit_y = (2 - frame_mbs_only) * (1 if array_type == 0 or chroma != 1 else 2)
+            width -= unit_x * (left + right)
+            height -= unit_y * (top + bottom)
+    except (EOFError, ValueError):
+        return None
+    return (height, width) if height > 0 and width > 0 else None
+
+
+def _sps_geometries(data: bytes) -> list[tuple[int, int] | None]:
+    """Declared geometries (:func:`h264_sps_geometry`) of the SPS NAL units in ``data``, in stream order."""
+    out = []
+    for s, e in _split_nal_units(data):
+        hdr = s + (4 if data[s:s + 4] == b"\x00\x00\x00\x01" else 3)
+        if hdr < e and data[hdr] & 0x1F == 7:
+            out.append(h264_sps_geometry(data[s:e]))
+    return out
 
 
 def encode_h264(frames: Any, *, crf: int | None = None, bitrate: int | None = None, fps: int = 25,
@@ -343,6 +486,15 @@ def decode_h264(data: bytes, *, n_frames: int, height: int, width: int) -> Decod
     first decoded one before it). Frames of another size than ``height x width``
     (or its even padding) are dropped; extra frames beyond ``n_frames`` are ignored.
 
+    **Bounded**: before an access unit carrying a sequence parameter set (SPS) is
+    decoded, the SPS's declared frame geometry (:func:`h264_sps_geometry`) is checked
+    against ``height x width`` or its even padding; an SPS declaring another geometry
+    (a bit error, e.g. claiming 5792x5792) or one that does not parse makes that
+    access unit and the following ones, up to the next valid SPS, skipped undecoded.
+    A clip whose only SPS is damaged thus fails at once without decoding anything,
+    and one with a later good SPS (a new IDR) keeps the frames it governs. FFmpeg
+    also refuses frame buffers above about twice the expected size (``max_pixels``).
+
     Args:
         data: received bytes.
         n_frames, height, width: the clip the sender encoded.
@@ -367,6 +519,8 @@ def decode_h264(data: bytes, *, n_frames: int, height: int, width: int) -> Decod
             # a corrupt SPS cannot make huge frames (slack for macroblock alignment)
             ctx.options = {"max_pixels": str(2 * (ph + 64) * (pw + 64))}
             packets = list(ctx.parse(bytes(data))) + list(ctx.parse(None))
+            allowed = ((ph, pw), (height, width))
+            geometry_ok = True  # the last SPS seen declares an allowed geometry (no SPS yet: nothing decodes anyway)
             nxt = 0  # next free slot when a frame carries no usable index
 
             def place(frame: Any) -> None:
@@ -386,6 +540,14 @@ def decode_h264(data: bytes, *, n_frames: int, height: int, width: int) -> Decod
                 nxt = max(nxt, idx + 1)
 
             for i, packet in enumerate(packets):
+                sps = _sps_geometries(bytes(packet))
+                if sps:  # the geometry this and the following access units are decoded at, checked before decoding
+                    geometry_ok = all(g in allowed for g in sps)
+                    if not geometry_ok:
+                        logger.debug("h264 access unit %d: SPS declares %s, expected %dx%d; skipped up to the "
+                                     "next SPS", i, sps, height, width)
+                if not geometry_ok:
+                    continue
                 packet.pts = packet.dts = i
                 try:
                     for frame in ctx.decode(packet):
@@ -414,5 +576,5 @@ def decode_h264(data: bytes, *, n_frames: int, height: int, width: int) -> Decod
 
 __all__ = [
     "DEFAULT_CRF", "DEFAULT_MAX_PIXELS", "DecodedClip", "ImageCodec", "VideoCodec", "bits_of",
-    "decode_h264", "decode_jpeg", "encode_h264", "encode_jpeg",
+    "decode_h264", "decode_jpeg", "encode_h264", "encode_jpeg", "h264_sps_geometry",
 ]

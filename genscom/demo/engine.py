@@ -14,10 +14,10 @@ diffusion heads) are picked up when importable and otherwise reported by
 :func:`optional_features`.
 
 The demo knows schemes only through their public API: the rate knobs each declares
-(:meth:`~genscom.schemes.base.Scheme.rate_knobs`) become the panel's controls, and
-:meth:`~genscom.schemes.base.Scheme.for_channel` renders a payload for the sensed channel
-before it goes on the wire (the ``agent`` scheme, which does not implement it yet, through
-its public :meth:`~genscom.schemes.agent.AgentScheme.understand`).
+(:meth:`~genscom.schemes.base.Scheme.rate_knobs`) become the panel's controls, and each
+scheme's ``transmit`` renders the payload from the receiver's fed-back SNR estimate
+(:func:`~genscom.channels.sensing.link_feedback`) before it goes on the wire; the receiver
+only delivers it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from genscom.demo.content import DemoItem, load_real_item, real_choices
+from genscom.channels.sensing import link_feedback
 from genscom.demo.wire import Transmission, WireMessage, decode_message, encode_message
 from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, get_scheme_class
 
@@ -300,11 +301,14 @@ class DemoTransmitter:
             batch = SourceBatch(frames=frames[None], embeddings=emb, ids=[item.key])
             kw = scheme_settings(settings.scheme, settings=settings, config=self.config)
             scheme = self.schemes.get(settings.scheme, kw)
-            payload, rx_path = self._for_air(scheme, scheme.transmit(batch), settings)
+            # what the transmitter knows: the receiver's pilot estimate of the SNR, fed back (counted by the schemes)
+            sensing = link_feedback(_channel(settings.channel), float(settings.snr_db),
+                                    generator=torch.Generator().manual_seed(settings.seed))
+            payload = scheme.transmit(batch, sensing=sensing)
             b_name, b_kw = baseline_for(frames, self.config)
             base = self.schemes.get(b_name, b_kw)
-            b_payload = base.transmit(SourceBatch(frames=frames[None]))
-            msg = WireMessage(transmissions=[Transmission(settings.scheme, kw, payload, "semantic", rx_path),
+            b_payload = base.transmit(SourceBatch(frames=frames[None]), sensing=sensing)
+            msg = WireMessage(transmissions=[Transmission(settings.scheme, kw, payload, "semantic"),
                                              Transmission(b_name, b_kw, b_payload, "baseline")],
                               channel=settings.channel, snr_db=settings.snr_db, seed=settings.seed,
                               eval={"item": item.key, "gallery_index": item.gallery_index, "task": settings.task})
@@ -338,25 +342,6 @@ class DemoTransmitter:
         """Channel uses of ``n_bits`` on an adaptive link: at the MCS it chooses for the sensed SNR and channel."""
         link = _demo_link(self._links, mcs)
         return link.channel_uses_for_bits(n_bits, link.select(settings.snr_db, _channel(settings.channel)))
-
-    def _for_air(self, scheme: Scheme, payload: Payload, settings: TxSettings) -> tuple[Payload, str]:
-        """Transmitter-side sensing: the payload rendered for the sensed SNR and channel, before the air.
-
-        Returns the payload to put on the wire and how the receiver handles it:
-        ``"deliver"`` (``scheme.deliver``: channel + digital links + receive) or
-        ``"receive"`` (channel, then ``scheme.receive``).
-        """
-        from genscom.schemes.agent import AgentScheme
-
-        if isinstance(scheme, AgentScheme):
-            # The agent's deliver() re-runs its understanding side from the clean features, which stay at
-            # the transmitter; so the transmitter renders it for the sensed channel here (public API) and
-            # the receiver only receives. (Until AgentScheme implements Scheme.for_channel.)
-            emb = scheme.understand(payload.extras["features"], settings.snr_db, settings.channel)
-            analog = scheme.analog.transmit(SourceBatch(embeddings=emb))
-            return Payload(symbols=analog.symbols, channel_uses=payload.channel_uses, side_bits=payload.side_bits,
-                           extras={**analog.extras, "sensing": (settings.snr_db, settings.channel)}), "receive"
-        return scheme.for_channel(payload, snr_db=settings.snr_db, channel=settings.channel), "deliver"
 
 
 # ---------------------------------------------------------------------------- receiver
@@ -469,15 +454,10 @@ class DemoReceiver:
 
         p = tr.payload
         if p.symbols is not None:
-            if tr.rx_path == "receive":
-                received = channel(p.symbols, snr_db, generator=gen)
-                delivered = scheme.receive(received, p, generator=gen)
-            else:
-                # The constellation shows the analog symbols through the channel drawn with a generator of
-                # the message's seed, as the scheme's own pass starts (the realisation it received, for
-                # schemes whose deliver() draws the analog channel first).
-                received = channel(p.symbols, snr_db, generator=torch.Generator().manual_seed(seed))
-                delivered = scheme.deliver(p, channel, snr_db, generator=gen)
+            # The constellation shows the analog data symbols through a channel draw of the message's seed
+            # (an illustration of this SNR, equalised with the true channel; the scheme's own pass uses pilots).
+            received = channel(p.symbols, snr_db, generator=torch.Generator().manual_seed(seed))
+            delivered = scheme.deliver(p, channel, snr_db, generator=gen)
             eq = equalize_received(received)[0]
             n = int(delivered.channel_uses[0]) or eq.shape[-1]
             return delivered, p.symbols[0, :n].numpy(), eq[:n].numpy()

@@ -9,9 +9,9 @@ baseline's), each being exactly what crosses the channel:
 * ``bits``: for digital schemes, the link-layer bytes the LDPC + QAM link carries
   (one uint8 tensor, split by lengths);
 * ``channel_uses`` / ``side_bits``: ``[B]`` int64, as counted by the scheme;
-* ``extras``: the receiver-known side information of :class:`~genscom.schemes.base.Payload`
-  (shapes, stream counts, bitmaps, ...). Transmitter-only state is stripped:
-  keys starting with ``_`` and :data:`PRIVATE_EXTRAS`.
+* the payload's typed fields: its class (one of :func:`genscom.schemes.base.payload_types`)
+  and every field that class declares (shapes, masks, pilots, ...), by name; ``extras``
+  without transmitter-only keys (``_*`` and :data:`PRIVATE_EXTRAS`).
 
 Beside them, a JSON header (the safetensors ``__metadata__``) names, per transmission,
 the scheme and its settings, and for the message the simulated air (channel name,
@@ -27,18 +27,22 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from genscom.schemes.base import Payload
+from genscom.channels.sensing import PilotLayout
+from genscom.schemes.base import Payload, payload_types
 
 WIRE_FORMAT = "genscom-demo-wire/1"
 CONTENT_TYPE = "application/octet-stream"
 #: Payload extras the transmitter keeps to itself (clean content or transmitter-side state).
 PRIVATE_EXTRAS = frozenset({"tx_embeddings", "features", "importance"})
+#: Payload fields sent by their own rules (the rest of a payload class's fields go under "fields").
+_BASE_FIELDS = frozenset({"symbols", "channel_uses", "side_bits", "bits", "extras"})
 #: Largest message the receiver accepts (bytes).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -52,16 +56,14 @@ class Transmission:
         settings: JSON-able constructor keywords of the scheme (e.g. ``{"mcs": "qpsk-1/2"}``).
         payload: the :class:`Payload` as the channel carries it.
         role: ``"semantic"`` or ``"baseline"``.
-        rx_path: ``"deliver"`` (the receiver runs ``scheme.deliver``: channel, digital links,
-            receive) or ``"receive"`` (channel, then ``scheme.receive``; for schemes whose
-            transmitter already rendered the payload for the sensed SNR).
+
+    The receiver runs ``scheme.deliver`` on the payload (channel, pilots, digital links, receive).
     """
 
     scheme: str
     settings: dict[str, Any]
     payload: Payload
     role: str = "semantic"
-    rx_path: str = "deliver"
 
 
 @dataclass
@@ -103,6 +105,8 @@ def _pack(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
         if not all(isinstance(k, str) for k in value):
             raise TypeError(f"extras key {key!r}: only dicts with str keys cross the wire")
         return {"__dict__": {k: _pack(v, f"{key}.{k}", tensors) for k, v in value.items()}}
+    if isinstance(value, PilotLayout):
+        return {"__pilots__": [value.pilots_per_block, value.coherence]}
     if hasattr(value, "name") and isinstance(getattr(value, "name"), str):  # e.g. an MCS object -> its name
         return value.name
     raise TypeError(f"extras key {key!r} holds a {type(value).__name__}, which has no wire form")
@@ -119,6 +123,9 @@ def _unpack(desc: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return tuple(_unpack(v, tensors) for v in desc["__tuple__"])
         if "__dict__" in desc:
             return {k: _unpack(v, tensors) for k, v in desc["__dict__"].items()}
+        if "__pilots__" in desc:
+            p, c = desc["__pilots__"]
+            return PilotLayout(pilots_per_block=int(p), coherence=None if c is None else int(c))
         raise ValueError(f"unknown wire value {desc!r}")
     if isinstance(desc, list):
         return [_unpack(v, tensors) for v in desc]
@@ -137,11 +144,14 @@ def encode_message(msg: WireMessage) -> bytes:
     for i, tr in enumerate(msg.transmissions):
         p = tr.payload
         pre = f"t{i}"
-        entry = {"scheme": tr.scheme, "settings": tr.settings, "role": tr.role, "rx_path": tr.rx_path,
+        entry = {"scheme": tr.scheme, "settings": tr.settings, "role": tr.role,
                  "symbols": _pack(p.symbols, f"{pre}.symbols", tensors) if p.symbols is not None else None,
                  "channel_uses": _pack(p.channel_uses, f"{pre}.channel_uses", tensors),
                  "side_bits": _pack(p.side_bits, f"{pre}.side_bits", tensors),
-                 "bits": None, "extras": _pack(public_extras(p.extras), f"{pre}.extras", tensors)["__dict__"]}
+                 "bits": None, "extras": _pack(public_extras(p.extras), f"{pre}.extras", tensors)["__dict__"],
+                 "payload_type": type(p).__name__,
+                 "fields": {f.name: _pack(getattr(p, f.name), f"{pre}.f.{f.name}", tensors)
+                            for f in dataclasses.fields(p) if f.name not in _BASE_FIELDS}}
         if p.bits is not None:
             lengths = [len(b) for b in p.bits]
             joined = b"".join(bytes(b) for b in p.bits)
@@ -178,11 +188,19 @@ def decode_message(data: bytes) -> WireMessage:
             for n_b in e["bits"]["lengths"]:
                 bits.append(flat[pos:pos + n_b])
                 pos += n_b
-        payload = Payload(symbols=_unpack(e["symbols"], tensors) if e["symbols"] is not None else None,
-                          channel_uses=_unpack(e["channel_uses"], tensors), side_bits=_unpack(e["side_bits"], tensors),
-                          bits=bits, extras={k: _unpack(v, tensors) for k, v in e["extras"].items()})
-        trs.append(Transmission(e["scheme"], dict(e["settings"]), payload, e.get("role", "semantic"),
-                                e.get("rx_path", "deliver")))
+        kinds = payload_types()
+        cls = kinds.get(str(e.get("payload_type", "Payload")))
+        if cls is None:
+            raise ValueError(f"unknown payload type {e.get('payload_type')!r}; known: {', '.join(sorted(kinds))}")
+        declared = {f.name for f in dataclasses.fields(cls)} - _BASE_FIELDS
+        extra_fields = dict(e.get("fields") or {})
+        if set(extra_fields) - declared:
+            raise ValueError(f"{cls.__name__} has no field(s) {sorted(set(extra_fields) - declared)}")
+        payload = cls(symbols=_unpack(e["symbols"], tensors) if e["symbols"] is not None else None,
+                      channel_uses=_unpack(e["channel_uses"], tensors), side_bits=_unpack(e["side_bits"], tensors),
+                      bits=bits, extras={k: _unpack(v, tensors) for k, v in e["extras"].items()},
+                      **{k: _unpack(v, tensors) for k, v in extra_fields.items()})
+        trs.append(Transmission(e["scheme"], dict(e["settings"]), payload, e.get("role", "semantic")))
     return WireMessage(transmissions=trs, channel=header["channel"], snr_db=float(header["snr_db"]),
                        seed=int(header["seed"]), eval=dict(header.get("eval") or {}))
 

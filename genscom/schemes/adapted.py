@@ -18,17 +18,19 @@ protect the bitmap with ``side_repeat`` (symbol repetition + MRC, counted), use 
 rates, no side information), or ``side_link="ideal"`` for the error-free-side-information
 assumption of the scalable-extraction literature.
 
-Sensing: the transmitter knows the SNR (feedback) and re-encodes for it in
-:meth:`deliver`; the receiver uses the set SNR and the true ``h`` (perfect CSI, MMSE).
-:meth:`transmit` encodes at ``design_snr_db`` (what is sent without sensing).
+Sensing: :meth:`transmit` encodes for the SNR the receiver fed back
+(:class:`~genscom.channels.sensing.LinkFeedback`; its bits are counted as side information and
+channel uses) or, without feedback, at ``design_snr_db``. On fading channels the frame carries
+pilots (counted) and the receiver decodes with their estimates of ``h`` and the SNR; with
+``csi="perfect"`` feedback (a labelled upper bound) it uses the true ``h``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -36,7 +38,9 @@ from genscom.adaptation import extraction as X
 from genscom.adaptation.adapter import ChannelAdapter
 from genscom.assets import find_adapter
 from genscom.channels.base import Channel, ChannelOutput
-from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
+from genscom.channels.sensing import LinkFeedback, pass_with_pilots
+from genscom.schemes.base import (Delivered, Payload, RateKnob, Scheme, SourceBatch, expect_payload, feedback_bits,
+                                  frame_uses, register_scheme)
 
 if TYPE_CHECKING:
     from genscom.coding.calibration import CalibrationConfig
@@ -55,7 +59,27 @@ def resolve_adapter(adapter: str | Path | ChannelAdapter, device: str | torch.de
     return ChannelAdapter.from_pretrained(find_adapter(adapter), device=device)
 
 
+@dataclass
+class AdaptedPayload(Payload):
+    """What the adapter's transmitter sends and the receiver may know.
+
+    Attributes (besides :class:`Payload`'s): ``symbols`` are each item's sent symbols, compacted, then zeros;
+    ``keep`` ``[B, k]`` bool the positions sent (a prefix by convention, or the extraction bitmap's groups:
+    side information on the air); ``keep_groups`` ``[B, G]`` the bitmap itself; ``n_sent`` ``[B]`` data symbols;
+    ``snr_db`` the SNR the encoder was conditioned on (the fed-back value, known to both ends); ``mu`` ``[B]``
+    the extraction thresholds used (diagnostic, ``None`` for prefixes).
+    """
+
+    keep: torch.Tensor | None = None
+    keep_groups: torch.Tensor | None = None
+    n_sent: torch.Tensor | None = None
+    snr_db: float = 0.0
+    mu: torch.Tensor | None = None
+
+
 class _AdaptedBase(Scheme):
+    adapts = True
+
     def __init__(self, *, adapter: str | Path | ChannelAdapter = DEFAULT_ADAPTER, design_snr_db: float = 5.0,
                  sensing: bool = True, equalizer: Literal["zf", "mmse"] = "mmse",
                  device: str | torch.device = "cpu") -> None:
@@ -74,7 +98,8 @@ class _AdaptedBase(Scheme):
         return self.adapter.config.k
 
     # subclasses: which symbols to send, and the side information
-    def _select(self, importance: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:  # pragma: no cover
+    def _select(self, importance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:  # pragma: no cover
+        """Which symbols (``[B, k]``) or groups (``[B, G]``) to send, and the thresholds ``mu`` ``[B]`` (or ``None``)."""
         raise NotImplementedError
 
     def _side_uses(self) -> int:
@@ -86,70 +111,79 @@ class _AdaptedBase(Scheme):
         return batch.embeddings.float()
 
     @torch.no_grad()
-    def _make_payload(self, emb: torch.Tensor, snr_db: float) -> Payload:
+    def transmit(self, batch: SourceBatch, *, sensing: LinkFeedback | None = None,
+                 generator: torch.Generator | None = None) -> AdaptedPayload:
+        """Encode for the fed-back SNR (``design_snr_db`` without one, or with ``sensing=False``).
+
+        ``symbols`` ``[B, n_max]`` are each item's sent symbols then zeros; ``channel_uses`` count data,
+        pilots, the bitmap (``adapted+mu``) and the feedback."""
+        emb = self._embeddings(batch)
+        use_feedback = self.sensing and sensing is not None and sensing.snr_db is not None
+        snr_db = float(sensing.snr_db) if use_feedback else self.design_snr_db  # type: ignore[union-attr]
         ad = self.adapter
         z, importance = ad.encode(emb.to(self.device), snr_db)
-        keep_g, info = self._select(importance)
+        keep_g, mu = self._select(importance)
         keep = keep_g if keep_g.shape[1] == ad.config.k else X.expand_groups(keep_g, ad.config.group_size)
         x = ad.normalize(z, keep)
         x_c, _, _ = X.compact(x, keep)
         n_sent = keep.sum(dim=-1).to(torch.int64).cpu()
-        side = self._side_uses()
         b = len(emb)
-        side_bits = torch.full((b,), info.get("side_bits", 0), dtype=torch.int64)
-        extras = {"keep": keep, "keep_groups": keep_g, "n_sent": n_sent, "tx_embeddings": emb, "tx_snr_db": snr_db,
-                  "importance": importance.cpu(), **info}
-        return Payload(symbols=x_c, channel_uses=n_sent + side, side_bits=side_bits, extras=extras)
+        side_bits = torch.full((b,), self._side_bits(), dtype=torch.int64)
+        uses = frame_uses(n_sent, sensing, feedback=use_feedback) + self._side_uses()
+        if use_feedback:
+            side_bits = side_bits + feedback_bits(b, sensing)
+        return AdaptedPayload(symbols=x_c, channel_uses=uses, side_bits=side_bits,
+                              pilots=None if sensing is None else sensing.pilot_layout(), keep=keep,
+                              keep_groups=keep_g, n_sent=n_sent, snr_db=snr_db,
+                              mu=None if mu is None else mu.cpu())
 
-    def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
-        """Encode at ``design_snr_db``; ``Payload.symbols`` ``[B, n_max]`` is each item's sent symbols then zeros."""
-        return self._make_payload(self._embeddings(batch), self.design_snr_db)
-
-    def for_channel(self, payload: Payload, *, snr_db: float | None, channel: str) -> Payload:
-        """With ``sensing``, the payload re-encoded for the sensed ``snr_db`` (unchanged when it already is,
-        when ``snr_db`` is ``None`` or without ``sensing``). Needs the transmitter's ``tx_embeddings`` extra."""
-        if not self.sensing or snr_db is None or float(snr_db) == payload.extras["tx_snr_db"]:
-            return payload
-        if "tx_embeddings" not in payload.extras:
-            raise ValueError(f"scheme {self.name!r} re-encodes for the sensed SNR at the transmitter: call for_channel "
-                             "on the payload transmit() made (it holds the clean embeddings), before it leaves")
-        return self._make_payload(payload.extras["tx_embeddings"], float(snr_db))
+    def _side_bits(self) -> int:
+        return 0
 
     def deliver(self, payload: Payload, channel: Channel | None, snr_db: float | None, *,
                 generator: torch.Generator | None = None) -> Delivered:
+        payload = expect_payload(payload, AdaptedPayload, self.name)
         if channel is None or snr_db is None:
             return self.receive(None, payload)
-        payload = self.for_channel(payload, snr_db=float(snr_db), channel=channel.name)
-        payload = self._side_link(payload, channel, float(snr_db), generator)
-        received = channel(payload.symbols, float(snr_db), generator=generator)
-        return self.receive(received, payload)
+        keep_rx, side_failed = self._side_link(payload, channel, float(snr_db), generator)
+        received = pass_with_pilots(payload.symbols, channel, float(snr_db), payload.pilots, generator=generator)
+        return self._decode(received, payload, keep_rx, side_failed)
 
-    def _side_link(self, payload: Payload, channel: Channel, snr_db: float,
-                   generator: torch.Generator | None) -> Payload:
-        return payload
+    def _side_link(self, payload: AdaptedPayload, channel: Channel, snr_db: float,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The positions the receiver believes were sent, and where that belief is wrong (ideal side information here)."""
+        assert payload.keep is not None
+        return payload.keep, torch.zeros(len(payload.keep), dtype=torch.bool)
 
-    @torch.no_grad()
     def receive(self, received: ChannelOutput | None, payload: Payload, *,
                 generator: torch.Generator | None = None) -> Delivered:
+        """Decode with the side information as sent (the bitmap link is run by :meth:`deliver`)."""
+        payload = expect_payload(payload, AdaptedPayload, self.name)
+        assert payload.keep is not None
+        return self._decode(received, payload, payload.keep, torch.zeros(len(payload.keep), dtype=torch.bool))
+
+    @torch.no_grad()
+    def _decode(self, received: ChannelOutput | None, payload: AdaptedPayload, keep_rx: torch.Tensor,
+                side_failed: torch.Tensor) -> Delivered:
         from genscom.channels.fading import equalize
 
         ad = self.adapter
         k = ad.config.k
-        keep_rx = payload.extras.get("keep_rx", payload.extras["keep"]).to(self.device)
-        n_sent = payload.extras["n_sent"].to(self.device)
+        keep_rx = keep_rx.to(self.device)
+        n_sent = payload.n_sent.to(self.device)  # type: ignore[union-attr]
         if received is None:
             stream, gain_c, snr = payload.symbols, None, ad.config.snr_range_db[1]
         else:
             stream, _ = equalize(received.y, received.h, received.noise_var, self.equalizer)
             gain_c = None if received.h is None else received.h.abs()
-            snr = received.snr_db
+            # the receiver's SNR: its pilot estimate, else (AWGN) the value it fed back itself
+            snr = received.snr_db if payload.pilots is not None else torch.as_tensor(payload.snr_db)
         got = X.received_mask(keep_rx, n_sent)  # marked positions that a received symbol fills
         x_hat = X.uncompact(stream.to(self.device), keep_rx, k)
         gain = None if gain_c is None else X.uncompact(gain_c.to(self.device), keep_rx, k)
         emb = ad.decode(x_hat, snr_db=snr, keep=got, gain=gain).cpu()
-        failed = payload.extras.get("side_failed", torch.zeros(len(emb), dtype=torch.bool))
-        return Delivered(embeddings=emb, frames=None, failed=failed, channel_uses=payload.channel_uses,
-                         extras={"n_sent": payload.extras["n_sent"], "mu": payload.extras.get("mu")})
+        return Delivered(embeddings=emb, frames=None, failed=side_failed.cpu(), channel_uses=payload.channel_uses,
+                         extras={"n_sent": payload.n_sent, "mu": payload.mu})
 
 
 @register_scheme("adapted")
@@ -160,8 +194,8 @@ class AdaptedScheme(_AdaptedBase):
         adapter: a :class:`ChannelAdapter`, a folder, or an adapter name (:mod:`genscom.assets`; default ``mini-k192``).
         k: channel uses per item, ``1 <= k <= adapter k`` (``None``: the adapter's ``k``).
         design_snr_db: SNR the transmitter assumes without sensing (``transmit``).
-        sensing: re-encode for the actual SNR in ``deliver`` (transmitter knows the SNR).
-        equalizer: ``"mmse"`` (default) or ``"zf"``, with perfect CSI.
+        sensing: encode for the fed-back SNR estimate (``False``: always at ``design_snr_db``, no feedback counted).
+        equalizer: ``"mmse"`` (default) or ``"zf"``, with the receiver's CSI (pilot estimates on fading).
     """
 
     name = "adapted"
@@ -183,8 +217,8 @@ class AdaptedScheme(_AdaptedBase):
         self.k = k
         self.name = f"adapted-k{k}"
 
-    def _select(self, importance: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        return X.prefix_keep(self.k, self.k_max, batch=len(importance), device=importance.device), {}
+    def _select(self, importance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return X.prefix_keep(self.k, self.k_max, batch=len(importance), device=importance.device), None
 
 
 @register_scheme("adapted+mu")
@@ -263,25 +297,28 @@ class AdaptedMuScheme(_AdaptedBase):
     def _side_uses(self) -> int:
         return self.side_uses
 
-    def _select(self, importance: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _side_bits(self) -> int:
+        return self.n_groups
+
+    def _select(self, importance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         gs = self.adapter.config.group_size
         if self.budget is not None:
             mu = X.budget_mu(importance, self.budget, group_size=gs, side_uses=self.side_uses)
         else:
             mu = torch.full((len(importance),), float(self.mu), device=importance.device)
-        keep_g = X.threshold_keep(importance, mu)
-        return keep_g, {"mu": mu.cpu(), "side_bits": self.n_groups}
+        return X.threshold_keep(importance, mu), mu
 
-    def _side_link(self, payload: Payload, channel: Channel, snr_db: float,
-                   generator: torch.Generator | None) -> Payload:
-        keep_g = payload.extras["keep_groups"]
+    def _side_link(self, payload: AdaptedPayload, channel: Channel, snr_db: float,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bitmap through its LDPC link: the received keep mask, and the items whose bitmap arrived wrong."""
+        keep_g = payload.keep_groups
+        assert keep_g is not None and payload.keep is not None
         if self.link is None:  # side_link="ideal"
-            return payload
+            return payload.keep, torch.zeros(len(keep_g), dtype=torch.bool)
         res = self.link.send_bits(X.bitmap_from_keep(keep_g.cpu()), snr_db, channel=channel, generator=generator)
         uses = torch.as_tensor(res.channel_uses, dtype=torch.int64)
         if bool((uses != self.side_uses).any()):  # pragma: no cover - counted in one place, must agree
             raise RuntimeError(f"bitmap link used {uses.tolist()[:4]} channel uses, expected {self.side_uses}")
         keep_rx_g = X.keep_from_bitmap(res.bits_hat, self.n_groups).to(keep_g.device)
         keep_rx = X.expand_groups(keep_rx_g, self.adapter.config.group_size)
-        failed = (keep_rx_g != keep_g).any(dim=-1).cpu()
-        return dataclasses.replace(payload, extras=dict(payload.extras, keep_rx=keep_rx, side_failed=failed))
+        return keep_rx, (keep_rx_g != keep_g).any(dim=-1).cpu()

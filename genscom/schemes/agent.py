@@ -12,23 +12,36 @@ its retrieval embedding (in the encoder's text space, so the retrieval
 benchmark ranks caption queries against it) and, with ``captions=True``, its
 captions (``Delivered.extras["captions"]``).
 
-Channel sensing is perfect here: both agents are told the SNR the channel is
-set to. Because the understanding agent conditions on it, :meth:`AgentScheme.deliver`
-re-runs the understanding side for each SNR (cached per rounded SNR and
-channel); :meth:`transmit` prepares the features and counts channel uses.
+Sensing is honest: the understanding agent is told the SNR the receiver fed back
+(:class:`~genscom.channels.sensing.LinkFeedback`, its bits counted), the frame carries pilots on
+fading channels (counted), and the generating agent is told the receiver's own estimate.
+:meth:`transmit` renders for that feedback (cached per batch, SNR and channel); ``deliver``
+never re-runs it.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from genscom.agents.pair import generate, sensing_for, understand
-from genscom.channels.base import Channel, ChannelOutput
-from genscom.schemes.analog import SemanticAnalogScheme, _require_embeddings
-from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
+from genscom.channels.base import ChannelOutput
+from genscom.channels.sensing import LinkFeedback
+from genscom.schemes.analog import AnalogPayload, SemanticAnalogScheme, _require_embeddings
+from genscom.schemes.base import (Delivered, Payload, RateKnob, Scheme, SourceBatch, expect_payload, feedback_bits,
+                                  register_scheme)
+
+
+@dataclass
+class AgentPayload(AnalogPayload):
+    """The understanding embedding's analog symbols, and the sensing both agents were told (the fed-back
+    SNR estimate ``snr_db``, ``None`` when nothing was fed back, and the ``channel`` name)."""
+
+    snr_db: float | None = None
+    channel: str = "none"
 
 
 @register_scheme("agent")
@@ -48,6 +61,7 @@ class AgentScheme(Scheme):
     """
 
     name = "agent"
+    adapts = True
 
     @classmethod
     def rate_knobs(cls) -> tuple[RateKnob, ...]:
@@ -93,14 +107,19 @@ class AgentScheme(Scheme):
                         captions=self.captions)
 
     # -- Scheme ----------------------------------------------------------------------
-    def _symbols(self, features: torch.Tensor, snr_db: float | None, channel: str) -> Payload:
-        key = (None if snr_db is None else round(float(snr_db)), channel, features.data_ptr(), tuple(features.shape))
+    def _understanding(self, features: torch.Tensor, snr_db: float | None, channel: str) -> torch.Tensor:
+        """Understanding embeddings for the told SNR and channel, cached for one batch of features."""
+        fingerprint = (tuple(features.shape), float(features.sum()), float(features.abs().sum()))  # not just an address
+        key = (None if snr_db is None else float(snr_db), channel, fingerprint)
         if key not in self._cache:
-            self._cache = {k: v for k, v in self._cache.items() if k[2:] == key[2:]}  # keep one batch's entries
+            self._cache = {k: v for k, v in self._cache.items() if k[2] == key[2]}  # keep one batch's entries
             self._cache[key] = self.understand(features, snr_db, channel)
-        return self.analog.transmit(SourceBatch(embeddings=self._cache[key]))
+        return self._cache[key]
 
-    def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
+    def transmit(self, batch: SourceBatch, *, sensing: LinkFeedback | None = None,
+                 generator: torch.Generator | None = None) -> AgentPayload:
+        """Perceive (frames) or take perception features (embeddings), understand for the fed-back SNR and
+        channel, send as analog symbols with the link's pilots; the feedback bits are counted."""
         if batch.frames is not None:  # the agent perceives the content itself
             enc = self.perception_encoder()
             with torch.no_grad():
@@ -111,31 +130,25 @@ class AgentScheme(Scheme):
             raise ValueError(f"the understanding agent {self.understanding.card.name!r} reads "
                              f"{self.understanding.card.perception_dim}-d perception features "
                              f"(profile {self.understanding.card.perception!r}); got embeddings of size {feats.shape[-1]}")
-        analog = self._symbols(feats, None, "none")
-        return Payload(symbols=analog.symbols, channel_uses=analog.channel_uses, side_bits=analog.side_bits,
-                       extras={**analog.extras, "features": feats, "sensing": (None, "none")})
-
-    def deliver(self, payload: Payload, channel: Channel | None, snr_db: float | None, *,
-                generator: torch.Generator | None = None) -> Delivered:
-        """Re-render the understanding side for the sensed ``snr_db``/``channel``, send, then :meth:`receive`."""
-        noiseless = channel is None or snr_db is None
-        ch_name = "none" if noiseless else getattr(channel, "name", "awgn")
-        analog = self._symbols(payload.extras["features"], None if noiseless else snr_db, ch_name)
-        sent = Payload(symbols=analog.symbols, channel_uses=payload.channel_uses, side_bits=payload.side_bits,
-                       extras={**payload.extras, **analog.extras, "sensing": (None if noiseless else float(snr_db), ch_name)})
-        received = None if noiseless else channel(sent.symbols, snr_db, generator=generator)
-        return self.receive(received, sent, generator=generator)
+        snr = None if sensing is None else sensing.snr_db
+        channel = "none" if sensing is None else sensing.channel
+        analog = self.analog.transmit(SourceBatch(embeddings=self._understanding(feats, snr, channel)), sensing=sensing)
+        uses, side = analog.channel_uses, analog.side_bits
+        if snr is not None:  # the agents read the fed-back SNR: its bits are on the air
+            uses = uses + sensing.feedback_uses  # type: ignore[union-attr]
+            side = side + feedback_bits(len(feats), sensing)
+        return AgentPayload(symbols=analog.symbols, channel_uses=uses, side_bits=side, pilots=analog.pilots,
+                            dim=analog.dim, repeat=analog.repeat, snr_db=snr, channel=channel)
 
     def receive(self, received: ChannelOutput | None, payload: Payload, *,
                 generator: torch.Generator | None = None) -> Delivered:
+        """Equalise and unpack (the analog receiver), then the generating agent reads it with the receiver's
+        sensing: its own pilot estimate of the SNR where pilots were sent, else the value it fed back."""
+        payload = expect_payload(payload, AgentPayload, self.name)
         e_hat = self.analog.receive(received, payload).embeddings
-        snr, ch = payload.extras.get("sensing", (None, "none"))
-        if received is not None:
-            ch = received.channel
-            snr = float(received.snr_db.float().mean())  # perfect sensing of the set SNR
-        retrieval, caps = self.generate(e_hat, snr, ch)
-        extras: dict[str, Any] = {"understanding": e_hat}
-        if caps is not None:
-            extras["captions"] = caps
+        snr = payload.snr_db
+        if received is not None and payload.pilots is not None:
+            snr = float(received.snr_db.float().mean())
+        retrieval, caps = self.generate(e_hat, snr, payload.channel)
         return Delivered(embeddings=retrieval, frames=None, failed=torch.zeros(len(retrieval), dtype=torch.bool),
-                         channel_uses=payload.channel_uses, extras=extras)
+                         channel_uses=payload.channel_uses, extras={"understanding": e_hat, "captions": caps})

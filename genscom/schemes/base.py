@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,7 @@ import torch
 
 from genscom._registry import Registry
 from genscom.channels.base import Channel, ChannelOutput
+from genscom.channels.sensing import LinkFeedback, PilotLayout, link_feedback, pass_with_pilots
 
 
 @dataclass
@@ -65,17 +66,24 @@ class Payload:
     """What a transmitter puts on the air.
 
     Attributes:
-        symbols: ``[B, n]`` complex analog symbols (unit average energy), or ``None``.
-        channel_uses: ``[B]`` int64, every complex symbol sent per item.
-        side_bits: ``[B]`` int64 side-information bits (already inside ``channel_uses``).
+        symbols: ``[B, n]`` complex analog data symbols (unit average energy), or ``None``. Pilots are
+            not in it: :meth:`Scheme.deliver` inserts them per ``pilots``.
+        channel_uses: ``[B]`` int64, every complex symbol sent per item: data, pilots, side
+            information and feedback, counted here, at the transmitter.
+        side_bits: ``[B]`` int64 side-information bits (feedback, bitmaps, headers; already inside
+            ``channel_uses``).
         bits: per-item digital payloads (bytes) for digital schemes, or ``None``.
-        extras: scheme-specific state the receiver is allowed to know (e.g. shapes).
+        pilots: where pilots go in each item's frame (:class:`~genscom.channels.sensing.PilotLayout`,
+            chosen from the :class:`~genscom.channels.sensing.LinkFeedback`), or ``None`` (AWGN, perfect
+            CSI, noiseless).
+        extras: scheme-specific values the receiver is allowed to know (e.g. shapes).
     """
 
     symbols: torch.Tensor | None
     channel_uses: torch.Tensor
     side_bits: torch.Tensor
     bits: list[bytes] | None = None
+    pilots: PilotLayout | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -212,44 +220,98 @@ class Scheme(ABC):
                 out.pop(other, None)
         return out
 
-    def for_channel(self, payload: Payload, *, snr_db: float | None, channel: str) -> Payload:
-        """Transmitter-side sensing: ``payload`` as the transmitter renders it knowing the channel state.
-
-        ``snr_db`` (dB, ``None``: unknown) and ``channel`` (a channel name) are what the
-        transmitter was told. :meth:`deliver` on the result at that SNR must not need to
-        re-run the transmitter, so it also works where the payload's transmitter-only
-        extras have been dropped (e.g. after the demo's wire). Default: ``payload``
-        unchanged (schemes that do not adapt to the channel).
-        """
-        return payload
+    adapts: bool = False
+    """Whether :meth:`transmit` reads the fed-back SNR (``LinkFeedback.snr_db``): benchmarks transmit again for
+    every channel draw of such a scheme, and once per channel for the others."""
 
     @abstractmethod
-    def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
-        """Content -> symbols/bits with their exact cost."""
+    def transmit(self, batch: SourceBatch, *, sensing: LinkFeedback | None = None,
+                 generator: torch.Generator | None = None) -> Payload:
+        """Content -> symbols/bits with their exact cost, decided from what the transmitter knows.
+
+        ``sensing`` is the receiver's feedback (estimated SNR, CSI mode, coherence): the only
+        channel knowledge a transmitter has. ``None``: a noiseless link or nothing known (no
+        pilots, design defaults).
+        """
 
     @abstractmethod
     def receive(self, received: ChannelOutput | None, payload: Payload, *,
                 generator: torch.Generator | None = None) -> Delivered:
-        """Channel output (and the payload's receiver-known ``extras``) -> delivered content."""
+        """Channel output (and the payload's receiver-known fields) -> delivered content.
+
+        With pilots, ``received`` is the receiver's view: ``h`` and ``noise_var`` are estimates
+        (:func:`~genscom.channels.sensing.pass_with_pilots`), never the true channel.
+        """
 
     def deliver(self, payload: Payload, channel: Channel | None, snr_db: float | None, *,
                 generator: torch.Generator | None = None) -> Delivered:
         """Pass an already-made payload through ``channel`` at ``snr_db`` and receive it.
 
-        Splitting this from :meth:`transmit` lets a benchmark encode content once
-        and sweep channels and SNRs. ``channel=None`` or ``snr_db=None`` means a
-        noiseless link. Digital schemes override this to run their LDPC + QAM
-        link. Must not mutate ``payload``.
+        The transmitter is never re-run here: the payload is what it sent. Pilots are inserted
+        per ``payload.pilots`` and the receiver equalises with their estimates. ``channel=None``
+        or ``snr_db=None`` means a noiseless link. Digital schemes override this to run their
+        LDPC + QAM link. Must not mutate ``payload``.
         """
         received = None
         if payload.symbols is not None and channel is not None and snr_db is not None:
-            received = channel(payload.symbols, snr_db, generator=generator)
+            received = pass_with_pilots(payload.symbols, channel, snr_db, payload.pilots, generator=generator)
         return self.receive(received, payload, generator=generator)
 
     def send(self, batch: SourceBatch, channel: Channel | None, snr_db: float | None, *,
-             generator: torch.Generator | None = None) -> Delivered:
-        """Transmit, pass through ``channel`` at ``snr_db``, receive (``None`` -> noiseless)."""
-        return self.deliver(self.transmit(batch, generator=generator), channel, snr_db, generator=generator)
+             sensing: LinkFeedback | None = None, generator: torch.Generator | None = None) -> Delivered:
+        """Transmit, pass through ``channel`` at ``snr_db``, receive (``None`` -> noiseless).
+
+        ``sensing`` defaults to the receiver's pilot estimate fed back over 6 bits
+        (:func:`~genscom.channels.sensing.link_feedback`); pass ``link_feedback(..., csi="perfect")``
+        for the labelled perfect-CSI upper bound.
+        """
+        if sensing is None and channel is not None and snr_db is not None:
+            sensing = link_feedback(channel, float(snr_db), generator=generator)
+        return self.deliver(self.transmit(batch, sensing=sensing, generator=generator), channel, snr_db,
+                            generator=generator)
+
+
+def payload_types() -> dict[str, type[Payload]]:
+    """Every payload class by name (:class:`Payload` and its subclasses in the registered schemes): what may
+    cross the demo's wire."""
+    import genscom.schemes  # noqa: F401  (defines the schemes' payload classes)
+
+    out: dict[str, type[Payload]] = {}
+    todo: list[type[Payload]] = [Payload]
+    while todo:
+        cls = todo.pop()
+        out[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return out
+
+
+P = TypeVar("P", bound=Payload)
+
+
+def expect_payload(payload: Payload, cls: type[P], scheme: str) -> P:
+    """``payload`` if it is a ``cls`` (what scheme ``scheme`` transmits), else ``TypeError`` naming both."""
+    if not isinstance(payload, cls):
+        raise TypeError(f"scheme {scheme!r} receives a {cls.__name__}, got a {type(payload).__name__}: deliver a "
+                        f"payload made by the same scheme's transmit()")
+    return payload
+
+
+def frame_uses(n_data: torch.Tensor, sensing: LinkFeedback | None, *, feedback: bool) -> torch.Tensor:
+    """``[B]`` int64 channel uses of frames carrying ``n_data`` ``[B]`` data symbols on the link of ``sensing``:
+    the data, the pilots of :meth:`LinkFeedback.pilot_layout`, and with ``feedback=True`` (a scheme that read
+    ``sensing.snr_db``) the feedback's channel uses."""
+    n_data = n_data.to(torch.int64)
+    if sensing is None:
+        return n_data
+    layout = sensing.pilot_layout()
+    pilots = n_data.new_tensor([layout.frame_length(int(n)) - int(n) if (layout is not None and int(n) > 0) else 0
+                                for n in n_data.tolist()])
+    return n_data + pilots + (sensing.feedback_uses if feedback else 0)
+
+
+def feedback_bits(batch_size: int, sensing: LinkFeedback | None) -> torch.Tensor:
+    """``[B]`` int64 feedback bits per item (side information) of ``sensing`` (0 without one)."""
+    return torch.full((batch_size,), 0 if sensing is None else sensing.bits, dtype=torch.int64)
 
 
 SCHEMES: Registry[type[Scheme]] = Registry("scheme")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from genscom.channels.base import Channel, ChannelOutput
+from genscom.channels.sensing import LinkFeedback
 from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
 from genscom.schemes.digital import link_uses, mcs_knob
 
@@ -56,7 +57,8 @@ class _BitstreamScheme(Scheme):
     def _decode_item(self, streams: list[bytes], shape: tuple[int, ...]) -> torch.Tensor | None:  # pragma: no cover
         raise NotImplementedError
 
-    def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
+    def transmit(self, batch: SourceBatch, *, sensing: LinkFeedback | None = None,
+                 generator: torch.Generator | None = None) -> Payload:
         frames = _require_frames(batch, self.name)
         streams = [self._encode_item(clip) for clip in frames]
         lengths = [[len(b) for b in s] for s in streams]
@@ -150,7 +152,7 @@ class JPEGLDPCScheme(_BitstreamScheme):
 
         good = []
         for s in streams:
-            img = decode_jpeg(s)
+            img = decode_jpeg(s, expected_size=(shape[1], shape[2]))  # a header declaring another size fails
             if img is not None and tuple(img.shape) == tuple(shape[1:]):
                 good.append(torch.as_tensor(img))
         return torch.stack(good) if good else None

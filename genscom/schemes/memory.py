@@ -24,6 +24,7 @@ receiver's received vector under the same id, so the copies stay in sync).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,12 +32,24 @@ import torch
 from genscom.channels.analog import unit_norm
 from genscom.channels.base import Channel, ChannelOutput
 from genscom.memory.knowledge_base import KnowledgeBase
-from genscom.schemes.analog import SemanticAnalogScheme, _require_embeddings
-from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
+from genscom.channels.sensing import LinkFeedback, pass_with_pilots
+from genscom.schemes.analog import AnalogPayload, SemanticAnalogScheme, _require_embeddings
+from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, expect_payload, register_scheme
 from genscom.schemes.digital import mcs_knob
 
 if TYPE_CHECKING:
     from genscom.coding.link import DigitalLink
+
+
+@dataclass
+class MemoryPayload(AnalogPayload):
+    """Signalling frame fields (``hit`` ``[B]`` bool, ``index`` ``[B]`` int64, ``frame_bits`` per item) and the analog
+    embedding of the misses; ``kb_version`` is the base's sync hash (both ends hold the same base)."""
+
+    hit: torch.Tensor | None = None
+    index: torch.Tensor | None = None
+    frame_bits: int = 0
+    kb_version: str = ""
 
 
 def _as_kb(kb: KnowledgeBase | str | os.PathLike[str], name: str) -> KnowledgeBase:
@@ -100,7 +113,10 @@ class MemoryScheme(Scheme):
             self._link = DigitalLink(self.mcs, k=n, fidelity="full")
         return self._link
 
-    def transmit(self, batch: SourceBatch, *, generator: torch.Generator | None = None) -> Payload:
+    def transmit(self, batch: SourceBatch, *, sensing: LinkFeedback | None = None,
+                 generator: torch.Generator | None = None) -> MemoryPayload:
+        """Look each embedding up in the transmitter's base: a hit sends only its signalling frame (flag +
+        index), a miss the frame and the analog embedding (with the link's pilots on fading)."""
         from genscom.coding.mcs import channel_uses_for_bits
 
         emb = unit_norm(_require_embeddings(batch, self.name).float())
@@ -109,74 +125,75 @@ class MemoryScheme(Scheme):
         b = emb.shape[0]
         scores, index = self.tx_kb.search(emb)
         hit = (scores >= self.threshold) & (index >= 0)
-        analog = self.analog.transmit(SourceBatch(embeddings=emb))
+        analog = self.analog.transmit(SourceBatch(embeddings=emb), sensing=sensing)
         n_bits = self.frame_bits()
-        frame_uses = channel_uses_for_bits(n_bits, self.mcs, k=n_bits)
-        uses = torch.full((b,), frame_uses, dtype=torch.int64) + (~hit).to(torch.int64) * analog.symbols.shape[1]
-        return Payload(symbols=analog.symbols, channel_uses=uses, side_bits=torch.full((b,), n_bits, dtype=torch.int64),
-                       extras={"hit": hit, "index": torch.where(hit, index, torch.zeros_like(index)),
-                               "scores": scores, "frame_bits": n_bits, "dim": emb.shape[1],
-                               "kb_version": self.tx_kb.version_hash(), "kb_size": len(self.tx_kb),
-                               "embeddings": emb, "payload_bits": torch.full((b,), n_bits, dtype=torch.int64)})
+        frame = channel_uses_for_bits(n_bits, self.mcs, k=n_bits)
+        uses = torch.full((b,), frame, dtype=torch.int64) + torch.where(hit, 0, analog.channel_uses)
+        return MemoryPayload(symbols=analog.symbols, channel_uses=uses,
+                             side_bits=torch.full((b,), n_bits, dtype=torch.int64), pilots=analog.pilots,
+                             dim=emb.shape[1], repeat=1, hit=hit, index=torch.where(hit, index, torch.zeros_like(index)),
+                             frame_bits=n_bits, kb_version=self.tx_kb.version_hash())
 
-    def _frames(self, payload: Payload) -> torch.Tensor:
-        n = payload.extras["frame_bits"]
-        hit, index = payload.extras["hit"], payload.extras["index"]
+    def _frames(self, payload: MemoryPayload) -> torch.Tensor:
+        n = payload.frame_bits
+        hit, index = payload.hit, payload.index
+        assert hit is not None and index is not None  # always set by transmit
         shifts = torch.arange(n - 2, -1, -1)
         idx_bits = (index[:, None] >> shifts) & 1
         return torch.cat([hit[:, None].to(torch.int64), idx_bits], dim=1).to(torch.uint8)  # [B, n]
 
     def deliver(self, payload: Payload, channel: Channel | None, snr_db: float | None, *,
                 generator: torch.Generator | None = None) -> Delivered:
-        """Signalling frames over the LDPC link, analog symbols over ``channel``, then :meth:`receive`."""
+        """Signalling frames over the LDPC link, analog symbols (with pilots) over ``channel``, then decode."""
+        payload = expect_payload(payload, MemoryPayload, self.name)
         frames = self._frames(payload)
         if channel is None or snr_db is None:
-            frames_hat, received = frames, None
-        else:
-            link = self.frame_link(payload.extras["frame_bits"])
-            frames_hat = link.send_bits(frames, float(snr_db), channel=channel,
-                                        generator=generator).bits_hat.round().to(torch.uint8)
-            received = channel(payload.symbols, snr_db, generator=generator)
-        extras = dict(payload.extras)
-        extras["frames_hat"] = frames_hat
-        return self.receive(received, Payload(symbols=payload.symbols, channel_uses=payload.channel_uses,
-                                              side_bits=payload.side_bits, extras=extras), generator=generator)
+            return self._decode(None, payload, frames)
+        link = self.frame_link(payload.frame_bits)
+        frames_hat = link.send_bits(frames, float(snr_db), channel=channel,
+                                    generator=generator).bits_hat.round().to(torch.uint8)
+        received = pass_with_pilots(payload.symbols, channel, float(snr_db), payload.pilots, generator=generator)
+        return self._decode(received, payload, frames_hat)
 
     def receive(self, received: ChannelOutput | None, payload: Payload, *,
                 generator: torch.Generator | None = None) -> Delivered:
-        self.rx_kb.check_sync(payload.extras["kb_version"])
-        frames = payload.extras.get("frames_hat", None)
-        if frames is None:
-            frames = self._frames(payload)
+        """Decode with the signalling frames as sent (:meth:`deliver` sends them over their own link)."""
+        payload = expect_payload(payload, MemoryPayload, self.name)
+        return self._decode(received, payload, self._frames(payload))
+
+    def _decode(self, received: ChannelOutput | None, payload: MemoryPayload, frames: torch.Tensor) -> Delivered:
+        self.rx_kb.check_sync(payload.kb_version)
         frames = frames.to(torch.int64)
         hit_hat = frames[:, 0] == 1
         weights = 2 ** torch.arange(frames.shape[1] - 2, -1, -1)
         index_hat = (frames[:, 1:] * weights).sum(dim=1)
-        analog = self.analog.receive(received, Payload(symbols=payload.symbols, channel_uses=payload.channel_uses,
-                                                       side_bits=payload.side_bits,
-                                                       extras={"dim": payload.extras["dim"], "repeat": 1}))
-        emb = analog.embeddings.clone()
+        emb = self.analog.receive(received, payload).embeddings.clone()
         valid = hit_hat & (index_hat < len(self.rx_kb))
         if valid.any():
             emb[valid] = unit_norm(self.rx_kb.get(index_hat[valid]))
         failed = hit_hat & ~valid
         if failed.any() and (~failed).any():
             emb[failed] = unit_norm(emb[~failed].mean(dim=0, keepdim=True))
-        sent_hit = payload.extras["hit"]
+        sent_hit, sent_index = payload.hit, payload.index
+        assert sent_hit is not None and sent_index is not None
         return Delivered(embeddings=emb, frames=None, failed=failed, channel_uses=payload.channel_uses,
                          extras={"hit": sent_hit, "hit_rate": float(sent_hit.float().mean()),
-                                 "index_errors": int(((hit_hat != sent_hit) | (sent_hit & (index_hat != payload.extras["index"]))).sum())})
+                                 "index_errors": int(((hit_hat != sent_hit) | (sent_hit & (index_hat != sent_index))).sum())})
 
-    def remember(self, payload: Payload, delivered: Delivered, *, ids: list[str],
+    def remember(self, embeddings: torch.Tensor, payload: Payload, delivered: Delivered, *, ids: list[str],
                  metadata: list[dict[str, Any]] | None = None) -> int:
-        """Grow both copies with the delivered misses (same ids at both ends); returns how many were added."""
-        miss = ~payload.extras["hit"]
-        if len(ids) != len(miss):
-            raise ValueError(f"ids must have one entry per item ({len(miss)}), got {len(ids)}")
+        """Grow both copies with the misses (same ids at both ends): the transmitter adds its clean
+        ``embeddings`` ``[B, d]``, the receiver what it delivered. Returns how many were added."""
+        payload = expect_payload(payload, MemoryPayload, self.name)
+        assert payload.hit is not None
+        miss = ~payload.hit
+        if len(ids) != len(miss) or len(embeddings) != len(miss):
+            raise ValueError(f"ids and embeddings must have one entry per item ({len(miss)}), got {len(ids)} ids and "
+                             f"{len(embeddings)} embeddings")
         sel = [i for i in range(len(miss)) if bool(miss[i])]
         if not sel:
             return 0
         meta = [metadata[i] for i in sel] if metadata is not None else None
-        self.tx_kb.add(payload.extras["embeddings"][sel], ids=[ids[i] for i in sel], metadata=meta)
+        self.tx_kb.add(unit_norm(embeddings[sel].float()), ids=[ids[i] for i in sel], metadata=meta)
         self.rx_kb.add(delivered.embeddings[sel], ids=[ids[i] for i in sel], metadata=meta)
         return len(sel)

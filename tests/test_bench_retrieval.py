@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from genscom.bench.retrieval import RetrievalBenchConfig, SchemeSpec, overhead_reduction, run_retrieval_bench
+from genscom.bench.retrieval import RetrievalBenchConfig, SchemeSpec, run_retrieval_bench
 from genscom.bench.results import Record
 from genscom.data.base import ClipCaptionDataset
 
@@ -63,18 +63,17 @@ def test_retrieval_bench_end_to_end(tmp_path):
     assert hi.metrics["t2v_R@1"] == 1.0
     assert lo.metrics["t2v_R@1"] < hi.metrics["t2v_R@1"]
     assert hi.channel_uses == D / 2 and hi.cbr == pytest.approx((D / 2) / (2 * 16 * 16 * 3))
+    assert recs[("semantic-analog", None)].metrics["t2v_R@1"] == 1.0  # its own noiseless reference row
     data = json.loads((tmp_path / "retrieval.json").read_text())
     assert data["benchmark"] == "retrieval" and data["meta"]["n_items"] == N
-    assert (tmp_path / "retrieval_r1.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_overhead_reduction_definition():
-    mk = lambda s, snr, uses, r1: Record(scheme=s, channel="awgn", snr_db=snr, channel_uses=uses, metrics={"t2v_R@1": r1})
-    recs = [mk("semantic-analog", 0.0, 100, 0.5), mk("h264-ldpc", 0.0, 10_000, 0.1),
-            mk("semantic-analog", 10.0, 100, 0.5), mk("h264-ldpc", 10.0, 10_000, 0.9)]
-    out = overhead_reduction(recs)["awgn"]
-    assert out["reduction"] == pytest.approx(0.99)
-    assert out["snrs_where_semantic_at_least_as_accurate"] == [0.0]
+    meta = data["meta"]
+    # frontier: at 40 dB the analog row (D/2 uses) reaches 0.95 x its reference, at -25 dB it does not
+    front = meta["frontier"]["awgn"]["semantic"]
+    assert front["+40"]["channel_uses"] == D / 2 and (front["-25"] is None) == (lo.metrics["t2v_R@1"] < 0.95)
+    assert meta["equal_budget"]["awgn"]["semantic"] == pytest.approx(
+        (hi.metrics["t2v_R@1"] + lo.metrics["t2v_R@1"]) / 2)  # D/2 <= 192 channel uses: both points count
+    for png in ("retrieval_r1.png", "retrieval_frontier.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_config_validation():
@@ -84,15 +83,6 @@ def test_config_validation():
         RetrievalBenchConfig(snrs=(float("nan"),))
     q = RetrievalBenchConfig(quick=True)
     assert q.n_items == 200 and q.channels == ("awgn",) and q.realisations == 2
-
-
-def test_accuracy_gain_is_mean_over_grid():
-    from genscom.bench.retrieval import accuracy_gain
-
-    recs = [Record(scheme="a", channel="awgn", snr_db=s, channel_uses=1, metrics={"t2v_R@1": v})
-            for s, v in ((0.0, 0.2), (5.0, 0.6))]
-    recs.append(Record(scheme="noiseless", channel="none", snr_db=None, channel_uses=0, metrics={"t2v_R@1": 1.0}))
-    assert accuracy_gain(recs) == {"awgn": {"a": pytest.approx(0.4)}}
 
 
 def test_exact_and_faiss_gallery_scores_agree():

@@ -19,6 +19,8 @@ from typing import Any, Callable, Literal
 
 import torch
 
+from genscom.bench.headline import (equal_budget, family_references, overhead_reduction_per_snr, plot_frontier,
+                                    rate_frontier)
 from genscom.bench.results import markdown_table, plot_metric_vs_snr, render_table
 from genscom.channels.sensing import LinkFeedback, link_feedback
 from genscom.results import Record, make_meta, write_results
@@ -71,6 +73,8 @@ class RetrievalBenchConfig:
     csi: Literal["pilot", "perfect"] = "pilot"  # "perfect": labelled upper bound (no pilots, true channel)
     feedback_bits: int = 6  # the SNR estimate fed back to adapting schemes (0.5 dB steps), counted
     pilots_per_block: int = 2  # pilots per coherence block on fading channels, counted
+    frontier_target: float = 0.95  # frontier: fewest channel uses reaching this x the family's noiseless R@1
+    budget: float = 192  # equal-budget accuracy: channel uses per item every scheme may spend
     out_dir: str = "results/retrieval"
     device: str = "cpu"
     batch_size: int = 64
@@ -294,6 +298,15 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
         task = progress.add_task("sending", total=total)
         for spec, scheme in instances:
             clean_cache: dict[int, torch.Tensor] = {}
+            # the scheme's own noiseless row: its reference for the frontier (a quantiser or codec loses some)
+            payload = scheme.transmit(batch, generator=torch.Generator().manual_seed(cfg.seed))
+            delivered = scheme.deliver(payload, None, None)
+            means, cis = _aggregate([metrics_of(embed_delivered(delivered, encode_clips, clean_cache, dim))])
+            records.append(Record(scheme=scheme.name, channel="none", snr_db=None,
+                                  channel_uses=float(delivered.channel_uses.float().mean()), bits=None,
+                                  cbr=float(delivered.channel_uses.float().mean()) / source_dim,
+                                  failure_rate=float(delivered.failed.float().mean()), metrics=means, ci95=cis,
+                                  extra={"scheme_kwargs": spec.kwargs, "note": "noiseless link (own reference)"}))
             for ch_name in cfg.channels:
                 channel = create_channel(ch_name)
                 fixed = None  # a scheme that does not adapt is transmitted once per channel
@@ -357,71 +370,48 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
                                           ci95=cis, extra={"note": "equal channel uses with h264-ldpc (repetition)",
                                                            **csi_label(ch_name, payload)}))
 
-    overhead = overhead_reduction(records)
-    gains = accuracy_gain(records)
+    reference = family_references(records, encoder_r1=upper["t2v_R@1"])
+    frontier = rate_frontier(records, reference=reference, target=cfg.frontier_target)
+    overhead = overhead_reduction_per_snr(records, reference=reference, target=cfg.frontier_target)
+    budget = equal_budget(records, budget=cfg.budget, chance=chance_r1)
     meta = make_meta(command=command, seed=cfg.seed, dataset=cfg.dataset, n_items=len(ds), profile=cfg.profile,
                      quick=cfg.quick, channels=list(cfg.channels), snrs=list(cfg.snrs),
                      realisations=cfg.realisations, mcs=cfg.mcs, csi=cfg.csi,
-                     feedback_bits=cfg.feedback_bits, pilots_per_block=cfg.pilots_per_block, source_dim=source_dim, n_queries=len(captions),
-                     chance_t2v_R1=chance_r1, ci=CI_NOTE, overhead_reduction=overhead,
-                     accuracy_gain=gains, calibration_cache=str(default_cache_dir()))
+                     feedback_bits=cfg.feedback_bits, pilots_per_block=cfg.pilots_per_block, source_dim=source_dim,
+                     n_queries=len(captions), chance_t2v_R1=chance_r1, ci=CI_NOTE,
+                     family_reference_R1=reference, frontier_target=cfg.frontier_target, frontier=frontier,
+                     overhead_reduction=overhead, equal_budget_uses=cfg.budget, equal_budget=budget,
+                     calibration_cache=str(default_cache_dir()))
     json_path = write_results(out_dir / "retrieval.json", "retrieval", meta, records)
 
     png = plot_retrieval(records, out_dir / "retrieval_r1.png",
                          title=f"{cfg.dataset} test N={len(ds)}, profile {cfg.profile}",
                          hlines={"noiseless": upper["t2v_R@1"], "chance": chance_r1})
+    frontier_png = plot_frontier(frontier, out_dir / "retrieval_frontier.png", n_items=len(ds),
+                                 title=f"rate-accuracy frontier, {cfg.dataset} N={len(ds)}, csi {cfg.csi}")
     columns = ["scheme", "channel", "snr_db", "channel_uses", "cbr", "failure_rate", "t2v_R@1", "t2v_R@5",
                "t2v_R@10", "t2v_MdR", "v2t_R@1", "RSUM"]
     console.print(render_table(records, columns, title="text-video retrieval over the channel"))
-    for ch, row in overhead.items():
-        red = row["reduction"]
-        console.print(f"overhead reduction of semantic-analog vs h264-ldpc on {ch}: "
-                      f"{'n/a' if red is None else f'{100 * red:.2f}%'} (at SNRs where its R@1 is at least as high: "
-                      f"{row['snrs_where_semantic_at_least_as_accurate']})")
-    for ch, row in gains.items():
-        console.print(f"mean t2v R@1 over the SNR grid on {ch}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
+    for ch, by_snr in overhead.items():
+        parts = []
+        for snr, row in by_snr.items():
+            if row is None:
+                parts.append(f"{snr} dB: no classic scheme reaches its target")
+            elif row["reduction"] is None:
+                parts.append(f"{snr} dB: no semantic row matches {row['classic']} (semantic loses)")
+            else:
+                parts.append(f"{snr} dB: {100 * row['reduction']:.1f}% ({row['semantic']} vs {row['classic']})")
+        console.print(f"overhead reduction vs the best classic scheme on {ch}: " + "; ".join(parts))
+    for ch, row in budget.items():
+        console.print(f"equal budget ({cfg.budget:g} channel uses) mean t2v R@1 on {ch}: "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
     md = markdown_table(records, columns)
     from genscom.utils import atomic_write_text
 
     atomic_write_text(out_dir / "retrieval.md", md + "\n")
     console.print(f"wrote {json_path}, {png}")
-    return {"records": records, "json": json_path, "png": png, "overhead_reduction": overhead}
-
-
-def overhead_reduction(records: list[Record], *, semantic: str = "semantic-analog",
-                       baseline: str = "h264-ldpc") -> dict[str, dict[str, Any]]:
-    """PROTOCOL.md: ``1 - semantic_uses / baseline_uses`` over the SNRs where the semantic R@1 is >= the baseline's.
-
-    Returned per channel: the reduction, and the SNRs at which it holds (the
-    semantic scheme must be at least as accurate there).
-    """
-    out: dict[str, dict[str, Any]] = {}
-    by_key = {(r.scheme, r.channel, r.snr_db): r for r in records}
-    channels = sorted({r.channel for r in records if r.scheme == baseline})
-    for ch in channels:
-        snrs, ratios = [], []
-        for (s, c, snr), rb in by_key.items():
-            if s != baseline or c != ch:
-                continue
-            rs = by_key.get((semantic, ch, snr))
-            if rs is None or not rb.channel_uses:
-                continue
-            if rs.metrics["t2v_R@1"] >= rb.metrics["t2v_R@1"]:
-                snrs.append(snr)
-                ratios.append(1.0 - rs.channel_uses / rb.channel_uses)
-        out[ch] = {"reduction": (sum(ratios) / len(ratios)) if ratios else None,
-                   "snrs_where_semantic_at_least_as_accurate": sorted(snrs)}
-    return out
-
-
-def accuracy_gain(records: list[Record], *, metric: str = "t2v_R@1") -> dict[str, dict[str, float]]:
-    """Mean ``metric`` over the SNR grid per scheme and channel (the "average retrieval accuracy" of a curve)."""
-    acc: dict[str, dict[str, list[float]]] = {}
-    for r in records:
-        if r.snr_db is None:
-            continue
-        acc.setdefault(r.channel, {}).setdefault(r.scheme, []).append(r.metrics[metric])
-    return {ch: {s: sum(v) / len(v) for s, v in rows.items()} for ch, rows in acc.items()}
+    return {"records": records, "json": json_path, "png": png, "frontier_png": frontier_png, "frontier": frontier,
+            "overhead_reduction": overhead, "equal_budget": budget}
 
 
 def plot_retrieval(records: list[Record] | list[dict[str, Any]], path: str | Path, *, title: str = "",

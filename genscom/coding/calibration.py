@@ -15,7 +15,7 @@ r"""Monte-Carlo simulation of LDPC + QAM over a channel, and the calibrated tabl
 waterfall is found by bisection on a coarse grid (``coarse_step_db`` over ``snr_range``) with
 probes of ``pilot_codewords`` codewords (the first coarse point where not all of them fail),
 then sampled densely upwards from the last all-fail coarse point, every ``fine_step_db``
-(doubled, up to the coarse step, where the BLER falls by less than a factor 2 per step), each
+(doubled, up to the coarse step, where a BLER below 0.2 falls by less than a factor 2 per step), each
 point run to ``target_block_errors`` block errors or ``max_codewords`` codewords, until a point
 has no block error in ``max_codewords`` codewords. Points below are BLER 1 and points above
 BLER 0 by monotonicity (recorded as ``"bound"`` anchors at the ends of ``snr_range``).
@@ -526,7 +526,7 @@ def _search_points(sim: Callable[[float, int], CodedStats], run: Callable[[float
             break
         if len(points) >= 2:
             prev = points[-2][1]
-            if st.bler < 0.5 and prev.bler < 2 * st.bler:  # slow fall: widen the step
+            if st.bler < 0.2 and prev.bler < 2 * st.bler:  # slow fall in the tail (fading): widen the step
                 step = min(2 * step, cfg.coarse_step_db)
         s = round(s + step, 9)
     if points[0][0] > lo and points[0][1].block_errors > 0:

@@ -113,8 +113,8 @@ def rx_markdown(res: RxResult, receiver: DemoReceiver, query: str) -> tuple[str,
     top: list[tuple[Any, str]] = []
     try:
         rk = receiver.rank(res, query)
-        base = "" if rk.baseline_rank is None else f" (baseline {res.baseline_name}: rank {rk.baseline_rank})"
-        head += f"\n\n**Rank of the true clip: {rk.rank} of {rk.n}** for the query “{rk.query}”{base}."
+        base = "" if rk.baseline_rank is None else f" (baseline {res.baseline_name}: rank {rk.baseline_rank:g})"
+        head += f"\n\n**Rank of the true clip: {rk.rank:g} of {rk.n}** for the query “{rk.query}”{base}."
         for i, score, label in rk.top:
             thumb = receiver.thumbnail(i)
             img = upscale(thumb, 96) if thumb is not None else placeholder("received item")

@@ -9,7 +9,7 @@ decodes both transmissions and ranks its gallery for a text query. The Gradio ap
 The receiver's gallery is the offline synthetic test split (clean embeddings: clips
 received earlier); the received item replaces its own entry (or joins the gallery
 when it is new to it), and its rank for the query is reported (:mod:`genscom.metrics.retrieval`
-ranks, ties counted pessimistically). Optional features (``adapted`` / ``agent`` schemes,
+ranks, ties at the mid-rank). Optional features (``adapted`` / ``agent`` schemes,
 diffusion heads) are picked up when importable and otherwise reported by
 :func:`optional_features`.
 
@@ -386,9 +386,9 @@ class Ranking:
 
     query: str
     top: list[tuple[int, float, str]]  # (gallery position, score, label)
-    rank: int
+    rank: float  # 1-based; ties at the mid-rank
     n: int
-    baseline_rank: int | None
+    baseline_rank: float | None
 
 
 class DemoReceiver:
@@ -510,12 +510,13 @@ class DemoReceiver:
         return self.thumbs[index] if 0 <= index < len(self.thumbs) else None
 
 
-def _query_rank(scores: torch.Tensor, true: int) -> int:
-    """1-based rank of gallery entry ``true`` for one query's ``scores`` ``[N]`` (:func:`genscom.metrics.retrieval.retrieval_ranks`)."""
+def _query_rank(scores: torch.Tensor, true: int) -> float:
+    """1-based rank of gallery entry ``true`` for one query's ``scores`` ``[N]``; ties take the mid-rank
+    (:func:`genscom.metrics.retrieval.retrieval_ranks`), so it can end in .5."""
     from genscom.metrics.retrieval import retrieval_ranks
 
     t2v, _ = retrieval_ranks(scores[None, :], torch.tensor([int(true)]))
-    return int(t2v[0])
+    return float(t2v[0])
 
 
 def link_constellation(bits: torch.Tensor | bytes, mcs: str, channel, snr_db: float, generator: torch.Generator

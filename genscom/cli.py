@@ -78,16 +78,18 @@ def bench_channel(
 
 @bench_app.command("retrieval")
 def bench_retrieval(
-    quick: bool = typer.Option(False, "--quick", help="200 items, 6 SNRs, 2 realisations, AWGN (about 3 minutes)"),
+    quick: bool = typer.Option(False, "--quick", help="200 items, 6 SNRs, 2 realisations, AWGN"),
     dataset: str = typer.Option("synthetic", "--dataset", help="dataset name (synthetic, digits, msrvtt, image-captions)"),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="folder of a local dataset (msrvtt, image-captions)"),
-    profile: str = typer.Option("mini", "--profile", help="encoder profile or a CLIP/SigLIP id/path"),
+    profile: str = typer.Option("mini-attr", "--profile", help="encoder profile or a CLIP/SigLIP id/path"),
     n_items: Optional[int] = typer.Option(None, "--n-items", help="gallery size (default 1000, quick 200)"),
     channels: Optional[str] = typer.Option(None, "--channels", help="comma-separated: awgn,rayleigh,rician"),
     snrs: Optional[str] = typer.Option(None, "--snrs", help="comma-separated SNRs in dB (default -10..20 step 2.5)"),
     realisations: Optional[int] = typer.Option(None, "--realisations", help="channel realisations per point (default 5)"),
     seed: int = typer.Option(0, "--seed"),
-    mcs: str = typer.Option("qpsk-1/2", "--mcs", help="MCS of the digital schemes, or 'adaptive'"),
+    mcs: str = typer.Option("adaptive", "--mcs", help="MCS of the digital schemes: 'adaptive' (from the fed-back "
+                                                      "SNR estimate) or a fixed one (labelled variant)"),
+    csi: str = typer.Option("pilot", "--csi", help="pilot (estimated, counted) or perfect (labelled upper bound)"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, or auto"),
     out: Path = typer.Option(Path("results/retrieval"), "--out", help="output folder"),
     index: str = typer.Option("exact", "--index", help="gallery scores: exact (matrix product) or faiss (IndexFlatIP)"),
@@ -97,14 +99,15 @@ def bench_retrieval(
                                                "(semantic-analog,digital-embedding,jpeg-ldpc,h264-ldpc)"),
 ) -> None:
     """Text-video retrieval accuracy vs SNR: semantic schemes against bit-exact JPEG/H.264 + LDPC baselines."""
-    from genscom.bench.retrieval import RetrievalBenchConfig, SchemeSpec, default_schemes, run_retrieval_bench
+    from genscom.bench.retrieval import (RetrievalBenchConfig, SchemeSpec, default_adapter, default_schemes,
+                                         run_retrieval_bench)
     from genscom.utils import resolve_device
 
     try:
-        specs = default_schemes(mcs)
+        specs = default_schemes(mcs, adapter=default_adapter(profile))
         if schemes:
             wanted = list(_split_names(schemes))
-            known = [s.name for s in specs]
+            known = sorted({s.name for s in specs})
             unknown = [w for w in wanted if w not in known]
             if unknown:
                 raise ValueError(f"--schemes: unknown {unknown}; choose from {known}")
@@ -117,7 +120,7 @@ def bench_retrieval(
             dataset=dataset, profile=profile, n_items=n_items,
             channels=_split_names(channels) if channels else None,
             snrs=tuple(_parse_floats(snrs, "--snrs")) if snrs else None,
-            realisations=realisations, seed=seed, quick=quick, mcs=mcs, out_dir=str(out),
+            realisations=realisations, seed=seed, quick=quick, mcs=mcs, csi=csi, out_dir=str(out),  # type: ignore[arg-type]
             device=str(resolve_device(device)), index=index,
             dataset_kwargs={"root": str(data_root)} if data_root else {},
         )

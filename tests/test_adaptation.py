@@ -83,6 +83,43 @@ def test_gradients_reach_every_part_through_the_fading_channel(adapter):
         assert grad is not None and bool(grad.abs().sum() > 0), name
 
 
+@pytest.mark.parametrize("channel", [AWGNChannel(), RayleighBlockFading(coherence=4)])
+def test_pilot_csi_forward_is_what_the_adapted_scheme_does(adapter, channel):
+    """Training's csi="pilot" path (forward) = the scheme's transmit(sensing=link_feedback) + deliver:
+    encoder at the fed-back SNR, pilots per coherence block, decoder on the receiver's estimates."""
+    from genscom.channels.sensing import link_feedback
+
+    emb = _emb(8)
+    fb = link_feedback(channel, -2.0, generator=torch.Generator().manual_seed(3))
+    s = AdaptedScheme(adapter=adapter)
+    ref = s.deliver(s.transmit(SourceBatch(embeddings=emb), sensing=fb), channel, -2.0,
+                    generator=torch.Generator().manual_seed(4)).embeddings
+    with torch.no_grad():
+        out = adapter(emb, -2.0, channel=channel, csi="pilot", tx_snr_db=fb.snr_db,
+                      pilots_per_block=fb.pilots_per_block, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(out.embeddings, ref)
+    if channel.name == "rayleigh":  # the receiver's view: estimated SNR per item, not the set one
+        assert out.received.snr_db.shape == (8,) and not bool((out.received.snr_db == -2.0).any())
+        with torch.no_grad():
+            perfect = adapter(emb, -2.0, channel=channel, csi="perfect", tx_snr_db=fb.snr_db,
+                              generator=torch.Generator().manual_seed(4))
+        assert not torch.allclose(perfect.embeddings, out.embeddings)
+
+
+def test_pilot_path_is_differentiable_in_the_data_symbols():
+    from genscom.adaptation.adapter import pilot_layout, through_channel
+
+    ch = RayleighBlockFading(coherence=8)
+    layout = pilot_layout(ch, 2)
+    assert layout.coherence == 8 and pilot_layout(AWGNChannel(), 2) is None
+    x = torch.complex(torch.randn(4, 12), torch.randn(4, 12)).requires_grad_(True)
+    keep = torch.ones(4, 12, dtype=torch.bool)
+    x_hat, gain, rx = through_channel(x, keep, ch, 3.0, pilots=layout, generator=torch.Generator().manual_seed(0))
+    assert not rx.h.requires_grad and torch.equal(gain, rx.h.abs())  # estimates: from the pilots, detached
+    (x_hat.real.sum() + x_hat.imag.square().sum()).backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad.real).all()) and bool(x.grad.abs().sum() > 0)
+
+
 def test_save_load_round_trip_gives_identical_outputs(adapter, tmp_path):
     with torch.no_grad():
         for p in adapter.parameters():

@@ -135,4 +135,4 @@ def test_browser_rate_knobs_follow_the_scheme(page):
     page.locator("#tx-scheme input").click()
     page.get_by_role("option", name="digital-embedding").click()
     page.locator("#tx-knob-digital-embedding-mcs").wait_for(state="visible")
-    assert not repeat.is_visible() and page.locator("#tx-knob-digital-embedding-fmt").is_visible()
+    assert not repeat.is_visible() and page.locator("#tx-knob-digital-embedding-quantizer").is_visible()

@@ -10,7 +10,7 @@ from genscom.channels import fading
 from genscom.channels.awgn import AWGNChannel
 from genscom.coding.calibration import CalibrationConfig, calibrate
 from genscom.coding.link import DigitalLink
-from genscom.coding.mcs import MCS_TABLE, channel_uses_for_bits, get_mcs, select_mcs
+from genscom.coding.mcs import LinkPlan, channel_uses_for_bits, choose_mcs, get_mcs, plan_fixed
 
 
 def _gen(seed=0):
@@ -21,11 +21,13 @@ def test_round_trip_high_snr_fails_low_snr(mcs):
     link = DigitalLink(mcs, AWGNChannel(), fidelity="full")
     bits = torch.randint(0, 2, (2, 700), generator=_gen(1)).float()
     hi = link.send_bits(bits, 30.0, generator=_gen(2))
-    assert hi.fidelity == "full" and hi.mcs.name == mcs
+    assert hi.fidelity == "full" and hi.mcs.name == mcs and not hi.crc  # a fixed MCS: the legacy link, no CRC
     assert torch.equal(hi.bits_hat, bits) and hi.block_errors.tolist() == [0, 0] and hi.bit_errors.sum() == 0
+    assert hi.codeword_failed.shape == (2, 1) and not hi.codeword_failed.any()
     assert hi.channel_uses.tolist() == [channel_uses_for_bits(700, mcs)] * 2
     lo = link.send_bits(bits, -8.0, generator=_gen(3))
     assert lo.block_errors.tolist() == [1, 1] and lo.bler == 1.0  # "a codeword that fails leaves its bits wrong"
+    assert lo.codeword_failed.tolist() == [[True], [True]]
     assert int(lo.bit_errors.sum()) == int((lo.bits_hat != bits).sum()) > 0
 
 
@@ -53,7 +55,8 @@ def test_send_bytes_preserves_lengths_and_counts_uses():
 
 def test_abstraction_matches_full_simulation(tmp_path):
     """BLER of the calibrated abstraction within 0.12 of full simulation (each ~400 codewords, std ~0.025)."""
-    cfg = CalibrationConfig(snr_grid=(-1.0, 1.0, 3.0), n_codewords=400, pilot_codewords=32, cache_dir=str(tmp_path))
+    cfg = CalibrationConfig(snr_grid=(-1.0, 1.0, 3.0), target_block_errors=400, max_codewords=400, pilot_codewords=32,
+                            cache_dir=str(tmp_path))
     ch = AWGNChannel()
     full = DigitalLink("qpsk-1/2", ch, k=128, fidelity="full")
     abst = DigitalLink("qpsk-1/2", ch, k=128, fidelity="abstract", calibration=cfg)
@@ -80,21 +83,94 @@ def test_abstraction_matches_full_simulation(tmp_path):
     assert auto.send_bits(bits[:5], 1.0, generator=_gen(12)).fidelity == "abstract"
 
 
-def test_adaptive_mcs_is_monotone_in_snr(tmp_path):
-    cfg = CalibrationConfig(snr_grid=(-4.0, 0.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0), n_codewords=24, pilot_codewords=8,
-                            cache_dir=str(tmp_path))
-    link = DigitalLink("adaptive", AWGNChannel(), k=128, calibration=cfg)
-    chosen = [link.select(s) for s in np.arange(-6.0, 27.0, 1.0)]
-    eff = [m.spectral_efficiency for m in chosen]
-    assert eff == sorted(eff), [m.name for m in chosen]
-    assert chosen[0].name == "qpsk-1/3" and chosen[-1].name == "64qam-2/3"
-    assert len(set(eff)) >= 4
-    bits = torch.randint(0, 2, (2, 256), generator=_gen(13)).float()
-    res = link.send_bits(bits, 26.0, generator=_gen(14))
-    assert res.mcs.name == "64qam-2/3" and torch.equal(res.bits_hat, bits)
-    assert res.channel_uses.tolist() == [channel_uses_for_bits(256, "64qam-2/3", k=128)] * 2
-    tables = {n: link.table(n) for n in MCS_TABLE}
-    assert select_mcs(-30.0, tables).name == "qpsk-1/3"  # nothing meets the target: most robust
+SMALL_SET = ("qpsk-120/1024", "qpsk-449/1024", "16qam-490/1024", "64qam-666/1024")
+
+
+def _adaptive(tmp_path, **kw) -> DigitalLink:
+    cfg = CalibrationConfig(snr_grid=(-10.0, -6.0, -2.0, 2.0, 6.0, 10.0, 14.0, 18.0, 22.0), target_block_errors=8,
+                            max_codewords=16, pilot_codewords=8, cache_dir=str(tmp_path))
+    return DigitalLink("adaptive", AWGNChannel(), k=128, calibration=cfg, mcs_set=SMALL_SET, **kw)
+
+
+def test_adaptive_plan_is_monotone_in_snr_and_counts_what_it_sends(tmp_path):
+    link = _adaptive(tmp_path)
+    assert link.crc and link.payload_bits == 104  # adaptive links carry a CRC24B per codeword by default
+    plans = [link.plan(200, s) for s in np.arange(-14.0, 27.0, 2.0)]
+    eff = [p.mcs.spectral_efficiency / p.repeat for p in plans]
+    assert eff == sorted(eff), [(p.mcs.name, p.repeat) for p in plans]
+    assert plans[0].mcs.name == "qpsk-120/1024" and plans[0].repeat > 1  # below the lowest MCS: repetition
+    assert plans[-1].mcs.name == "64qam-666/1024" and plans[-1].repeat == 1
+    for p in plans:
+        assert p.n_codewords == 2 and p.channel_uses == channel_uses_for_bits(200, p.mcs, k=128, crc=True, repeat=p.repeat)
+        tables = {n: link.table(n) for n in SMALL_SET}
+        assert (p.mcs, p.repeat) == choose_mcs(p.snr_db_estimate, tables, n_codewords=2)[:2]
+        assert p.p_success >= 0.9 or p.repeat == 64
+    # deliver at the plan made at transmit time, whatever the true SNR
+    bits = torch.randint(0, 2, (2, 200), generator=_gen(13)).float()
+    hi = link.plan(200, 26.0)
+    res = link.send_bits(bits, 26.0, plans=[hi, hi], generator=_gen(14))
+    assert res.mcs.name == "64qam-666/1024" == res.mcs_used and torch.equal(res.bits_hat, bits)
+    assert res.channel_uses.tolist() == [hi.channel_uses] * 2 and res.plans == [hi, hi] and res.crc
+    low = link.send_bits(bits, 0.0, plans=hi, generator=_gen(15))  # the estimate was wrong: it fails, flagged
+    assert low.block_errors.tolist() == [2, 2] and low.codeword_failed.all() and low.failed.all()
+    # without plans, the call plans at snr_db_estimate (default: the true SNR)
+    rob = link.send_bits(bits, 26.0, snr_db_estimate=-14.0, generator=_gen(16))
+    assert rob.mcs.name == "qpsk-120/1024" and int(rob.repeat[0]) > 1 and torch.equal(rob.bits_hat, bits)
+    with pytest.raises(ValueError, match="plans\\[0\\] was made for 100 bits"):
+        link.send_bits(bits, 26.0, plans=[link.plan(100, 26.0)] * 2)
+    with pytest.raises(ValueError, match="snr_db_estimate"):
+        link.plan(200)
+
+
+def test_fixed_link_plan_is_its_mcs_whatever_the_estimate():
+    link = DigitalLink("16qam-1/2", AWGNChannel(), k=128, repeat=2)
+    p = link.plan(300, -20.0)
+    assert isinstance(p, LinkPlan) and p == plan_fixed(300, "16qam-1/2", k=128, repeat=2) and link.plan(300) == p
+    assert p.channel_uses == link.channel_uses_for_bits(300) == 3 * 64 * 2
+
+
+def test_per_item_mcs_depends_on_the_payload_length(tmp_path):
+    link = _adaptive(tmp_path)
+    snr = next(s for s in np.arange(-4.0, 20.0, 0.25) if link.plan(100, s).mcs != link.plan(50 * 104, s).mcs)
+    short, long = link.plan(100, snr), link.plan(50 * 104, snr)  # 1 codeword vs 50: more robust for the long one
+    assert long.mcs.spectral_efficiency < short.mcs.spectral_efficiency
+    payloads = [bytes(13), bytes(50 * 13)]
+    res = link.send_bytes(payloads, snr + 30.0, snr_db_estimate=snr, generator=_gen(17))
+    assert [m.name for m in res.mcs_per_item] == [short.mcs.name, long.mcs.name]
+    assert res.channel_uses.tolist() == [short.channel_uses, long.channel_uses] and res.received == payloads
+    assert res.codeword_failed.shape == (2, 50)
+
+
+def test_codeword_failed_agrees_with_block_errors_and_crc_is_counted(tmp_path):
+    g = _gen(40)
+    bits = torch.randint(0, 2, (6, 300), generator=g).float()
+    bits[:3, 200:] = 0
+    for crc in (True, False):
+        link = DigitalLink("qpsk-1/2", AWGNChannel(), k=128, fidelity="full", crc=crc)
+        kp = 104 if crc else 128
+        res = link.send_bits(bits, 1.5, generator=g)  # the waterfall: some codewords fail, some do not
+        n_cw = -(-300 // kp)
+        assert res.codeword_failed.shape == (6, n_cw) and res.codeword_failed.dtype == torch.bool
+        assert res.codeword_failed.sum(1).tolist() == res.block_errors.tolist()
+        assert 0 < int(res.block_errors.sum()) < 6 * n_cw
+        assert res.channel_uses.tolist() == [channel_uses_for_bits(300, "qpsk-1/2", k=128, crc=crc)] * 6
+        assert link.channel_uses_for_bits(300) == n_cw * 128
+        # a failed codeword's payload bits are wrong (they are not erased by the link), clean ones are right
+        for i in range(6):
+            for j in range(n_cw):
+                sl = slice(j * kp, min((j + 1) * kp, 300))
+                assert bool((res.bits_hat[i, sl] != bits[i, sl]).any()) == bool(res.codeword_failed[i, j]) or crc
+    # items of different lengths: False beyond an item's codewords
+    link = DigitalLink("qpsk-1/2", AWGNChannel(), k=128, fidelity="full", crc=True)
+    res = link.send_bytes([b"", b"x" * 13, b"y" * 40], -8.0, generator=g)
+    assert res.n_blocks.tolist() == [0, 1, 4] and res.codeword_failed.shape == (3, 4)
+    assert res.codeword_failed.tolist() == [[False] * 4, [True, False, False, False], [True] * 4]
+    # the abstraction flags its drawn failures the same way
+    cfg = CalibrationConfig(snr_grid=(0.0, 1.5, 3.0), target_block_errors=20, max_codewords=64, cache_dir=str(tmp_path))
+    abst = DigitalLink("qpsk-1/2", AWGNChannel(), k=128, fidelity="abstract", crc=True, calibration=cfg)
+    res = abst.send_bits(bits, 1.0, generator=g)
+    assert res.fidelity == "abstract" and res.codeword_failed.sum(1).tolist() == res.block_errors.tolist()
+    assert res.codeword_failed.shape == (6, 3)
 
 
 def test_bad_arguments():
@@ -174,6 +250,9 @@ def test_constellation_arguments():
     link = DigitalLink("adaptive", AWGNChannel(), k=128)
     with pytest.raises(ValueError, match="adaptive: pass mcs="):
         link.modulate(b"abc")
+    with pytest.raises(ValueError, match="repeat must be 1 for an adaptive link"):
+        DigitalLink("adaptive", AWGNChannel(), repeat=2)
+    assert link.crc and not DigitalLink("qpsk-1/2").crc and DigitalLink("qpsk-1/2", crc=True).crc
     fixed = DigitalLink("qpsk-1/2", k=128)
     with pytest.raises(ValueError, match="1-D bits"):
         fixed.modulate(torch.zeros(2, 8))

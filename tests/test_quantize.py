@@ -1,5 +1,5 @@
-"""Embedding quantisers, CRC framing and erasures (genscom.coding.quantize), against hand-computed values,
-a brute-force nearest-centroid search and a bitwise CRC register."""
+"""Embedding quantisers, codeword accounting and erasures (genscom.coding.quantize), against hand-computed
+values and a brute-force nearest-centroid search."""
 
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ import pytest
 import torch
 
 from genscom.coding.quantize import (
-    CRC24B_POLY,
     EmbeddingQuantizer,
     ProductQuantizer,
-    add_crc,
-    check_crc,
     codewords_for_bits,
-    crc24b,
     create_quantizer,
     erased_bits_from_codewords,
     fit_quantizer,
@@ -56,6 +52,11 @@ def test_codeword_accounting():
     assert codewords_for_bits(1001, 1024) == 2
     assert framed_bits(6144, 1024) == 6144 + 7 * 24
     assert framed_bits(0, 1024) == 0
+    from genscom.coding.mcs import channel_uses_for_bits  # the link's own count, CRC included
+
+    for n in (1, 1000, 1001, 1552, 6144):
+        assert channel_uses_for_bits(n, "qpsk-1/2", crc=True) == channel_uses_for_bits(framed_bits(n, 1024),
+                                                                                        "qpsk-1/2")
     with pytest.raises(ValueError, match="k"):
         info_bits_per_codeword(24)
 
@@ -233,44 +234,6 @@ def test_erased_bits_from_codewords():
     assert out.tolist() == [[False] * 4 + [True] * 3, [True] * 4 + [False] * 3]  # 3rd column: padding, ignored
     with pytest.raises(ValueError, match="failed_codewords"):
         erased_bits_from_codewords(torch.zeros(1, 1, dtype=torch.bool), 4, 7)
-
-
-# --------------------------------------------------------------------------- CRC
-def _crc_register(bits: list[int]) -> int:
-    """Bit-serial CRC-24B register (a second implementation)."""
-    reg = 0
-    for b in bits:
-        top = ((reg >> 23) & 1) ^ b
-        reg = (reg << 1) & 0xFFFFFF
-        if top:
-            reg ^= CRC24B_POLY
-    return reg
-
-
-def _as_int(row: torch.Tensor) -> int:
-    return int("".join(str(int(v)) for v in row.tolist()), 2)
-
-
-def test_crc24b_check_value_and_register():
-    msg = torch.from_numpy(np.unpackbits(np.frombuffer(b"123456789", dtype=np.uint8))[None].astype(np.float32))
-    assert _as_int(crc24b(msg)[0]) == 0x23EF52  # CRC-24/LTE-B catalogue check value
-    rows = torch.randint(0, 2, (5, 37), generator=torch.Generator().manual_seed(0)).float()
-    assert [_as_int(r) for r in crc24b(rows)] == [_crc_register([int(v) for v in r]) for r in rows]
-
-
-def test_crc_framing_detects_errors():
-    k = 64  # 40 payload bits per codeword
-    bits = torch.randint(0, 2, (3, 100), generator=torch.Generator().manual_seed(1)).float()
-    air = add_crc(bits, k)
-    assert air.shape == (3, framed_bits(100, k)) == (3, 100 + 3 * 24)
-    assert torch.equal(air[:, :40], bits[:, :40]) and torch.equal(air[:, 64:104], bits[:, 40:80])
-    payload, failed = check_crc(air, k, 100)
-    assert torch.equal(payload, bits) and not failed.any()
-    air[0, 70] = 1 - air[0, 70]           # a payload bit of codeword 1
-    air[2, 64 + 40 + 3] = 1 - air[2, 64 + 40 + 3]  # a CRC bit of codeword 1
-    air[1, -1] = 1 - air[1, -1]           # the last CRC bit of codeword 2
-    _, failed = check_crc(air, k, 100)
-    assert failed.tolist() == [[False, True, False], [False, False, True], [False, True, False]]
 
 
 def test_bad_arguments():

@@ -121,8 +121,8 @@ def test_digital_embedding_counts_bits_crc_and_uses(quantizer, n_bits, n_cw):
     scheme = create_scheme("digital-embedding", quantizer=quantizer, mcs="qpsk-1/2")
     payload = scheme.transmit(SourceBatch(embeddings=_emb(b=2, d=384)))
     assert payload.extras["payload_bits"].tolist() == [n_bits] * 2
+    assert payload.extras["bits"].shape == (2, n_bits)
     assert payload.side_bits.tolist() == [24 * n_cw] * 2                  # one CRC-24 per LDPC codeword
-    assert payload.extras["bits"].shape == (2, n_bits + 24 * n_cw)
     assert payload.channel_uses.tolist() == [n_cw * 1024] * 2             # qpsk-1/2: 2048 coded bits on 1024 symbols
     assert scheme.name == f"digital-embedding-{'fp16' if quantizer == 'float16' else quantizer}"
 
@@ -144,17 +144,38 @@ def test_digital_embedding_erases_dims_of_failed_codewords():
     payload = scheme.transmit(SourceBatch(embeddings=e))
     clean = scheme.deliver(payload, None, None).embeddings
     hat = payload.extras["bits"].clone()
-    hat[0, 1024 + 7] = 1 - hat[0, 1024 + 7]   # item 0: one wrong bit in codeword 1
-    hat[1, 3] = 1 - hat[1, 3]                 # item 1: a wrong bit of the scale, in codeword 0
-    out = scheme.receive(None, dataclasses.replace(payload, extras=dict(payload.extras, bits_hat=hat)))
+    hat[0, 1000:] = 1 - hat[0, 1000:]  # garbage in the failed codewords: must not be read
+    hat[1, :1000] = 1 - hat[1, :1000]
+    failed = torch.tensor([[False, True], [True, False], [False, False]])
+    out = scheme.receive(None, dataclasses.replace(payload, extras=dict(payload.extras, bits_hat=hat,
+                                                                        codeword_failed=failed)))
     assert out.failed.tolist() == [True, True, False]
-    assert out.extras["codeword_failed"].tolist() == [[False, True], [True, False], [False, False]]
     assert out.extras["erased_dims"].tolist() == [138, 384, 0] and out.extras["lost"].tolist() == [False, True, False]
     assert torch.equal(out.embeddings[0, 246:], torch.zeros(138))  # erased: the fill value 0, not garbage
     kept = clean[0, :246] / clean[0, :246].norm()                  # the rest: the clean decode, re-normalised
     assert torch.allclose(out.embeddings[0, :246], kept, atol=1e-6)
     assert torch.equal(out.embeddings[1], torch.zeros(384))        # scale lost: the whole item
     assert torch.equal(out.embeddings[2], clean[2])
+
+
+def test_digital_embedding_erases_what_the_link_flags():
+    # qpsk-1/2 at 1 dB: about half of the codewords fail (full LDPC simulation, the link's CRC decides)
+    e = _emb(b=16, d=384, seed=5)
+    scheme = create_scheme("digital-embedding", quantizer="int4", mcs="qpsk-1/2")
+    payload = scheme.transmit(SourceBatch(embeddings=e))
+    raw = scheme.quantizer_for(384).decode(payload.extras["bits"], normalize=False)
+    out = scheme.deliver(payload, AWGNChannel(), 1.0, generator=torch.Generator().manual_seed(0))
+    failed = out.extras["codeword_failed"]
+    assert failed.shape == (16, 2) and failed[:, 1].any() and not failed.all()
+    assert torch.equal(out.failed, failed.any(1))
+    for i in range(16):
+        want = raw[i].clone()
+        if failed[i, 0]:
+            want[:] = 0      # the scale rode in codeword 0
+        if failed[i, 1]:
+            want[246:] = 0
+        want = want / want.norm().clamp_min(1e-12)
+        assert torch.allclose(out.embeddings[i], want, atol=1e-6), i
 
 
 def test_digital_embedding_low_snr_erases_instead_of_garbage():
@@ -175,7 +196,7 @@ def test_digital_embedding_takes_a_fitted_product_quantizer(tmp_path):
         scheme = create_scheme("digital-embedding", quantizer=q, mcs="qpsk-1/2")
         assert scheme.name == "digital-embedding-pq-4x4"
         payload = scheme.transmit(SourceBatch(embeddings=e))
-        assert payload.extras["bits"].shape == (2, 16 + 24)
+        assert payload.extras["bits"].shape == (2, 16) and payload.side_bits.tolist() == [24, 24]
         out = scheme.deliver(payload, None, None)
         assert torch.allclose(out.embeddings, pq.decode(pq.encode(e)))
     with pytest.raises(ValueError, match="codes 16-d"):

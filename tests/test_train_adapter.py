@@ -9,8 +9,9 @@ import torch
 
 from genscom.adaptation.adapter import ChannelAdapter, build_adapter
 from genscom.adaptation.train import (AdapterData, AdapterTrainModule, TrainAdapterConfig, batch_loss,
-                                      sample_batch, train_adapter)
+                                      fed_back_snr_db, sample_batch, sounding_dof, train_adapter)
 from genscom.channels.registry import create_channel
+from genscom.training import contrastive_loss
 
 TINY_ADAPTER = dict(k=8, hidden=32, depth=1, group_size=2, cond_dim=8)
 
@@ -41,8 +42,9 @@ def test_data_groups_identical_captions():
     assert data.caption_ids.tolist() == [0, 1, 0, 2]
 
 
-def test_a_few_steps_reduce_the_loss(tmp_path):
-    cfg = _config(tmp_path, batch_size=48, n_items=96, val_items=0)
+@pytest.mark.parametrize("csi", ["pilot", "perfect"])
+def test_a_few_steps_reduce_the_loss(tmp_path, csi):
+    cfg = _config(tmp_path, batch_size=48, n_items=96, val_items=0, csi=csi)
     data = _data()
     acfg = cfg.adapter_config(dim=16)
     module = AdapterTrainModule(build_adapter(acfg, seed=0), [create_channel("awgn"), create_channel("rayleigh")])
@@ -67,14 +69,15 @@ def test_a_few_steps_reduce_the_loss(tmp_path):
     assert after < 0.9 * before, (before, after)
 
 
-def test_resume_reproduces_the_next_step_loss_exactly(tmp_path):
+@pytest.mark.parametrize("csi", ["pilot", "perfect"])
+def test_resume_reproduces_the_next_step_loss_exactly(tmp_path, csi):
     data = _data()
-    full = _config(tmp_path / "a")
+    full = _config(tmp_path / "a", csi=csi)
     out = train_adapter(full, data=data, progress=False)
     ref = torch.load(full.run_path / "checkpoint.pt", weights_only=True)["losses"]
     assert len(ref) == 6
 
-    part = _config(tmp_path / "b")
+    part = _config(tmp_path / "b", csi=csi)
     train_adapter(part, data=data, progress=False, stop_after=3)  # interrupted after the step-3 checkpoint
     ck = torch.load(part.run_path / "checkpoint.pt", weights_only=True)
     assert int(ck["step"]) == 3
@@ -98,7 +101,95 @@ def test_output_folder_is_loadable_and_documented(tmp_path):
     assert meta["train"]["steps"] == 2 and meta["profile"] == "mini"
     log = json.loads((out / "train_log.json").read_text())
     assert "awgn_+0dB_R@1" in log["val_metrics"] and log["steps_done"] == 2
-    assert "genscom train adapter --steps 2" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "genscom train adapter --steps 2" in readme
+    assert meta["train"]["csi"] == "pilot" and "pilot CSI" in readme and "2 pilots per coherence block" in readme
+
+
+def _one_batch(csi: str, **kw):
+    cfg = TrainAdapterConfig(**{**dict(name="t", n_items=96, val_items=0, batch_size=48, adapter=TINY_ADAPTER, csi=csi,
+                                       p_full=0.4, p_prefix=0.3), **kw})
+    acfg = cfg.adapter_config(dim=16)
+    module = AdapterTrainModule(build_adapter(acfg, seed=0), [create_channel(c, **({"coherence": cfg.coherence}
+                                                                                 if c != "awgn" else {}))
+                                                              for c in cfg.channels])
+    return cfg, acfg, module, sample_batch(_data(), 96, cfg, acfg, torch.Generator().manual_seed(3))
+
+
+def test_perfect_csi_loss_is_the_true_channel_computation():
+    """csi="perfect" (the mini-k192 recipe) is the original computation: the encoder and decoder see the
+    true SNR, the receiver equalises with the true h; recomputed here step by step, bit for bit."""
+    from genscom.adaptation import extraction as X
+    from genscom.channels.fading import equalize
+
+    data = _data()
+    cfg, acfg, module, batch = _one_batch("perfect")
+    assert set(batch) == {"idx", "cid", "snr", "lengths", "n_keep", "extract"}  # no feedback drawn
+    loss, _ = batch_loss(module, data, batch, cfg, acfg, device=torch.device("cpu"),
+                         noise_gen=torch.Generator().manual_seed(9))
+
+    ad, noise = module.adapter, torch.Generator().manual_seed(9)
+    clean, snr = data.clips[batch["idx"]], batch["snr"]
+    z, imp = ad.encode(clean, snr)
+    keep = torch.where(batch["extract"].unsqueeze(-1),
+                       X.expand_groups(X.topk_keep(imp.detach(), batch["n_keep"]), acfg.group_size),
+                       X.prefix_keep(batch["lengths"], acfg.k))
+    w = X.expand_groups(imp, acfg.group_size)
+    x = ad.normalize(z, keep, gate=torch.where(batch["extract"].unsqueeze(-1), keep.float() + w - w.detach(),
+                                               keep.float()))
+    outs = []
+    for ch, rows in zip(module.channels, torch.tensor_split(torch.arange(len(clean)), len(module.channels))):
+        x_c, _, _ = X.compact(x[rows], keep[rows])
+        out = ch(x_c, snr[rows], generator=noise)
+        x_hat, _ = equalize(out.y, out.h, out.noise_var, "mmse")
+        gain = None if out.h is None else X.uncompact(out.h.abs(), keep[rows], acfg.k)
+        outs.append(ad.decode(X.uncompact(x_hat, keep[rows], acfg.k), snr_db=snr[rows], keep=keep[rows], gain=gain))
+    rec = torch.cat(outs)
+    ref = (contrastive_loss(rec, data.texts[batch["cid"]], scale=1.0 / cfg.temperature, ids=batch["cid"])
+           + cfg.cos_weight * (1.0 - (rec * clean).sum(dim=-1)).mean())
+    assert loss.item() == ref.item()
+
+
+def test_pilot_csi_batch_feeds_back_a_quantised_estimate_drawn_last():
+    cfg, acfg, _, pilot = _one_batch("pilot")
+    _, _, _, perfect = _one_batch("perfect")
+    for key, v in perfect.items():  # the feedback is drawn after everything else: same items, SNRs, rates
+        assert torch.equal(pilot[key], v), key
+    fb, snr = pilot["snr_fb"], pilot["snr"]
+    assert torch.equal(fb * 2, torch.round(fb * 2))  # on the 0.5 dB grid
+    assert bool((fb >= -10.0).all()) and bool((fb <= -10.0 + 0.5 * 63).all())
+    assert 0.0 < float((fb - snr).abs().mean()) < 1.5  # an estimate: close to, but not, the true SNR
+
+
+def test_gradients_reach_the_encoder_through_the_pilot_path():
+    data = _data()
+    cfg, acfg, module, batch = _one_batch("pilot", channels=("rayleigh",))
+    loss, _ = batch_loss(module, data, batch, cfg, acfg, device=torch.device("cpu"),
+                         noise_gen=torch.Generator().manual_seed(1))
+    loss.backward()
+    grads = dict(module.adapter.named_parameters())
+    # (the sensing MLPs get gradients once the zero-initialised FiLM layers have moved: not at step 0)
+    for name in ("tx_in.weight", "tx_blocks.0.film.weight", "tx_out.weight", "importance_head.weight", "rx_in.weight"):
+        g = grads[name].grad
+        assert g is not None and bool(g.abs().sum() > 0), name
+
+
+@pytest.mark.parametrize("channel", ["awgn", "rayleigh"])
+def test_fed_back_snr_model_matches_link_feedback_sounding(channel):
+    """The per-item model has the law of link_feedback's estimate: a 64-pilot sounding, quantised to 6 bits."""
+    from genscom.channels.sensing import quantize_feedback_snr, sense
+
+    n, ch = 4000, create_channel(channel, **({"coherence": 16} if channel != "awgn" else {}))
+    for snr in (-8.0, 6.2):
+        est = sense(ch, snr, batch=n, n_pilots=64, generator=torch.Generator().manual_seed(0)).snr_db
+        ref = torch.tensor([quantize_feedback_snr(float(e), 6) for e in est])
+        dof = torch.full((n,), sounding_dof(channel, n_pilots=64, coherence=16))
+        got = fed_back_snr_db(torch.full((n,), snr), dof, bits=6, generator=torch.Generator().manual_seed(1))
+        # mean and spread agree within ~4 standard errors (std ~0.57 dB, n = 4000)
+        assert float(got.mean()) == pytest.approx(float(ref.mean()), abs=0.05)
+        assert float(got.std()) == pytest.approx(float(ref.std()), abs=0.04)
+    assert sounding_dof("awgn", n_pilots=64, coherence=16) == 63 and sounding_dof("rayleigh", n_pilots=64,
+                                                                                   coherence=16) == 60
 
 
 def test_resume_checks(tmp_path):
@@ -120,6 +211,11 @@ def test_resume_checks(tmp_path):
     ({"p_full": 0.8, "p_prefix": 0.5}, "p_full"),
     ({"name": "a/b"}, "name"),
     ({"val_items": 90}, "batch_size"),
+    ({"csi": "ideal"}, "csi"),
+    ({"pilots_per_block": 1}, "pilots_per_block"),
+    ({"pilots_per_block": 16}, "coherence"),
+    ({"feedback_bits": 0}, "feedback_bits"),
+    ({"feedback_pilots": 1}, "feedback_pilots"),
 ])
 def test_bad_train_config_raises(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):

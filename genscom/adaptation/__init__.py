@@ -7,7 +7,8 @@ the differentiable channels. The schemes ``adapted`` / ``adapted+mu`` live in
 :mod:`genscom.schemes.adapted`.
 """
 
-from genscom.adaptation.adapter import AdapterConfig, AdapterOutput, ChannelAdapter, build_adapter, through_channel
+from genscom.adaptation.adapter import (AdapterConfig, AdapterOutput, ChannelAdapter, build_adapter, pilot_layout,
+                                        through_channel)
 from genscom.adaptation.extraction import (
     budget_mu,
     channel_uses_of,
@@ -15,7 +16,7 @@ from genscom.adaptation.extraction import (
     side_channel_uses,
     threshold_keep,
 )
-from genscom.adaptation.train import AdapterData, TrainAdapterConfig, prepare_data, train_adapter
+from genscom.adaptation.train import AdapterData, TrainAdapterConfig, fed_back_snr_db, prepare_data, train_adapter
 
 __all__ = [
     "AdapterConfig",
@@ -26,7 +27,9 @@ __all__ = [
     "budget_mu",
     "build_adapter",
     "channel_uses_of",
+    "fed_back_snr_db",
     "fill_masked",
+    "pilot_layout",
     "prepare_data",
     "side_channel_uses",
     "threshold_keep",

@@ -9,16 +9,22 @@ Architecture (all sizes in :class:`AdapterConfig`)::
         kept symbols (prefix or importance >= mu) scaled to unit average energy per item
 
     channel  y = h x + n   (AWGN: h = 1; block fading: h per coherence block), n ~ CN(0, N0)
+             csi="pilot" on fading: P known pilots open every coherence block (PilotLayout)
 
-    RX  MMSE equalise with the true h (perfect CSI) -> x_hat [B, k]; missing positions <- mask token
-        features per symbol [Re x_hat, Im x_hat, |h|, sent flag] [B, 4k] -> Linear -> depth x FiLMBlock(c)
+    RX  MMSE equalise with h_hat -> x_hat [B, k]; missing positions <- mask token
+        features per symbol [Re x_hat, Im x_hat, |h_hat|, sent flag] [B, 4k] -> Linear -> depth x FiLMBlock(c)
         -> LN -> Linear -> L2 normalise -> e_hat [B, d]
 
 ``FiLMBlock(c)``: ``h + Linear(GELU((1 + gamma(c)) * LN(h) + beta(c)))``, a pre-norm residual
 MLP block whose normalised activations are scaled and shifted by the sensing vector (FiLM).
-Both halves see the SNR (the transmitter through sensing feedback, the receiver
-through its estimate; here the set SNR is used as perfect sensing). The receiver
-also sees ``|h|`` per symbol (1 for AWGN, 0 for positions not received).
+Both halves see an SNR and the receiver also sees ``|h_hat|`` per symbol (1 for AWGN, 0 for
+positions not received). What each end knows depends on ``csi`` (PROTOCOL.md "Channels"):
+
+* ``"pilot"`` (default): the transmitter encodes for ``tx_snr_db``, the SNR estimate the receiver
+  fed back (:func:`genscom.channels.sensing.link_feedback`); on fading channels the pilots give the
+  receiver LMMSE estimates of ``h`` per block, of ``N0`` and of the SNR
+  (:func:`genscom.channels.sensing.pass_with_pilots`), on AWGN it decodes with the fed-back SNR;
+* ``"perfect"`` (labelled upper bound): no pilots, the receiver uses the true ``h``, ``N0`` and SNR.
 
 Power: each item's **sent** symbols have unit average energy, ``mean_{sent}|x|^2 = 1``,
 so ``Es/N0 = snr_db`` holds per channel use (PROTOCOL.md).
@@ -50,6 +56,7 @@ from torch import nn
 
 from genscom.adaptation import extraction as X
 from genscom.channels.base import Channel, ChannelOutput
+from genscom.channels.sensing import CSI, PilotLayout, pass_with_pilots
 from genscom.utils import atomic_write_json, check_snr_db
 
 CONFIG_NAME = "config.json"
@@ -254,19 +261,30 @@ class ChannelAdapter(nn.Module):
     # ------------------------------------------------------------------ end to end
     def forward(self, emb: torch.Tensor, snr_db: Any, *, channel: Channel | None,
                 keep_groups: torch.Tensor | None = None, prefix: torch.Tensor | int | None = None,
-                straight_through: bool = False, equalizer: Equalizer = "mmse",
+                straight_through: bool = False, equalizer: Equalizer = "mmse", csi: CSI = "pilot",
+                tx_snr_db: Any = None, pilots_per_block: int = 2,
                 generator: torch.Generator | None = None) -> AdapterOutput:
-        """Encode, send the kept symbols through ``channel`` at ``snr_db``, equalise (perfect CSI), decode.
+        """Encode, send the kept symbols through ``channel`` at ``snr_db``, equalise, decode.
 
         Rate control (at most one): ``keep_groups [B, G]`` bool (scalable extraction; the
         bitmap is assumed received correctly here) or ``prefix`` (first ``k'`` symbols,
         an int or ``[B]`` lengths). Neither -> all ``k`` symbols. ``straight_through``
         lets gradients reach the importance head (training). ``channel=None``: noiseless.
-        Differentiable end to end through the channel.
+
+        Sensing: the encoder is conditioned on ``tx_snr_db`` (number or ``[B]`` dB: the SNR the
+        transmitter was told, e.g. ``link_feedback(...).snr_db``; default ``snr_db``), the channel
+        runs at the true ``snr_db``. ``csi="pilot"``: on a fading channel ``pilots_per_block`` pilots
+        open every coherence block and the decoder gets the receiver's estimates of ``h`` and the SNR;
+        on AWGN it gets ``tx_snr_db``. ``csi="perfect"``: true ``h`` and ``snr_db``, no pilots.
+        ``AdapterOutput.channel_uses`` counts data symbols only (pilots: :class:`PilotLayout`).
+        Differentiable end to end through the channel (pilots are constants).
         """
         if keep_groups is not None and prefix is not None:
             raise ValueError("give keep_groups (importance selection) or prefix (truncation), not both")
-        z, importance = self.encode(emb, snr_db)
+        if csi not in ("pilot", "perfect"):
+            raise ValueError(f"csi must be 'pilot' (estimated, the default) or 'perfect' (upper bound), got {csi!r}")
+        tx_snr = snr_db if tx_snr_db is None else tx_snr_db
+        z, importance = self.encode(emb, tx_snr)
         b, k = z.shape
         gate = None
         if keep_groups is not None:
@@ -281,8 +299,10 @@ class ChannelAdapter(nn.Module):
         else:
             keep = torch.ones(b, k, dtype=torch.bool, device=z.device)
         x = self.normalize(z, keep, gate=gate)
-        x_hat, gain, received = through_channel(x, keep, channel, snr_db, equalizer=equalizer, generator=generator)
-        rx_snr = snr_db if channel is not None else self.config.snr_range_db[1]
+        layout = pilot_layout(channel, pilots_per_block) if csi == "pilot" else None
+        x_hat, gain, received = through_channel(x, keep, channel, snr_db, equalizer=equalizer, generator=generator,
+                                                pilots=layout)
+        rx_snr = receiver_snr(received, snr_db, tx_snr, csi=csi, pilots=layout, noiseless=self.config.snr_range_db[1])
         out = self.decode(x_hat, snr_db=rx_snr, keep=keep, gain=gain)
         return AdapterOutput(embeddings=out, symbols=x, keep=keep, importance=importance,
                              channel_uses=keep.sum(dim=-1).to(torch.int64), received=received)
@@ -329,15 +349,47 @@ class ChannelAdapter(nn.Module):
                              "use embeddings of the encoder profile the adapter was trained on")
 
 
+def pilot_layout(channel: Channel | None, pilots_per_block: int = 2) -> PilotLayout | None:
+    """Pilots of a pilot-CSI frame on ``channel``: ``pilots_per_block`` at the start of every coherence
+    block of a fading channel; ``None`` for AWGN or ``channel=None`` (nothing to estimate), as
+    :meth:`genscom.channels.sensing.LinkFeedback.pilot_layout`."""
+    if channel is None or getattr(channel, "coherence", None) is None:
+        return None
+    return PilotLayout.for_channel(channel, pilots_per_block)
+
+
+def receiver_snr(received: ChannelOutput | None, snr_db: Any, tx_snr_db: Any, *, csi: CSI,
+                 pilots: PilotLayout | None, noiseless: float) -> Any:
+    """The SNR the decoder is conditioned on: ``noiseless`` without a channel; the true ``snr_db``
+    with ``csi="perfect"``; with ``csi="pilot"`` the receiver's pilot estimate (``received.snr_db``)
+    when the frame had ``pilots``, else (AWGN) the value it fed back itself, ``tx_snr_db``."""
+    if received is None:
+        return noiseless
+    if csi == "perfect":
+        return snr_db
+    return received.snr_db if pilots is not None else tx_snr_db
+
+
 def through_channel(x: torch.Tensor, keep: torch.Tensor, channel: Channel | None, snr_db: Any, *,
-                    equalizer: Equalizer = "mmse", generator: torch.Generator | None = None
+                    equalizer: Equalizer = "mmse", generator: torch.Generator | None = None,
+                    pilots: PilotLayout | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor | None, ChannelOutput | None]:
-    """Put each item's sent symbols on the air (compacted, in order), equalise with the true ``h``, scatter back.
+    """Put each item's sent symbols on the air (compacted, in order), equalise, scatter back.
+
+    ``pilots=None``: the receiver equalises with the true ``h`` and ``N0`` (perfect CSI; AWGN needs
+    nothing else). With a :class:`PilotLayout` the compacted stream ``[B, n_max]`` (the longest
+    item's symbols; shorter items are zero-padded, as the ``adapted+mu`` scheme sends them) goes
+    through :func:`~genscom.channels.sensing.pass_with_pilots`: pilots at the start of every block,
+    LMMSE estimate ``h_hat`` per block, estimated ``N0``; MMSE equalisation and ``gain = |h_hat|``
+    use these estimates. The estimates depend on the (constant) pilots and the noise only, so they
+    carry no gradient to ``x`` and are detached; the data part stays differentiable.
 
     Args:
         x: ``[B, k]`` complex symbols (zeros where not sent); keep: ``[B, k]`` bool.
         channel: a :class:`Channel` or ``None`` (noiseless: ``x`` is returned).
-    Returns: ``(x_hat [B, k], gain [B, k] |h| or None for AWGN/noiseless, ChannelOutput or None)``.
+        snr_db: the true SNR (number or ``[B]`` dB) the channel runs at.
+    Returns: ``(x_hat [B, k], gain [B, k] |h| or |h_hat| (None for AWGN/noiseless), ChannelOutput or None)``;
+        with ``pilots`` the output is the receiver's view (``h``, ``noise_var``, ``snr_db`` are its estimates).
     """
     if channel is None:
         return x, None, None
@@ -345,7 +397,12 @@ def through_channel(x: torch.Tensor, keep: torch.Tensor, channel: Channel | None
 
     k = x.shape[1]
     x_c, _, _ = X.compact(x, keep)
-    out = channel(x_c, snr_db, generator=generator)
+    if pilots is None:
+        out = channel(x_c, snr_db, generator=generator)
+    else:
+        rx = pass_with_pilots(x_c, channel, snr_db, pilots, generator=generator)
+        out = ChannelOutput(y=rx.y, h=None if rx.h is None else rx.h.detach(), noise_var=rx.noise_var.detach(),
+                            snr_db=rx.snr_db.detach(), channel=rx.channel)
     x_hat_c, _ = equalize(out.y, out.h, out.noise_var, equalizer)
     x_hat = X.uncompact(x_hat_c, keep, k)
     gain = None if out.h is None else X.uncompact(out.h.abs(), keep, k)

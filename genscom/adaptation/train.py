@@ -6,12 +6,22 @@ Recipe (one step, ``B`` items of the **train** split; the test split is never re
    keyed by the encoder's weights, the dataset and the item count);
 2. ``B`` items are drawn without replacement (``randperm`` per step), one caption each;
    the last ``val_items`` items are held out for validation;
-3. each item draws an SNR uniformly in ``[snr_min_db, snr_max_db]`` and a **rate mode**:
+3. each item draws an SNR uniformly in ``[snr_min_db, snr_max_db]`` (the channel's true SNR) and a **rate mode**:
    full (``p_full``), a random prefix of ``k' in [group_size, k]`` symbols (``p_prefix``), or
    scalable extraction keeping the ``m ~ U{1..G}`` most important groups (the rest), which is
    what a random ``mu`` does; the importance head learns through a straight-through gate;
 4. the first half of the batch goes through AWGN, the second through Rayleigh block
-   fading (``coherence`` symbols; any subset of ``channels``), MMSE-equalised with the true ``h``;
+   fading (``coherence`` symbols; any subset of ``channels``). What the two ends know (``csi``):
+
+   * ``"pilot"`` (default, PROTOCOL.md "Channels"): the encoder is conditioned on the SNR the
+     receiver fed back, the true SNR seen through a ``feedback_pilots``-pilot sounding and quantised
+     to ``feedback_bits`` (:func:`fed_back_snr_db`, the exact law of
+     :func:`genscom.channels.sensing.link_feedback`'s estimate, drawn per item); on fading channels
+     ``pilots_per_block`` pilots open every coherence block and the receiver MMSE-equalises with
+     their LMMSE estimates of ``h`` and ``N0`` and decodes with ``|h_hat|`` and its estimated SNR
+     (:func:`genscom.channels.sensing.pass_with_pilots`); on AWGN it decodes with the fed-back SNR.
+     This is what the ``adapted`` scheme does with ``transmit(batch, sensing=link_feedback(...))``;
+   * ``"perfect"`` (the ``mini-k192`` recipe, an upper bound): true SNR at both ends, true ``h``;
 5. loss ``L = 1/2 [CE(R T^T / tau, P) + CE(T R^T / tau, P)] + cos_weight * mean(1 - cos(R, V))``
    with ``R`` the received embeddings, ``T`` the paired caption embeddings, ``V`` the clean
    clip embeddings and ``P`` the row-normalised "same caption string" matrix;
@@ -48,7 +58,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from genscom.adaptation import extraction as X
-from genscom.adaptation.adapter import AdapterConfig, ChannelAdapter, build_adapter, through_channel
+from genscom.adaptation.adapter import (AdapterConfig, ChannelAdapter, build_adapter, pilot_layout, receiver_snr,
+                                        through_channel)
+from genscom.channels.sensing import CSI
 from genscom.data.base import caption_index
 from genscom.metrics.retrieval import retrieval_metrics
 from genscom.results import machine_description
@@ -99,6 +111,10 @@ class TrainAdapterConfig:
     text_cache_dir: str | None = None    # mini profile: reuse `genscom train encoder`'s caption cache (same frozen MiniLM)
     eval_snrs_db: tuple[float, ...] = (-5.0, 0.0, 5.0)  # validation SNRs (held-out train items)
     storage_dtype: Literal["float16", "float32"] = "float16"  # dtype of the saved weights
+    csi: Literal["pilot", "perfect"] = "pilot"  # "pilot": fed-back SNR + pilot estimates; "perfect": true h and SNR
+    pilots_per_block: int = 2            # csi="pilot": pilots opening every coherence block of a fading channel
+    feedback_bits: int = 6               # csi="pilot": SNR feedback word, 0.5 dB steps from -10 dB (as link_feedback)
+    feedback_pilots: int = 64            # csi="pilot": pilots of the sounding whose SNR estimate is fed back
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\ "):
@@ -143,7 +159,21 @@ class TrainAdapterConfig:
         if not isinstance(self.adapter, dict):
             raise TypeError(f"adapter must be a dict of AdapterConfig overrides, got {type(self.adapter).__name__}")
         self.eval_snrs_db = tuple(float(s) for s in self.eval_snrs_db)
+        self._check_csi()
         self.adapter_config(dim=self.adapter.get("dim", 384))  # validates the overrides
+
+    def _check_csi(self) -> None:
+        if self.csi not in ("pilot", "perfect"):
+            raise ValueError(f"csi must be 'pilot' (fed-back SNR, pilot-estimated channel; PROTOCOL.md) or "
+                             f"'perfect' (true channel and SNR, an upper bound), got {self.csi!r}")
+        for k, low in (("pilots_per_block", 2), ("feedback_bits", 1), ("feedback_pilots", 2)):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{k} must be an int >= {low}, got {v!r}")
+        fading = any(c != "awgn" for c in self.channels)
+        if self.csi == "pilot" and fading and self.pilots_per_block >= self.coherence:
+            raise ValueError(f"pilots_per_block ({self.pilots_per_block}) must be < coherence ({self.coherence}) "
+                             "to leave room for data in each coherence block (csi='pilot')")
 
     def adapter_config(self, *, dim: int) -> AdapterConfig:
         over = {k: v for k, v in self.adapter.items() if k != "dim"}
@@ -172,6 +202,52 @@ class TrainAdapterConfig:
 
 
 ADAPTER_FIELDS = ("k", "hidden", "depth", "group_size", "cond_dim")
+
+
+# ---------------------------------------------------------------------------------- fed-back SNR
+
+
+def sounding_dof(channel: str, *, n_pilots: int, coherence: int) -> int:
+    """Complex degrees of freedom of the noise estimate of an ``n_pilots`` sounding on ``channel``:
+    ``n_pilots - n_blocks`` (one per coherence block is spent on ``h_ls``; AWGN: one block)."""
+    block = n_pilots if channel == "awgn" else coherence
+    return n_pilots - -(-n_pilots // block)
+
+
+def fed_back_snr_db(snr_db: torch.Tensor, dof: torch.Tensor, *, bits: int,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Per-item model of :func:`genscom.channels.sensing.link_feedback` (``csi="pilot"``): the SNR a
+    transmitter is told when the true SNR is ``snr_db`` ``[B]`` (dB).
+
+    ``link_feedback`` estimates ``N0`` from the LS residuals of a sounding of unit-modulus pilots
+    (:func:`~genscom.channels.sensing.sense`); each block's residual is the noise projected off the
+    pilot vector, so ``N0_hat / N0 ~ chi2(2 dof) / (2 dof)`` whatever ``h``, with ``dof`` ``[B]``
+    from :func:`sounding_dof`. The estimate ``-10 log10(N0_hat)`` (``Es = 1``) is quantised like
+    :func:`~genscom.channels.sensing.quantize_feedback_snr`: 0.5 dB steps from
+    :data:`~genscom.channels.sensing.FEEDBACK_SNR_LO_DB`, ``2**bits`` levels, clipped, ties to even.
+    The same law, drawn from ``generator`` in one pass instead of ``B`` channel soundings.
+
+    Returns ``[B]`` float32 dB on the feedback grid.
+    """
+    from genscom.channels.sensing import FEEDBACK_SNR_LO_DB
+
+    dof = dof.to(torch.int64)
+    m = 2 * int(dof.max())
+    z = torch.randn(len(snr_db), m, generator=generator)
+    used = torch.arange(m) < 2 * dof.unsqueeze(-1)  # [B, m]: 2 dof real Gaussians per item
+    ratio = (z.square() * used).sum(dim=-1) / (2 * dof).float()  # N0_hat / N0
+    est = snr_db.float() - 10.0 * torch.log10(ratio)
+    idx = torch.round((est - FEEDBACK_SNR_LO_DB) / 0.5).clamp(0, 2 ** bits - 1)
+    return FEEDBACK_SNR_LO_DB + 0.5 * idx
+
+
+def _row_dof(config: "TrainAdapterConfig", batch: int) -> torch.Tensor:
+    """``[B]`` sounding dof of each row; rows go to ``config.channels`` in equal contiguous chunks
+    (as :class:`AdapterTrainModule` splits them)."""
+    dof = torch.empty(batch, dtype=torch.int64)
+    for name, rows in zip(config.channels, torch.tensor_split(torch.arange(batch), len(config.channels))):
+        dof[rows] = sounding_dof(name, n_pilots=config.feedback_pilots, coherence=config.coherence)
+    return dof
 
 
 def load_train_config(source: str | Path | dict[str, Any] | None = None, **overrides: Any) -> TrainAdapterConfig:
@@ -317,7 +393,10 @@ def _embed_captions(encoder: Any, captions: list[str], config: TrainAdapterConfi
 class AdapterTrainModule(nn.Module):
     """Wraps the adapter so one ``forward`` runs a whole training batch (what DDP must see).
 
-    ``forward(clean, snr_db, keep, gate_mask, generator)`` -> ``(received [B, d], importance [B, G])``.
+    ``forward(clean, snr_db, keep, st_rows, generator, *, csi, tx_snr_db, pilots_per_block)`` ->
+    ``(received [B, d], importance [B, G])``. Rows go to ``channels`` in equal contiguous chunks;
+    ``snr_db`` ``[B]`` is the channels' true SNR, ``tx_snr_db`` ``[B]`` the encoder's (fed back;
+    ``csi="pilot"`` only). See :meth:`ChannelAdapter.forward` for what each ``csi`` gives the decoder.
     """
 
     def __init__(self, adapter: ChannelAdapter, channels: list[nn.Module]) -> None:
@@ -326,9 +405,11 @@ class AdapterTrainModule(nn.Module):
         self.channels = nn.ModuleList(channels)
 
     def forward(self, clean: torch.Tensor, snr_db: torch.Tensor, keep: torch.Tensor, st_rows: torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None, *, csi: CSI = "perfect",
+                tx_snr_db: torch.Tensor | None = None, pilots_per_block: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
         ad = self.adapter
-        z, importance = ad.encode(clean, snr_db)
+        tx = snr_db if tx_snr_db is None or csi == "perfect" else tx_snr_db
+        z, importance = ad.encode(clean, tx)
         w = X.expand_groups(importance, ad.config.group_size)
         gate = torch.where(st_rows.unsqueeze(-1), keep.float() + w - w.detach(), keep.float())
         x = ad.normalize(z, keep, gate=gate)
@@ -337,14 +418,18 @@ class AdapterTrainModule(nn.Module):
         for ch, rows in zip(self.channels, chunks):
             if len(rows) == 0:
                 continue
-            x_hat, gain, _ = through_channel(x[rows], keep[rows], ch, snr_db[rows], generator=generator)
-            outs.append(ad.decode(x_hat, snr_db=snr_db[rows], keep=keep[rows], gain=gain))
+            layout = pilot_layout(ch, pilots_per_block) if csi == "pilot" else None
+            x_hat, gain, rx = through_channel(x[rows], keep[rows], ch, snr_db[rows], generator=generator, pilots=layout)
+            rx_snr = receiver_snr(rx, snr_db[rows], tx[rows], csi=csi, pilots=layout,
+                                  noiseless=ad.config.snr_range_db[1])
+            outs.append(ad.decode(x_hat, snr_db=rx_snr, keep=keep[rows], gain=gain))
         return torch.cat(outs), importance
 
 
 def sample_batch(data: AdapterData, n_train: int, config: TrainAdapterConfig, acfg: AdapterConfig,
                  gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Draw one batch (CPU tensors): items, captions, SNRs and rate masks."""
+    """Draw one batch (CPU tensors): items, captions, SNRs and rate masks; with ``csi="pilot"`` also
+    ``snr_fb``, the fed-back SNR the encoder is conditioned on (:func:`fed_back_snr_db`, drawn last)."""
     b = config.batch_size
     idx = torch.randperm(n_train, generator=gen)[:b]
     lo, n_caps = data.offsets[idx], data.offsets[idx + 1] - data.offsets[idx]
@@ -356,7 +441,10 @@ def sample_batch(data: AdapterData, n_train: int, config: TrainAdapterConfig, ac
     lengths = torch.where(u < config.p_full, torch.full_like(lengths, acfg.k), lengths)
     n_keep = torch.randint(1, acfg.n_groups + 1, (b,), generator=gen)
     extract = u >= config.p_full + config.p_prefix
-    return {"idx": idx, "cid": cid, "snr": snr, "lengths": lengths, "n_keep": n_keep, "extract": extract}
+    batch = {"idx": idx, "cid": cid, "snr": snr, "lengths": lengths, "n_keep": n_keep, "extract": extract}
+    if config.csi == "pilot":
+        batch["snr_fb"] = fed_back_snr_db(snr, _row_dof(config, b), bits=config.feedback_bits, generator=gen)
+    return batch
 
 
 def batch_loss(module: nn.Module, data: AdapterData, batch: dict[str, torch.Tensor], config: TrainAdapterConfig,
@@ -371,11 +459,17 @@ def batch_loss(module: nn.Module, data: AdapterData, batch: dict[str, torch.Tens
     # the importance of each item decides the extraction mask: computed inside forward would need two passes,
     # so the mask is made from a no-grad encode of the same items (identical weights and inputs)
     unwrapped = module.module if hasattr(module, "module") else module
+    snr = batch["snr"].to(device)
+    tx = batch["snr_fb"].to(device) if config.csi == "pilot" else snr  # what the encoder is told
     with torch.no_grad():
-        _, imp = unwrapped.adapter.encode(clean, batch["snr"].to(device))
+        _, imp = unwrapped.adapter.encode(clean, tx)
     keep_g = X.topk_keep(imp, batch["n_keep"].to(device))
     keep = torch.where(importance_rows.unsqueeze(-1), X.expand_groups(keep_g, acfg.group_size), prefix)
-    received, _ = module(clean, batch["snr"].to(device), keep, importance_rows, noise_gen)
+    if config.csi == "pilot":
+        received, _ = module(clean, snr, keep, importance_rows, noise_gen, csi="pilot", tx_snr_db=tx,
+                             pilots_per_block=config.pilots_per_block)
+    else:
+        received, _ = module(clean, snr, keep, importance_rows, noise_gen)
     nce = contrastive_loss(received, text, scale=1.0 / config.temperature, ids=batch["cid"].to(device))
     cos = (1.0 - (received * clean).sum(dim=-1)).mean()
     loss = nce + config.cos_weight * cos
@@ -396,9 +490,16 @@ def _recall_at_1(gallery: torch.Tensor, data: AdapterData) -> float:
 
 @torch.no_grad()
 def evaluate(adapter: ChannelAdapter, data: AdapterData, snrs_db: tuple[float, ...], *, channels: tuple[str, ...],
-             coherence: int, seed: int = 0) -> dict[str, float]:
-    """Validation t2v R@1 of the full-rate adapter per channel and SNR, plus the clean embeddings' R@1."""
+             coherence: int, seed: int = 0, csi: CSI = "pilot", pilots_per_block: int = 2, feedback_bits: int = 6,
+             feedback_pilots: int = 64) -> dict[str, float]:
+    """Validation t2v R@1 of the full-rate adapter per channel and SNR, plus the clean embeddings' R@1.
+
+    ``csi="pilot"``: per channel and SNR the transmitter is told ``link_feedback(channel, snr, ...)``
+    (one sounding for the whole set, as the benchmarks do) and fading frames carry pilots
+    (:meth:`ChannelAdapter.forward`); ``csi="perfect"``: true SNR and ``h``.
+    """
     from genscom.channels.registry import create_channel
+    from genscom.channels.sensing import link_feedback
 
     adapter.eval()
     dev = next(adapter.parameters()).device
@@ -408,7 +509,13 @@ def evaluate(adapter: ChannelAdapter, data: AdapterData, snrs_db: tuple[float, .
         ch = create_channel(ch_name, **({"coherence": coherence} if ch_name != "awgn" else {}))
         for s in snrs_db:
             g = torch.Generator(device=dev).manual_seed(seed + int(s * 10) + 1000)
-            rec = adapter(clean, s, channel=ch, generator=g).embeddings.cpu()
+            if csi == "pilot":
+                fb = link_feedback(ch, s, n_pilots=feedback_pilots, bits=feedback_bits,
+                                   pilots_per_block=pilots_per_block, generator=g)
+                rec = adapter(clean, s, channel=ch, csi="pilot", tx_snr_db=fb.snr_db,
+                              pilots_per_block=pilots_per_block, generator=g).embeddings.cpu()
+            else:
+                rec = adapter(clean, s, channel=ch, csi="perfect", generator=g).embeddings.cpu()
             out[f"{ch_name}_{s:+.0f}dB_R@1"] = _recall_at_1(rec, data)
     return out
 
@@ -542,7 +649,9 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
         out, extra_config={"profile": config.profile, "train": config.to_dict()}, dtype=storage)
     adapter = ChannelAdapter.from_pretrained(out)  # evaluate exactly what was written
     metrics = (evaluate(adapter, val, config.eval_snrs_db, channels=config.channels, coherence=config.coherence,
-                        seed=config.seed) if val is not None else {})
+                        seed=config.seed, csi=config.csi, pilots_per_block=config.pilots_per_block,
+                        feedback_bits=config.feedback_bits, feedback_pilots=config.feedback_pilots)
+               if val is not None else {})
     total_seconds = time.perf_counter() - t_start
     log = {
         "config": config.to_dict(), "command": command, "steps_done": step, "train_seconds": round(train_seconds, 1),
@@ -556,6 +665,14 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
     return out
 
 
+def _csi_text(cfg: dict[str, Any]) -> str:
+    if cfg.get("csi", "perfect") == "perfect":
+        return "perfect CSI (true h and SNR at both ends: an upper bound)"
+    return (f"pilot CSI: the encoder is told the receiver's SNR estimate from a {cfg['feedback_pilots']}-pilot "
+            f"sounding, fed back on {cfg['feedback_bits']} bits (0.5 dB steps); {cfg['pilots_per_block']} pilots per "
+            "coherence block on fading, LMMSE estimates of h and the SNR at the receiver")
+
+
 def _readme(log: dict[str, Any], out: Path) -> str:
     cfg = log["config"]
     a = json.loads((out / "config.json").read_text(encoding="utf-8"))["adapter"]
@@ -565,7 +682,7 @@ def _readme(log: dict[str, Any], out: Path) -> str:
                          f"{log['n_parameters'] / 1e6:.2f} M parameters (stored as {cfg['storage_dtype']})"),
         ("data", f"{log['data']}; {log['n_train_items']} items for training, {log['n_val_items']} held out"),
         ("channels", f"{', '.join(cfg['channels'])} (Rayleigh coherence {cfg['coherence']}), SNR ~ "
-                     f"U[{cfg['snr_min_db']}, {cfg['snr_max_db']}] dB, perfect CSI, MMSE"),
+                     f"U[{cfg['snr_min_db']}, {cfg['snr_max_db']}] dB, {_csi_text(cfg)}, MMSE"),
         ("loss", f"InfoNCE (tau {cfg['temperature']}) + {cfg['cos_weight']} x (1 - cos)"),
         ("rate modes", f"full {cfg['p_full']}, prefix {cfg['p_prefix']}, extraction "
                        f"{1 - cfg['p_full'] - cfg['p_prefix']:.2f}"),
@@ -577,7 +694,7 @@ def _readme(log: dict[str, Any], out: Path) -> str:
                       f"{log['machine']}"),
     ]
     if m:
-        rows.append(("validation t2v R@1 (held-out train items, full rate)",
+        rows.append((f"validation t2v R@1 (held-out train items, full rate, {cfg.get('csi', 'perfect')} CSI)",
                      ", ".join(f"{k} {v:.3f}" for k, v in m.items())))
     return run_card(
         title=f"channel adapter `{cfg['name']}`",

@@ -16,14 +16,15 @@ PQ sub-vector (``nbits`` bits of its code). The header comes first so that it si
 first codeword; units are dimension-major, so a failed codeword erases whole, contiguous
 dimensions (a unit that straddles two codewords is erased when either fails).
 
-**Framing with a CRC** (:func:`add_crc`, :func:`check_crc`): the item's ``n_bits`` are cut
-into codewords of ``k_info = k - 24`` payload bits (:func:`info_bits_per_codeword`), each
-followed by its CRC-24 (5G NR ``gCRC24B``, TS 38.212 §5.1, the per-code-block CRC), so the
-link sends ``n_bits + 24 * n_codewords`` bits (:func:`framed_bits`) in exactly
-``n_codewords = ceil(n_bits / k_info)`` LDPC codewords of ``k`` bits (the last one zero-padded
-by the link). The receiver recomputes each CRC: a codeword whose CRC does not match is
-*failed*. Detection is treated as ideal: a CRC-24 misses a random error pattern with
-probability ``2**-24`` (:data:`CRC_UNDETECTED_PROB`, about 6e-8), which is neglected.
+**Codewords and CRC**: the link (:class:`genscom.coding.link.DigitalLink` with ``crc=True``)
+cuts the item's ``n_bits`` into codewords of ``k_info = k - 24`` payload bits
+(:func:`info_bits_per_codeword`), each followed by its CRC-24 (5G NR ``gCRC24B``, TS 38.212
+§5.1, the per-code-block CRC), so it pays for ``n_bits + 24 * n_codewords`` bits
+(:func:`framed_bits`) in ``n_codewords = ceil(n_bits / k_info)`` LDPC codewords of ``k`` bits
+(the counting itself lives in :mod:`genscom.coding.mcs`). The receiver checks each CRC and
+reports the failed codewords (``LinkResult.codeword_failed``). Detection is treated as ideal:
+a CRC-24 misses a random error pattern with probability ``2**-24``
+(:data:`CRC_UNDETECTED_PROB`, about 6e-8), which is neglected.
 
 **Erasure instead of garbage**: :func:`erased_bits_from_codewords` turns the failed-codeword
 mask into erased payload bits; :meth:`EmbeddingQuantizer.decode` does not use them. A unit
@@ -44,10 +45,9 @@ Example:
     >>> framed_bits(q.bits_per_item, k=1024)       # 2 codewords of 1000 payload + 24 CRC bits
     1600
     >>> bits = q.encode(emb)                       # [B, 1552] float32 0/1
-    >>> air = add_crc(bits, k=1024)                # [B, 1600] what the link sends
-    >>> payload, failed = check_crc(air_hat, k=1024, n_bits=1552)       # failed: [B, 2] bool
-    >>> erased = erased_bits_from_codewords(failed, info_bits_per_codeword(1024), 1552)
-    >>> emb_hat = q.decode(payload, erased)        # [B, 384], unit norm
+    >>> res = DigitalLink("qpsk-1/2", crc=True).send_bits(bits, 3.0, channel=AWGNChannel())
+    >>> erased = erased_bits_from_codewords(res.codeword_failed, info_bits_per_codeword(1024), 1552)
+    >>> emb_hat = q.decode(res.bits_hat, erased)   # [B, 384], unit norm; erased dims are 0
 """
 
 from __future__ import annotations
@@ -64,14 +64,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from genscom.coding.mcs import CRC_BITS, payload_bits_per_codeword
+from genscom.coding.mcs import codewords_for_bits as mcs_codewords_for_bits
+
 log = logging.getLogger(__name__)
 
 Fill = Literal["zero", "mean"]
 
-#: CRC bits per LDPC codeword (5G NR CRC24B, one per code block).
-CRC_BITS = 24
-#: gCRC24B(D) = D^24 + D^23 + D^6 + D^5 + D + 1 (TS 38.212 §5.1), without the D^24 term.
-CRC24B_POLY = 0x800063
 #: Probability that a CRC-24 misses a random error pattern; neglected (detection treated as ideal).
 CRC_UNDETECTED_PROB = 2.0 ** -24
 #: Bits of the per-item scale of the scalar quantisers (one float16).
@@ -236,7 +235,7 @@ class EmbeddingQuantizer(ABC):
         """``[B, bits_per_item]`` 0/1 bits -> ``[B, d]`` float32 embeddings.
 
         Args:
-            bits: received payload bits (CRCs removed, :func:`check_crc`).
+            bits: received payload bits (CRCs removed: ``LinkResult.bits_hat``).
             erased: ``[B, bits_per_item]`` bool, True for bits of failed codewords
                 (:func:`erased_bits_from_codewords`), or ``None`` (none erased). Erased bits are not
                 read: their units take the fill value; an erased header fails the whole item.
@@ -538,80 +537,20 @@ def _check_int(val: Any, name: str, lo: int) -> int:
 
 
 def info_bits_per_codeword(k: int) -> int:
-    """Payload bits of an LDPC codeword of ``k`` information bits once its CRC-24 is in: ``k - 24``."""
-    return _check_int(k, "k (LDPC information bits; > 24 to hold a CRC-24)", CRC_BITS + 1) - CRC_BITS
+    """Payload bits of an LDPC codeword of ``k`` information bits once its CRC-24 is in: ``k - 24``
+    (:func:`genscom.coding.mcs.payload_bits_per_codeword` with ``crc=True``)."""
+    return payload_bits_per_codeword(k, crc=True)
 
 
 def codewords_for_bits(n_bits: int, k: int) -> int:
-    """Codewords that carry ``n_bits`` payload bits: ``ceil(n_bits / (k - 24))``."""
-    return math.ceil(_check_int(n_bits, "n_bits", 0) / info_bits_per_codeword(k))
+    """Codewords that carry ``n_bits`` payload bits with a CRC-24 each: ``ceil(n_bits / (k - 24))``."""
+    return mcs_codewords_for_bits(n_bits, k=k, crc=True)
 
 
 def framed_bits(n_bits: int, k: int) -> int:
-    """Bits handed to the link for ``n_bits`` payload bits: ``n_bits + 24 * codewords_for_bits(n_bits, k)``.
-
-    The link cuts them into ``ceil(framed / k) = codewords_for_bits(n_bits, k)`` codewords, so the channel
-    uses it counts include the CRCs.
-    """
+    """Bits on the link for ``n_bits`` payload bits, CRCs included: ``n_bits + 24 * codewords_for_bits(n_bits, k)``
+    (what :func:`genscom.coding.mcs.channel_uses_for_bits` with ``crc=True`` pays for, padding aside)."""
     return int(n_bits) + CRC_BITS * codewords_for_bits(n_bits, k)
-
-
-def _crc_matrix(length: int) -> np.ndarray:
-    """``[length, 24]`` 0/1: row ``j`` is the CRC of the message with only bit ``j`` set (the CRC is linear)."""
-    rows = np.zeros((length, CRC_BITS), dtype=np.int64)
-    r = CRC24B_POLY  # x^24 mod g
-    shifts = np.arange(CRC_BITS - 1, -1, -1)
-    for i in range(length):  # r = x^(24 + i) mod g, the CRC of the bit at distance i from the end
-        rows[length - 1 - i] = (r >> shifts) & 1
-        r = ((r << 1) & 0xFFFFFF) ^ (CRC24B_POLY if r & 0x800000 else 0)
-    return rows
-
-
-def crc24b(bits: torch.Tensor) -> torch.Tensor:
-    """CRC-24 (5G NR ``gCRC24B``, init 0, no reflection, no final XOR) of each row of ``bits`` ``[R, L]``.
-
-    Returns ``[R, 24]`` float32 0/1, the remainder's coefficients from ``D^23`` down to ``D^0``.
-    Computed as ``bits @ G mod 2`` (the CRC is linear in the message).
-    """
-    b = bits.detach().cpu().round().to(torch.int64).numpy()
-    if b.ndim != 2:
-        raise ValueError(f"bits must be [R, L], got shape {tuple(bits.shape)}")
-    return torch.from_numpy(((b @ _crc_matrix(b.shape[1])) % 2).astype(np.float32))
-
-
-def _segments(n_bits: int, k: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` payload-bit ranges of each codeword."""
-    k_info = info_bits_per_codeword(k)
-    return [(s, min(s + k_info, n_bits)) for s in range(0, n_bits, k_info)]
-
-
-def add_crc(bits: torch.Tensor, k: int) -> torch.Tensor:
-    """``[B, n_bits]`` payload -> ``[B, framed_bits(n_bits, k)]`` float32: per codeword, ``k - 24`` payload
-    bits (fewer in the last one) followed by their CRC-24."""
-    if not isinstance(bits, torch.Tensor) or bits.dim() != 2:
-        raise ValueError("bits must be a [B, n_bits] tensor of 0/1 values")
-    b = _check_bits_tensor(bits, "bits", bits.shape[1]).detach().cpu().to(torch.float32)
-    parts = []
-    for start, stop in _segments(b.shape[1], k):
-        parts += [b[:, start:stop], crc24b(b[:, start:stop])]
-    return torch.cat(parts, dim=1) if parts else b.clone()
-
-
-def check_crc(framed: torch.Tensor, k: int, n_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Receiver side of :func:`add_crc`: ``[B, framed_bits(n_bits, k)]`` received bits ->
-    ``(payload [B, n_bits] float32, failed [B, n_codewords] bool)``, ``failed`` where the recomputed
-    CRC-24 differs from the received one (misses a random error pattern with probability ``2**-24``)."""
-    _check_bits_tensor(framed, "framed", framed_bits(n_bits, k))
-    f = framed.detach().cpu().to(torch.float32)
-    payload, failed, pos = [], [], 0
-    for start, stop in _segments(n_bits, k):
-        data, crc = f[:, pos:pos + stop - start], f[:, pos + stop - start:pos + stop - start + CRC_BITS]
-        payload.append(data)
-        failed.append((crc24b(data) != crc).any(-1))
-        pos += stop - start + CRC_BITS
-    if not payload:
-        return f[:, :0].clone(), torch.zeros(len(f), 0, dtype=torch.bool)
-    return torch.cat(payload, dim=1), torch.stack(failed, dim=1)
 
 
 def erased_bits_from_codewords(failed_codewords: torch.Tensor, k_info: int, n_bits: int) -> torch.Tensor:
@@ -634,8 +573,8 @@ def erased_bits_from_codewords(failed_codewords: torch.Tensor, k_info: int, n_bi
 
 
 __all__ = [
-    "CRC24B_POLY", "CRC_BITS", "CRC_UNDETECTED_PROB", "FIXED_NAMES", "SCALAR_BITS", "SCALE_BITS",
+    "CRC_BITS", "CRC_UNDETECTED_PROB", "FIXED_NAMES", "SCALAR_BITS", "SCALE_BITS",
     "EmbeddingQuantizer", "Fill", "Float16Quantizer", "ProductQuantizer", "QuantizerConfig", "ScalarQuantizer",
-    "add_crc", "check_crc", "codewords_for_bits", "crc24b", "create_quantizer", "erased_bits_from_codewords",
-    "fit_quantizer", "framed_bits", "info_bits_per_codeword", "list_quantizers", "load_quantizer",
+    "codewords_for_bits", "create_quantizer", "erased_bits_from_codewords", "fit_quantizer", "framed_bits",
+    "info_bits_per_codeword", "list_quantizers", "load_quantizer",
 ]

@@ -22,7 +22,7 @@ import torch
 from genscom.channels.base import Channel, ChannelOutput
 from genscom.channels.sensing import LinkFeedback
 from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
-from genscom.schemes.digital import link_uses, mcs_knob
+from genscom.schemes.digital import mcs_knob, plan_link
 
 if TYPE_CHECKING:
     from genscom.coding.calibration import CalibrationConfig
@@ -49,6 +49,9 @@ class _BitstreamScheme(Scheme):
         self.mcs = mcs
         self.fidelity = fidelity
         self.link: DigitalLink = DigitalLink(mcs, fidelity=fidelity, calibration=calibration)
+        self.adapts = self.link.adaptive  # it reads the fed-back SNR to choose its MCS
+        self._streams: tuple[tuple[int, ...], list[list[bytes]]] | None = None
+        self._clean_decode: dict[tuple[bytes, tuple[int, ...]], torch.Tensor | None] = {}
 
     # subclasses: encode one clip -> list of streams; decode list of streams -> frames or None
     def _encode_item(self, clip: torch.Tensor) -> list[bytes]:  # pragma: no cover - abstract
@@ -60,7 +63,12 @@ class _BitstreamScheme(Scheme):
     def transmit(self, batch: SourceBatch, *, sensing: LinkFeedback | None = None,
                  generator: torch.Generator | None = None) -> Payload:
         frames = _require_frames(batch, self.name)
-        streams = [self._encode_item(clip) for clip in frames]
+        # source coding does not depend on the channel: an adaptive scheme transmitted again for every
+        # channel draw reuses the last batch's bitstreams (keyed by the frames' content, not their address)
+        key = (tuple(frames.shape), int(frames.sum()), int(frames[..., 0].double().square().sum()))
+        if self._streams is None or self._streams[0] != key:
+            self._streams = (key, [self._encode_item(clip) for clip in frames])
+        streams = self._streams[1]
         lengths = [[len(b) for b in s] for s in streams]
         # One link payload per item: a header of 32-bit length fields, then the streams.
         # The header travels in the same codewords (so it is paid for); the receiver is
@@ -69,9 +77,12 @@ class _BitstreamScheme(Scheme):
         payloads = [h + b"".join(s) for h, s in zip(header, streams)]
         bits = torch.tensor([8 * sum(ls) for ls in lengths], dtype=torch.int64)
         side = torch.tensor([LENGTH_FIELD_BITS * len(ls) for ls in lengths], dtype=torch.int64)
-        uses = link_uses(self.link, [8 * len(p) for p in payloads])  # header + streams; 0 for an adaptive MCS
+        # header + streams, planned here (an adaptive MCS from the fed-back SNR estimate, its bits counted)
+        plans, uses, fb_bits = plan_link(self.link, [8 * len(p) for p in payloads], sensing)
+        side = side + fb_bits
         return Payload(symbols=None, channel_uses=uses, side_bits=side, bits=payloads,
-                       extras={"lengths": lengths, "shape": tuple(frames.shape[1:]), "payload_bits": bits})
+                       extras={"lengths": lengths, "shape": tuple(frames.shape[1:]), "payload_bits": bits,
+                               "plans": plans})
 
     def _split(self, data: bytes, lengths: list[int]) -> list[bytes]:
         pos = len(lengths) * LENGTH_FIELD_BITS // 8
@@ -87,17 +98,20 @@ class _BitstreamScheme(Scheme):
         got = payload.extras.get("received_bytes") or sent
         shape = payload.extras["shape"]
         block_errors = payload.extras.get("block_errors")
-        # Items whose codewords all decoded carry the sent bytes: their decode is
-        # deterministic, so it is computed once per payload and reused across SNRs.
-        cache: dict[int, torch.Tensor | None] = payload.extras.setdefault("_clean_decode", {})
+        # Items whose codewords all decoded carry the sent bytes: their decode is deterministic, so it is
+        # computed once per distinct stream and reused across SNRs and channel draws (a bounded receiver cache).
+        cache = self._clean_decode
+        if len(cache) > 4 * max(1, len(sent)):
+            cache.clear()
         out: list[torch.Tensor | None] = []
         clean: list[bool] = []
         for i, lengths in enumerate(payload.extras["lengths"]):
             is_clean = block_errors is None or int(block_errors[i]) == 0
             if is_clean:
-                if i not in cache:
-                    cache[i] = self._decode_item(self._split(sent[i], lengths), shape)
-                out.append(cache[i])
+                key = (sent[i], shape)
+                if key not in cache:
+                    cache[key] = self._decode_item(self._split(sent[i], lengths), shape)
+                out.append(cache[key])
             else:
                 out.append(self._decode_item(self._split(got[i], lengths), shape))
             clean.append(is_clean)
@@ -110,11 +124,12 @@ class _BitstreamScheme(Scheme):
                 generator: torch.Generator | None = None) -> Delivered:
         if channel is None or snr_db is None:
             return self.receive(None, payload)
-        res = self.link.send_bytes(payload.bits or [], snr_db, channel=channel, generator=generator)
+        # the plans made at transmit, whatever the true SNR; the costs are those counted there
+        res = self.link.send_bytes(payload.bits or [], snr_db, channel=channel, generator=generator,
+                                   plans=payload.extras["plans"])
         extras = dict(payload.extras, received_bytes=res.received, block_errors=res.block_errors.tolist(),
                       mcs=res.mcs.name)
-        sent = dataclasses.replace(payload, channel_uses=res.channel_uses.to(torch.int64), extras=extras)
-        return self.receive(None, sent)
+        return self.receive(None, dataclasses.replace(payload, extras=extras))
 
 
 @register_scheme("jpeg-ldpc")

@@ -26,18 +26,37 @@ from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBat
 if TYPE_CHECKING:
     from genscom.coding.calibration import CalibrationConfig
     from genscom.coding.link import DigitalLink
+    from genscom.coding.mcs import LinkPlan
     from genscom.coding.quantize import EmbeddingQuantizer
 
 #: Quantisers the ``quantizer`` rate knob offers (PQ needs a fitted object: ``fit_quantizer``).
 QUANTIZER_CHOICES: tuple[str, ...] = ("int4", "int8", "int2", "float16")
 
 
-def link_uses(link: DigitalLink, n_bits: list[int]) -> torch.Tensor:
-    """``[B]`` int64 channel uses of items of ``n_bits`` bits on ``link``, counted at the transmitter; zeros for an
-    adaptive link, whose MCS (hence cost) is chosen per delivery from the SNR."""
-    if link.adaptive:
-        return torch.zeros(len(n_bits), dtype=torch.int64)
-    return torch.tensor([link.channel_uses_for_bits(int(n)) for n in n_bits], dtype=torch.int64)
+def plan_link(link: DigitalLink, n_bits: list[int], sensing: LinkFeedback | None
+              ) -> tuple[list[LinkPlan], torch.Tensor, torch.Tensor]:
+    """How each item's ``n_bits`` go on ``link``, decided at the transmitter: ``(plans, channel_uses [B],
+    feedback_bits [B])``.
+
+    A fixed-MCS link needs no channel knowledge. An adaptive link plans from the fed-back SNR estimate
+    (``sensing.snr_db``; its bits and channel uses are counted here) on the calibrated tables of the
+    channel ``sensing`` names; without one it raises ``ValueError``.
+    """
+    b = len(n_bits)
+    no_feedback = torch.zeros(b, dtype=torch.int64)
+    if not link.adaptive:
+        plans = [link.plan(int(n)) for n in n_bits]
+        return plans, torch.tensor([p.channel_uses for p in plans], dtype=torch.int64), no_feedback
+    if sensing is None or sensing.snr_db is None:
+        raise ValueError("an adaptive-MCS link chooses its MCS from the receiver's fed-back SNR estimate: pass "
+                         "sensing=link_feedback(channel, snr_db) to transmit (or use a fixed mcs=)")
+    from genscom.channels.registry import create_channel
+
+    channel = create_channel(sensing.channel, **({"coherence": sensing.coherence} if sensing.coherence else {}))
+    cache: dict[int, LinkPlan] = {}
+    plans = [cache.setdefault(int(n), link.plan(int(n), sensing.snr_db, channel=channel)) for n in n_bits]
+    uses = torch.tensor([p.channel_uses + sensing.feedback_uses for p in plans], dtype=torch.int64)
+    return plans, uses, torch.full((b,), sensing.bits, dtype=torch.int64)
 
 
 def mcs_knob(default: str = "qpsk-1/2", *, adaptive: bool = True) -> RateKnob:
@@ -131,7 +150,9 @@ class DigitalEmbeddingScheme(Scheme):
         self._by_dim: dict[int, EmbeddingQuantizer] = {}
         self.mcs = mcs
         self.fidelity = fidelity
-        self.link: DigitalLink = DigitalLink(mcs, fidelity=fidelity, calibration=calibration)
+        # crc=True: every codeword carries k - 24 payload bits and a CRC24B (counted), whose verdict erases dims
+        self.link: DigitalLink = DigitalLink(mcs, fidelity=fidelity, calibration=calibration, crc=True)
+        self.adapts = self.link.adaptive  # it reads the fed-back SNR to choose its MCS
         self.name = (f"digital-embedding-{'fp16' if label == 'float16' else label}"
                      + ("-mcs-adaptive" if self.link.adaptive else ""))
 
@@ -152,24 +173,27 @@ class DigitalEmbeddingScheme(Scheme):
                  generator: torch.Generator | None = None) -> Payload:
         if batch.embeddings is None:
             raise ValueError(f"scheme {self.name!r} sends embeddings; build the SourceBatch with embeddings=[B, d]")
-        from genscom.coding.quantize import CRC_BITS, add_crc, codewords_for_bits
+        from genscom.coding.quantize import CRC_BITS, codewords_for_bits
 
         q = self.quantizer_for(int(batch.embeddings.shape[1]))
-        framed = add_crc(q.encode(batch.embeddings), self.link.k)  # [B, bits_per_item + 24 n_cw]
-        b = len(framed)
+        bits = q.encode(batch.embeddings)  # [B, bits_per_item]; the link adds a CRC-24 per codeword
+        b = len(bits)
         n_cw = codewords_for_bits(q.bits_per_item, self.link.k)
-        return Payload(symbols=None, channel_uses=link_uses(self.link, [framed.shape[1]] * b),
-                       side_bits=torch.full((b,), CRC_BITS * n_cw, dtype=torch.int64),
-                       extras={"bits": framed, "dim": int(batch.embeddings.shape[1]),
+        plans, uses, fb_bits = plan_link(self.link, [q.bits_per_item] * b, sensing)
+        return Payload(symbols=None, channel_uses=uses,
+                       side_bits=torch.full((b,), CRC_BITS * n_cw, dtype=torch.int64) + fb_bits,
+                       extras={"bits": bits, "dim": int(batch.embeddings.shape[1]), "plans": plans,
                                "payload_bits": torch.full((b,), q.bits_per_item, dtype=torch.int64)})
 
     def receive(self, received: ChannelOutput | None, payload: Payload, *,
                 generator: torch.Generator | None = None) -> Delivered:
-        from genscom.coding.quantize import check_crc, erased_bits_from_codewords, info_bits_per_codeword
+        from genscom.coding.quantize import codewords_for_bits, erased_bits_from_codewords, info_bits_per_codeword
 
         q = self.quantizer_for(payload.extras["dim"])
-        framed = payload.extras.get("bits_hat", payload.extras["bits"])
-        bits, cw_failed = check_crc(framed, self.link.k, q.bits_per_item)  # cw_failed: [B, n_codewords]
+        bits = payload.extras.get("bits_hat", payload.extras["bits"])
+        b, n_cw = len(bits), codewords_for_bits(q.bits_per_item, self.link.k)
+        # the link's CRC verdict per codeword ([B, max_codewords]); none failed on a noiseless link
+        cw_failed = payload.extras.get("codeword_failed", torch.zeros(b, n_cw, dtype=torch.bool))[:, :n_cw]
         erased = erased_bits_from_codewords(cw_failed, info_bits_per_codeword(self.link.k), q.bits_per_item)
         emb = q.decode(bits, erased)  # erased dims take the fill value, then unit norm
         extras = {k: v for k, v in payload.extras.items() if k in ("mcs", "block_errors")}
@@ -182,9 +206,9 @@ class DigitalEmbeddingScheme(Scheme):
                 generator: torch.Generator | None = None) -> Delivered:
         if channel is None or snr_db is None:
             return self.receive(None, payload)
-        res = self.link.send_bits(payload.extras["bits"], snr_db, channel=channel, generator=generator)
-        extras = dict(payload.extras, bits_hat=res.bits_hat, failed=torch.as_tensor(res.block_errors) > 0,
+        # the plans made at transmit (from the fed-back estimate), whatever the true SNR; costs as counted there
+        res = self.link.send_bits(payload.extras["bits"], snr_db, channel=channel, generator=generator,
+                                  plans=payload.extras["plans"])
+        extras = dict(payload.extras, bits_hat=res.bits_hat, codeword_failed=res.codeword_failed,
                       mcs=res.mcs, block_errors=res.block_errors)
-        sent = dataclasses.replace(payload, channel_uses=torch.as_tensor(res.channel_uses, dtype=torch.int64),
-                                   extras=extras)
-        return self.receive(None, sent)
+        return self.receive(None, dataclasses.replace(payload, extras=extras))

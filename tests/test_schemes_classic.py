@@ -210,6 +210,5 @@ def test_digital_embedding_bad_quantizer():
         create_scheme("digital-embedding", quantizer="int5")
     with pytest.raises(ValueError, match="not fitted"):
         create_scheme("digital-embedding", quantizer=create_quantizer("pq-4x4", dim=16))
-    with pytest.raises(ValueError, match="not both"):
-        create_scheme("digital-embedding", quantizer="int2", fmt="int8")
-    assert create_scheme("digital-embedding", fmt="int8").name == "digital-embedding-int8"  # legacy keyword
+    with pytest.raises(TypeError, match="fmt"):  # the old keyword is gone: quantizer= names every format
+        create_scheme("digital-embedding", fmt="int8")

@@ -104,7 +104,6 @@ class DigitalEmbeddingScheme(Scheme):
             :class:`~genscom.coding.quantize.EmbeddingQuantizer` (e.g. product quantisation:
             ``fit_quantizer("pq-48x8", train_embeddings, seed=0)``, TRAIN split only), or a
             :class:`pathlib.Path` to one saved with ``.save(folder)``.
-        fmt: legacy name of ``quantizer`` (``"float16"`` or ``"int8"``); pass one of the two, not both.
         mcs: MCS name of the link, or ``"adaptive"``.
         fidelity: the link's ``"full"`` simulation, ``"abstract"`` calibrated tables, or ``"auto"``.
         calibration: where and how the link's tables are calibrated (``None``: the default folder,
@@ -120,19 +119,12 @@ class DigitalEmbeddingScheme(Scheme):
                               "reference); plus a 24-bit CRC per LDPC codeword"),
                 mcs_knob())
 
-    def __init__(self, *, quantizer: str | EmbeddingQuantizer | Path = "int4", fmt: str | None = None,
+    def __init__(self, *, quantizer: str | EmbeddingQuantizer | Path = "int4",
                  mcs: str = "qpsk-1/2", fidelity: Literal["full", "abstract", "auto"] = "full",
                  calibration: CalibrationConfig | None = None) -> None:
         from genscom.coding.link import DigitalLink
         from genscom.coding.quantize import EmbeddingQuantizer, load_quantizer
 
-        if fmt is not None:
-            if fmt not in ("float16", "int8"):
-                raise ValueError(f"fmt must be 'float16' or 'int8' (legacy; use quantizer=), got {fmt!r}")
-            if quantizer not in ("int4", fmt):
-                raise ValueError(f"pass quantizer= or the legacy fmt=, not both (got quantizer={quantizer!r}, "
-                                 f"fmt={fmt!r})")
-            quantizer = fmt
         if isinstance(quantizer, Path):
             quantizer = load_quantizer(quantizer)
         if isinstance(quantizer, EmbeddingQuantizer):

@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from genscom.demo.content import DemoItem, load_real_item, real_choices
 from genscom.channels.sensing import link_feedback
+from genscom.demo.content import DemoItem, load_real_item, real_choices
 from genscom.demo.wire import Transmission, WireMessage, decode_message, encode_message
-from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, get_scheme_class
+from genscom.schemes.base import Delivered, RateKnob, Scheme, SourceBatch, get_scheme_class
 
 if TYPE_CHECKING:
     from genscom.coding.link import DigitalLink

@@ -83,6 +83,7 @@ class RetrievalBenchConfig:
     csi: Literal["pilot", "perfect"] = "pilot"  # "perfect": labelled upper bound (no pilots, true channel)
     feedback_bits: int = 6  # the SNR estimate fed back to adapting schemes (0.5 dB steps), counted
     pilots_per_block: int = 2  # pilots per coherence block on fading channels, counted
+    pilot_mse: float | None = 1 / 3  # adapting schemes: more pilots at low fed-back SNR (LinkFeedback); None: fixed
     frontier_target: float = 0.95  # frontier: fewest channel uses reaching this x the family's noiseless R@1
     budget: float = 192  # equal-budget accuracy: channel uses per item every scheme may spend
     out_dir: str = "results/retrieval"
@@ -292,7 +293,7 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
         link's pilot layout (the SNR is not read, so no feedback is sent or counted)."""
         if scheme.adapts:
             return link_feedback(channel, snr, csi=cfg.csi, bits=cfg.feedback_bits,
-                                 pilots_per_block=cfg.pilots_per_block, generator=g)
+                                 pilots_per_block=cfg.pilots_per_block, pilot_mse=cfg.pilot_mse, generator=g)
         return LinkFeedback(channel=channel.name, csi=cfg.csi, coherence=getattr(channel, "coherence", None),
                             pilots_per_block=cfg.pilots_per_block)
 
@@ -398,7 +399,8 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
     meta = make_meta(command=command, seed=cfg.seed, dataset=cfg.dataset, n_items=len(ds), profile=cfg.profile,
                      quick=cfg.quick, channels=list(cfg.channels), snrs=list(cfg.snrs),
                      realisations=cfg.realisations, mcs=cfg.mcs, csi=cfg.csi,
-                     feedback_bits=cfg.feedback_bits, pilots_per_block=cfg.pilots_per_block, source_dim=source_dim,
+                     feedback_bits=cfg.feedback_bits, pilots_per_block=cfg.pilots_per_block,
+                     pilot_mse=cfg.pilot_mse, source_dim=source_dim,
                      n_queries=len(captions), chance_t2v_R1=chance_r1, ci=CI_NOTE,
                      family_reference_R1=reference, frontier_target=cfg.frontier_target, frontier=frontier,
                      overhead_reduction=overhead, equal_budget_uses=cfg.budget, equal_budget=budget,

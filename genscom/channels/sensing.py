@@ -482,6 +482,14 @@ class LinkFeedback:
             pilots sent, the receiver uses the true channel).
         coherence: the channel's coherence block in channel uses (``None``: AWGN, no pilots needed).
         pilots_per_block: pilots at the start of every coherence block when ``csi="pilot"``.
+        pilot_mse: when set (with ``snr_db`` known), the pilot density follows the fed-back SNR: the fewest
+            pilots per block in :data:`PILOT_CHOICES` (at least ``pilots_per_block``, at most half a block)
+            whose LMMSE estimate of ``h`` has error variance ``1 / (1 + P snr) <= pilot_mse`` (relative to
+            ``E|h|^2``; :func:`pilots_for_snr`), as 5G adds DMRS symbols on hard links. The receiver fed the
+            SNR back itself, so it knows the layout: no extra bits. ``None``: always ``pilots_per_block``.
+        margin_db: back-off (dB) a transmitter with a cliff (an MCS choice) takes off ``snr_db``: the
+            estimate exceeds the true SNR by more than this with probability at most 5%
+            (:func:`snr_margin_db`; 0 with ``csi="perfect"``). Known to both ends, so it costs no bits.
 
     Example:
         >>> fb = LinkFeedback(channel="rayleigh", snr_db=5.0, bits=6, coherence=16)
@@ -495,9 +503,13 @@ class LinkFeedback:
     csi: CSI = "pilot"
     coherence: int | None = None
     pilots_per_block: int = 2
+    pilot_mse: float | None = None
+    margin_db: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice(self.csi, "csi", ("perfect", "pilot"))
+        if not (isinstance(self.margin_db, (int, float)) and math.isfinite(self.margin_db) and self.margin_db >= 0):
+            raise ValueError(f"margin_db must be a finite back-off >= 0 dB, got {self.margin_db!r}")
         if self.snr_db is not None and not math.isfinite(float(self.snr_db)):
             raise ValueError(f"snr_db must be a finite estimate in dB or None, got {self.snr_db!r}")
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or self.bits < 0:
@@ -505,17 +517,45 @@ class LinkFeedback:
         if self.coherence is not None:
             check_coherence(self.coherence)
         _check_pos_int(self.pilots_per_block, "pilots_per_block", 2)
+        if self.pilot_mse is not None and not (isinstance(self.pilot_mse, float) and 0.0 < self.pilot_mse < 1.0):
+            raise ValueError(f"pilot_mse must be None (fixed pilots) or a float in (0, 1), the target channel-estimate "
+                             f"error variance, got {self.pilot_mse!r}")
 
     def pilot_layout(self) -> PilotLayout | None:
         """Where pilots go in a frame on this link (``None``: none are needed: AWGN, or ``csi="perfect"``)."""
         if self.csi == "perfect" or self.coherence is None:
             return None
-        return PilotLayout(pilots_per_block=self.pilots_per_block, coherence=self.coherence)
+        p = self.pilots_per_block
+        if self.pilot_mse is not None and self.snr_db is not None:
+            p = pilots_for_snr(self.snr_db, self.coherence, mse=self.pilot_mse, minimum=p)
+        return PilotLayout(pilots_per_block=p, coherence=self.coherence)
 
     @property
     def feedback_uses(self) -> int:
         """Channel uses of the feedback bits (:func:`feedback_uses`)."""
         return feedback_uses(self.bits)
+
+
+#: Pilots per coherence block the SNR-driven density (:func:`pilots_for_snr`) chooses from.
+PILOT_CHOICES = (2, 4, 8)
+
+
+def pilots_for_snr(snr_db: float, coherence: int, *, mse: float = 1.0 / 3.0, minimum: int = 2) -> int:
+    """Pilots per block for an SNR estimate: the fewest ``P`` in :data:`PILOT_CHOICES` (``P >= minimum``)
+    with LMMSE channel-estimate error ``1 / (1 + P 10^(snr/10)) <= mse``, at most ``coherence // 2``
+    (then that cap, or ``minimum`` if larger).
+
+    Example:
+        >>> [pilots_for_snr(s, 16) for s in (-5.0, -2.5, 0.0, 10.0)]
+        [8, 4, 2, 2]
+    """
+    check_coherence(coherence)
+    snr = 10.0 ** (float(snr_db) / 10.0)
+    cap = max(minimum, coherence // 2)
+    for p in PILOT_CHOICES:
+        if minimum <= p <= cap and 1.0 / (1.0 + p * snr) <= mse:
+            return p
+    return max([minimum, *(p for p in PILOT_CHOICES if p <= cap)])
 
 
 def quantize_feedback_snr(snr_db: float, bits: int) -> float:
@@ -525,13 +565,43 @@ def quantize_feedback_snr(snr_db: float, bits: int) -> float:
     return FEEDBACK_SNR_LO_DB + 0.5 * idx
 
 
+def snr_margin_db(n_pilots: int, *, coherence: int | None = None, bits: int | None = 6,
+                  confidence: float = 0.95) -> float:
+    """How far (dB) a fed-back pilot SNR estimate can overshoot the true SNR, at ``confidence``.
+
+    The estimate is ``1 / N0_hat`` (:func:`estimate_noise_var`): with ``n_pilots`` pilots in
+    ``ceil(n_pilots / coherence)`` blocks (one block without ``coherence``), ``N0_hat / N0`` is a
+    Gamma(``dof``, 1/``dof``) variable, ``dof = n_pilots - blocks``, so the estimate exceeds the truth by
+    more than ``-10 log10(q)`` dB with probability ``1 - confidence``, ``q`` its ``1 - confidence``
+    quantile; quantising to the 0.5 dB feedback grid (``bits``; ``None``: not quantised) adds up to 0.25 dB.
+
+    Example:
+        >>> round(snr_margin_db(64), 2)  # 64 pilots on AWGN, 6 feedback bits
+        1.21
+    """
+    from scipy.stats import gamma
+
+    n = _check_pos_int(n_pilots, "n_pilots", 2)
+    if not (isinstance(confidence, float) and 0.5 <= confidence < 1.0):
+        raise ValueError(f"confidence must be a probability in [0.5, 1), got {confidence!r}")
+    blocks = 1 if coherence is None else -(-n // check_coherence(coherence))
+    dof = n - blocks
+    if dof < 1:
+        raise ValueError(f"{n} pilots in {blocks} blocks leave no residual to estimate N0 from; send more pilots")
+    q = float(gamma.ppf(1.0 - confidence, a=dof, scale=1.0 / dof))
+    return -10.0 * math.log10(q) + (0.0 if bits is None else 0.25)
+
+
 def link_feedback(channel: Channel, snr_db: float, *, csi: CSI = "pilot", n_pilots: int = 64, bits: int = 6,
-                  pilots_per_block: int = 2, generator: torch.Generator | None = None) -> LinkFeedback:
+                  pilots_per_block: int = 2, pilot_mse: float | None = None,
+                  generator: torch.Generator | None = None) -> LinkFeedback:
     """The feedback a transmitter gets before sending on ``channel`` at the true ``snr_db``.
 
     ``csi="pilot"``: the receiver estimates the average SNR from ``n_pilots`` pilots of an earlier
     frame (:func:`sense`, noise-variance estimate), quantises it to ``bits`` and feeds it back.
-    ``csi="perfect"`` (upper bound): the true SNR, no feedback cost, no pilots.
+    ``csi="perfect"`` (upper bound): the true SNR, no feedback cost, no pilots, no margin.
+    The feedback carries :func:`snr_margin_db` of the sounding as ``margin_db``; ``pilot_mse`` sets the
+    SNR-driven pilot density of the data frames (:class:`LinkFeedback`).
     """
     if not isinstance(channel, Channel):
         raise TypeError(f"channel must be a genscom Channel, got {type(channel).__name__}")
@@ -541,7 +611,8 @@ def link_feedback(channel: Channel, snr_db: float, *, csi: CSI = "pilot", n_pilo
                             pilots_per_block=pilots_per_block)
     est = sense(channel, snr_db, batch=1, n_pilots=n_pilots, generator=generator).snr_db
     return LinkFeedback(channel=channel.name, snr_db=quantize_feedback_snr(float(est[0]), bits), bits=bits,
-                        csi="pilot", coherence=coherence, pilots_per_block=pilots_per_block)
+                        csi="pilot", coherence=coherence, pilots_per_block=pilots_per_block, pilot_mse=pilot_mse,
+                        margin_db=snr_margin_db(n_pilots, coherence=coherence, bits=bits))
 
 
 def pass_with_pilots(x: torch.Tensor, channel: Channel, snr_db: torch.Tensor | float, layout: PilotLayout | None, *,

@@ -277,6 +277,7 @@ class DigitalLink:
         self._codes: dict[str, LDPCCode] = {}
         self._qams: dict[int, QAM] = {}
         self._tables: dict[tuple[str, str], CalibrationTable] = {}
+        self._choices: dict[tuple[str, float, int], tuple[MCS, int, float]] = {}  # plan(): (channel, snr, codewords)
         self._crc_blocks: tuple[object, object] | None = None
 
     # -- pieces, built lazily ------------------------------------------------
@@ -337,8 +338,13 @@ class DigitalLink:
         snr = _one_snr(snr_db_estimate)
         ch = self._channel(channel)
         c = codewords_for_bits(n_bits, k=self.k, crc=self.crc)
-        m, r, p = choose_mcs(snr, {name: self.table(name, ch) for name in self.mcs_set}, n_codewords=c,
-                             target=self.target, max_repeat=self.max_repeat)
+        key = (channel_key(ch), snr, c)
+        if key not in self._choices:
+            if len(self._choices) >= 4096:  # bounded: estimates are continuous in general
+                self._choices.clear()
+            self._choices[key] = choose_mcs(snr, {name: self.table(name, ch) for name in self.mcs_set},
+                                            n_codewords=c, target=self.target, max_repeat=self.max_repeat)
+        m, r, p = self._choices[key]
         fixed = plan_fixed(n_bits, m, k=self.k, repeat=r, crc=self.crc)
         return LinkPlan(mcs=m, repeat=r, n_bits=fixed.n_bits, n_codewords=fixed.n_codewords,
                         channel_uses=fixed.channel_uses, p_success=p, snr_db_estimate=snr)

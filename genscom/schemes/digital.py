@@ -39,7 +39,8 @@ def plan_link(link: DigitalLink, n_bits: list[int], sensing: LinkFeedback | None
     feedback_bits [B])``.
 
     A fixed-MCS link needs no channel knowledge. An adaptive link plans from the fed-back SNR estimate
-    (``sensing.snr_db``; its bits and channel uses are counted here) on the calibrated tables of the
+    less its margin (``sensing.snr_db - sensing.margin_db``; the feedback bits and channel uses are
+    counted here) on the calibrated tables of the
     channel ``sensing`` names; without one it raises ``ValueError``.
     """
     b = len(n_bits)
@@ -53,8 +54,12 @@ def plan_link(link: DigitalLink, n_bits: list[int], sensing: LinkFeedback | None
     from genscom.channels.registry import create_channel
 
     channel = create_channel(sensing.channel, **({"coherence": sensing.coherence} if sensing.coherence else {}))
+    # the MCS is chosen for the estimate less its margin: an MCS has a cliff, and the estimate may overshoot
+    snr = sensing.snr_db - sensing.margin_db
     cache: dict[int, LinkPlan] = {}
-    plans = [cache.setdefault(int(n), link.plan(int(n), sensing.snr_db, channel=channel)) for n in n_bits]
+    for n in set(int(n) for n in n_bits):
+        cache[n] = link.plan(n, snr, channel=channel)
+    plans = [cache[int(n)] for n in n_bits]
     uses = torch.tensor([p.channel_uses + sensing.feedback_uses for p in plans], dtype=torch.int64)
     return plans, uses, torch.full((b,), sensing.bits, dtype=torch.int64)
 

@@ -90,6 +90,12 @@ def bench_retrieval(
     mcs: str = typer.Option("adaptive", "--mcs", help="MCS of the digital schemes: 'adaptive' (from the fed-back "
                                                       "SNR estimate) or a fixed one (labelled variant)"),
     csi: str = typer.Option("pilot", "--csi", help="pilot (estimated, counted) or perfect (labelled upper bound)"),
+    pilots: int = typer.Option(2, "--pilots", help="pilots per coherence block on fading channels (>= 2)"),
+    pilot_mse: float = typer.Option(1 / 3, "--pilot-mse",
+                                    help="adapting schemes add pilots (2/4/8 per block) until the channel-estimate "
+                                         "error at the fed-back SNR is at most this; 0: always --pilots"),
+    pq: str = typer.Option("pq-48x8", "--pq", help="product quantiser of the PQ row (fitted on train clips); "
+                                                  "'none' drops the row"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, or auto"),
     out: Path = typer.Option(Path("results/retrieval"), "--out", help="output folder"),
     index: str = typer.Option("exact", "--index", help="gallery scores: exact (matrix product) or faiss (IndexFlatIP)"),
@@ -104,7 +110,7 @@ def bench_retrieval(
     from genscom.utils import resolve_device
 
     try:
-        specs = default_schemes(mcs, adapter=default_adapter(profile))
+        specs = default_schemes(mcs, adapter=default_adapter(profile), pq=None if pq == "none" else pq)
         if schemes:
             wanted = list(_split_names(schemes))
             known = sorted({s.name for s in specs})
@@ -121,6 +127,7 @@ def bench_retrieval(
             channels=_split_names(channels) if channels else None,
             snrs=tuple(_parse_floats(snrs, "--snrs")) if snrs else None,
             realisations=realisations, seed=seed, quick=quick, mcs=mcs, csi=csi, out_dir=str(out),  # type: ignore[arg-type]
+            pilots_per_block=pilots, pilot_mse=float(pilot_mse) if pilot_mse > 0 else None,
             device=str(resolve_device(device)), index=index,
             dataset_kwargs={"root": str(data_root)} if data_root else {},
         )

@@ -17,8 +17,8 @@ class ColourClips(ClipCaptionDataset):
 
     name = "colour-clips"
 
-    def __init__(self):
-        g = torch.Generator().manual_seed(0)
+    def __init__(self, seed=0):
+        g = torch.Generator().manual_seed(seed)
         self.colours = torch.randint(0, 256, (N, 3), generator=g, dtype=torch.int64).to(torch.uint8)
 
     def __len__(self):
@@ -73,6 +73,48 @@ def test_retrieval_bench_end_to_end(tmp_path):
         (hi.metrics["t2v_R@1"] + lo.metrics["t2v_R@1"]) / 2)  # D/2 <= 192 channel uses: both points count
     for png in ("retrieval_r1.png", "retrieval_frontier.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pq_row_fitted_on_train_split_and_best_digital_envelope(tmp_path):
+    """A ``pq-<m>x<b>`` row is fitted on the train split (never the test gallery) and sent over the adaptive
+    link; ``best-digital`` is, per SNR, the classic row with the highest R@1 (ties: fewer channel uses)."""
+    ds, train = ColourClips(), ColourClips(seed=5)
+    cfg = RetrievalBenchConfig(n_items=N, channels=("awgn",), snrs=(-8.0, 30.0), realisations=1,
+                               out_dir=str(tmp_path), profile="lookup", equal_uses=False)
+    specs = [SchemeSpec("digital-embedding", {"quantizer": q, "mcs": "adaptive", "fidelity": "abstract"})
+             for q in ("pq-4x2", "int8")]
+    res = run_retrieval_bench(cfg, schemes=specs, encoder=LookupEncoder(ds), dataset=ds, train_dataset=train)
+    rows = {(r.scheme, r.channel, r.snr_db): r for r in res["records"]}
+    pq = rows[("digital-embedding-pq-4x2-mcs-adaptive", "awgn", 30.0)]
+    assert pq.extra["scheme_kwargs"]["quantizer"] == "pq-4x2" and pq.bits == 4 * 2 + 24 + cfg.feedback_bits  # code, CRC, fed-back SNR
+    for snr in (-8.0, 30.0):
+        cands = [r for (name, ch, s), r in rows.items() if name.startswith("digital-embedding") and s == snr]
+        best = rows[("best-digital", "awgn", snr)]
+        top = max(r.metrics["t2v_R@1"] for r in cands)
+        assert best.metrics["t2v_R@1"] == top
+        assert best.channel_uses == min(r.channel_uses for r in cands if r.metrics["t2v_R@1"] == top)
+        assert best.extra["from"] in {r.scheme for r in cands}
+    blob = json.loads((tmp_path / "retrieval.json").read_text())  # fitted quantisers are named, not serialised
+    assert {r["scheme"] for r in blob["records"]} >= {"best-digital", "digital-embedding-pq-4x2-mcs-adaptive"}
+
+
+def test_fit_spec_quantizers_fits_once_and_only_trained_quantizers():
+    from genscom.bench.retrieval import fit_spec_quantizers
+    from genscom.coding.quantize import EmbeddingQuantizer
+
+    calls = []
+
+    def train():
+        calls.append(1)
+        return torch.nn.functional.normalize(torch.randn(300, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+
+    plain = [SchemeSpec("digital-embedding", {"quantizer": "int4"}), SchemeSpec("semantic-analog")]
+    assert fit_spec_quantizers(plain, train) == plain and not calls
+    out = fit_spec_quantizers([*plain, SchemeSpec("digital-embedding", {"quantizer": "pq-2x4"}),
+                               SchemeSpec("digital-embedding", {"quantizer": "pq-4x4"})], train)
+    assert len(calls) == 1
+    q = out[3].kwargs["quantizer"]
+    assert isinstance(q, EmbeddingQuantizer) and q.trained and q.bits_per_item == 16 and out[:2] == plain
 
 
 def test_config_validation():
@@ -132,6 +174,13 @@ def test_quick_benchmark_end_to_end_against_theory(tmp_path):
     assert abs(analog[-1] - clean) <= 0.02 and analog[0] < clean - 0.2
     # headline analyses are in the results file, with the frontier plot
     assert set(meta["frontier"]["awgn"]) >= {"adapted", "semantic", "digital-embedding", "h264", "jpeg"}
+    names = {r["scheme"] for r in recs}
+    assert {"best-digital", "jpeg-ldpc-mcs-adaptive", "digital-embedding-pq-48x8-mcs-adaptive",
+            "digital-embedding-int2-mcs-adaptive", "digital-embedding-int8-mcs-adaptive"} <= names
+    for s in snrs:  # the envelope is the best classic row at every SNR
+        classic = [r for r in recs if r["snr_db"] == s and r["scheme"].split("-mcs")[0] in
+                   {"h264-ldpc", "jpeg-ldpc"} | {n.split("-mcs")[0] for n in names if n.startswith("digital-")}]
+        assert row[("best-digital", s)]["metrics"]["t2v_R@1"] == max(r["metrics"]["t2v_R@1"] for r in classic)
     assert set(meta["overhead_reduction"]["awgn"]) == {f"{s:+g}" for s in snrs}
     assert meta["equal_budget"]["awgn"]["h264"] == pytest.approx(1 / 200)  # nothing fits in 192 uses: chance
     for png in ("retrieval_r1.png", "retrieval_frontier.png"):

@@ -505,6 +505,9 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
                 parts.append(f"{snr} dB: no classic scheme reaches its target")
             elif row["reduction"] is None:
                 parts.append(f"{snr} dB: no semantic row matches {row['classic']} (semantic loses)")
+            elif row["reduction"] < 0:
+                parts.append(f"{snr} dB: semantic loses, {row['semantic']} needs "
+                             f"{row['semantic_uses'] / row['classic_uses']:.1f}x the channel uses of {row['classic']}")
             else:
                 parts.append(f"{snr} dB: {100 * row['reduction']:.1f}% ({row['semantic']} vs {row['classic']})")
         console.print(f"overhead reduction vs the best classic scheme on {ch}: " + "; ".join(parts))

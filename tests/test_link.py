@@ -8,7 +8,8 @@ import torch
 
 from genscom.channels import fading
 from genscom.channels.awgn import AWGNChannel
-from genscom.coding.calibration import CalibrationConfig, calibrate
+from genscom.channels.sensing import PilotLayout
+from genscom.coding.calibration import CalibrationConfig, bler_interval, calibrate
 from genscom.coding.link import DigitalLink
 from genscom.coding.mcs import LinkPlan, channel_uses_for_bits, choose_mcs, get_mcs, plan_fixed
 
@@ -120,6 +121,102 @@ def test_adaptive_plan_is_monotone_in_snr_and_counts_what_it_sends(tmp_path):
         link.send_bits(bits, 26.0, plans=[link.plan(100, 26.0)] * 2)
     with pytest.raises(ValueError, match="snr_db_estimate"):
         link.plan(200)
+
+
+# -- pilot-estimated CSI ------------------------------------------------------------------------------
+RAY16 = fading.RayleighBlockFading(coherence=16)
+
+
+def test_pilots_are_counted_in_plan_channel_uses():
+    two, four = PilotLayout(2, coherence=16), PilotLayout(4, coherence=16)
+    # qpsk-1/2, k = 1024: one codeword is 2048 coded bits on 1024 symbols; 14 (12) data symbols per block
+    assert plan_fixed(1000, "qpsk-1/2").channel_uses == 1024
+    assert plan_fixed(1000, "qpsk-1/2", pilots=two).channel_uses == 1024 + 2 * 74  # ceil(1024 / 14) = 74 blocks
+    assert plan_fixed(1000, "qpsk-1/2", pilots=four).channel_uses == 1024 + 4 * 86  # ceil(1024 / 12) = 86
+    # repeated copies are data symbols of the frame; a CRC adds a codeword here (1001 > 1000 payload bits)
+    assert plan_fixed(1000, "qpsk-1/2", pilots=two, repeat=3).channel_uses == 3072 + 2 * 220
+    assert plan_fixed(1001, "qpsk-1/2", pilots=two, crc=True).channel_uses == 2048 + 2 * 147
+    assert plan_fixed(0, "qpsk-1/2", pilots=two).channel_uses == 0
+    assert channel_uses_for_bits(1000, "qpsk-1/2", pilots=two) == two.frame_length(1024)
+    p = plan_fixed(1000, "qpsk-1/2", pilots=two)
+    assert p.pilots == two and p.csi == "pilot" and plan_fixed(1000, "qpsk-1/2").csi == "perfect"
+    # the link: pilots= per plan, or its csi="pilot" default (blocks aligned with the channel's coherence)
+    link = DigitalLink("qpsk-1/2", RAY16, fidelity="full")
+    assert link.plan(1000).pilots is None and link.plan(1000, pilots=two) == p
+    pil = DigitalLink("qpsk-1/2", RAY16, csi="pilot", pilots_per_block=4, fidelity="full")
+    assert pil.plan(1000) == plan_fixed(1000, "qpsk-1/2", pilots=four) and pil.plan(1000).channel_uses == 1368
+    assert DigitalLink("qpsk-1/2", AWGNChannel(), csi="pilot").plan(1000).pilots is None  # AWGN: h = 1 is known
+    # what is sent is what was planned
+    bits = torch.randint(0, 2, (2, 1000), generator=_gen(50)).float()
+    res = link.send_bits(bits, 30.0, plans=p, generator=_gen(51))
+    assert res.channel_uses.tolist() == [1172, 1172] and res.plans == [p, p] and torch.equal(res.bits_hat, bits)
+    forged = LinkPlan(mcs=p.mcs, repeat=1, n_bits=1000, n_codewords=1, channel_uses=1024, pilots=two)
+    with pytest.raises(ValueError, match="plans\\[0\\]"):
+        link.send_bits(bits, 30.0, plans=forged)
+    with pytest.raises(TypeError, match="PilotLayout"):
+        link.plan(1000, pilots=2)
+    with pytest.raises(ValueError, match="pilots_per_block"):
+        DigitalLink("qpsk-1/2", RAY16, csi="pilot", pilots_per_block=1)
+
+
+def test_pilot_csi_loses_against_perfect_csi_at_the_waterfall():
+    """Same codewords, same seed, 400 codewords each: with 2 pilots per block of 16 the LMMSE error
+    (1 / (1 + 2 SNR) of E|h|^2) costs dB in the waterfall; the 95 % Clopper-Pearson intervals do not overlap."""
+    bits = torch.randint(0, 2, (400, 128), generator=_gen(52)).float()
+    perfect = DigitalLink("qpsk-1/2", RAY16, k=128, fidelity="full").send_bits(bits, 4.0, generator=_gen(53))
+    pilot = DigitalLink("qpsk-1/2", RAY16, k=128, fidelity="full", csi="pilot").send_bits(bits, 4.0,
+                                                                                          generator=_gen(53))
+    assert perfect.channel_uses.tolist() == [128] * 400 and pilot.channel_uses.tolist() == [128 + 2 * 10] * 400
+    _, hi_p = bler_interval(int(perfect.block_errors.sum()), 400)
+    lo_e, _ = bler_interval(int(pilot.block_errors.sum()), 400)
+    assert 0.05 < perfect.bler < 0.8 and pilot.bler > perfect.bler and lo_e > hi_p, (perfect.bler, pilot.bler)
+    # more pilots: a better estimate, fewer failures (same draws otherwise)
+    eight = DigitalLink("qpsk-1/2", RAY16, k=128, fidelity="full", csi="pilot", pilots_per_block=8)
+    assert eight.send_bits(bits, 4.0, generator=_gen(53)).bler < pilot.bler
+
+
+def test_abstraction_with_a_pilot_table_matches_full_simulation(tmp_path):
+    """The pilot-CSI table (its own key) drives the abstraction; its BLER agrees with full simulation of the
+    same link at one waterfall point within their 95 % Clopper-Pearson intervals (400 codewords each)."""
+    two = PilotLayout(2, coherence=16)
+    cfg = CalibrationConfig(snr_grid=(2.0, 5.0, 8.0), target_block_errors=400, max_codewords=400, pilot_codewords=32,
+                            cache_dir=str(tmp_path))
+    table = calibrate("qpsk-1/2", RAY16, config=cfg, k=128, pilots=two)
+    assert table.channel == "rayleigh(coherence=16,signal_power=1.0)+pilots=2"
+    assert 0.1 < table.bler_at(5.0) < 0.9  # the waterfall, where the check means something
+    full = DigitalLink("qpsk-1/2", RAY16, k=128, fidelity="full")
+    abst = DigitalLink("qpsk-1/2", RAY16, k=128, fidelity="abstract", calibration=cfg)
+    assert abst.table("qpsk-1/2", pilots=two) == table
+    bits = torch.randint(0, 2, (400, 128), generator=_gen(54)).float()
+    rf = full.send_bits(bits, 5.0, plans=full.plan(128, pilots=two), generator=_gen(55))
+    ra = abst.send_bits(bits, 5.0, plans=abst.plan(128, pilots=two), generator=_gen(56))
+    assert rf.fidelity == "full" and ra.fidelity == "abstract"
+    lo_f, hi_f = bler_interval(int(rf.block_errors.sum()), 400)
+    lo_a, hi_a = bler_interval(int(ra.block_errors.sum()), 400)
+    assert lo_f <= hi_a and lo_a <= hi_f and abs(rf.bler - ra.bler) < 0.12, (rf.bler, ra.bler)
+    # the perfect-CSI table of the same link is another table (and does better)
+    perfect = calibrate("qpsk-1/2", RAY16, config=cfg, k=128)
+    assert perfect.channel == "rayleigh(coherence=16,signal_power=1.0)" and perfect.bler_at(5.0) < table.bler_at(5.0)
+
+
+def test_a_missing_pilot_table_says_how_to_make_it(tmp_path):
+    rician = fading.RicianBlockFading(coherence=16)
+    cfg = CalibrationConfig(cache_dir=str(tmp_path), use_shipped=False)
+    two = PilotLayout(2, coherence=16)
+    abst = DigitalLink("qpsk-1/2", rician, k=128, fidelity="abstract", calibration=cfg)
+    bits = torch.zeros(2, 128)
+    with pytest.raises(ValueError, match=r"no calibrated table of qpsk-1/2 on rician\(.*\)\+pilots=2.*calibrate\("
+                                         r".*csi='perfect'"):
+        abst.send_bits(bits, 5.0, plans=abst.plan(128, pilots=two))
+    adaptive = DigitalLink("adaptive", rician, k=128, calibration=cfg)
+    with pytest.raises(ValueError, match="pilots_per_block=2.*csi='perfect'"):
+        adaptive.plan(128, 5.0, pilots=two)
+    assert not list(tmp_path.rglob("*.json"))  # nothing was simulated behind the user's back
+    # full simulation needs no table; pilots whose blocks are not the channel's have no table key
+    full = DigitalLink("qpsk-1/2", rician, k=128, fidelity="full")
+    assert full.send_bits(bits, 30.0, plans=full.plan(128, pilots=two), generator=_gen(57)).bler == 0.0
+    with pytest.raises(ValueError, match="coherence"):
+        abst.table("qpsk-1/2", pilots=PilotLayout(2, coherence=8))
 
 
 def test_fixed_link_plan_is_its_mcs_whatever_the_estimate():

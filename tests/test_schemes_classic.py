@@ -8,8 +8,9 @@ import torch
 from genscom.adaptation.adapter import AdapterConfig, build_adapter
 from genscom.channels.awgn import AWGNChannel
 from genscom.channels.fading import RayleighBlockFading
+from genscom.channels.sensing import PilotLayout, link_feedback
 from genscom.coding.link import DigitalLink
-from genscom.coding.mcs import channel_uses_for_bits
+from genscom.coding.mcs import channel_uses_for_bits, plan_fixed
 from genscom.memory import build_knowledge_base
 from genscom.metrics.signal import psnr
 from genscom.schemes import SourceBatch, create_scheme
@@ -108,6 +109,41 @@ def test_digital_scheme_builds_its_link_once(name, monkeypatch):
     if name == "memory":
         assert built == [link]
 
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("digital-embedding", {"mcs": "qpsk-1/2"}),
+    ("digital-embedding", {"mcs": "adaptive"}),
+    ("jpeg-ldpc", {"mcs": "qpsk-1/2", "fidelity": "full"}),
+    ("h264-ldpc", {"mcs": "adaptive", "fidelity": "full"}),
+])
+def test_digital_schemes_pay_for_pilots_with_pilot_csi_and_not_with_perfect(name, kwargs, monkeypatch):
+    """PROTOCOL.md: on fading, every scheme sends pilots per coherence block (counted at transmit) unless the
+    labelled perfect-CSI bound; the digital rows too, fixed or adaptive MCS (adaptive on the pilot tables)."""
+    ch = RayleighBlockFading(coherence=16)
+    scheme = create_scheme(name, **kwargs)
+    batch = SourceBatch(embeddings=_emb(b=2, d=384)) if name == "digital-embedding" else SourceBatch(frames=_clips())
+    pilot_fb = link_feedback(ch, 12.0, csi="pilot", generator=torch.Generator().manual_seed(0))
+    perfect_fb = link_feedback(ch, 12.0, csi="perfect")
+    layout = pilot_fb.pilot_layout()
+    assert layout == PilotLayout(2, coherence=16)
+    for fb, pilots in ((pilot_fb, layout), (perfect_fb, None)):
+        payload = scheme.transmit(batch, sensing=fb)
+        feedback = fb.feedback_uses if scheme.adapts else 0  # a fixed MCS reads no SNR: no feedback counted
+        assert payload.pilots == pilots
+        for plan, uses in zip(payload.extras["plans"], payload.channel_uses.tolist()):
+            data = plan_fixed(plan.n_bits, plan.mcs, repeat=plan.repeat, crc=scheme.link.crc).channel_uses
+            assert plan.pilots == pilots and data > 0
+            assert uses == (data if pilots is None else layout.frame_length(data)) + feedback, (fb.csi, plan)
+    # deliver follows the plans (pilots) made at transmit: nothing is planned or recounted there
+    payload = scheme.transmit(batch, sensing=pilot_fb)
+
+    def no_plan(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise AssertionError("deliver re-planned the link")
+
+    monkeypatch.setattr(scheme.link, "plan", no_plan)
+    out = scheme.deliver(payload, ch, 30.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out.channel_uses, payload.channel_uses) and not out.failed.any()
 
 
 # --------------------------------------------------------------------------- digital-embedding: quantiser, CRC, erasure

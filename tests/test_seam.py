@@ -118,3 +118,26 @@ def test_typed_payload_with_pilots_crosses_the_wire() -> None:
     a = s.deliver(p, ch, 5.0, generator=torch.Generator().manual_seed(3)).embeddings
     b = s.deliver(q, ch, 5.0, generator=torch.Generator().manual_seed(3)).embeddings
     torch.testing.assert_close(a, b)
+
+
+def test_digital_plans_with_pilots_cross_the_wire() -> None:
+    """A digital payload's plans carry the frame's pilots (chosen from the feedback: SNR-driven density);
+    the receiver process gets them back and delivers exactly as the transmitter's process would."""
+    from genscom.channels.sensing import PILOT_CHOICES, link_feedback
+    from genscom.demo.wire import Transmission, WireMessage, decode_message, encode_message
+
+    ch = create_channel("rayleigh", coherence=16)
+    s = create_scheme("digital-embedding", mcs="adaptive")
+    fb = link_feedback(ch, 0.0, csi="pilot", pilot_mse=0.2, generator=torch.Generator().manual_seed(0))
+    layout = fb.pilot_layout()
+    p = s.transmit(SourceBatch(embeddings=_emb(2)), sensing=fb)
+    assert layout.pilots_per_block in PILOT_CHOICES and p.pilots == layout
+    assert all(plan.pilots == layout for plan in p.extras["plans"])
+    back = decode_message(encode_message(WireMessage([Transmission(s.name, {"mcs": "adaptive"}, p)], "rayleigh", 0.0)))
+    q = back.transmissions[0].payload
+    assert q.pilots == p.pilots and q.extras["plans"] == p.extras["plans"]  # adaptive plans: no nan fields
+    assert torch.equal(q.channel_uses, p.channel_uses)
+    a = s.deliver(p, ch, 3.0, generator=torch.Generator().manual_seed(3))
+    b = s.deliver(q, ch, 3.0, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a.embeddings, b.embeddings)
+    assert torch.equal(a.failed, b.failed)

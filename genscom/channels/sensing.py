@@ -624,13 +624,34 @@ def pass_with_pilots(x: torch.Tensor, channel: Channel, snr_db: torch.Tensor | f
     part is returned: ``y`` ``[B, n]``, ``h`` the per-block *estimate* at each data symbol
     (``estimator``), ``noise_var`` the estimated ``N0`` ``[B, 1]`` and ``snr_db`` the estimated SNR
     ``[B]`` — what a receiver that never sees the true channel works with.
+    The variance of the CSI error comes with :func:`pass_with_pilots_csi`.
+    """
+    return pass_with_pilots_csi(x, channel, snr_db, layout, estimator=estimator, generator=generator)[0]
+
+
+def pass_with_pilots_csi(x: torch.Tensor, channel: Channel, snr_db: torch.Tensor | float, layout: PilotLayout | None,
+                         *, estimator: Estimator = "lmmse", generator: torch.Generator | None = None
+                         ) -> tuple[ChannelOutput, torch.Tensor | None]:
+    r""":func:`pass_with_pilots` plus the variance of the receiver's CSI error at each data symbol.
+
+    Returns ``(received, h_error_var)``: ``received`` exactly as :func:`pass_with_pilots` (same draws
+    from ``generator``), and ``h_error_var`` ``[B, n]`` real, the variance of ``h - h_hat`` of the
+    ``estimator`` per block (LMMSE: ``s2 (N0_hat/E) / (s2 + N0_hat/E)``, ``E = P`` unit pilots, with
+    the estimated ``N0``), or ``None`` with ``layout=None`` (the true ``h``: no error). A demapper
+    treats it as extra noise: :func:`genscom.channels.fading.equalize` ``(y, h, noise_var, "zf",
+    h_error_var=h_error_var)``, ``N0_eff = (N0_hat + s2) / |h_hat|^2``.
+
+    Example:
+        >>> layout = PilotLayout(pilots_per_block=2, coherence=16)
+        >>> out, err = pass_with_pilots_csi(x, RayleighBlockFading(coherence=16), 5.0, layout, generator=g)
+        >>> x_hat, nv = equalize(out.y, out.h, out.noise_var, "zf", h_error_var=err)
     """
     if layout is None:
-        return channel(x, snr_db, generator=generator)
+        return channel(x, snr_db, generator=generator), None
     n = x.shape[-1]
     p = pilot_sequence(layout.pilots_per_block, dtype=x.dtype, device=x.device)
     out = channel(layout.insert(x, p), snr_db, generator=generator)
     rx = receive_with_pilots(out, layout, p, n_data=n, channel=channel, csi="pilot", estimator=estimator)
     _, y_d = layout.split(out.y, n)
-    return ChannelOutput(y=y_d, h=rx.sensing.h_hat, noise_var=rx.sensing.noise_var.unsqueeze(-1),
-                         snr_db=rx.sensing.snr_db, channel=out.channel)
+    return (ChannelOutput(y=y_d, h=rx.sensing.h_hat, noise_var=rx.sensing.noise_var.unsqueeze(-1),
+                          snr_db=rx.sensing.snr_db, channel=out.channel), rx.sensing.h_error_var)

@@ -1,8 +1,9 @@
 r"""Monte-Carlo simulation of LDPC + QAM over a channel, and the calibrated tables of the link abstraction.
 
-* :func:`through_channel`: one pass of symbols over a genscom channel with perfect-CSI
-  zero-forcing (and maximum-ratio combining of repeated copies) -> symbol estimates
-  and their effective noise variance (what the demapper sees).
+* :func:`through_channel`: one pass of symbols over a genscom channel with zero-forcing
+  (perfect CSI, or with ``pilots=`` the LMMSE estimate from pilots opening every coherence block)
+  and maximum-ratio combining of repeated copies -> symbol estimates and their effective noise
+  variance (what the demapper sees).
 * :func:`simulate_uncoded_ber`, :func:`simulate_coded`: measured BER / BLER.
 * :func:`run_to_errors`: simulate batches until ``target_block_errors`` block errors or a
   codeword cap (as Sionna's ``sim_ber``), with a Clopper-Pearson interval (:func:`bler_interval`).
@@ -26,13 +27,24 @@ BLER 0 by monotonicity (recorded as ``"bound"`` anchors at the ends of ``snr_ran
 :class:`~genscom.coding.link.DigitalLink`): first the tables shipped with genscom
 (:data:`SHIPPED_DIR`, ``genscom/coding/tables/*.json``: the 5G NR and legacy MCS, k = 1024,
 20 iterations, APP demapping, on AWGN, Rayleigh and Rician block fading with coherence 16 and
-perfect CSI; see its README), matched on MCS, channel key, k, iterations, demapping and
+perfect CSI, and the 5G NR MCS on Rayleigh with pilot CSI, 2, 4 and 8 pilots per block; see its
+README), matched on MCS, link key (:func:`link_key`: the channel, and the pilots per block with
+pilot CSI), k, iterations, demapping and
 :data:`CALIBRATION_VERSION` (``CalibrationConfig(use_shipped=False)`` skips them); then the user
 cache: ``CalibrationConfig(cache_dir=...)`` -> ``<cache_dir>/link_calibration``, ``cache_dir=None``
 -> :func:`default_cache_dir` (``$GENSCOM_CACHE/link_calibration``, else
 ``~/.cache/genscom/link_calibration``), keyed by the above and the calibration settings; then it
 simulates and writes there (logged at INFO with its path). So a benchmark with the default link
 settings reads the shipped tables and writes nothing.
+
+**Pilot CSI** (``pilots=`` a :class:`~genscom.channels.sensing.PilotLayout` aligned with the
+channel's coherence): every simulated codeword travels in a frame with ``P`` known pilots opening
+each coherence block; the receiver estimates ``N0`` and ``h`` per block (LMMSE) from them and
+zero-forces with the estimate, the estimate's error variance counted as noise
+(:func:`genscom.channels.fading.equalize`). Such tables are keyed ``<channel key>+pilots=<P>``
+(:func:`link_key`) and are a separate file per ``P``. The SNR axis stays ``Es/N0`` of the data
+symbols; the pilots' channel uses are counted by the plan (:class:`~genscom.coding.mcs.LinkPlan`),
+not here.
 
 The abstract link (:class:`~genscom.coding.link.DigitalLink`) cuts the real bitstream
 into codewords; each fails independently with the table's BLER (``log10`` BLER
@@ -67,8 +79,10 @@ import numpy as np
 import torch
 
 from genscom.channels.base import Channel
+from genscom.channels.fading import equalize
+from genscom.channels.sensing import PilotLayout, pass_with_pilots_csi
 from genscom.coding.ldpc import DEFAULT_K, DEFAULT_NUM_ITER, Decoder, LDPCCode, check_k, resolve_decoder
-from genscom.coding.mcs import MCS, NR_MCS, LEGACY_MCS, get_mcs
+from genscom.coding.mcs import MCS, NR_MCS, LEGACY_MCS, check_pilots, get_mcs
 from genscom.coding.qam import QAM, DemapMethod
 from genscom.utils import atomic_write_json, atomic_write_text
 
@@ -91,27 +105,34 @@ def default_cache_dir() -> Path:
 
 
 def through_channel(x: torch.Tensor, channel: Channel, snr_db: float, *,
-                    generator: torch.Generator | None = None, repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator | None = None, repeat: int = 1,
+                    pilots: PilotLayout | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Symbols ``[B, n]`` complex -> (equalised symbols ``[B, n]``, effective ``N0`` ``[B, n]``), as the link's receiver.
 
     ``y = h x + n``, ``n ~ CN(0, N0)`` with ``Es/N0 = snr_db`` (dB, unit-energy symbols).
 
-    Perfect CSI, zero-forcing: ``x_hat = y / h``, ``N0_eff = N0 / |h|^2`` -- for one
-    antenna this gives exact LLRs (MMSE un-biased is the same). With ``repeat = r`` the
-    row is sent ``r`` times back to back (``[x, x, ..., x]``, so copies fall in different
-    fading blocks when the row is longer than the coherence) and the copies are combined
-    by maximum-ratio combining: ``x_hat = sum_j x_hat_j / N0_j / sum_j 1 / N0_j``,
+    Perfect CSI (``pilots=None``), zero-forcing: ``x_hat = y / h``, ``N0_eff = N0 / |h|^2`` -- for one
+    antenna this gives exact LLRs (MMSE un-biased is the same).
+
+    Pilot CSI (``pilots`` a :class:`~genscom.channels.sensing.PilotLayout`): each row's data symbols
+    (copies included) go in a frame of ``pilots.frame_length(r n)`` channel uses with ``P`` pilots
+    opening every block (:func:`genscom.channels.sensing.pass_with_pilots_csi`); the receiver
+    estimates ``N0_hat`` and the LMMSE ``h_hat`` per block with error variance ``s2`` and
+    zero-forces with them: ``x_hat = y / h_hat``, ``N0_eff = (N0_hat + s2) / |h_hat|^2``.
+
+    With ``repeat = r`` the row is sent ``r`` times back to back (``[x, x, ..., x]``, so copies
+    fall in different fading blocks when the row is longer than the coherence) and the copies
+    are combined by maximum-ratio combining: ``x_hat = sum_j x_hat_j / N0_j / sum_j 1 / N0_j``,
     ``N0_eff = 1 / sum_j 1 / N0_j`` (AWGN: an ``r``-fold, ``10 log10 r`` dB, SNR gain).
     """
     n = x.shape[-1]
-    out = channel(x.repeat(1, repeat) if repeat > 1 else x, snr_db, generator=generator)
+    out, h_err = pass_with_pilots_csi(x.repeat(1, repeat) if repeat > 1 else x, channel, snr_db,
+                                      check_pilots(pilots), generator=generator)
     nv = torch.broadcast_to(torch.as_tensor(out.noise_var, device=x.device), out.y.shape)
     if out.h is None:
         x_hat, nv_eff = out.y, nv
-    else:
-        from genscom.channels.fading import equalize  # perfect CSI: the true h
-
-        x_hat, nv_eff = equalize(out.y, out.h, nv, method="zf")
+    else:  # the true h (perfect CSI) or the pilots' estimate, its error variance counted as noise
+        x_hat, nv_eff = equalize(out.y, out.h, nv, method="zf", h_error_var=0.0 if h_err is None else h_err)
         nv_eff = torch.broadcast_to(torch.as_tensor(nv_eff, device=x.device), x_hat.shape)
     if repeat == 1:
         return x_hat, nv_eff
@@ -157,11 +178,13 @@ def simulate_coded(mcs: MCS | str, channel: Channel, snr_db: float, n_codewords:
                    generator: torch.Generator | None = None, k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
                    demapping: DemapMethod = "app", decoder: Decoder = "sionna",
                    code: LDPCCode | None = None, qam: QAM | None = None,
-                   device: str | torch.device = "cpu") -> CodedStats:
+                   device: str | torch.device = "cpu", pilots: PilotLayout | None = None) -> CodedStats:
     """Full LDPC + QAM simulation of ``n_codewords`` random codewords (one per channel row).
 
     Returns :class:`CodedStats` (``ber``, ``bler``, counts). ``code`` (and ``qam``) may be
-    passed to reuse built blocks (the code's ``k``/``num_iter``/decoder then win).
+    passed to reuse built blocks (the code's ``k``/``num_iter``/decoder then win). ``pilots``: each
+    codeword in its own pilot frame, equalised with the pilots' estimates (:func:`through_channel`);
+    ``None``: perfect CSI.
     """
     m = get_mcs(mcs)
     if isinstance(n_codewords, bool) or not isinstance(n_codewords, int) or n_codewords < 1:
@@ -176,7 +199,7 @@ def simulate_coded(mcs: MCS | str, channel: Channel, snr_db: float, n_codewords:
         qam = QAM(m.order, method=demapping, precision=code.precision, device=code.device)
     u = torch.randint(0, 2, (n_codewords, code.k), generator=generator, device=code.device).to(torch.float32)
     x = qam.map(code.encode(u))
-    x_hat, nv = through_channel(x, channel, snr_db, generator=generator)
+    x_hat, nv = through_channel(x, channel, snr_db, generator=generator, pilots=pilots)
     u_hat = code.decode(qam.demap(x_hat, nv))
     errs = (u_hat != u).sum(dim=-1)
     failed = errs[errs > 0]
@@ -337,6 +360,24 @@ def channel_key(channel: Channel) -> str:
     return f"{channel.name}(" + ",".join(f"{k}={v!r}" for k, v in params.items()) + ")"
 
 
+def link_key(channel: Channel, pilots: PilotLayout | None = None) -> str:
+    """The key of a table: :func:`channel_key` for perfect CSI, ``"<channel key>+pilots=<P>"`` with pilot CSI
+    (``P`` pilots opening every coherence block: ``"rayleigh(coherence=16,signal_power=1.0)+pilots=2"``).
+
+    The layout's blocks must be the channel's coherence blocks (``PilotLayout.for_channel``); ``ValueError``
+    otherwise (a table for misaligned pilots would be another experiment).
+    """
+    layout = check_pilots(pilots)
+    if layout is None:
+        return channel_key(channel)
+    coherence = getattr(channel, "coherence", None)
+    if layout.coherence != coherence:
+        raise ValueError(f"pilots {layout} have blocks of {layout.coherence} channel uses but the channel "
+                         f"{channel_key(channel)} has coherence {coherence}; calibrated tables assume pilots opening "
+                         f"every coherence block: PilotLayout.for_channel(channel, {layout.pilots_per_block})")
+    return f"{channel_key(channel)}+pilots={layout.pilots_per_block}"
+
+
 _TABLE_FIELDS = ("mcs", "channel", "k", "n", "num_iter", "snr_db", "bler", "residual_ber", "n_codewords",
                  "error_counts", "source")
 _TABLE_OPTIONAL = ("block_errors", "bler_low", "bler_high", "demapping", "decoder", "settings", "wall_s", "key",
@@ -467,10 +508,14 @@ def write_table_file(path: str | os.PathLike[str], meta: dict[str, Any], tables:
 
 
 def shipped_table(mcs: MCS | str, channel: Channel | str, *, k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
-                  demapping: str = "app", folder: str | os.PathLike[str] | None = None) -> CalibrationTable | None:
-    """The table shipped in ``folder`` (default :data:`SHIPPED_DIR`) for this MCS, channel (object or
-    :func:`channel_key` string), ``k``, iterations and demapping, or ``None``."""
-    ident = _identity(get_mcs(mcs), channel if isinstance(channel, str) else channel_key(channel), k, num_iter,
+                  demapping: str = "app", folder: str | os.PathLike[str] | None = None,
+                  pilots: PilotLayout | None = None) -> CalibrationTable | None:
+    """The table shipped in ``folder`` (default :data:`SHIPPED_DIR`) for this MCS, channel (object, or a
+    :func:`link_key` string), ``pilots`` (with a channel object; ``None``: perfect CSI), ``k``, iterations and
+    demapping, or ``None``."""
+    if isinstance(channel, str) and pilots is not None:
+        raise ValueError("pass the channel object with pilots= (or the full link_key string without it)")
+    ident = _identity(get_mcs(mcs), channel if isinstance(channel, str) else link_key(channel, pilots), k, num_iter,
                       demapping)
     root = Path(folder) if folder is not None else SHIPPED_DIR
     for path in sorted(root.glob("*.json")) if root.is_dir() else []:
@@ -551,7 +596,8 @@ def _search_points(sim: Callable[[float, int], CodedStats], run: Callable[[float
 
 
 def _simulate_table(m: MCS, channel: Channel, chan: str, cfg: CalibrationConfig, *, k: int, num_iter: int,
-                    demapping: DemapMethod, key: str, device: str | torch.device) -> CalibrationTable:
+                    demapping: DemapMethod, key: str, device: str | torch.device,
+                    pilots: PilotLayout | None = None) -> CalibrationTable:
     t0 = time.perf_counter()
     code = LDPCCode(k, m.code_rate, bits_per_symbol=m.bits_per_symbol, num_iter=num_iter, decoder=cfg.decoder,
                     device=device)
@@ -561,7 +607,7 @@ def _simulate_table(m: MCS, channel: Channel, chan: str, cfg: CalibrationConfig,
              m.name, chan, code.k, num_iter, code.decoder, cfg.target_block_errors, cfg.max_codewords)
 
     def sim(snr: float, n: int) -> CodedStats:
-        return simulate_coded(m, channel, snr, n, generator=gen, code=code, qam=qam)
+        return simulate_coded(m, channel, snr, n, generator=gen, code=code, qam=qam, pilots=pilots)
 
     def run(snr: float, initial: CodedStats | None) -> CodedStats:
         st = run_to_errors(lambda n: sim(snr, n), target_block_errors=cfg.target_block_errors,
@@ -592,9 +638,48 @@ def _simulate_table(m: MCS, channel: Channel, chan: str, cfg: CalibrationConfig,
         wall_s=round(time.perf_counter() - t0, 2), key=key)
 
 
+def _lookup(m: MCS, chan: str, cfg: CalibrationConfig, *, k: int, num_iter: int,
+            demapping: str) -> CalibrationTable | None:
+    """The shipped table (if ``cfg.use_shipped``), else the cached one, else ``None``."""
+    if cfg.use_shipped:
+        shipped = shipped_table(m, chan, k=k, num_iter=num_iter, demapping=demapping)
+        if shipped is not None:
+            return shipped
+    path, key = _cache_path(m, chan, k, num_iter, cfg, demapping)
+    if path.is_file():
+        try:
+            table = CalibrationTable.from_json(json.loads(path.read_text(encoding="utf-8")))
+            if table.key == key:
+                return table
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable calibration %s (%s); recomputing", path, exc)
+    return None
+
+
+def _check_args(channel: Channel | str, demapping: str) -> Channel:
+    if isinstance(channel, str):
+        from genscom.channels.registry import create_channel
+
+        channel = create_channel(channel)
+    if demapping not in ("app", "maxlog"):
+        raise ValueError(f"demapping must be 'app' or 'maxlog', got {demapping!r}")
+    return channel
+
+
+def find_table(mcs: MCS | str, channel: Channel | str, *, pilots: PilotLayout | None = None,
+               config: CalibrationConfig | None = None, k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
+               demapping: DemapMethod = "app") -> CalibrationTable | None:
+    """The table :func:`calibrate` would return without simulating: shipped (unless ``config.use_shipped`` is
+    False), else in the user cache ``config.folder()``; ``None`` when neither holds it. Writes nothing."""
+    channel = _check_args(channel, demapping)
+    return _lookup(get_mcs(mcs), link_key(channel, pilots), config or CalibrationConfig(), k=check_k(k),
+                   num_iter=num_iter, demapping=demapping)
+
+
 def calibrate(mcs: MCS | str, channel: Channel | str, *, config: CalibrationConfig | None = None,
               k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER, demapping: DemapMethod = "app",
-              use_cache: bool = True, device: str | torch.device = "cpu") -> CalibrationTable:
+              use_cache: bool = True, device: str | torch.device = "cpu",
+              pilots: PilotLayout | None = None) -> CalibrationTable:
     """BLER / residual-error table of ``mcs`` on ``channel``: shipped, cached, or simulated (then cached as JSON).
 
     Lookup order (module docstring): the shipped tables (unless ``config.use_shipped`` is False),
@@ -602,51 +687,48 @@ def calibrate(mcs: MCS | str, channel: Channel | str, *, config: CalibrationConf
     by :class:`CalibrationConfig`. Randomness comes from ``torch.Generator().manual_seed(config.seed)``
     (not a caller's generator), so a table is a pure function of its key. ``channel`` may be a
     name, built with ``genscom.channels.registry.create_channel``. ``use_cache=False`` touches no
-    disk (neither shipped tables nor the cache).
+    disk (neither shipped tables nor the cache). ``pilots``: a table with pilot CSI (a
+    :class:`~genscom.channels.sensing.PilotLayout` aligned with the channel's coherence, key
+    :func:`link_key`); ``None``: perfect CSI.
     """
     m = get_mcs(mcs)
     cfg = config or CalibrationConfig()
-    if isinstance(channel, str):
-        from genscom.channels.registry import create_channel
-
-        channel = create_channel(channel)
-    if demapping not in ("app", "maxlog"):
-        raise ValueError(f"demapping must be 'app' or 'maxlog', got {demapping!r}")
-    chan = channel_key(channel)
+    channel = _check_args(channel, demapping)
+    chan = link_key(channel, pilots)
     k = check_k(k)
-    if use_cache and cfg.use_shipped:
-        shipped = shipped_table(m, chan, k=k, num_iter=num_iter, demapping=demapping)
-        if shipped is not None:
-            return shipped
+    if use_cache:
+        found = _lookup(m, chan, cfg, k=k, num_iter=num_iter, demapping=demapping)
+        if found is not None:
+            return found
     path, key = _cache_path(m, chan, k, num_iter, cfg, demapping)
-    if use_cache and path.is_file():
-        try:
-            table = CalibrationTable.from_json(json.loads(path.read_text(encoding="utf-8")))
-            if table.key == key:
-                return table
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable calibration %s (%s); recomputing", path, exc)
     table = _simulate_table(m, channel, chan, cfg, k=k, num_iter=num_iter, demapping=demapping, key=key,
-                            device=device)
+                            device=device, pilots=pilots)
     if use_cache:
         atomic_write_json(path, table.to_json())
         log.info("calibration table of %s on %s written to %s", m.name, chan, path)
     return table
 
 
-def table_file_name(channel: Channel) -> str:
-    """``"rayleigh-3f2a9c1d.json"``: the file :func:`calibrate_all` writes for ``channel`` (name + key digest)."""
-    return f"{channel.name}-{hashlib.sha1(channel_key(channel).encode()).hexdigest()[:8]}.json"
+def table_file_name(channel: Channel, pilots: PilotLayout | None = None) -> str:
+    """``"rayleigh-3f2a9c1d.json"``: the file :func:`calibrate_all` writes for ``channel`` (name + digest of its
+    :func:`link_key`); with pilot CSI ``"rayleigh-p2-<digest>.json"`` (``P = 2`` pilots per block)."""
+    tag = "" if pilots is None else f"-p{check_pilots(pilots).pilots_per_block}"
+    return f"{channel.name}{tag}-{hashlib.sha1(link_key(channel, pilots).encode()).hexdigest()[:8]}.json"
 
 
 def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | None = None,
                   config: CalibrationConfig | None = None, progress: Callable[[str], None] | None = None, *,
                   out_dir: str | os.PathLike[str], k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
                   demapping: DemapMethod = "app", meta: dict[str, Any] | None = None,
-                  device: str | torch.device = "cpu") -> dict[str, list[CalibrationTable]]:
+                  device: str | torch.device = "cpu",
+                  pilots_per_block: int | Sequence[int] | None = None) -> dict[str, list[CalibrationTable]]:
     """Calibrate every MCS of ``mcs_names`` (default: :data:`~genscom.coding.mcs.NR_MCS` then
     :data:`~genscom.coding.mcs.LEGACY_MCS`) on every channel; write ``out_dir/<table_file_name>``
     per channel after each table (resumable: tables already in the file with the same key are kept).
+
+    ``pilots_per_block``: ``None`` (perfect CSI), or one or several ``P``: pilot-CSI tables with ``P`` pilots
+    opening every coherence block of each channel (``PilotLayout.for_channel(channel, P)``), one file per
+    channel and ``P`` (:func:`link_key` ``"<channel key>+pilots=<P>"``).
 
     This is how ``genscom/coding/tables/`` is made: ``out_dir=SHIPPED_DIR`` with the default
     :class:`CalibrationConfig`. Shipped and cached tables are not read (every table is simulated
@@ -654,19 +736,27 @@ def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | 
     ``meta`` (e.g. ``{"command": ...}``) is stored in each file's ``meta`` with the machine,
     date, decoder, settings, codeword counts and wall time.
 
-    Returns ``{channel key: [tables]}``.
+    Returns ``{link key: [tables]}``.
     """
     from genscom.channels.registry import create_channel
 
     cfg = config or CalibrationConfig()
     names = [get_mcs(n).name for n in (mcs_names if mcs_names is not None else (*NR_MCS, *LEGACY_MCS))]
     chans = [create_channel(c) if isinstance(c, str) else c for c in channels]
+    if pilots_per_block is None:
+        per_block: list[int | None] = [None]
+    else:
+        per_block = [pilots_per_block] if isinstance(pilots_per_block, int) else list(pilots_per_block)
+        for p in per_block:
+            if isinstance(p, bool) or not isinstance(p, int) or p < 2:
+                raise ValueError(f"pilots_per_block must be None (perfect CSI) or integers >= 2, got {pilots_per_block!r}")
     out = Path(out_dir)
     k = check_k(k)
     result: dict[str, list[CalibrationTable]] = {}
-    for ch in chans:
-        chan = channel_key(ch)
-        path = out / table_file_name(ch)
+    for ch, p_block in [(ch, p) for ch in chans for p in per_block]:
+        layout = None if p_block is None else PilotLayout.for_channel(ch, p_block)
+        chan = link_key(ch, layout)
+        path = out / table_file_name(ch, layout)
         have: dict[str, CalibrationTable] = {}
         file_meta: dict[str, Any] = {}
         if path.is_file():
@@ -680,13 +770,15 @@ def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | 
                 tables.append(have[name])
                 continue
             table = _simulate_table(m, ch, chan, cfg, k=k, num_iter=num_iter, demapping=demapping, key=key,
-                                    device=device)
+                                    device=device, pilots=layout)
             tables.append(table)
             done = {t.mcs: t for t in tables}
             kept = [have[n] for n in have if n not in done]  # other MCS already in the file stay
             file_meta = {
                 **file_meta, **(meta or {}),
-                "channel": chan, "k": k, "num_iter": num_iter, "demapping": demapping,
+                "channel": chan, "csi": "perfect" if layout is None else "pilot",
+                "pilots_per_block": None if layout is None else layout.pilots_per_block,
+                "k": k, "num_iter": num_iter, "demapping": demapping,
                 "decoder": resolve_decoder(cfg.decoder), "settings": cfg.settings(),
                 "version": CALIBRATION_VERSION, "machine": f"{platform.machine()} {platform.processor() or ''} "
                                                            f"{os.cpu_count()} cores".strip(),
@@ -697,7 +789,7 @@ def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | 
             }
             write_table_file(path, file_meta, [*tables, *kept])
             if progress is not None:
-                progress(f"{ch.name} {name}: {len(table.snr_db)} points, {table.total_codewords} codewords, "
+                progress(f"{ch.name}{'' if layout is None else f'+pilots={layout.pilots_per_block}'} {name}: {len(table.snr_db)} points, {table.total_codewords} codewords, "
                          f"{table.wall_s:.0f} s, BLER 0.1 at {table.snr_at_bler(0.1):+.2f} dB")
         result[chan] = tables
     return result
@@ -705,7 +797,8 @@ def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | 
 
 __all__ = [
     "CACHE_SUBDIR", "CALIBRATION_VERSION", "SHIPPED_DIR", "CalibrationConfig", "CalibrationTable", "CodedStats",
-    "bler_interval", "calibrate", "calibrate_all", "channel_key", "default_cache_dir", "read_table_file",
+    "bler_interval", "calibrate", "calibrate_all", "channel_key", "default_cache_dir", "find_table", "link_key",
+    "read_table_file",
     "run_to_errors", "shipped_table", "simulate_coded", "simulate_uncoded_ber", "table_file_name", "through_channel",
     "write_table_file",
 ]

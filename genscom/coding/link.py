@@ -5,8 +5,10 @@ Pipeline (full fidelity), per item::
     bits [n_bits] -> cut into c = ceil(n_bits / k') codewords of k' payload bits (the last zero-padded),
     k' = k - 24 and a CRC24B appended with crc=True (k' = k without) -> LDPC encode (n bits each)
     -> QAM map (n/m symbols each, unit energy), every symbol sent `repeat` times
+    [-> with pilot CSI: P known pilots opening every coherence block, LinkPlan.pilots]
     -> channel (y = h x + n, n ~ CN(0, N0), Es/N0 = snr_db)
-    -> perfect-CSI equalisation (ZF: x_hat = y/h, N0_eff = N0/|h|^2; MRC of the copies)
+    -> ZF equalisation: perfect CSI x_hat = y/h, N0_eff = N0/|h|^2; pilot CSI x_hat = y/h_hat with the
+       LMMSE estimate per block, N0_eff = (N0_hat + s2)/|h_hat|^2 (s2: its error variance); MRC of the copies
     -> LLRs ln P(1)/P(0) -> BP decode -> CRC check per codeword
 
 A codeword that fails keeps its wrong bits (PROTOCOL.md); :attr:`LinkResult.codeword_failed`
@@ -26,6 +28,16 @@ at least ``target`` (0.9) at the SNR *estimate*; below the most robust MCS, symb
 from the fed-back estimate (the plan fixes the channel uses at transmit time); the delivery
 then follows that plan whatever the true SNR (``send_bits(..., plans=...)``). Without plans,
 each call plans from ``snr_db_estimate`` (default: the true ``snr_db``, an ideal estimate).
+
+**CSI** (PROTOCOL.md "Channels"): a plan with ``pilots`` (a
+:class:`~genscom.channels.sensing.PilotLayout`, e.g. ``LinkFeedback.pilot_layout()``) sends ``P``
+known pilots at the start of every coherence block, counted in its channel uses
+(``pilots.frame_length(data_symbols)``); the receiver estimates ``N0`` and ``h`` from them
+(:func:`genscom.channels.sensing.pass_with_pilots_csi`) and never sees the true channel. A plan
+without pilots is the perfect-CSI upper bound (or AWGN). The adaptive choice and the abstraction
+read the tables of the plan's CSI (:func:`genscom.coding.calibration.link_key`: pilot tables are
+keyed by the pilots per block); pilot tables are never simulated on the fly: a missing one raises
+``ValueError`` saying how to make it.
 
 With ``fidelity="abstract"`` (or ``"auto"`` on long calls) the link draws codeword failures
 from calibrated tables (:mod:`genscom.coding.calibration`, which says where the tables come
@@ -49,7 +61,15 @@ import numpy as np
 import torch
 
 from genscom.channels.base import Channel
-from genscom.coding.calibration import CalibrationConfig, CalibrationTable, calibrate, channel_key, through_channel
+from genscom.channels.sensing import PilotLayout
+from genscom.coding.calibration import (
+    CalibrationConfig,
+    CalibrationTable,
+    calibrate,
+    find_table,
+    link_key,
+    through_channel,
+)
 from genscom.coding.ldpc import DEFAULT_K, DEFAULT_NUM_ITER, LDPCCode, check_k
 from genscom.coding.mcs import (
     CRC_BITS,
@@ -59,6 +79,7 @@ from genscom.coding.mcs import (
     LinkPlan,
     channel_uses_for_bits,
     check_mcs_set,
+    check_pilots,
     check_repeat,
     choose_mcs,
     codewords_for_bits,
@@ -73,7 +94,7 @@ from genscom.utils import check_snr_db
 log = logging.getLogger(__name__)
 
 Fidelity = Literal["full", "abstract", "auto"]
-CSI = Literal["perfect"]
+CSI = Literal["perfect", "pilot"]
 
 
 def _check_channel(channel: object, name: str = "channel") -> Channel:
@@ -114,7 +135,7 @@ class LinkResult:
         n_blocks: ``[B]`` int64 codewords per item.
         block_errors: ``[B]`` int64 codewords per item whose decoded bits differ from the sent ones.
         bit_errors: ``[B]`` int64 wrong payload bits per item.
-        channel_uses: ``[B]`` int64 complex channel uses per item (CRC and repetition included).
+        channel_uses: ``[B]`` int64 complex channel uses per item (CRC, repetition and pilots included).
         codeword_failed: ``[B, max_codewords]`` bool, the receiver's failure flag per codeword (the CRC
             check with ``crc=True``, the genie's comparison without; drawn failures in the abstraction);
             False beyond an item's codewords. ``codeword_failed.sum(1) == block_errors`` up to
@@ -170,10 +191,11 @@ class Constellation:
             ``k - 24`` bits per codeword and followed by its CRC24B with ``crc=True``, or to ``k`` without).
         sent: ``[n_sym]`` complex64 QAM symbols of those codewords (unit average energy),
             ``n_sym = n_codewords * n / bits_per_symbol``, as one channel row.
-        received: ``[n_sym]`` complex equalised symbols, as the demapper sees them (perfect-CSI
-            zero-forcing; ``repeat`` copies MRC-combined).
+        received: ``[n_sym]`` complex equalised symbols, as the demapper sees them (zero-forcing with the
+            true or the pilot-estimated channel, as the plan says; ``repeat`` copies MRC-combined).
         noise_var: ``[n_sym]`` float effective ``N0`` of each received symbol.
         repeat: symbol repetitions of the pass.
+        pilots: the pass's pilot layout (pilot CSI), or ``None`` (perfect CSI).
     """
 
     mcs: MCS
@@ -183,6 +205,7 @@ class Constellation:
     received: torch.Tensor
     noise_var: torch.Tensor
     repeat: int = 1
+    pilots: PilotLayout | None = None
 
 
 class DigitalLink:
@@ -197,8 +220,12 @@ class DigitalLink:
             default settings, else calibrated once and cached).
         channel: a :class:`genscom.channels.base.Channel`, the default of every call; ``None``:
             each call passes ``channel=`` (a scheme's link serves whatever channel it is given).
-        csi: ``"perfect"``: zero-forcing with the true ``h`` of fading channels
-            (``N0_eff = N0/|h|^2`` per symbol, exact LLRs).
+        csi: the CSI of plans made without ``pilots=`` (:meth:`plan`; a plan's own ``pilots`` always win):
+            ``"perfect"``: no pilots, zero-forcing with the true ``h`` of fading channels
+            (``N0_eff = N0/|h|^2`` per symbol, exact LLRs), the labelled upper bound; ``"pilot"``:
+            ``pilots_per_block`` pilots opening every coherence block of a fading channel
+            (``PilotLayout.for_channel``), counted, and zero-forcing with their LMMSE estimate.
+        pilots_per_block: pilots per coherence block with ``csi="pilot"`` (>= 2).
         fidelity: ``"full"`` simulation, ``"abstract"`` (calibrated table), or ``"auto"``:
             full when the call has at most ``max_full_codewords`` codewords in total.
         k: info bits per codeword (default 1024); ``num_iter``: BP iterations.
@@ -225,10 +252,13 @@ class DigitalLink:
         >>> plan = link.plan(8 * 5, snr_db_estimate=3.0)          # at the transmitter: MCS, repeat, channel uses
         >>> res = link.send_bytes([b"hello"], 2.0, plans=[plan], generator=torch.Generator().manual_seed(0))
         >>> res.received, res.channel_uses, res.codeword_failed
+        >>> ray = RayleighBlockFading(coherence=16)               # pilot CSI: the frame's pilots are planned, counted
+        >>> plan = link.plan(8 * 5, 10.0, channel=ray, pilots=PilotLayout(2, coherence=16))
+        >>> res = link.send_bytes([b"hello"], 10.0, channel=ray, plans=[plan])
     """
 
     def __init__(self, mcs: MCS | str, channel: Channel | None = None, *, csi: CSI = "perfect",
-                 fidelity: Fidelity = "auto", k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
+                 pilots_per_block: int = 2, fidelity: Fidelity = "auto", k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
                  crc: bool | None = None, target: float = DEFAULT_TARGET, mcs_set: Sequence[str] | None = None,
                  max_repeat: int = MAX_REPEAT, demapping: DemapMethod = "app", max_full_codewords: int = 256,
                  calibration: CalibrationConfig | None = None, precision: Precision = "single",
@@ -237,8 +267,12 @@ class DigitalLink:
         self.mcs: MCS | None = None if self.adaptive else get_mcs(mcs)
         if channel is not None:
             _check_channel(channel)
-        if csi != "perfect":
-            raise ValueError(f"csi must be 'perfect' (equalise with the true channel), got {csi!r}")
+        if csi not in ("perfect", "pilot"):
+            raise ValueError(f"csi must be 'perfect' (equalise with the true channel) or 'pilot' (pilots per "
+                             f"coherence block, LMMSE estimates), got {csi!r}")
+        if isinstance(pilots_per_block, bool) or not isinstance(pilots_per_block, int) or pilots_per_block < 2:
+            raise ValueError(f"pilots_per_block must be an integer >= 2 (one pilot for h, one more for N0), "
+                             f"got {pilots_per_block!r}")
         if fidelity not in ("full", "abstract", "auto"):
             raise ValueError(f"fidelity must be 'full', 'abstract' or 'auto', got {fidelity!r}")
         if not (isinstance(target, (int, float)) and not isinstance(target, bool) and 0.0 < target < 1.0):
@@ -262,6 +296,7 @@ class DigitalLink:
         self.max_repeat = check_repeat(max_repeat)
         self.channel: Channel | None = channel
         self.csi = csi
+        self.pilots_per_block = pilots_per_block
         self.fidelity = fidelity
         self.k = check_k(k)
         self.crc = self.adaptive if crc is None else crc
@@ -277,7 +312,7 @@ class DigitalLink:
         self._codes: dict[str, LDPCCode] = {}
         self._qams: dict[int, QAM] = {}
         self._tables: dict[tuple[str, str], CalibrationTable] = {}
-        self._choices: dict[tuple[str, float, int], tuple[MCS, int, float]] = {}  # plan(): (channel, snr, codewords)
+        self._choices: dict[tuple[str, float, int], tuple[MCS, int, float]] = {}  # plan(): (link key, snr, codewords)
         self._crc_blocks: tuple[object, object] | None = None
 
     # -- pieces, built lazily ------------------------------------------------
@@ -312,42 +347,81 @@ class DigitalLink:
                              "or build the link with one")
         return self.channel
 
-    def table(self, mcs: MCS | str, channel: Channel | None = None) -> CalibrationTable:
-        """The calibrated table of ``mcs`` on ``channel`` (default: the link's): shipped, cached or calibrated once."""
+    def table(self, mcs: MCS | str, channel: Channel | None = None, *,
+              pilots: PilotLayout | None = None) -> CalibrationTable:
+        """The calibrated table of ``mcs`` on ``channel`` (default: the link's) with the CSI of ``pilots``.
+
+        Perfect CSI (``pilots=None``): shipped, cached or calibrated once. Pilot CSI: shipped or cached
+        only (:func:`genscom.coding.calibration.find_table`); a missing table raises ``ValueError`` naming
+        the command that makes it (a pilot table costs minutes of simulation per MCS: it is never made
+        silently), or the perfect-CSI alternative.
+        """
         m = get_mcs(mcs)
         ch = self._channel(channel)
-        key = (m.name, channel_key(ch))
+        layout = check_pilots(pilots)
+        key = (m.name, link_key(ch, layout))
         if key not in self._tables:
-            self._tables[key] = calibrate(m, ch, config=self.calibration, k=self.k, num_iter=self.num_iter,
-                                          demapping=self.demapping, device=self.device)
+            if layout is None:
+                self._tables[key] = calibrate(m, ch, config=self.calibration, k=self.k, num_iter=self.num_iter,
+                                              demapping=self.demapping, device=self.device)
+            else:
+                found = find_table(m, ch, pilots=layout, config=self.calibration, k=self.k, num_iter=self.num_iter,
+                                   demapping=self.demapping)
+                if found is None:
+                    p = layout.pilots_per_block
+                    raise ValueError(
+                        f"no calibrated table of {m.name} on {key[1]} (pilot CSI, k={self.k}, {self.num_iter} "
+                        f"iterations, {self.demapping} demapping) in the shipped tables or "
+                        f"{self.calibration.folder()}; make it with calibrate({m.name!r}, channel, "
+                        f"pilots=PilotLayout({p}, coherence={layout.coherence}), config=..., k={self.k}) or "
+                        f"calibrate_all([channel], pilots_per_block={p}, out_dir=...) (genscom/coding/tables/"
+                        f"README.md), or send with csi='perfect' (the labelled upper bound: link_feedback(channel, "
+                        f"snr_db, csi='perfect')); a fixed-MCS link may also simulate: fidelity='full'")
+                self._tables[key] = found
         return self._tables[key]
 
-    # -- planning (at the transmitter) ---------------------------------------
-    def plan(self, n_bits: int, snr_db_estimate: float | None = None, *, channel: Channel | None = None) -> LinkPlan:
-        """How a payload of ``n_bits`` bits is sent: ``LinkPlan(mcs, repeat, n_codewords, channel_uses, p_success)``.
+    def default_pilots(self, channel: Channel | None = None) -> PilotLayout | None:
+        """The pilots of a plan made without ``pilots=``: ``None`` with ``csi="perfect"`` or on a channel without
+        coherence blocks (AWGN), else ``PilotLayout.for_channel(channel, pilots_per_block)``."""
+        ch = self._channel(channel)
+        if self.csi == "perfect" or getattr(ch, "coherence", None) is None:
+            return None
+        return PilotLayout.for_channel(ch, self.pilots_per_block)
 
+    # -- planning (at the transmitter) ---------------------------------------
+    def plan(self, n_bits: int, snr_db_estimate: float | None = None, *, channel: Channel | None = None,
+             pilots: PilotLayout | None = None) -> LinkPlan:
+        """How a payload of ``n_bits`` bits is sent: ``LinkPlan(mcs, repeat, n_codewords, channel_uses, p_success,
+        pilots)``.
+
+        ``pilots``: the frame's :class:`~genscom.channels.sensing.PilotLayout` (pilot CSI, e.g.
+        ``LinkFeedback.pilot_layout()``), counted in ``channel_uses``; ``None``: the link's
+        :meth:`default_pilots` (none with ``csi="perfect"``).
         Fixed MCS: the link's MCS and ``repeat`` (``snr_db_estimate`` unused, ``p_success`` nan).
         Adaptive: :func:`genscom.coding.mcs.choose_mcs` at ``snr_db_estimate`` (dB, required: the
         receiver's estimate fed back to the transmitter) on the tables of ``channel`` (default: the
-        link's), for the payload's ``ceil(n_bits / k')`` codewords.
+        link's) with the plan's CSI (:meth:`table`), for the payload's ``ceil(n_bits / k')`` codewords.
         """
+        layout = check_pilots(pilots)
+        if layout is None and self.csi == "pilot":
+            layout = self.default_pilots(channel)
         if self.mcs is not None:
-            return plan_fixed(n_bits, self.mcs, k=self.k, repeat=self.repeat, crc=self.crc)
+            return plan_fixed(n_bits, self.mcs, k=self.k, repeat=self.repeat, crc=self.crc, pilots=layout)
         if snr_db_estimate is None:
             raise ValueError("this link is adaptive: pass snr_db_estimate= (dB, the fed-back SNR estimate) to plan")
         snr = _one_snr(snr_db_estimate)
         ch = self._channel(channel)
         c = codewords_for_bits(n_bits, k=self.k, crc=self.crc)
-        key = (channel_key(ch), snr, c)
+        key = (link_key(ch, layout), snr, c)
         if key not in self._choices:
             if len(self._choices) >= 4096:  # bounded: estimates are continuous in general
                 self._choices.clear()
-            self._choices[key] = choose_mcs(snr, {name: self.table(name, ch) for name in self.mcs_set},
+            self._choices[key] = choose_mcs(snr, {name: self.table(name, ch, pilots=layout) for name in self.mcs_set},
                                             n_codewords=c, target=self.target, max_repeat=self.max_repeat)
         m, r, p = self._choices[key]
-        fixed = plan_fixed(n_bits, m, k=self.k, repeat=r, crc=self.crc)
+        fixed = plan_fixed(n_bits, m, k=self.k, repeat=r, crc=self.crc, pilots=layout)
         return LinkPlan(mcs=m, repeat=r, n_bits=fixed.n_bits, n_codewords=fixed.n_codewords,
-                        channel_uses=fixed.channel_uses, p_success=p, snr_db_estimate=snr)
+                        channel_uses=fixed.channel_uses, p_success=p, snr_db_estimate=snr, pilots=layout)
 
     def channel_uses_for_bits(self, n_bits: int, mcs: MCS | str | None = None, *, repeat: int | None = None) -> int:
         """:func:`channel_uses_for_bits` with this link's ``k`` and ``crc`` (``mcs`` required for an adaptive link:
@@ -367,6 +441,8 @@ class DigitalLink:
         ``channel``: this call's channel (default: the link's). ``plans``: one
         :class:`~genscom.coding.mcs.LinkPlan` per item (or one for all), made at transmit time with
         :meth:`plan`; without, each item is planned here at ``snr_db_estimate`` (default ``snr_db``).
+        An item whose plan has ``pilots`` is sent in a pilot frame and equalised with the pilots'
+        estimates (module docstring); the others with the true channel.
         """
         check_bits(bits)
         if bits.dim() != 2:
@@ -429,8 +505,8 @@ class DigitalLink:
         The MCS and repetition are the link's plan for the whole payload at ``snr_db`` (an ideal
         estimate for an adaptive link). The first ``max_codewords`` codewords (:meth:`modulate`;
         ``None``: all) go through ``channel`` (default: the link's) as one row, with the link's
-        receiver (:func:`genscom.coding.calibration.through_channel`: perfect-CSI zero-forcing,
-        copies MRC-combined). Nothing is decoded; use :meth:`qam` ``.demap`` and :meth:`code`
+        receiver (:func:`genscom.coding.calibration.through_channel`: zero-forcing with the true channel,
+        or with ``csi="pilot"`` on a fading channel the pilots' estimate; copies MRC-combined). Nothing is decoded; use :meth:`qam` ``.demap`` and :meth:`code`
         ``.decode`` on the result to go back to bits.
 
         Example:
@@ -446,10 +522,10 @@ class DigitalLink:
         if x.numel() == 0:
             empty = torch.zeros(0, dtype=torch.float32)
             return Constellation(mcs=plan.mcs, snr_db=snr, bits=bits, sent=x, received=x.clone(), noise_var=empty,
-                                 repeat=plan.repeat)
-        x_hat, nv = through_channel(x[None], ch, snr, generator=generator, repeat=plan.repeat)
+                                 repeat=plan.repeat, pilots=plan.pilots)
+        x_hat, nv = through_channel(x[None], ch, snr, generator=generator, repeat=plan.repeat, pilots=plan.pilots)
         return Constellation(mcs=plan.mcs, snr_db=snr, bits=bits, sent=x, received=x_hat[0], noise_var=nv[0],
-                             repeat=plan.repeat)
+                             repeat=plan.repeat, pilots=plan.pilots)
 
     # -- internals -----------------------------------------------------------
     def _plans(self, lengths: list[int], snr: float, snr_db_estimate: float | None, channel: Channel,
@@ -464,7 +540,7 @@ class DigitalLink:
         if len(out) != len(lengths) or not all(isinstance(p, LinkPlan) for p in out):
             raise ValueError(f"plans must be one LinkPlan or one per item ({len(lengths)}), got {plans!r}")
         for i, (p, n) in enumerate(zip(out, lengths)):
-            expect = plan_fixed(n, p.mcs, k=self.k, repeat=p.repeat, crc=self.crc)
+            expect = plan_fixed(n, p.mcs, k=self.k, repeat=p.repeat, crc=self.crc, pilots=p.pilots)
             if p.n_bits != n or p.n_codewords != expect.n_codewords or p.channel_uses != expect.channel_uses:
                 raise ValueError(f"plans[{i}] was made for {p.n_bits} bits ({p.n_codewords} codewords, "
                                  f"{p.channel_uses} channel uses) but item {i} has {n} bits on this link "
@@ -485,17 +561,18 @@ class DigitalLink:
         blk = [0] * len(rows)
         flags: list[torch.Tensor] = [torch.zeros(0, dtype=torch.bool)] * len(rows)
         modes: set[str] = set()
-        groups: dict[tuple[str, int], list[int]] = {}
+        groups: dict[tuple[str, int, PilotLayout | None], list[int]] = {}
         for i, p in enumerate(item_plans):
-            groups.setdefault((p.mcs.name, p.repeat), []).append(i)
-        for (name, rep), idx in groups.items():
+            groups.setdefault((p.mcs.name, p.repeat, p.pilots), []).append(i)
+        for (name, rep, pilots), idx in groups.items():
             m = get_mcs(name)
-            use_full = full_call or (rep > 1 and getattr(channel, "name", "") != "awgn")
+            # repetition is simulated on fading (diversity) and with pilots (the estimates do not improve)
+            use_full = full_call or (rep > 1 and (getattr(channel, "name", "") != "awgn" or pilots is not None))
             sub_rows, sub_cw = [rows[i] for i in idx], [n_cw[i] for i in idx]
             if use_full:
-                h, e, f = self._full(sub_rows, sub_cw, m, rep, snr, generator, channel)
+                h, e, f = self._full(sub_rows, sub_cw, m, rep, snr, generator, channel, pilots)
             else:
-                h, e, f = self._abstract(sub_rows, sub_cw, m, rep, snr, generator, channel)
+                h, e, f = self._abstract(sub_rows, sub_cw, m, rep, snr, generator, channel, pilots)
             modes.add("full" if use_full else "abstract")
             for j, i in enumerate(idx):
                 hats[i], blk[i], flags[i] = h[j], e[j], f[j]
@@ -548,7 +625,7 @@ class DigitalLink:
         return [values[starts[i]:starts[i + 1]].clone() for i in range(len(n_cw))]
 
     def _full(self, rows: list[torch.Tensor], n_cw: list[int], mcs: MCS, repeat: int, snr: float,
-              generator: torch.Generator | None, channel: Channel
+              generator: torch.Generator | None, channel: Channel, pilots: PilotLayout | None = None
               ) -> tuple[list[torch.Tensor], list[int], list[torch.Tensor]]:
         code, qam = self.code(mcs), self.qam(mcs)
         u = self._codewords(rows, n_cw)
@@ -560,12 +637,12 @@ class DigitalLink:
         starts = np.concatenate([[0], np.cumsum(n_cw)]).astype(int)
         x_hat = torch.empty_like(x)
         nv = torch.empty(x.shape, dtype=x.real.dtype, device=x.device)
-        # items with the same number of codewords go through the channel together, one row each
+        # items with the same number of codewords go through the channel together, one row (one frame) each
         for c in sorted(set(c for c in n_cw if c)):
             idx = [i for i, ci in enumerate(n_cw) if ci == c]
             sel = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in idx])
             xi = x[sel].reshape(len(idx), c * sym)
-            yi, nvi = through_channel(xi, channel, snr, generator=generator, repeat=repeat)
+            yi, nvi = through_channel(xi, channel, snr, generator=generator, repeat=repeat, pilots=pilots)
             x_hat[sel] = yi.reshape(len(idx) * c, sym)
             nv[sel] = nvi.reshape(len(idx) * c, sym).to(nv.dtype)
         u_hat = code.decode(qam.demap(x_hat, nv)).to("cpu", torch.uint8)
@@ -580,9 +657,9 @@ class DigitalLink:
                 self._per_item(flag, n_cw))
 
     def _abstract(self, rows: list[torch.Tensor], n_cw: list[int], mcs: MCS, repeat: int, snr: float,
-                  generator: torch.Generator | None, channel: Channel
+                  generator: torch.Generator | None, channel: Channel, pilots: PilotLayout | None = None
                   ) -> tuple[list[torch.Tensor], list[int], list[torch.Tensor]]:
-        table = self.table(mcs, channel)
+        table = self.table(mcs, channel, pilots=pilots)  # the table of the plan's CSI
         snr = snr + 10.0 * math.log10(repeat)  # AWGN only (fading with repeat > 1 is simulated)
         if not table.snr_db[0] <= snr <= table.snr_db[-1]:
             log.warning("snr_db %.2f is outside the calibrated grid [%.1f, %.1f] dB; using the nearest end",

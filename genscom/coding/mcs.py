@@ -14,7 +14,10 @@ increasing spectral efficiency:
 
 Channel uses are counted in exactly one place, :func:`channel_uses_for_bits`. With
 ``crc=True`` every codeword carries ``k - 24`` payload bits and a 24-bit CRC (5G CRC24B
-per code block, TS 38.212 5.1), so the CRC is paid for in channel uses.
+per code block, TS 38.212 5.1), so the CRC is paid for in channel uses. With pilot-estimated
+CSI on a fading channel (``pilots=`` a :class:`~genscom.channels.sensing.PilotLayout`), the
+frame's pilots are paid for too: ``pilots.frame_length(data_symbols)`` channel uses, the
+repeated copies of a symbol counting as data.
 
 The adaptive choice per payload (:func:`choose_mcs`, PROTOCOL.md "Bit-exact baselines"):
 from calibrated block-error tables and an SNR estimate, the highest-rate MCS whose
@@ -32,6 +35,8 @@ Example:
     2048
     >>> channel_uses_for_bits(1001, "qpsk-1/2", crc=True)  # 1000 payload bits per codeword with a CRC
     2048
+    >>> channel_uses_for_bits(1000, "qpsk-1/2", pilots=PilotLayout(2, coherence=16))  # + 2 pilots per 14 data
+    1172
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from genscom.channels.sensing import PilotLayout
 from genscom.coding.ldpc import DEFAULT_K, check_k, coded_length, parse_rate
 
 
@@ -174,22 +180,35 @@ def codewords_for_bits(n_bits: int, *, k: int = DEFAULT_K, crc: bool = False) ->
     return int(math.ceil(int(n_bits) / payload_bits_per_codeword(k, crc=crc)))
 
 
+def check_pilots(pilots: object, name: str = "pilots") -> PilotLayout | None:
+    """``pilots`` if it is a :class:`~genscom.channels.sensing.PilotLayout` or ``None`` (no pilots: perfect CSI);
+    ``TypeError`` otherwise."""
+    if pilots is not None and not isinstance(pilots, PilotLayout):
+        raise TypeError(f"{name} must be a PilotLayout (e.g. LinkFeedback.pilot_layout(), "
+                        f"PilotLayout(pilots_per_block=2, coherence=16)) or None (perfect CSI, no pilots), "
+                        f"got {type(pilots).__name__}")
+    return pilots
+
+
 def channel_uses_for_bits(n_bits: int, mcs: MCS | str, *, k: int = DEFAULT_K, repeat: int = 1,
-                          crc: bool = False) -> int:
+                          crc: bool = False, pilots: PilotLayout | None = None) -> int:
     """Exact complex channel uses to send ``n_bits`` at ``mcs``.
 
     ``c = ceil(n_bits / k')`` codewords (the last zero-padded), ``k' = k`` or ``k - 24`` with
     ``crc=True`` (a CRC24B per codeword), each of ``n`` coded bits
     (:func:`genscom.coding.ldpc.coded_length`, a multiple of ``bits_per_symbol``)
-    on ``n / bits_per_symbol`` symbols, each symbol sent ``repeat`` times.
-    ``n_bits = 0`` costs 0.
+    on ``n / bits_per_symbol`` symbols, each symbol sent ``repeat`` times: ``d = c (n / m) repeat``
+    data symbols. With ``pilots`` (pilot-estimated CSI), the frame of those ``d`` data symbols:
+    ``pilots.frame_length(d)`` (``P`` pilots opening every coherence block). ``n_bits = 0`` costs 0.
 
     Example: ``channel_uses_for_bits(1025, "qpsk-1/2") == 2 * 1024``.
     """
     m = get_mcs(mcs)
     c = codewords_for_bits(n_bits, k=k, crc=crc)
     n = coded_length(k, m.code_rate, m.bits_per_symbol)
-    return c * int(math.ceil(n / m.bits_per_symbol)) * check_repeat(repeat)
+    data = c * int(math.ceil(n / m.bits_per_symbol)) * check_repeat(repeat)
+    layout = check_pilots(pilots)
+    return layout.frame_length(data) if (layout is not None and data > 0) else data
 
 
 def select_mcs(snr_db: float, tables: Mapping[str, BlerTable], *, bler_target: float = 0.1) -> MCS:
@@ -224,6 +243,9 @@ class LinkPlan:
         p_success: predicted probability that all codewords decode, ``(1 - BLER)^c`` from the table
             (``nan`` for a fixed-MCS plan made without tables).
         snr_db_estimate: the SNR estimate the plan was made for (dB; ``nan`` for a fixed plan).
+        pilots: the frame's :class:`~genscom.channels.sensing.PilotLayout` (``P`` known pilots opening every
+            coherence block; the receiver equalises with their LMMSE estimate), counted in ``channel_uses``;
+            ``None``: no pilots, the receiver knows the channel (perfect CSI, or AWGN).
     """
 
     mcs: MCS
@@ -233,6 +255,12 @@ class LinkPlan:
     channel_uses: int
     p_success: float = float("nan")
     snr_db_estimate: float = float("nan")
+    pilots: PilotLayout | None = None
+
+    @property
+    def csi(self) -> str:
+        """``"pilot"`` (the plan sends pilots) or ``"perfect"`` (it does not)."""
+        return "perfect" if self.pilots is None else "pilot"
 
 
 def choose_mcs(snr_db: float, tables: Mapping[str, BlerTable], *, n_codewords: int,
@@ -272,12 +300,15 @@ def choose_mcs(snr_db: float, tables: Mapping[str, BlerTable], *, n_codewords: i
     return m, max_repeat, p
 
 
-def plan_fixed(n_bits: int, mcs: MCS | str, *, k: int = DEFAULT_K, repeat: int = 1, crc: bool = False) -> LinkPlan:
-    """The :class:`LinkPlan` of a fixed MCS (no table, ``p_success`` is ``nan``)."""
+def plan_fixed(n_bits: int, mcs: MCS | str, *, k: int = DEFAULT_K, repeat: int = 1, crc: bool = False,
+               pilots: PilotLayout | None = None) -> LinkPlan:
+    """The :class:`LinkPlan` of a fixed MCS (no table, ``p_success`` is ``nan``); ``pilots``: the frame's
+    pilot layout (counted in ``channel_uses``), ``None`` for perfect CSI."""
     m = get_mcs(mcs)
     return LinkPlan(mcs=m, repeat=check_repeat(repeat), n_bits=int(n_bits),
                     n_codewords=codewords_for_bits(n_bits, k=k, crc=crc),
-                    channel_uses=channel_uses_for_bits(n_bits, m, k=k, repeat=repeat, crc=crc))
+                    channel_uses=channel_uses_for_bits(n_bits, m, k=k, repeat=repeat, crc=crc, pilots=pilots),
+                    pilots=check_pilots(pilots))
 
 
 def check_mcs_set(names: Sequence[str] | None) -> tuple[str, ...]:
@@ -291,5 +322,5 @@ def check_mcs_set(names: Sequence[str] | None) -> tuple[str, ...]:
 
 
 __all__ = ["ADAPTIVE", "CRC_BITS", "DEFAULT_TARGET", "LEGACY_MCS", "LinkPlan", "MAX_REPEAT", "MCS", "MCS_TABLE",
-           "NR_MCS", "channel_uses_for_bits", "check_mcs_set", "check_repeat", "choose_mcs", "codewords_for_bits",
+           "NR_MCS", "channel_uses_for_bits", "check_mcs_set", "check_pilots", "check_repeat", "choose_mcs", "codewords_for_bits",
            "get_mcs", "is_adaptive", "list_mcs", "payload_bits_per_codeword", "plan_fixed", "select_mcs"]

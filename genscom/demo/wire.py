@@ -107,9 +107,9 @@ def _pack(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
             raise TypeError(f"extras key {key!r}: only dicts with str keys cross the wire")
         return {"__dict__": {k: _pack(v, f"{key}.{k}", tensors) for k, v in value.items()}}
     if isinstance(value, LinkPlan):  # a digital payload's plan, chosen at transmit: it travels with the bits
-        return {"__plan__": {"mcs": value.mcs.name, "repeat": value.repeat, "n_bits": value.n_bits,
-                             "n_codewords": value.n_codewords, "channel_uses": value.channel_uses,
-                             "p_success": value.p_success, "snr_db_estimate": value.snr_db_estimate}}
+        # every declared field by name (the MCS as its name, the pilot layout as [P, coherence])
+        return {"__plan__": {f.name: _pack(getattr(value, f.name), f"{key}.{f.name}", tensors)
+                             for f in dataclasses.fields(LinkPlan)}}
     if isinstance(value, PilotLayout):
         return {"__pilots__": [value.pilots_per_block, value.coherence]}
     if hasattr(value, "name") and isinstance(getattr(value, "name"), str):  # e.g. an MCS object -> its name
@@ -129,10 +129,17 @@ def _unpack(desc: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if "__dict__" in desc:
             return {k: _unpack(v, tensors) for k, v in desc["__dict__"].items()}
         if "__plan__" in desc:
-            d = desc["__plan__"]
-            return LinkPlan(mcs=get_mcs(str(d["mcs"])), repeat=int(d["repeat"]), n_bits=int(d["n_bits"]),
-                            n_codewords=int(d["n_codewords"]), channel_uses=int(d["channel_uses"]),
-                            p_success=float(d["p_success"]), snr_db_estimate=float(d["snr_db_estimate"]))
+            d = {k: _unpack(v, tensors) for k, v in desc["__plan__"].items()}
+            declared = {f.name for f in dataclasses.fields(LinkPlan)}
+            if set(d) - declared:
+                raise ValueError(f"LinkPlan has no field(s) {sorted(set(d) - declared)}")
+            pilots = d.get("pilots")
+            if pilots is not None and not isinstance(pilots, PilotLayout):
+                raise ValueError(f"a LinkPlan's pilots must be a pilot layout or null, got {pilots!r}")
+            return LinkPlan(**{**d, "mcs": get_mcs(str(d["mcs"])), "repeat": int(d["repeat"]),
+                               "n_bits": int(d["n_bits"]), "n_codewords": int(d["n_codewords"]),
+                               "channel_uses": int(d["channel_uses"]), "p_success": float(d["p_success"]),
+                               "snr_db_estimate": float(d["snr_db_estimate"])})
         if "__pilots__" in desc:
             p, c = desc["__pilots__"]
             return PilotLayout(pilots_per_block=int(p), coherence=None if c is None else int(c))

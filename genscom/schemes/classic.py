@@ -10,6 +10,11 @@ really decoded. Failure rule (PROTOCOL.md): a clip keeps its decodable frames;
 a clip with none is flagged ``failed`` and has ``frames[i] = None`` (the
 benchmark substitutes the gallery's mean embedding). Each scheme builds its
 :class:`~genscom.coding.link.DigitalLink` once and reuses it for every delivery.
+
+The link is planned at transmit (:func:`genscom.schemes.digital.plan_link`): the MCS (fixed, or
+chosen from the fed-back SNR estimate), and on fading channels with ``csi="pilot"`` the pilots
+opening every coherence block, counted in the payload's channel uses; the receiver equalises
+with their estimates. :meth:`deliver` follows the plans made at transmit; nothing is recounted.
 """
 
 from __future__ import annotations
@@ -77,10 +82,12 @@ class _BitstreamScheme(Scheme):
         payloads = [h + b"".join(s) for h, s in zip(header, streams)]
         bits = torch.tensor([8 * sum(ls) for ls in lengths], dtype=torch.int64)
         side = torch.tensor([LENGTH_FIELD_BITS * len(ls) for ls in lengths], dtype=torch.int64)
-        # header + streams, planned here (an adaptive MCS from the fed-back SNR estimate, its bits counted)
+        # header + streams, planned here (an adaptive MCS from the fed-back SNR estimate, its bits counted;
+        # the pilots of sensing.pilot_layout() counted in each plan's channel uses)
         plans, uses, fb_bits = plan_link(self.link, [8 * len(p) for p in payloads], sensing)
         side = side + fb_bits
         return Payload(symbols=None, channel_uses=uses, side_bits=side, bits=payloads,
+                       pilots=plans[0].pilots if plans else None,
                        extras={"lengths": lengths, "shape": tuple(frames.shape[1:]), "payload_bits": bits,
                                "plans": plans})
 

@@ -38,15 +38,18 @@ def plan_link(link: DigitalLink, n_bits: list[int], sensing: LinkFeedback | None
     """How each item's ``n_bits`` go on ``link``, decided at the transmitter: ``(plans, channel_uses [B],
     feedback_bits [B])``.
 
-    A fixed-MCS link needs no channel knowledge. An adaptive link plans from the fed-back SNR estimate
-    less its margin (``sensing.snr_db - sensing.margin_db``; the feedback bits and channel uses are
-    counted here) on the calibrated tables of the
-    channel ``sensing`` names; without one it raises ``ValueError``.
+    Every plan carries the frame's pilots, ``sensing.pilot_layout()`` (``P`` pilots opening every coherence
+    block with ``csi="pilot"`` on a fading channel, counted in the plan's channel uses; ``None`` on AWGN, with
+    ``csi="perfect"`` or without ``sensing``). A fixed-MCS link reads nothing else (no feedback counted). An
+    adaptive link plans from the fed-back SNR estimate less its margin (``sensing.snr_db - sensing.margin_db``;
+    the feedback bits and channel uses are counted here) on the calibrated tables of the channel ``sensing``
+    names with the plan's CSI (pilot tables per ``P``); without an estimate it raises ``ValueError``.
     """
     b = len(n_bits)
     no_feedback = torch.zeros(b, dtype=torch.int64)
+    pilots = None if sensing is None else sensing.pilot_layout()
     if not link.adaptive:
-        plans = [link.plan(int(n)) for n in n_bits]
+        plans = [link.plan(int(n), pilots=pilots) for n in n_bits]
         return plans, torch.tensor([p.channel_uses for p in plans], dtype=torch.int64), no_feedback
     if sensing is None or sensing.snr_db is None:
         raise ValueError("an adaptive-MCS link chooses its MCS from the receiver's fed-back SNR estimate: pass "
@@ -58,7 +61,7 @@ def plan_link(link: DigitalLink, n_bits: list[int], sensing: LinkFeedback | None
     snr = sensing.snr_db - sensing.margin_db
     cache: dict[int, LinkPlan] = {}
     for n in set(int(n) for n in n_bits):
-        cache[n] = link.plan(n, snr, channel=channel)
+        cache[n] = link.plan(n, snr, channel=channel, pilots=pilots)
     plans = [cache[int(n)] for n in n_bits]
     uses = torch.tensor([p.channel_uses + sensing.feedback_uses for p in plans], dtype=torch.int64)
     return plans, uses, torch.full((b,), sensing.bits, dtype=torch.int64)
@@ -94,9 +97,11 @@ class DigitalEmbeddingScheme(Scheme):
 
     Cost per item: ``framed_bits(bits_per_item, k) = bits_per_item + 24 * ceil(bits_per_item / (k - 24))``
     bits on the link (``k`` = the link's LDPC information bits, 1024 by default), so ``int4`` on a 384-d
-    embedding sends 1552 + 48 = 1600 bits in 2 codewords. :meth:`transmit` counts the channel uses at a
-    fixed MCS; with ``"adaptive"`` they are 0 until :meth:`deliver` (the MCS depends on the SNR). The
-    payload's ``side_bits`` are the CRC bits; ``extras["payload_bits"]`` the quantiser's bits.
+    embedding sends 1552 + 48 = 1600 bits in 2 codewords. :meth:`transmit` plans the link and counts its
+    channel uses (:func:`plan_link`: the MCS, fixed or chosen from the fed-back SNR estimate, the pilots of
+    ``sensing.pilot_layout()`` and the feedback); :meth:`deliver` follows those plans. The payload's
+    ``side_bits`` are the CRC (and feedback) bits; ``extras["payload_bits"]`` the quantiser's bits;
+    ``pilots`` the frame's pilot layout (``None``: perfect CSI or AWGN).
 
     At the receiver, a codeword whose CRC fails erases the dimensions it carried (the quantiser's fill
     value: 0, or the train mean for a quantiser fitted with ``fill="mean"``; an erased scale loses the
@@ -177,7 +182,7 @@ class DigitalEmbeddingScheme(Scheme):
         b = len(bits)
         n_cw = codewords_for_bits(q.bits_per_item, self.link.k)
         plans, uses, fb_bits = plan_link(self.link, [q.bits_per_item] * b, sensing)
-        return Payload(symbols=None, channel_uses=uses,
+        return Payload(symbols=None, channel_uses=uses, pilots=plans[0].pilots if plans else None,
                        side_bits=torch.full((b,), CRC_BITS * n_cw, dtype=torch.int64) + fb_bits,
                        extras={"bits": bits, "dim": int(batch.embeddings.shape[1]), "plans": plans,
                                "payload_bits": torch.full((b,), q.bits_per_item, dtype=torch.int64)})

@@ -8,6 +8,9 @@ Plain script over the library (the CLI's `genscom finetune agents` calls the sam
     accelerate launch apps/finetune_agents.py ...                                  # several GPUs
 
 Any FinetuneConfig field is a flag (--n-train, --batch-size, --grad-accum, --lr, --snr-min, ...).
+The run goes to --out-dir (default runs/finetune-agents-<timestamp>/: checkpoint.pt, finetune.json)
+and the trained adapters to --adapters-dir (default <out-dir>/adapters/); a folder that already
+holds adapters (e.g. the shipped genscom/adapters/) is only written with --overwrite, keeping its READMEs.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ def main(argv: list[str] | None = None) -> dict:
         base = next((a for a in typing.get_args(t) if a is not type(None)), t) if typing.get_args(t) else t
         kind = base if base in (int, float) else str
         parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
-    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoint.pt")
+    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoint.pt (default: the "
+                                                              "newest runs/finetune-agents-*/ holding one)")
+    parser.add_argument("--overwrite", action="store_true", help="allow an --adapters-dir that already holds trained "
+                                                                 "adapters (their READMEs are kept)")
     args = vars(parser.parse_args(argv))
     raw = list(argv) if argv is not None else sys.argv[1:]
 
@@ -38,17 +44,23 @@ def main(argv: list[str] | None = None) -> dict:
         return any(a == flag or a.startswith(flag + "=") for a in raw)
 
     resume = args.pop("resume")
+    overwrite = args.pop("overwrite")
     optional = {f.name for f in dataclasses.fields(FinetuneConfig) if type(None) in typing.get_args(hints[f.name])}
     args = {k: (None if k in optional and isinstance(v, str) and v.lower() in ("none", "null") else v)
             for k, v in args.items()}
     given = {k: v for k, v in args.items() if v is not None or (k in optional and argv_has(k))}
     cfg = FinetuneConfig(**given)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    res = finetune_agents(cfg, resume=resume, progress=True)
+    res = finetune_agents(cfg, resume=resume, progress=True, overwrite=overwrite)
     logging.getLogger("finetune_agents").info("done: %d steps in %.0f s, adapters %s", res["steps"], res["seconds"],
                                               res["adapters"])
     return res
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, TypeError, OSError) as exc:  # genscom's errors are ValueErrors: one line, no traceback
+        from genscom.errors import one_line
+
+        sys.exit(f"error: {one_line(exc, limit=2000)}")

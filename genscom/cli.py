@@ -1,17 +1,56 @@
-"""The ``genscom`` command: thin typer front end (parse, call the library, print with rich)."""
+"""The ``genscom`` command: thin typer front end (parse, call the library, print with rich).
+
+Errors are handled in ONE place, :class:`_ErrorsToOneLine` (the root command group): genscom's
+own errors (:mod:`genscom.errors`) and ``ValueError``/``TypeError``/``OSError``/``ImportError``
+print ``error: <message>`` on stderr and exit with status 2; anything else prints one
+``error: unexpected ...`` line and exits with 1. ``genscom --debug <command>`` also prints
+the traceback. Also runs as ``python -m genscom``.
+"""
 
 from __future__ import annotations
 
 import shlex
 import sys
+import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+from genscom.errors import one_line
+
+_DEBUG = "genscom.debug"  # key in click's context meta (shared by the whole command chain)
+EXPECTED_ERRORS = (ValueError, TypeError, OSError, ImportError)  # genscom.errors.GenscomError is a ValueError
+
+
+class _ErrorsToOneLine(TyperGroup):
+    """The root group: turns an exception escaping any command into one ``error:`` line (exit 2; 1 for an
+    unexpected type), preceded by the traceback with ``--debug``. It runs inside click's own handling, so
+    an ``EOFError`` never becomes click's bare ``Aborted!``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place errors reach the user
+            expected = isinstance(exc, EXPECTED_ERRORS)
+            if ctx.meta.get(_DEBUG):
+                traceback.print_exc(file=sys.stderr)
+            msg = one_line(exc, limit=2000)
+            if isinstance(exc, (KeyError, IndexError)) or not msg:  # their text alone ("'x'") says nothing
+                msg = f"{type(exc).__name__}: {msg}".rstrip(": ")
+            if not expected:
+                msg = f"unexpected {type(exc).__name__}: {msg} (rerun with `genscom --debug ...` for the traceback)"
+            click.echo(f"error: {msg}", err=True)
+            raise click.exceptions.Exit(2 if expected else 1) from None
+
 
 app = typer.Typer(help="genscom: generative semantic communication toolkit.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=_ErrorsToOneLine)
 bench_app = typer.Typer(help="Benchmarks: print a table, write results JSON (PROTOCOL.md) and a PNG plot.",
                         no_args_is_help=True)
 train_app = typer.Typer(help="Train genscom's own models.", no_args_is_help=True)
@@ -45,9 +84,31 @@ def _split_names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(code=2)
+def _check_card(card: str) -> None:
+    """Read and validate an agent card, its partner and the headers of their adapter weights (no model is loaded)."""
+    from genscom.agents.agent import check_agent_folder
+    from genscom.agents.card import load_card
+
+    first = load_card(card)
+    for c in (first, first.partner_card()) if first.partner else (first,):
+        c.prompt_path()
+        folder = c.adapter_path()
+        if folder is not None:
+            check_agent_folder(folder, role=c.role)
+
+
+def _check_profile(profile: str) -> None:
+    from genscom.encoders.registry import check_profile
+
+    check_profile(profile)
+
+
+@app.callback()
+def _root(ctx: typer.Context,
+          debug: bool = typer.Option(False, "--debug", help="on an error, also print the full traceback (by "
+                                                            "default: one `error:` line)")) -> None:
+    """genscom: generative semantic communication toolkit."""
+    ctx.meta[_DEBUG] = debug
 
 
 @app.command()
@@ -68,12 +129,9 @@ def bench_channel(
     """BER/BLER vs SNR of uncoded QAM and LDPC+QAM beside closed forms, and PSNR of real JPEG/H.264 over LDPC."""
     from genscom.bench.channel import ChannelBenchConfig, run_channel_bench
 
-    try:
-        cfg = ChannelBenchConfig(quick=quick, out_dir=str(out), seed=seed,
-                                 channels=_split_names(channels))
-        run_channel_bench(cfg, command=_command_line(), console=console)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+    cfg = ChannelBenchConfig(quick=quick, out_dir=str(out), seed=seed,
+                             channels=_split_names(channels))
+    run_channel_bench(cfg, command=_command_line(), console=console)
 
 
 @bench_app.command("retrieval")
@@ -109,63 +167,69 @@ def bench_retrieval(
                                          run_retrieval_bench)
     from genscom.utils import resolve_device
 
-    try:
-        specs = default_schemes(mcs, adapter=default_adapter(profile), pq=None if pq == "none" else pq)
-        if schemes:
-            wanted = list(_split_names(schemes))
-            known = sorted({s.name for s in specs})
-            unknown = [w for w in wanted if w not in known]
-            if unknown:
-                raise ValueError(f"--schemes: unknown {unknown}; choose from {known}")
-            specs = [s for s in specs if s.name in wanted]
-        if agents is not None:
-            if not agents.is_file():
-                raise FileNotFoundError(f"--agents card {str(agents)!r} not found; see the cards in agents/")
-            specs.append(SchemeSpec("agent", {"card": str(agents), "device": str(resolve_device(device))}))
-        cfg = RetrievalBenchConfig(
-            dataset=dataset, profile=profile, n_items=n_items,
-            channels=_split_names(channels) if channels else None,
-            snrs=tuple(_parse_floats(snrs, "--snrs")) if snrs else None,
-            realisations=realisations, seed=seed, quick=quick, mcs=mcs, csi=csi, out_dir=str(out),  # type: ignore[arg-type]
-            pilots_per_block=pilots, pilot_mse=float(pilot_mse) if pilot_mse > 0 else None,
-            device=str(resolve_device(device)), index=index,
-            dataset_kwargs={"root": str(data_root)} if data_root else {},
-        )
-        run_retrieval_bench(cfg, command=_command_line(), console=console, schemes=specs)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+    _check_profile(profile)
+    specs = default_schemes(mcs, adapter=default_adapter(profile), pq=None if pq == "none" else pq)
+    if schemes:
+        wanted = list(_split_names(schemes))
+        known = sorted({s.name for s in specs})
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise ValueError(f"--schemes: unknown {unknown}; choose from {known}")
+        specs = [s for s in specs if s.name in wanted]
+    if agents is not None:
+        _check_card(str(agents))
+        specs.append(SchemeSpec("agent", {"card": str(agents), "device": str(resolve_device(device))}))
+    cfg = RetrievalBenchConfig(
+        dataset=dataset, profile=profile, n_items=n_items,
+        channels=_split_names(channels) if channels else None,
+        snrs=tuple(_parse_floats(snrs, "--snrs")) if snrs else None,
+        realisations=realisations, seed=seed, quick=quick, mcs=mcs, csi=csi, out_dir=str(out),  # type: ignore[arg-type]
+        pilots_per_block=pilots, pilot_mse=float(pilot_mse) if pilot_mse > 0 else None,
+        device=str(resolve_device(device)), index=index,
+        dataset_kwargs={"root": str(data_root)} if data_root else {},
+    )
+    run_retrieval_bench(cfg, command=_command_line(), console=console, schemes=specs)
+
+
+_OVERWRITE = typer.Option(False, "--overwrite", help="allow writing into a folder that already holds trained weights "
+                                                      "(e.g. shipped ones); a README there is kept")
 
 
 @train_app.command("encoder")
 def train_encoder_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of TrainEncoderConfig fields"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder (save_pretrained)"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "--out",
+                                              help="folder of the final weights (model.safetensors, config.json), "
+                                                   "README.md, train_log.json and checkpoint.pt (default "
+                                                   "runs/encoder-mini-<timestamp>/)"),
     steps: Optional[int] = typer.Option(None, "--steps"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     lr: Optional[float] = typer.Option(None, "--lr"),
     attribute_weight: Optional[float] = typer.Option(None, "--attribute-weight",
                                                      help="auxiliary attribute loss weight (synthetic data)"),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="fine-tune from this tower folder"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in the output folder"),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="fine-tune from this trained tower folder "
+                                                                       "(model.safetensors + config.json)"),
+    resume: bool = typer.Option(False, "--resume", help="continue exactly from the checkpoint in --output-dir "
+                                                        "(default: the newest runs/encoder-mini-*/ holding one)"),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Train the offline `mini` image/video tower against the frozen MiniLM text tower (LiT)."""
     from genscom.encoders.train import TrainEncoderConfig, train_encoder
     from genscom.utils import load_config
 
-    try:
-        overrides = {"output_dir": str(out) if out else None, "steps": steps, "batch_size": batch_size, "seed": seed,
-                     "lr": lr, "attribute_weight": attribute_weight, "init_from": str(init_from) if init_from else None}
-        cfg = load_config(TrainEncoderConfig, config, **overrides)
-        path = train_encoder(cfg, resume=resume, progress=True)
-        console.print(f"saved {path}")
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+    overrides = {"output_dir": str(output_dir) if output_dir else None, "steps": steps, "batch_size": batch_size,
+                 "seed": seed, "lr": lr, "attribute_weight": attribute_weight,
+                 "init_from": str(init_from) if init_from else None}
+    cfg = load_config(TrainEncoderConfig, config, **overrides)
+    path = train_encoder(cfg, resume=resume, progress=True, command=_command_line(), overwrite=overwrite)
+    console.print(f"saved {path}")
 
 
 @bench_app.command("caption")
 def bench_caption(
-    card: Path = typer.Option(Path("agents/smollm2-generating.yaml"), "--card", help="generating agent card"),
+    card: str = typer.Option("smollm2-generating", "--card", help="agent card: a path or a name on the card "
+                                                                 "search path ($GENSCOM_CARDS, then agents/)"),
     n_items: int = typer.Option(100, "--n-items"),
     snrs: Optional[str] = typer.Option(None, "--snrs", help="comma-separated SNRs in dB"),
     channel: str = typer.Option("awgn", "--channel"),
@@ -178,21 +242,20 @@ def bench_caption(
     from genscom.bench.caption import CaptionBenchConfig, run_caption_bench
     from genscom.utils import resolve_device
 
-    try:
-        kw: dict = dict(card=str(card), n_items=n_items, channel=channel, seed=seed, out_dir=str(out),
-                        baselines=_split_names(baselines),
-                        device=str(resolve_device(device)))
-        if snrs:
-            kw["snrs"] = tuple(_parse_floats(snrs, "--snrs"))
-        run_caption_bench(CaptionBenchConfig(**kw), command=_command_line(), console=console)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+    _check_card(card)
+    kw: dict = dict(card=card, n_items=n_items, channel=channel, seed=seed, out_dir=str(out),
+                    baselines=_split_names(baselines),
+                    device=str(resolve_device(device)))
+    if snrs:
+        kw["snrs"] = tuple(_parse_floats(snrs, "--snrs"))
+    run_caption_bench(CaptionBenchConfig(**kw), command=_command_line(), console=console)
 
 
 @bench_app.command("edge")
 def bench_edge(
-    card: Path = typer.Option(Path("agents/smollm2-generating.yaml"), "--card"),
-    nf4_card: Path = typer.Option(Path("agents/smollm2-generating-nf4.yaml"), "--nf4-card"),
+    card: str = typer.Option("smollm2-generating", "--card", help="agent card (a path or a name on the card "
+                                                                 "search path)"),
+    nf4_card: str = typer.Option("smollm2-generating-nf4", "--nf4-card", help="the NF4 variant's card"),
     variants: str = typer.Option("bf16,nf4", "--variants", help="comma-separated: fp32,bf16,nf4"),
     n_items: int = typer.Option(32, "--n-items"),
     device: str = typer.Option("cpu", "--device"),
@@ -202,56 +265,69 @@ def bench_edge(
     from genscom.bench.edge import EdgeBenchConfig, run_edge_bench
     from genscom.utils import resolve_device
 
-    try:
-        cfg = EdgeBenchConfig(card=str(card), nf4_card=str(nf4_card), n_items=n_items, out_dir=str(out),
-                              variants=_split_names(variants),
-                              device=str(resolve_device(device)))
-        run_edge_bench(cfg, command=_command_line(), console=console)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+    for c in (card, nf4_card):
+        _check_card(c)
+    cfg = EdgeBenchConfig(card=card, nf4_card=nf4_card, n_items=n_items, out_dir=str(out),
+                          variants=_split_names(variants),
+                          device=str(resolve_device(device)))
+    run_edge_bench(cfg, command=_command_line(), console=console)
 
 
 @finetune_app.command("agents")
 def finetune_agents_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of FinetuneConfig fields"),
-    card: Optional[str] = typer.Option(None, "--card", help="agent card (either end; its partner is the other)"),
+    card: Optional[str] = typer.Option(None, "--card", help="agent card, a path or a name on the card search path "
+                                                            "(either end; its partner is the other)"),
     steps: Optional[int] = typer.Option(None, "--steps"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="batches per optimiser step"),
     n_train: Optional[int] = typer.Option(None, "--n-train"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     lr: Optional[float] = typer.Option(None, "--lr"),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps"),
     lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="constant or cosine (after warm-up)"),
+    mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="caption metrics on the val split every N "
                                                                         "steps (0: never)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run folder (checkpoint, finetune.json; default runs/finetune-agents)"),
-    adapters_dir: Optional[Path] = typer.Option(None, "--adapters-dir", help="where the trained adapters go (default <out>/adapters)"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="perception encoder profile or folder "
+                                                                  "(default: the card's `perception`)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", "--out",
+                                           help="run folder: checkpoint.pt, finetune.json and, unless --adapters-dir, "
+                                                "the trained adapters in <out-dir>/adapters/ (default "
+                                                "runs/finetune-agents-<timestamp>/)"),
+    adapters_dir: Optional[Path] = typer.Option(None, "--adapters-dir",
+                                                help="folder of the final trained adapters, one <card name>/ "
+                                                     "subfolder per agent (default <out-dir>/adapters)"),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="start from trained adapters "
                                                                        "(<folder>/<card name>/)"),
     device: Optional[str] = typer.Option(None, "--device"),
-    resume: bool = typer.Option(False, "--resume", help="continue exactly from the last checkpoint"),
+    resume: bool = typer.Option(False, "--resume", help="continue exactly from the checkpoint in --out-dir "
+                                                        "(default: the newest runs/finetune-agents-*/ holding one)"),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """LoRA fine-tuning of both agents across the channel (caption LM loss + retrieval InfoNCE)."""
     from genscom.agents.finetune import FinetuneConfig, finetune_agents
     from genscom.utils import load_config
 
-    try:
-        cfg = load_config(FinetuneConfig, config, card=card, steps=steps, batch_size=batch_size, n_train=n_train,
-                          seed=seed, lr=lr, lr_schedule=lr_schedule, eval_every=eval_every,
-                          out_dir=str(out) if out else None, adapters_dir=str(adapters_dir) if adapters_dir else None,
-                          init_from=str(init_from) if init_from else None, device=device)
-        result = finetune_agents(cfg, resume=resume, progress=True)
-        last = next((h["eval"] for h in reversed(result["history"]) if "eval" in h), None)
-        console.print(f"done: {result['steps']} steps in {result['seconds']:.0f} s, final loss "
-                      f"{result['losses'][-1]:.4f}" + (f", val {last}" if last else "")
-                      + f"; adapters: {result['adapters'] or 'not saved'}")
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+    cfg = load_config(FinetuneConfig, config, card=card, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
+                      n_train=n_train, seed=seed, lr=lr, warmup_steps=warmup_steps, lr_schedule=lr_schedule,
+                      mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, eval_every=eval_every,
+                      profile=profile, out_dir=str(out_dir) if out_dir else None,
+                      adapters_dir=str(adapters_dir) if adapters_dir else None,
+                      init_from=str(init_from) if init_from else None, device=device)
+    result = finetune_agents(cfg, resume=resume, progress=True, overwrite=overwrite)
+    last = next((h["eval"] for h in reversed(result["history"]) if "eval" in h), None)
+    console.print(f"done: {result['steps']} steps in {result['seconds']:.0f} s, final loss "
+                  f"{result['losses'][-1]:.4f}" + (f", val {last}" if last else "")
+                  + f"; adapters: {result['adapters'] or 'not saved'}")
 
 
 @train_app.command("adapter")
 def train_adapter_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of TrainAdapterConfig fields"),
-    name: Optional[str] = typer.Option(None, "--name", help="adapter name (default output folder runs/adapter-<name>/)"),
+    name: Optional[str] = typer.Option(None, "--name", help="adapter name (default output folder "
+                                                            "runs/adapter-<name>-<timestamp>/)"),
     k: Optional[int] = typer.Option(None, "--k", help="complex channel symbols per item"),
     hidden: Optional[int] = typer.Option(None, "--hidden", help="MLP width"),
     depth: Optional[int] = typer.Option(None, "--depth", help="MLP depth"),
@@ -263,22 +339,23 @@ def train_adapter_cmd(
     lr: Optional[float] = typer.Option(None, "--lr"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto"),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="folder of the final weights and "
-                                                                           "checkpoints (default runs/adapter-<name>)"),
-    resume: bool = typer.Option(False, "--resume", help="continue exactly from the last checkpoint"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir",
+                                              help="folder of the final weights (model.safetensors, config.json), "
+                                                   "README.md, train_log.json and checkpoint.pt (default "
+                                                   "runs/adapter-<name>-<timestamp>/)"),
+    resume: bool = typer.Option(False, "--resume", help="continue exactly from the checkpoint in --output-dir "
+                                                        "(default: the newest runs/adapter-<name>-*/ holding one)"),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Train the SNR-conditioned channel adapter (+ scalable extraction) through differentiable channels."""
     from genscom.adaptation.train import load_train_config, train_adapter
 
-    try:
-        cfg = load_train_config(config, name=name, k=k, hidden=hidden, depth=depth, group_size=group_size,
-                                steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                                cpu_threads=cpu_threads, text_cache_dir=str(text_cache_dir) if text_cache_dir else None,
-                                output_dir=str(output_dir) if output_dir else None)
-        path = train_adapter(cfg, resume=resume, progress=True, command=_command_line())
-        console.print(f"saved {path}")
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+    cfg = load_train_config(config, name=name, k=k, hidden=hidden, depth=depth, group_size=group_size,
+                            steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                            cpu_threads=cpu_threads, text_cache_dir=str(text_cache_dir) if text_cache_dir else None,
+                            output_dir=str(output_dir) if output_dir else None)
+    path = train_adapter(cfg, resume=resume, progress=True, command=_command_line(), overwrite=overwrite)
+    console.print(f"saved {path}")
 
 
 @bench_app.command("rate")
@@ -295,15 +372,16 @@ def bench_rate(
     """Rate control without retraining: mu / budget / prefix vs channel uses saved vs R@1 at low/mid/high SNR."""
     from genscom.bench.rate import RateBenchConfig, run_rate_bench
 
-    try:
-        kw: dict = dict(adapter=adapter, quick=quick, seed=seed, out_dir=str(out), side_link=side_link,
-                        side_repeat=side_repeat,
-                        channels=_split_names(channels))
-        if snrs:
-            kw["snrs"] = tuple(_parse_floats(snrs, "--snrs"))
-        run_rate_bench(RateBenchConfig(**kw), command=_command_line(), console=console)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+    kw: dict = dict(adapter=adapter, quick=quick, seed=seed, out_dir=str(out), side_link=side_link,
+                    side_repeat=side_repeat,
+                    channels=_split_names(channels))
+    if snrs:
+        kw["snrs"] = tuple(_parse_floats(snrs, "--snrs"))
+    from genscom.adaptation.adapter import ChannelAdapter
+    from genscom.assets import find_adapter
+
+    ChannelAdapter.from_pretrained(find_adapter(adapter))  # a broken folder fails here, before any data work
+    run_rate_bench(RateBenchConfig(**kw), command=_command_line(), console=console)
 
 
 @bench_app.command("fed")
@@ -327,17 +405,14 @@ def bench_fed(
     from genscom.federated.adapter import FedConfig, parse_users
     from genscom.utils import load_config
 
-    try:
-        over = dict(users=parse_users(users) if users else None, rounds=rounds, local_steps=local_steps,
-                    strategy=strategy, init_from=init_from, seed=seed, run_dir=str(run_dir) if run_dir else None,
-                    output_dir=str(save_adapter) if save_adapter else None)
-        if quick and config is None:
-            cfg = quick_config(**{k: v for k, v in over.items() if v is not None})
-        else:
-            cfg = load_config(FedConfig, config, **over)
-        run_fed_bench(cfg, out_dir=out, quick=quick, command=_command_line(), console=console, resume=resume)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
-        _fail(exc)
+    over = dict(users=parse_users(users) if users else None, rounds=rounds, local_steps=local_steps,
+                strategy=strategy, init_from=init_from, seed=seed, run_dir=str(run_dir) if run_dir else None,
+                output_dir=str(save_adapter) if save_adapter else None)
+    if quick and config is None:
+        cfg = quick_config(**{k: v for k, v in over.items() if v is not None})
+    else:
+        cfg = load_config(FedConfig, config, **over)
+    run_fed_bench(cfg, out_dir=out, quick=quick, command=_command_line(), console=console, resume=resume)
 
 
 @bench_app.command("train-speed")
@@ -349,12 +424,9 @@ def bench_train_speed(
     """Adapter training throughput (samples/s) and memory on CPU (and CUDA when present)."""
     from genscom.bench.train_speed import TrainSpeedConfig, run_train_speed_bench
 
-    try:
-        sizes = tuple(int(v) for v in _parse_floats(batch_sizes, "--batch-sizes") or [])
-        run_train_speed_bench(TrainSpeedConfig(batch_sizes=sizes, steps=steps, out_dir=str(out)),
-                              command=_command_line(), console=console)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+    sizes = tuple(int(v) for v in _parse_floats(batch_sizes, "--batch-sizes") or [])
+    run_train_speed_bench(TrainSpeedConfig(batch_sizes=sizes, steps=steps, out_dir=str(out)),
+                          command=_command_line(), console=console)
 
 
 demo_app = typer.Typer(help="Gradio demo: transmitter and receiver (offline, CPU).", invoke_without_command=True)
@@ -372,18 +444,18 @@ def _demo_config(profile: str, gallery_size: int, max_upload_mb: float, mcs: str
 def _launch(mode: str, host: str, port: int, rx_url: Optional[str], **kw) -> None:
     from genscom.demo.app import launch_demo
 
-    try:
-        launch_demo(mode, _demo_config(**kw), host=host, port=port, rx_url=rx_url)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+    _check_profile(kw["profile"])  # files are checked before the server starts
+    if kw.get("agent_card"):
+        _check_card(kw["agent_card"])
+    launch_demo(mode, _demo_config(**kw), host=host, port=port, rx_url=rx_url)
 
 
-_PROFILE = typer.Option("mini", "--profile", help="encoder profile")
+_PROFILE = typer.Option("mini", "--profile", help="encoder profile, or a tower/CLIP folder")
 _GALLERY = typer.Option(24, "--gallery-size", help="clips of the offline gallery")
 _UPLOAD = typer.Option(20.0, "--max-upload-mb", help="largest accepted upload")
 _MCS = typer.Option("qpsk-1/2", "--mcs", help="MCS of the digital baseline")
 _RESULTS = typer.Option(Path("results/retrieval/retrieval.json"), "--results", help="benchmark JSON for the R@1 plot")
-_CARD = typer.Option(None, "--agent-card", help="agent card for the caption panel")
+_CARD = typer.Option(None, "--agent-card", help="agent card for the caption panel (a path or a card name)")
 _SEED = typer.Option(0, "--seed")
 
 
@@ -417,8 +489,9 @@ def demo_rx(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.O
             mcs=mcs, results=results, agent_card=agent_card, seed=seed)
 
 
-def main() -> None:  # console-script entry point
-    app()
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point (also ``python -m genscom``); ``argv`` defaults to ``sys.argv[1:]``."""
+    app(args=argv, prog_name="genscom")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,6 @@ results are in :mod:`genscom.bench.results`.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import platform
@@ -125,20 +124,24 @@ def write_results(path: str | os.PathLike[str], benchmark: str, meta: dict[str, 
 
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a results file (required keys present)."""
+    from genscom.errors import BadFileError
+    from genscom.loading import read_json
+
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"results file {str(p)!r} not found; run a `genscom bench` command first") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"results file {str(p)!r} is not valid JSON: {exc}") from exc
+    expected = "a genscom results JSON (benchmark, meta, records; see PROTOCOL.md)"
+    fix = "run a `genscom bench` command to write it"
+    data = read_json(p, expected=expected, fix=fix)
+    if not isinstance(data, dict):
+        raise BadFileError(p, problem=f"holds a {type(data).__name__}, not a mapping", expected=expected, fix=fix)
     for key in ("benchmark", "meta", "records"):
         if key not in data:
-            raise ValueError(f"results file {str(p)!r} lacks the key {key!r} (see PROTOCOL.md)")
+            raise BadFileError(p, problem=f"lacks the key {key!r}", expected=expected, fix=fix)
+    if not isinstance(data["records"], list):
+        raise BadFileError(p, problem="'records' is not a list", expected=expected, fix=fix)
     for i, rec in enumerate(data["records"]):
-        missing = [k for k in REQUIRED_RECORD if k not in rec]
+        missing = [k for k in REQUIRED_RECORD if not isinstance(rec, dict) or k not in rec]
         if missing:
-            raise ValueError(f"record {i} of {str(p)!r} lacks {missing}")
+            raise BadFileError(p, problem=f"record {i} lacks {missing}", expected=expected, fix=fix)
     return data
 
 

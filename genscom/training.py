@@ -13,7 +13,11 @@ What every trainer shares lives here once:
   (``weights_only`` load, stale temporary files removed, :func:`check_resumable` names the
   config fields that differ);
 * **run records**: :func:`loss_curve`, :func:`run_card` (the README beside trained weights: what,
-  how, the command and the config) and :func:`write_run` (README + ``train_log.json``, atomically);
+  how, the command and the config) and :func:`write_run` (README + ``train_log.json``, atomically;
+  a hand-written README already there is kept and the card goes to ``RUN.md``);
+* **output folders**: :func:`resolve_run_dir` (``runs/<name>-<timestamp>/`` by default, the newest
+  such run for ``--resume``) and :func:`check_output_dir` (a folder holding trained weights is only
+  written with ``--overwrite``: shipped weights are never replaced by a default run);
 * **devices**: :func:`make_accelerator`, the `accelerate <https://huggingface.co/docs/accelerate>`_
   set-up every loop runs under (one CPU/GPU with ``python``, several with ``accelerate launch``).
 
@@ -25,6 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genscom.errors import BadFileError, OutputExistsError
+from genscom.loading import MissingFileError, load_torch
 from genscom.utils import atomic_torch_save, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -193,8 +202,8 @@ def load_checkpoint(path: str | Path, *, resume: bool, config: dict[str, Any], f
 
     Raises:
         FileNotFoundError: ``resume=True`` and there is no checkpoint.
-        ValueError: the file is not a genscom checkpoint (truncated, a pickle, another format),
-            or its config differs (:func:`check_resumable`).
+        BadFileError: the file is not a genscom checkpoint (empty, truncated, a pickle, another format).
+        ValueError: its config differs (:func:`check_resumable`).
     """
     path = Path(path)
     remove_stale_temporaries(path)
@@ -203,16 +212,13 @@ def load_checkpoint(path: str | Path, *, resume: bool, config: dict[str, Any], f
             logger.warning("%s exists and resume=False: starting a new run that will overwrite it", path)
         return None
     if not path.is_file():
-        raise FileNotFoundError(f"resume=True but {str(path)!r} does not exist; train without --resume first")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, EOFError, RuntimeError (zip), ...
-        raise ValueError(f"{str(path)!r} is not a readable genscom checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'empty'}); delete it and train without "
-                         "--resume") from None
+        raise MissingFileError(f"resume=True but {str(path)!r} does not exist; train without --resume first, or "
+                               "pass the folder of the run to continue")
+    fix = "delete it and train without --resume (or resume another run's folder)"
+    ckpt = load_torch(path, expected="a genscom training checkpoint (torch.save of tensors and a config)", fix=fix)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
-        raise ValueError(f"{str(path)!r} holds no training config; it was not written by a genscom trainer. "
-                         "Delete it and train without --resume")
+        raise BadFileError(path, problem="holds no training config (it was not written by a genscom trainer)",
+                           expected="a genscom training checkpoint", fix=fix)
     check_resumable(ckpt["config"], config, free=free, hint=hint)
     return ckpt
 
@@ -228,10 +234,10 @@ def cached_tensors(path: str | Path | None, compute: Callable[[], dict[str, torc
     """
     if path is not None and Path(path).is_file():
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated, not a torch file, a pickle with code
+            blob = load_torch(path, expected="a genscom cache of tensors")
+        except BadFileError as exc:  # empty, truncated, not a torch file, a pickle with code
             blob = None
-            logger.warning("ignoring cache %s (%s)", path, type(exc).__name__)
+            logger.warning("ignoring cache %s (%s)", path, exc.problem)
         ok = isinstance(blob, dict) and all(isinstance(blob.get(k), torch.Tensor) and blob[k].shape[0] == n
                                             for k, n in (shapes or {}).items())
         if ok:
@@ -244,27 +250,112 @@ def cached_tensors(path: str | Path | None, compute: Callable[[], dict[str, torc
     return out
 
 
+def default_cache_dir() -> Path:
+    """Root of genscom's caches of derived data: ``$GENSCOM_CACHE``, else ``~/.cache/genscom``."""
+    return Path(os.environ.get("GENSCOM_CACHE") or Path("~/.cache/genscom").expanduser())
+
+
 # --------------------------------------------------------------------------- run records
 def loss_curve(losses: list[float], every: int) -> list[float]:
     """Mean loss of each window of ``every`` steps (the ``losses_every_log_step`` of ``train_log.json``)."""
     return [round(sum(losses[i - every:i]) / every, 4) for i in range(every, len(losses) + 1, every)]
 
 
+RUN_CARD_MARK = "<!-- genscom run card: the next run written into this folder rewrites it -->"
+
+
 def run_card(*, title: str, intro: list[str], rows: list[tuple[str, str]], command: str | None,
              api: str, config: dict[str, Any]) -> str:
     """The ``README.md`` written beside trained weights: title, what it is, a table of how it was made,
-    the command that made it (``api`` when it came from Python) and the full config."""
+    the command that made it (``api`` when it came from Python) and the full config; its last line
+    is :data:`RUN_CARD_MARK` (how :func:`write_run` tells its own cards from hand-written READMEs)."""
     lines = [f"# {title}", "", *intro, "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows],
              "", "## Command", "", "```", command or f"(python API) {api}", "```",
-             "", "## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
+             "", "## Config", "", "```json", json.dumps(config, indent=2), "```", "", RUN_CARD_MARK, ""]
     return "\n".join(lines)
 
 
-def write_run(folder: str | Path, *, log: dict[str, Any], readme: str) -> None:
-    """Write ``train_log.json`` and ``README.md`` into ``folder`` (each atomically)."""
+def write_run(folder: str | Path, *, log: dict[str, Any], readme: str) -> Path:
+    """Write ``train_log.json`` and the run card into ``folder`` (each atomically); return the card's path.
+
+    The card goes to ``README.md`` unless the folder already holds a README that is not a run
+    card (e.g. the curated README of shipped weights): that one is kept and the card goes to ``RUN.md``.
+    """
     folder = Path(folder)
     atomic_write_json(folder / "train_log.json", log)
-    atomic_write_text(folder / "README.md", readme)
+    target = folder / "README.md"
+    if target.is_file() and RUN_CARD_MARK not in target.read_text(encoding="utf-8", errors="replace"):
+        target = folder / "RUN.md"
+        logger.warning("kept %s/README.md; this run's card is %s", folder, target)
+    atomic_write_text(target, readme)
+    return target
+
+
+# --------------------------------------------------------------------------- output folders
+RUNS_ROOT = Path("runs")
+_STAMP = re.compile(r"-\d{8}-\d{6}(-\d+)?$")
+
+
+def new_run_dir(prefix: str, *, root: str | Path = RUNS_ROOT) -> Path:
+    """A fresh ``<root>/<prefix>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... appended if taken); not created."""
+    base = Path(root) / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 2
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return path
+
+
+def latest_run_dir(prefix: str, *, root: str | Path = RUNS_ROOT, holding: str = "checkpoint.pt") -> Path | None:
+    """The newest ``<root>/<prefix>-<timestamp>`` folder that holds ``holding`` (by that file's mtime), or ``None``."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    found = [d for d in root.iterdir() if d.name.startswith(prefix + "-") and _STAMP.fullmatch(d.name[len(prefix):])
+             and (d / holding).is_file()]
+    return max(found, key=lambda d: (d / holding).stat().st_mtime_ns, default=None)
+
+
+def resolve_run_dir(explicit: str | Path | None, prefix: str, *, resume: bool, root: str | Path = RUNS_ROOT,
+                    holding: str = "checkpoint.pt", flag: str = "--output-dir") -> Path:
+    """Where a training run writes: ``explicit`` if given; else with ``resume`` the newest earlier
+    ``<root>/<prefix>-<timestamp>`` holding a checkpoint; else a new timestamped folder (:func:`new_run_dir`).
+
+    Raises:
+        MissingFileError: ``resume`` without ``explicit`` and no earlier run to continue.
+    """
+    if explicit:
+        return Path(explicit)
+    if resume:
+        found = latest_run_dir(prefix, root=root, holding=holding)
+        if found is None:
+            raise MissingFileError(f"--resume: no earlier run {str(Path(root) / (prefix + '-<timestamp>'))!r} holds "
+                                   f"a {holding}; pass the run's folder with {flag}, or train without --resume")
+        logger.info("resuming the newest run %s", found)
+        return found
+    return new_run_dir(prefix, root=root)
+
+
+def weight_files(folder: str | Path) -> list[Path]:
+    """The ``*.safetensors`` files in ``folder`` and in its direct subfolders (e.g. one adapter per card), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted([*folder.glob("*.safetensors"), *folder.glob("*/*.safetensors")])
+
+
+def check_output_dir(folder: str | Path, *, overwrite: bool, flag: str = "--output-dir",
+                     resuming: bool = False) -> None:
+    """Refuse to write trained weights into ``folder`` when it already holds some, unless ``overwrite``
+    (or ``resuming`` the run that wrote them). Called before any data preparation.
+
+    Raises:
+        OutputExistsError: naming the folder, a weights file in it, and the two ways out.
+    """
+    files = weight_files(folder)
+    if files and not overwrite and not resuming:
+        raise OutputExistsError(f"{str(folder)!r} already holds trained weights ({files[0].relative_to(folder)}"
+                                f"{f' and {len(files) - 1} more' if len(files) > 1 else ''}); pass --overwrite to "
+                                f"replace them (a README there is kept), or choose another {flag}")
 
 
 # --------------------------------------------------------------------------- devices
@@ -286,6 +377,8 @@ def make_accelerator(device: str, *, mixed_precision: Literal["no", "bf16", "fp1
 
 
 __all__ = [
-    "EpochSampler", "cached_tensors", "check_resumable", "contrastive_loss", "decay_groups", "load_checkpoint", "loss_curve",
-    "lr_at", "make_accelerator", "remove_stale_temporaries", "run_card", "save_checkpoint", "set_lr", "write_run",
+    "RUNS_ROOT", "RUN_CARD_MARK", "EpochSampler", "cached_tensors", "check_output_dir", "check_resumable",
+    "contrastive_loss", "decay_groups", "default_cache_dir", "latest_run_dir", "load_checkpoint", "loss_curve", "lr_at", "make_accelerator",
+    "new_run_dir", "remove_stale_temporaries", "resolve_run_dir", "run_card", "save_checkpoint", "set_lr",
+    "weight_files", "write_run",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -74,36 +73,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 def load_config(cls: type[C], source: str | os.PathLike[str] | dict[str, Any] | None = None, **overrides: Any) -> C:
     """Build config dataclass ``cls`` from a YAML/JSON file or dict, then apply ``overrides``.
 
-    Unknown keys raise ``ValueError`` naming the key and the known fields.
-    YAML is read with ``yaml.safe_load``.
+    The one config reader is :func:`genscom.loading.load_config` (this name is kept for callers):
+    unknown keys raise ``ValueError`` naming the key and the known fields, wrong types name the
+    field, an empty file is an error naming it; YAML is read with ``yaml.safe_load``.
     """
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"cls must be a dataclass type, got {cls!r}")
-    data: dict[str, Any] = {}
-    if isinstance(source, dict):
-        data = dict(source)
-    elif source is not None:
-        p = Path(source)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {str(p)!r} does not exist; pass an existing .yaml or .json path")
-        text = p.read_text(encoding="utf-8")
-        try:
-            if p.suffix.lower() == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
+    from genscom.loading import load_config as _load_config
 
-                data = yaml.safe_load(text) or {}
-        except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
-            raise ValueError(f"could not parse config file {str(p)!r}: {exc}. Fix the syntax and retry.") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {str(p)!r} must hold a mapping of field: value, got {type(data).__name__}")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown field(s) {unknown} for {cls.__name__}; known fields: {sorted(names)}")
-    return cls(**data)
+    return _load_config(cls, source, **overrides)
 
 
 def check_snr_db(snr_db: Any, name: str = "snr_db") -> torch.Tensor:

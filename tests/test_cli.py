@@ -33,7 +33,7 @@ def test_train_encoder_rejects_bad_yaml(tmp_path):
     bad = tmp_path / "cfg.yaml"
     bad.write_text("steps: [1, 2\n")
     res = runner.invoke(app, ["train", "encoder", "--config", str(bad)])
-    assert res.exit_code == 2 and "could not parse config file" in res.output
+    assert res.exit_code == 2 and "could not parse the YAML" in res.output and str(bad) in res.output
     bad.write_text("stepz: 3\n")
     res = runner.invoke(app, ["train", "encoder", "--config", str(bad)])
     assert res.exit_code == 2 and "unknown field(s) ['stepz']" in res.output

@@ -43,7 +43,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -327,17 +326,34 @@ class ChannelAdapter(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> "ChannelAdapter":
-        """Load a folder written by :meth:`save_pretrained` (or ``genscom train adapter``)."""
-        from safetensors.torch import load_file
+        """Load a folder written by :meth:`save_pretrained` (or ``genscom train adapter``).
+
+        Raises:
+            FileNotFoundError: a file is missing.
+            BadFileError: ``config.json`` or ``model.safetensors`` is unreadable or does not fit (naming the file).
+        """
+        from genscom.errors import BadFileError
+        from genscom.loading import check_file, load_safetensors, read_json
 
         folder = Path(folder)
         cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        if not cfg_path.is_file() or not w_path.is_file():
-            raise FileNotFoundError(f"{str(folder)!r} is not an adapter folder: it needs {CONFIG_NAME} and "
-                                    f"{WEIGHTS_NAME}; make one with `genscom train adapter`")
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-        model = cls(AdapterConfig.from_dict(meta["adapter"]))
-        model.load_state_dict({n: t.float() for n, t in load_file(str(w_path)).items()})
+        fix = "make one with `genscom train adapter`, or pass another adapter folder"
+        for p in (cfg_path, w_path):
+            check_file(p, expected=f"an adapter folder ({CONFIG_NAME} + {WEIGHTS_NAME})", fix=fix)
+        meta = read_json(cfg_path, expected='an adapter config.json ({"adapter": {...}})', fix=fix, max_bytes=2**20)
+        try:
+            model = cls(AdapterConfig.from_dict(meta["adapter"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadFileError(cfg_path, problem=f"invalid adapter config ({type(exc).__name__}: {exc})",
+                               expected='{"adapter": {AdapterConfig fields}} as written by save_pretrained',
+                               fix=fix) from None
+        state = load_safetensors(w_path, expected="ChannelAdapter weights (safetensors)", fix=fix)
+        try:
+            model.load_state_dict({n: t.float() for n, t in state.items()})
+        except RuntimeError as exc:
+            raise BadFileError(w_path, problem=f"the tensors do not fit {CONFIG_NAME} "
+                                               f"({str(exc).strip().splitlines()[0]})",
+                               expected="the weights saved with this config.json", fix=fix) from None
         return model.to(device).eval()
 
     def _check_emb(self, emb: torch.Tensor) -> None:

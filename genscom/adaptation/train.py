@@ -33,7 +33,8 @@ its own generator, gradients are averaged). All randomness comes from explicit g
 seeded from ``seed`` (+ process index); checkpoints (model, optimizer, generator states, step,
 losses) are written atomically to ``<run_dir>/checkpoint.pt`` and ``resume=True`` continues the
 run exactly. The final adapter is written with ``save_pretrained`` to ``output_dir``
-(``runs/adapter-<name>`` by default: never the shipped adapters) with ``README.md`` and ``train_log.json``.
+(``runs/adapter-<name>-<timestamp>/`` by default; a folder already holding weights, such as a shipped
+adapter, only with ``overwrite=True``, and its README is kept) with ``README.md`` and ``train_log.json``.
 
 Example:
     >>> cfg = TrainAdapterConfig(name="mini-k192", steps=3000)
@@ -62,10 +63,12 @@ from genscom.adaptation.adapter import (AdapterConfig, ChannelAdapter, build_ada
                                         through_channel)
 from genscom.channels.sensing import CSI
 from genscom.data.base import caption_index
+from genscom.loading import read_json
 from genscom.metrics.retrieval import retrieval_metrics
 from genscom.results import machine_description
-from genscom.training import (cached_tensors, contrastive_loss, decay_groups, load_checkpoint, loss_curve, lr_at,
-                              make_accelerator, run_card, save_checkpoint, set_lr, write_run)
+from genscom.training import (cached_tensors, check_output_dir, contrastive_loss, decay_groups, default_cache_dir,
+                              load_checkpoint, loss_curve, lr_at, make_accelerator, resolve_run_dir, run_card,
+                              save_checkpoint, set_lr, write_run)
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ _RESUME_FREE = {"steps", "output_dir", "run_dir", "cache_dir", "text_cache_dir",
 class TrainAdapterConfig:
     """Everything an adapter training run depends on (saved in the checkpoint, ``config.json`` and ``train_log.json``)."""
 
-    name: str = "mini-k192"              # adapter name: output and checkpoints in runs/adapter-<name>/ by default
+    name: str = "mini-k192"              # adapter name: output and checkpoints in runs/adapter-<name>-<timestamp>/
     profile: str = "mini"                # encoder profile whose embeddings are adapted
     dataset: str = "synthetic"           # its train split is used
     n_items: int = 10000                 # train-split items (the last val_items are held out)
@@ -105,7 +108,7 @@ class TrainAdapterConfig:
     log_every: int = 50
     device: Literal["auto", "cpu"] = "cpu"  # "auto": accelerate picks the GPU when present
     cpu_threads: int = 0                 # >0: torch intra-op threads during the run (1 is fastest on a busy shared CPU)
-    output_dir: str | None = None        # final weights; default runs/adapter-<name> (never the shipped adapters)
+    output_dir: str | None = None        # final weights; default runs/adapter-<name>-<timestamp>/ (never shipped ones)
     run_dir: str | None = None           # checkpoints; default: output_dir
     cache_dir: str | None = None         # embedding cache; default $GENSCOM_CACHE or ~/.cache/genscom
     text_cache_dir: str | None = None    # mini profile: reuse `genscom train encoder`'s caption cache (same frozen MiniLM)
@@ -186,8 +189,12 @@ class TrainAdapterConfig:
 
     @property
     def out_path(self) -> Path:
-        """Where the final weights go: ``output_dir``, else ``runs/adapter-<name>`` under the working folder."""
-        return Path(self.output_dir) if self.output_dir else Path("runs") / f"adapter-{self.name}"
+        """Where the final weights go: ``output_dir`` (``None`` until :func:`train_adapter` picks
+        ``runs/adapter-<name>-<timestamp>/``: then this raises ``ValueError``)."""
+        if not self.output_dir:
+            raise ValueError("output_dir is None: train_adapter chooses runs/adapter-<name>-<timestamp>/ when it "
+                             "starts; set output_dir to know the folder in advance")
+        return Path(self.output_dir)
 
     @property
     def run_path(self) -> Path:
@@ -332,10 +339,7 @@ def _encoder_fingerprint(encoder: nn.Module) -> str:
 
 
 def _cache_root(cache_dir: str | None) -> Path:
-    import os
-
-    base = cache_dir or os.environ.get("GENSCOM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "genscom")
-    return Path(base) / "adapter_embeddings"
+    return Path(cache_dir or default_cache_dir()) / "adapter_embeddings"
 
 
 def prepare_data(config: TrainAdapterConfig, *, encoder: Any = None, dataset: Any = None,
@@ -525,23 +529,37 @@ def evaluate(adapter: ChannelAdapter, data: AdapterData, snrs_db: tuple[float, .
 
 def train_adapter(config: TrainAdapterConfig, *, resume: bool = False, progress: bool = True,
                   data: AdapterData | None = None, encoder: Any = None, command: str | None = None,
-                  stop_after: int | None = None) -> Path:
+                  stop_after: int | None = None, overwrite: bool = False) -> Path:
     """Train the adapter (see the module doc); return the folder holding the final ``save_pretrained`` weights.
 
     Args:
         config: the run's settings.
-        resume: continue from ``<run_dir>/checkpoint.pt`` exactly where it stopped.
+        resume: continue from ``<run_dir>/checkpoint.pt`` exactly where it stopped (``output_dir=None``:
+            the newest ``runs/adapter-<name>-<timestamp>/`` holding a checkpoint).
         progress: tqdm progress bar (main process only).
         data: precomputed :class:`AdapterData` (tests, custom data); default: :func:`prepare_data`.
         encoder: encoder to embed the train split with (default ``create_encoder(config.profile)``).
         command: the launching command line (recorded in ``README.md``).
         stop_after: stop (after checkpointing) once this many steps are done, without writing the
             final adapter: simulates an interrupted run (tests).
+        overwrite: allow an ``output_dir`` that already holds trained weights (its README is kept).
+
+    The output folder, the checkpoint and the encoder profile are checked before any data is prepared.
 
     Raises:
         FileNotFoundError: ``resume=True`` but no checkpoint exists.
+        OutputExistsError: ``output_dir`` holds trained weights and neither ``overwrite`` nor ``resume``.
+        BadFileError: the checkpoint (or a ``profile`` folder) is unreadable.
         ValueError: the checkpoint was written with a different config.
     """
+    out = resolve_run_dir(config.output_dir, f"adapter-{config.name}", resume=resume and not config.run_dir)
+    config = dataclasses.replace(config, output_dir=str(out))
+    check_output_dir(out, overwrite=overwrite, resuming=resume and (config.run_path / CHECKPOINT_NAME).is_file()
+                     and config.run_path == out)
+    if data is None and encoder is None:
+        from genscom.encoders.registry import check_profile
+
+        check_profile(config.profile)
     threads = torch.get_num_threads()
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
@@ -675,7 +693,7 @@ def _csi_text(cfg: dict[str, Any]) -> str:
 
 def _readme(log: dict[str, Any], out: Path) -> str:
     cfg = log["config"]
-    a = json.loads((out / "config.json").read_text(encoding="utf-8"))["adapter"]
+    a = read_json(out / "config.json", expected="the adapter config.json just written")["adapter"]
     m = log["val_metrics"]
     rows = [
         ("architecture", f"FiLM-conditioned MLPs, hidden {a['hidden']}, depth {a['depth']}, "

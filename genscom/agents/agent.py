@@ -44,6 +44,8 @@ from genscom.agents.backbone import SharedLLM
 from genscom.agents.card import AgentCard, load_card
 from genscom.agents.heads import ImageConditioningHead, SoftPromptProjector, VectorHead
 from genscom.agents.prompts import ChannelSensing, TaskRequirement, load_prompt, render_prompt
+from genscom.errors import BadFileError
+from genscom.loading import MissingFileError, check_safetensors, load_safetensors, read_json
 from genscom.utils import give_default_permissions
 
 CAPTION_CUE = "\nCaption:"
@@ -272,7 +274,7 @@ class Agent(nn.Module):
         """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT) and the agent's modules, atomically.
 
         Args:
-            folder: the adapter folder (replaced as a whole if it exists).
+            folder: the adapter folder (replaced as a whole if it exists; its ``*.md`` files, e.g. a README, are kept).
             dtype: store floating tensors in this dtype (e.g. ``torch.float16``: half the size; loading
                 casts back to the parameters' dtype). ``None`` keeps the parameters' own dtype (exact).
         """
@@ -312,6 +314,9 @@ class Agent(nn.Module):
                     "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "as trained"}
             (tmp / AGENT_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             if folder.exists():
+                for doc in folder.glob("*.md"):  # a README (e.g. of shipped adapters) stays with the folder
+                    if doc.is_file() and not (tmp / doc.name).exists():
+                        shutil.copy2(doc, tmp / doc.name)
                 old = folder.with_name(f".{folder.name}.old{os.getpid()}")
                 os.replace(folder, old)
                 os.replace(tmp, folder)
@@ -325,21 +330,46 @@ class Agent(nn.Module):
 
     def load_pretrained(self, folder: str | os.PathLike[str]) -> None:
         """Load weights written by :meth:`save_pretrained` (role and shapes must match)."""
-        from safetensors.torch import load_file
-
         folder = Path(folder)
-        meta_path = folder / AGENT_META_FILE
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} is missing; {folder} is not an agent adapter folder")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("role") != self.role:
-            raise ValueError(f"adapter {folder} was trained for role {meta.get('role')!r}, not {self.role!r}")
-        state = load_file(str(folder / AGENT_MODULES_FILE), device=str(self.queries.device))
+        check_agent_folder(folder, role=self.role)
+        path = folder / AGENT_MODULES_FILE
+        state = load_safetensors(path, device=str(self.queries.device), expected="the agent's modules (safetensors "
+                                 "written by Agent.save_pretrained)", fix=_ADAPTER_FIX)
         try:
             self.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise ValueError(f"adapter {folder} does not fit agent {self.card.name!r} (sizes differ): {exc}") from None
+            raise BadFileError(path, problem=f"does not fit agent {self.card.name!r} (sizes or names differ: "
+                                             f"{str(exc).strip().splitlines()[0][:200]})",
+                               expected="weights trained for this card", fix=_ADAPTER_FIX) from None
         self.llm.load_adapter(self.adapter_name, folder)
+
+
+_ADAPTER_FIX = "train the adapters with `genscom finetune agents`, or point the card's `adapter` at another folder"
+
+
+def check_agent_folder(folder: str | os.PathLike[str], *, role: str | None = None) -> None:
+    """Check an agent adapter folder cheaply (no model needed): ``agent.json`` parses (and names ``role``),
+    and both safetensors files have sound headers.
+
+    Raises:
+        FileNotFoundError: the folder or a file is missing.
+        BadFileError: a file is unreadable or for another role (naming it).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingFileError(f"{str(folder)!r}: no such adapter folder; expected {AGENT_META_FILE}, "
+                               f"{AGENT_MODULES_FILE} and adapter_model.safetensors. Fix: {_ADAPTER_FIX}")
+    meta_path = folder / AGENT_META_FILE
+    meta = read_json(meta_path, expected="an agent adapter's agent.json (JSON mapping)", fix=_ADAPTER_FIX,
+                     max_bytes=2**20)
+    if not isinstance(meta, dict) or meta.get("role") not in ("understanding", "generating"):
+        raise BadFileError(meta_path, problem="names no agent role", expected='{"role": "understanding" or '
+                           '"generating", ...} as written by Agent.save_pretrained', fix=_ADAPTER_FIX)
+    if role is not None and meta["role"] != role:
+        raise BadFileError(meta_path, problem=f"the adapter was trained for role {meta['role']!r}, not {role!r}",
+                           expected=f"a {role} agent's adapter", fix="pair each card with its own adapter folder")
+    for name in (AGENT_MODULES_FILE, "adapter_model.safetensors"):
+        check_safetensors(folder / name, expected=f"{name} written by Agent.save_pretrained", fix=_ADAPTER_FIX)
 
 
 def load_agent_pair(card: AgentCard | str | os.PathLike[str], *, device: str | torch.device = "cpu",

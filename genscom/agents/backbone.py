@@ -118,19 +118,24 @@ class SharedLLM:
     def load_adapter(self, name: str, folder: str | os.PathLike[str]) -> None:
         """Load PEFT adapter weights from ``folder`` into the existing adapter ``name`` (strict shapes)."""
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
+
+        from genscom.errors import BadFileError
+        from genscom.loading import load_safetensors
 
         if name not in self.adapters:
             raise ValueError(f"adapter {name!r} does not exist; add it first (adapters: {self.adapters})")
         path = os.path.join(folder, "adapter_model.safetensors")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is missing: an adapter folder holds adapter_model.safetensors "
-                                    "(written by Agent.save_pretrained)")
-        state = load_file(path, device=str(self.device))
+        fix = "train it with `genscom finetune agents` or point the card's adapter at another folder"
+        state = load_safetensors(path, device=str(self.device), expected="PEFT LoRA weights (adapter_model.safetensors, "
+                                 "written by Agent.save_pretrained)", fix=fix)
         try:
             res = set_peft_model_state_dict(self.peft, state, adapter_name=name)
         except NotImplementedError:  # bitsandbytes' Embedding4bit cannot state_dict() (nf4 + quantize_embeddings)
             self._copy_lora_state(name, state, folder)
+        except (RuntimeError, KeyError, ValueError) as exc:  # shapes or names of another model
+            raise BadFileError(path, problem=f"the LoRA tensors do not fit adapter {name!r} "
+                                             f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})",
+                               expected="LoRA weights trained for this card's llm and lora settings", fix=fix) from None
         else:
             missing = [k for k in getattr(res, "unexpected_keys", []) if "lora" in k]
             if missing:

@@ -18,12 +18,27 @@ Example (``agents/smollm2-generating.yaml``)::
 
 Relative paths (``prompt``, ``adapter``, ``partner``) are resolved against the
 card's folder first, then its parent (the repository root for ``agents/``).
-Unknown keys and bad values raise ``ValueError`` naming the field.
+Unknown keys and bad values raise ``ValueError`` naming the field (a
+:class:`~genscom.errors.BadFileError` naming the file when read from one).
+
+**Card search path.** Wherever a card is expected (:func:`load_card`, ``genscom.load_agent``,
+``--card``), a bare name such as ``smollm2-generating`` (``.yaml`` optional) is looked up,
+first match wins, in:
+
+1. the folders passed in ``search``;
+2. the folders in the ``GENSCOM_CARDS`` environment variable (``os.pathsep``-separated);
+3. the shipped cards, :data:`SHIPPED_CARDS` (the repository's ``agents/`` folder of a checkout
+   or editable install; with a plain wheel, copy ``agents/`` and ``prompts/`` from the repository
+   and put that ``agents/`` on ``GENSCOM_CARDS``).
+
+Anything else is a path (relative to the working folder). :func:`list_cards` lists the names
+on the search path from any working folder.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -207,16 +222,77 @@ class AgentCard:
 
 
 def load_card(source: str | os.PathLike[str] | dict[str, Any], **overrides: Any) -> AgentCard:
-    """Read and validate a card (YAML/JSON path or dict); ``overrides`` replace fields by name.
+    """Read and validate a card (a YAML/JSON path, a name on the card search path, or a dict);
+    ``overrides`` replace fields by name.
 
-    Raises ``ValueError`` naming any unknown or invalid field, ``FileNotFoundError`` for a missing file.
+    Raises ``ValueError`` naming any unknown or invalid field (a ``BadFileError`` naming the file
+    for files), ``FileNotFoundError`` for a missing file or unknown name.
     """
+    if not isinstance(source, dict):
+        source = find_card(source)
     card = load_config(AgentCard, source, **overrides)
     if not isinstance(source, dict):
         card.source = str(Path(source).resolve())
     return card
 
 
-def list_cards(folder: str | os.PathLike[str] = "agents") -> list[Path]:
-    """The ``*.yaml`` cards in ``folder``, sorted by name."""
-    return sorted(Path(folder).glob("*.yaml"))
+def _shipped_cards() -> Path | None:
+    """The repository's ``agents/`` folder when genscom runs from a checkout (editable install), else ``None``."""
+    root = Path(__file__).resolve().parents[2]
+    folder = root / "agents"
+    if folder.is_dir() and (root / "pyproject.toml").is_file() and (root / "genscom" / "agents" / "card.py").is_file():
+        return folder
+    return None
+
+
+SHIPPED_CARDS: Path | None = _shipped_cards()
+ENV_CARDS = "GENSCOM_CARDS"
+
+
+def card_search_path(search: Iterable[str | os.PathLike[str]] | None = None) -> list[Path]:
+    """The folders searched for cards by name, in order (see the module doc)."""
+    env = os.environ.get(ENV_CARDS, "")
+    folders = [Path(p).expanduser() for p in (search or ())]
+    folders += [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    if SHIPPED_CARDS is not None:
+        folders.append(SHIPPED_CARDS)
+    return folders
+
+
+def list_cards(search: Iterable[str | os.PathLike[str]] | None = None) -> list[str]:
+    """Sorted names of the cards (``<name>.yaml``) on the card search path, from any working folder.
+
+    Example:
+        >>> "smollm2-generating" in list_cards()  # in a checkout  # doctest: +SKIP
+        True
+    """
+    names: set[str] = set()
+    for folder in card_search_path(search):
+        if folder.is_dir():
+            names.update(p.stem for p in folder.glob("*.yaml") if p.is_file())
+    return sorted(names)
+
+
+def find_card(name_or_path: str | os.PathLike[str], *,
+              search: Iterable[str | os.PathLike[str]] | None = None) -> Path:
+    """An existing card file: ``name_or_path`` itself if it is a file, else a name on the card search path.
+
+    Raises:
+        FileNotFoundError: neither; the message lists the folders searched and the names found.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"card must be a path or a card name, got {type(name_or_path).__name__}")
+    p = Path(name_or_path).expanduser()
+    if p.is_file():
+        return p
+    name = str(name_or_path)
+    if name and "/" not in name and "\\" not in name and name not in (".", ".."):
+        stem = name.removesuffix(".yaml")
+        for folder in card_search_path(search):
+            if (folder / f"{stem}.yaml").is_file():
+                return folder / f"{stem}.yaml"
+    from genscom.loading import MissingFileError
+
+    searched = ", ".join(str(f) for f in card_search_path(search)) or "(none)"
+    raise MissingFileError(f"agent card {name!r} is neither a file nor a name on the card search path ({searched}); "
+                           f"known names: {list_cards(search)}. Pass a card file, or add its folder to ${ENV_CARDS}")

@@ -12,8 +12,10 @@ jointly; the LLM's base weights stay frozen. Runs under ``accelerate``
 gradient accumulation and optional mixed precision. Everything random comes
 from one ``torch.Generator`` whose state is checkpointed, so ``resume=True``
 continues exactly (bit-identical losses on the same machine). Checkpoints are
-written atomically; the final adapters are saved PEFT-style, one folder per
-card name, under ``adapters_dir``.
+written atomically to ``out_dir`` (default ``runs/finetune-agents-<timestamp>/``); the final
+adapters are saved PEFT-style, one folder per card name, under ``adapters_dir`` (default
+``<out_dir>/adapters``; a folder that already holds adapters, such as the shipped ones, only
+with ``overwrite=True``, keeping their READMEs).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -29,11 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genscom.agents.agent import Agent, load_agent_pair
+from genscom.agents.agent import Agent, check_agent_folder, load_agent_pair
+from genscom.agents.card import AgentCard, load_card
 from genscom.agents.prompts import ChannelSensing
 from genscom.channels.analog import send_analog
-from genscom.training import (EpochSampler, contrastive_loss, load_checkpoint, lr_at, make_accelerator,
-                              save_checkpoint, set_lr)
+from genscom.loading import MissingFileError
+from genscom.training import (EpochSampler, check_output_dir, contrastive_loss, load_checkpoint, lr_at,
+                              make_accelerator, resolve_run_dir, save_checkpoint, set_lr)
 from genscom.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -45,7 +49,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 class FinetuneConfig:
     """Options of ``genscom finetune agents`` (CLI flags override fields by name)."""
 
-    card: str = "agents/smollm2-generating.yaml"  # either end's card; its `partner` names the other
+    card: str = "smollm2-generating"  # either end's card (a path or a name on the card search path); its `partner` is the other
     dataset: str = "synthetic"
     data_root: str | None = None  # folder of msrvtt / image-captions datasets
     n_train: int = 2000
@@ -64,7 +68,7 @@ class FinetuneConfig:
     retrieval_weight: float = 1.0
     temperature: float = 0.05
     seed: int = 0
-    out_dir: str = "runs/finetune-agents"  # checkpoint.pt and finetune.json
+    out_dir: str | None = None  # run folder (checkpoint.pt, finetune.json); None: runs/finetune-agents-<timestamp>/
     adapters_dir: str | None = None  # final adapters: <adapters_dir>/<card name>/; None: <out_dir>/adapters
     init_from: str | None = None  # start from trained adapters: <init_from>/<card name>/ for both agents
     checkpoint_every: int = 50
@@ -192,7 +196,8 @@ def _load_state(pair: AgentPairModule, state: dict[str, Any]) -> None:
 
 def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, agents: tuple[Agent, Agent] | None = None,
                     resume: bool = False, progress: Any = None,
-                    evaluator: Callable[["AgentPairModule"], dict[str, float]] | None = None) -> dict[str, Any]:
+                    evaluator: Callable[["AgentPairModule"], dict[str, float]] | None = None,
+                    overwrite: bool = False) -> dict[str, Any]:
     """Fine-tune the agent pair; returns ``{"losses": [...], "steps": n, "adapters": {...}, "seconds": t}``.
 
     Args:
@@ -201,30 +206,48 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
             (``cfg.n_train`` items) through ``create_encoder(cfg.profile or card.perception)``.
         agents: ``(understanding, generating)`` sharing one LLM; default :func:`load_agent_pair`
             on ``cfg.card`` with fresh adapters.
-        resume: continue from ``<out_dir>/checkpoint.pt`` exactly (same config required).
+        resume: continue from ``<out_dir>/checkpoint.pt`` exactly (same config required; ``out_dir=None``:
+            the newest ``runs/finetune-agents-<timestamp>/`` holding a checkpoint).
         progress: ``True`` for a tqdm bar (loss, caption/retrieval losses, last evaluation), or a
             callable ``progress(step, total, metrics)``.
         evaluator: called as ``evaluator(pair)`` every ``cfg.eval_every`` steps (and at the last step); its
             metrics go into that step's ``history`` entry under ``"eval"``. Default (when ``eval_every > 0``):
             :class:`CaptionEvaluator` on the synthetic ``val`` split.
+        overwrite: allow an ``adapters_dir`` that already holds trained adapters (their READMEs are kept).
+
+    Before any model or data is loaded: the output folders, the checkpoint (``resume``), the
+    cards, the ``init_from`` adapters and the ``profile`` are checked.
     """
     from genscom.channels.registry import create_channel
 
     t0 = time.time()
-    out_dir = Path(cfg.out_dir)
+    out_dir = resolve_run_dir(cfg.out_dir, "finetune-agents", resume=resume, flag="--out-dir")
+    cfg = replace(cfg, out_dir=str(out_dir))
     ckpt_path = out_dir / CHECKPOINT_NAME
+    adapters_dir = Path(cfg.adapters_dir) if cfg.adapters_dir is not None else out_dir / "adapters"
+    own = adapters_dir.resolve().is_relative_to(out_dir.resolve())
+    check_output_dir(adapters_dir, overwrite=overwrite, flag="--adapters-dir",
+                     resuming=resume and own and ckpt_path.is_file())
     ck = load_checkpoint(ckpt_path, resume=resume, config=asdict(cfg), free=RESUME_FREE_FIELDS,
                          hint="resume with the config the run started with")
+    cards = [a.card for a in agents] if agents is not None else _pair_cards(cfg.card)
+    if cfg.init_from is not None and not resume:
+        for card in cards:
+            folder = Path(cfg.init_from) / card.name
+            if not folder.is_dir():
+                raise MissingFileError(f"init_from: {str(folder)!r} does not exist; init_from must hold one adapter "
+                                       f"folder per card name (as written to adapters_dir by an earlier run)")
+            check_agent_folder(folder, role=card.role)
+    if cfg.profile is not None and data is None:
+        from genscom.encoders.registry import check_profile
+
+        check_profile(cfg.profile)
     if agents is None:
         agents = load_agent_pair(cfg.card, device=cfg.device, load_adapter=False, seed=cfg.seed)
     u, g = agents
     if cfg.init_from is not None and not resume:
         for agent in (u, g):
-            folder = Path(cfg.init_from) / agent.card.name
-            if not folder.is_dir():
-                raise FileNotFoundError(f"init_from: {str(folder)!r} does not exist; init_from must hold one adapter "
-                                        f"folder per card name (as written to adapters_dir by an earlier run)")
-            agent.load_pretrained(folder)
+            agent.load_pretrained(Path(cfg.init_from) / agent.card.name)
     if u.role != "understanding" or g.role != "generating" or u.llm is not g.llm:
         raise ValueError("agents must be (understanding, generating) sharing one SharedLLM (use load_agent_pair)")
     if data is None:
@@ -317,7 +340,6 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
         bar.close()
     saved: dict[str, str] = {}
     if accelerator.is_main_process:
-        adapters_dir = Path(cfg.adapters_dir) if cfg.adapters_dir is not None else out_dir / "adapters"
         for agent in (model.understanding, model.generating):
             saved[agent.card.name] = str(agent.save_pretrained(adapters_dir / agent.card.name))
         atomic_write_json(out_dir / "finetune.json", {"config": asdict(cfg), "history": history, "adapters": saved,
@@ -381,6 +403,12 @@ class CaptionEvaluator:
             pair.train(was_training)
             pair.understanding.llm.hf.eval()  # the frozen base stays in eval mode
         return {k: float(v) for k, v in scores.items()}
+
+
+def _pair_cards(card: str) -> list[AgentCard]:
+    """A card and its partner, read (and validated) without loading any model."""
+    first = load_card(card)
+    return [first, first.partner_card()]
 
 
 # fields that may change between a run and its resumption (a cosine schedule follows the new `steps`)

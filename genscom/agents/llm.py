@@ -97,6 +97,21 @@ def resolve_llm_path(spec: str, *, cache_dir: str | os.PathLike[str] | None = No
     return spec
 
 
+def check_llm_folder(folder: str | os.PathLike[str]) -> None:
+    """Check a local LLM folder cheaply: ``config.json`` parses and its ``*.safetensors`` headers are sound.
+
+    Raises:
+        BadFileError: naming the broken file.
+    """
+    from genscom.loading import check_safetensors, read_json
+
+    folder = Path(folder)
+    fix = "re-save the model into this folder (a broken genscom cache copy can be deleted: it is rebuilt)"
+    read_json(folder / "config.json", expected="a transformers config.json", fix=fix, max_bytes=2**20)
+    for w in sorted(folder.glob("*.safetensors")):
+        check_safetensors(w, expected="LLM weights (safetensors)", fix=fix)
+
+
 def load_llm(spec: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
              cache_dir: str | os.PathLike[str] | None = None) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for the LLM named by ``spec`` (see module docstring).
@@ -108,8 +123,21 @@ def load_llm(spec: str, *, dtype: torch.dtype = torch.float32, device: str | tor
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_llm_path(spec, cache_dir=cache_dir)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    local = Path(path).is_dir()
+    if local:
+        check_llm_folder(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    except Exception as exc:  # a local folder transformers cannot read: one line naming it
+        if not local:
+            raise
+        from genscom.errors import BadFileError
+
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise BadFileError(path, problem=f"transformers could not load the LLM ({type(exc).__name__}: {first})",
+                           expected="a causal-LM folder written by save_pretrained (config, weights, tokenizer)",
+                           fix="re-save the model, or delete a broken cache copy (it is rebuilt)") from None
     prepare_backbone(model, tok)
     return model, tok
 

@@ -27,7 +27,6 @@ Formats without split information are split by a seeded permutation
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,9 @@ import numpy as np
 import torch
 
 from genscom.data.base import ClipCaptionDataset, check_split, register_dataset
+from genscom.errors import BadFileError
+from genscom.loading import MAX_JSON_BYTES, check_caption, check_file, read_json
+from genscom.loading import load_image as read_image
 
 CAPTION_FILES = ("dataset_flickr30k.json", "dataset_coco.json", "dataset_flickr8k.json", "captions.json",
                  "captions.csv", "captions.tsv", "captions.txt", "results.csv", "results_20130124.token")
@@ -47,15 +49,26 @@ LAYOUT_HELP = ("expected root/images/ plus a captions file: Karpathy JSON (datas
 
 
 def parse_captions_file(path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Read a captions file: ``({image_relpath: [captions]}, {image_relpath: split})`` (split map may be empty)."""
-    text = path.read_text(encoding="utf-8")
+    """Read a captions file: ``({image_relpath: [captions]}, {image_relpath: split})`` (split map may be empty).
+
+    Each caption is at most ``genscom.loading.MAX_CAPTION_CHARS`` characters (``InputTooLargeError`` names it).
+    """
+    try:
+        caps, splits = _parse_captions_file(path)
+    except (KeyError, TypeError, AttributeError) as exc:  # a JSON of the wrong shape
+        raise BadFileError(path, problem=f"unexpected structure ({type(exc).__name__}: {exc})",
+                           expected=f"a captions file ({LAYOUT_HELP})", fix="fix or replace the captions file") from None
+    for name, cs in caps.items():
+        for k, c in enumerate(cs):
+            check_caption(c, source=f"captions file {str(path)!r}: caption {k} of {name!r}")
+    return caps, splits
+
+
+def _parse_captions_file(path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
     caps: dict[str, list[str]] = {}
     splits: dict[str, str] = {}
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"captions file {str(path)!r} is not valid JSON: {exc}; {LAYOUT_HELP}") from exc
+        data = read_json(path, expected=f"a captions JSON ({LAYOUT_HELP})", fix="fix or replace the captions file")
         if isinstance(data, dict) and "annotations" in data and "images" in data:  # COCO
             names = {im["id"]: str(im["file_name"]) for im in data["images"]}
             for ann in data["annotations"]:
@@ -75,6 +88,12 @@ def parse_captions_file(path: Path) -> tuple[dict[str, list[str]], dict[str, str
             raise ValueError(f"captions file {str(path)!r} is neither COCO captions JSON nor Karpathy split JSON; "
                              f"{LAYOUT_HELP}")
         return caps, splits
+    check_file(path, expected=f"a captions file ({LAYOUT_HELP})", max_bytes=MAX_JSON_BYTES, allow_empty=True)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadFileError(path, problem=f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                           expected="a UTF-8 captions file", fix="save the captions file as UTF-8") from None
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise ValueError(f"captions file {str(path)!r} is empty; {LAYOUT_HELP}")
@@ -102,22 +121,22 @@ def parse_captions_file(path: Path) -> tuple[dict[str, list[str]], dict[str, str
 
 
 def load_image(path: Path, *, size: int | None) -> np.ndarray:
-    """RGB uint8 ``[H, W, 3]``; with ``size``: shorter side resized to ``size`` (bicubic), centre-cropped square."""
+    """RGB uint8 ``[H, W, 3]``; with ``size``: shorter side resized to ``size`` (bicubic), centre-cropped square.
+
+    Raises ``InputTooLargeError`` for an image declaring more than ``genscom.loading.MAX_IMAGE_PIXELS``
+    pixels (checked before decoding) and ``BadFileError`` for one Pillow cannot decode.
+    """
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size is not None:
-                w, h = im.size
-                scale = size / min(w, h)
-                nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-                im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-                left, top = (nw - size) // 2, (nh - size) // 2
-                im = im.crop((left, top, left + size, top + size))
-            return np.asarray(im, dtype=np.uint8).copy()
-    except OSError as exc:
-        raise ValueError(f"could not decode image {str(path)!r}: {exc}") from exc
+    im = read_image(path)  # declared size checked before decoding (genscom.loading.MAX_IMAGE_PIXELS)
+    if size is not None:
+        w, h = im.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8).copy()
 
 
 @register_dataset("image-captions")

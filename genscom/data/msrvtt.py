@@ -26,7 +26,6 @@ Frames are decoded with :func:`genscom.data.real.read_video` (PyAV).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import Any, Literal
 import torch
 
 from genscom.data.base import ClipCaptionDataset, check_split, register_dataset
+from genscom.errors import BadFileError
+from genscom.loading import MAX_JSON_BYTES, check_caption, check_file, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +49,22 @@ _VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv")
 
 
 def _read_csv_rows(path: Path, *, required: tuple[str, ...]) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip() for f in (reader.fieldnames or [])]
-        missing = [c for c in required if c not in fields]
-        if missing:
-            raise ValueError(f"{str(path)!r} lacks column(s) {missing}; it has {fields}. {LAYOUT_HELP}")
-        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    check_file(path, expected=f"an MSR-VTT csv ({LAYOUT_HELP})", max_bytes=MAX_JSON_BYTES)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip() for f in (reader.fieldnames or [])]
+            missing = [c for c in required if c not in fields]
+            if missing:
+                raise ValueError(f"{str(path)!r} lacks column(s) {missing}; it has {fields}. {LAYOUT_HELP}")
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise BadFileError(path, problem=f"not a readable csv ({type(exc).__name__}: {exc})",
+                           expected=f"a UTF-8 csv with columns {list(required)}", fix="re-download it") from None
+    for r in rows:
+        if "sentence" in r:
+            check_caption(r["sentence"], source=f"{str(path)!r}: the sentence of {r.get('video_id', '?')!r}")
+    return rows
 
 
 @register_dataset("msrvtt")
@@ -110,13 +120,16 @@ class MSRVTT(ClipCaptionDataset):
         if needs_json:
             if not ann_path.is_file():
                 raise FileNotFoundError(f"MSR-VTT annotations {str(ann_path)!r} not found; {LAYOUT_HELP}")
+            data = read_json(ann_path, expected=f"MSRVTT_data.json ({LAYOUT_HELP})", fix="re-download the annotations")
             try:
-                data = json.loads(ann_path.read_text(encoding="utf-8"))
                 videos = list(data.get("videos", []))
                 for s in data["sentences"]:
-                    sentences.setdefault(str(s["video_id"]), []).append(str(s["caption"]).strip())
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ValueError(f"could not read {str(ann_path)!r} as MSRVTT_data.json ({exc!r}); {LAYOUT_HELP}") from exc
+                    sentences.setdefault(str(s["video_id"]), []).append(
+                        check_caption(str(s["caption"]), source=f"{str(ann_path)!r}: a caption of {s['video_id']!r}"))
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise BadFileError(ann_path, problem=f"unexpected structure ({type(exc).__name__}: {exc})",
+                                   expected=f"MSRVTT_data.json ({LAYOUT_HELP})",
+                                   fix="re-download the annotations") from None
 
         if self.split == "test":
             if test_rows is not None:

@@ -84,13 +84,35 @@ def load_real_image(name: str, *, size: tuple[int, int] | None = None) -> torch.
 
 
 # --------------------------------------------------------------------------- video files
+MAX_FRAME_PIXELS = 4096 * 2304     # one decoded frame (4K UHD fits)
+MAX_VIDEO_FRAMES = 20_000          # frames decoded from one file (11 min at 30 fps)
+MAX_VIDEO_PIXELS = 1_500_000_000   # frames x pixels decoded from one file (~700 frames of 1080p, 20k of 320x240)
+
+
+def _check_video_size(path: Path, frame_pixels: int, frames: int) -> None:
+    """Refuse a video whose (declared or decoded-so-far) geometry passes the bounds above, naming the file."""
+    from genscom.errors import InputTooLargeError
+
+    if frame_pixels > MAX_FRAME_PIXELS:
+        raise InputTooLargeError(f"video file {str(path)!r} has {frame_pixels}-pixel frames, more than the "
+                                 f"{MAX_FRAME_PIXELS} allowed; downscale it (e.g. ffmpeg -vf scale=-2:720)")
+    if frames > MAX_VIDEO_FRAMES or frames * frame_pixels > MAX_VIDEO_PIXELS:
+        raise InputTooLargeError(f"video file {str(path)!r} has {frames} frames of {frame_pixels} pixels, more than "
+                                 f"the {MAX_VIDEO_FRAMES} frames / {MAX_VIDEO_PIXELS} pixels decoded per file allowed; "
+                                 "cut or downscale it")
+
+
 def _decode(path: Path, keep: Callable[[int], bool], stop_after: int | None) -> tuple[dict[int, np.ndarray], int]:
     """Decode the first video stream; return ``{index: rgb frame}`` for kept indices and the frames seen.
 
     Packets that fail to decode are skipped (logged); a file that does not open or has
-    no video stream raises ``ValueError`` naming it.
+    no video stream raises ``ValueError`` naming it, one past :data:`MAX_FRAME_PIXELS`,
+    :data:`MAX_VIDEO_FRAMES` or :data:`MAX_VIDEO_PIXELS` (declared, or reached while decoding)
+    an ``InputTooLargeError``.
     """
     import av
+
+    from genscom.errors import InputTooLargeError
 
     kept: dict[int, np.ndarray] = {}
     n = 0
@@ -103,6 +125,8 @@ def _decode(path: Path, keep: Callable[[int], bool], stop_after: int | None) -> 
         if not container.streams.video:
             raise ValueError(f"video file {str(path)!r} has no video stream")
         stream = container.streams.video[0]
+        w, h = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+        _check_video_size(path, w * h, int(stream.frames or 0))
         try:
             packets = container.demux(stream)
             for packet in packets:
@@ -113,11 +137,15 @@ def _decode(path: Path, keep: Callable[[int], bool], stop_after: int | None) -> 
                     logger.debug("skipping undecodable packet in %s: %s", path, exc)
                     continue
                 for frame in frames:
+                    if (n + 1) * frame.width * frame.height > MAX_VIDEO_PIXELS or n + 1 > MAX_VIDEO_FRAMES:
+                        _check_video_size(path, frame.width * frame.height, n + 1)
                     if keep(n):
                         kept[n] = frame.to_ndarray(format="rgb24")
                     n += 1
                     if stop_after is not None and n >= stop_after:
                         return kept, n
+        except InputTooLargeError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a broken container mid-file
             skipped += 1
             logger.debug("demuxing %s stopped: %s", path, exc)

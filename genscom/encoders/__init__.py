@@ -11,6 +11,7 @@ from genscom.encoders.base import Encoder, ImagePreprocess
 from genscom.encoders.registry import (
     DEFAULT_PROFILE,
     MINI_WEIGHTS_DIR,
+    check_profile,
     create_encoder,
     list_profiles,
     register_profile,
@@ -22,6 +23,7 @@ __all__ = [
     "MINI_WEIGHTS_DIR",
     "Encoder",
     "ImagePreprocess",
+    "check_profile",
     "create_encoder",
     "l2_normalize",
     "list_profiles",

@@ -13,7 +13,6 @@ Text features are ``get_text_features`` (projected), image features
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -73,8 +72,13 @@ def preprocess_from_config(processor: dict[str, Any] | None, *, image_size: int,
 def _read_processor_config(name_or_path: str, *, local_files_only: bool, revision: str | None) -> dict[str, Any] | None:
     local = Path(name_or_path)
     if local.is_dir():
+        from genscom.loading import read_json
+
         f = local / "preprocessor_config.json"
-        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+        if not f.is_file():
+            return None
+        data = read_json(f, expected="a preprocessor_config.json (JSON mapping)", max_bytes=2**20)
+        return data if isinstance(data, dict) else None
     from transformers.image_processing_base import ImageProcessingMixin
 
     try:
@@ -122,6 +126,35 @@ class HFClipEncoder(Encoder):
         return _features(self.model.get_image_features(pixel_values=pixels))
 
 
+def check_hf_folder(folder: str | os.PathLike[str]) -> str:
+    """Check a local CLIP/SigLIP folder without loading it: ``config.json`` parses and names a supported
+    ``model_type``, and every ``*.safetensors`` weights file has a sound header; return the model type.
+
+    Raises:
+        BadFileError: naming the file that is wrong and what was expected.
+    """
+    from genscom.errors import BadFileError
+    from genscom.loading import check_safetensors, read_json
+
+    folder = Path(folder)
+    expected = f"a Hugging Face {'/'.join(SUPPORTED_MODEL_TYPES)} folder (config.json + model.safetensors)"
+    cfg = read_json(folder / "config.json", expected=expected, fix="pass a CLIP/SigLIP folder written by "
+                    "save_pretrained, or a profile name (see list_profiles())", max_bytes=2**20)
+    model_type = str(cfg.get("model_type", "")) if isinstance(cfg, dict) else ""
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise BadFileError(folder / "config.json", problem=f"a {model_type or 'untyped'!r} model; the hf profile loads "
+                                                          f"dual encoders of type {', '.join(SUPPORTED_MODEL_TYPES)}",
+                           expected=expected,
+                           fix="pass a CLIP/SigLIP dual-encoder folder")
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights and not any(folder.glob("*.bin")):
+        raise BadFileError(folder, problem="holds no weights file", expected=expected,
+                           fix="save the model with save_pretrained into this folder")
+    for w in weights:
+        check_safetensors(w, expected="CLIP/SigLIP weights (safetensors)", fix="re-save or re-download the model")
+    return model_type
+
+
 def load_hf_encoder(name_or_path: str | os.PathLike[str], *, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32, local_files_only: bool = False,
                     revision: str | None = None) -> HFClipEncoder:
@@ -138,14 +171,29 @@ def load_hf_encoder(name_or_path: str | os.PathLike[str], *, device: str | torch
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    from genscom.errors import BadFileError, GenscomError
+
     name = str(name_or_path)
-    config = AutoConfig.from_pretrained(name, local_files_only=local_files_only, revision=revision)
-    model_type = str(getattr(config, "model_type", ""))
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"{name!r} is a {model_type!r} model; the hf profile loads dual encoders of type "
-                         f"{', '.join(SUPPORTED_MODEL_TYPES)} (e.g. openai/clip-vit-base-patch32)")
-    model = AutoModel.from_pretrained(name, local_files_only=local_files_only, revision=revision)
-    tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only, revision=revision)
+    local = Path(name).is_dir()
+    if local:
+        check_hf_folder(name)
+    try:
+        config = AutoConfig.from_pretrained(name, local_files_only=local_files_only, revision=revision)
+        model_type = str(getattr(config, "model_type", ""))
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"{name!r} is a {model_type!r} model; the hf profile loads dual encoders of type "
+                             f"{', '.join(SUPPORTED_MODEL_TYPES)} (e.g. openai/clip-vit-base-patch32)")
+        model = AutoModel.from_pretrained(name, local_files_only=local_files_only, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only, revision=revision)
+    except GenscomError:
+        raise
+    except Exception as exc:  # a local folder that transformers cannot read: name it, one line
+        if not local:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise BadFileError(name, problem=f"transformers could not load it ({type(exc).__name__}: {first})",
+                           expected="a CLIP/SigLIP folder written by save_pretrained (model + tokenizer)",
+                           fix="re-save or re-download the model") from None
     processor = _read_processor_config(name, local_files_only=local_files_only, revision=revision)
     preprocess = preprocess_from_config(processor, image_size=int(config.vision_config.image_size),
                                         model_type=model_type)

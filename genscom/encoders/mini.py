@@ -23,7 +23,6 @@ frame features *after* the temporal module, so ``encode_clips`` stays the mean o
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-TRAIN_HINT = "genscom train encoder --out {path}"
+TRAIN_HINT = "genscom train encoder --output-dir {path}"
 
 
 @dataclass
@@ -192,23 +191,38 @@ class MiniVideoTower(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> "MiniVideoTower":
-        """Load a tower written by :meth:`save_pretrained` (safetensors only; floats cast to ``dtype``)."""
-        from safetensors.torch import load_file
+        """Load a tower written by :meth:`save_pretrained` (safetensors only; floats cast to ``dtype``).
+
+        Raises:
+            FileNotFoundError: a file is missing (the message names the command that makes them).
+            BadFileError: ``config.json`` or ``model.safetensors`` is unreadable or does not fit.
+        """
+        from genscom.errors import BadFileError
+        from genscom.loading import check_file, load_safetensors, read_json
 
         directory = Path(directory)
         weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
+        fix = f"make the weights with `{TRAIN_HINT.format(path=directory)}` or pass another folder"
         for p in (config_path, weights):
-            if not p.is_file():
-                raise FileNotFoundError(f"mini tower file {str(p)!r} does not exist; make the weights with "
-                                        f"`{TRAIN_HINT.format(path=directory)}` or pass another folder")
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-        if raw.pop("architecture", "MiniVideoTower") != "MiniVideoTower":
-            raise ValueError(f"{str(config_path)!r} does not describe a MiniVideoTower")
+            check_file(p, expected="a mini tower folder (config.json + model.safetensors)", fix=fix)
+        raw = read_json(config_path, expected="a MiniVideoTower config (JSON mapping)", fix=fix, max_bytes=2**20)
+        if not isinstance(raw, dict) or raw.pop("architecture", "MiniVideoTower") != "MiniVideoTower":
+            raise BadFileError(config_path, problem="does not describe a MiniVideoTower",
+                               expected='a JSON mapping with "architecture": "MiniVideoTower"', fix=fix)
         known = {f.name for f in dataclasses.fields(MiniTowerConfig)}
-        model = cls(MiniTowerConfig.from_dict({k: v for k, v in raw.items() if k in known}))
-        state = load_file(str(weights), device="cpu")
-        model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
-                              strict=True)
+        try:
+            model = cls(MiniTowerConfig.from_dict({k: v for k, v in raw.items() if k in known}))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise BadFileError(config_path, problem=f"invalid tower config ({exc})",
+                               expected="a config written by save_pretrained", fix=fix) from None
+        state = load_safetensors(weights, expected="MiniVideoTower weights (safetensors)", fix=fix)
+        try:
+            model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
+                                  strict=True)
+        except RuntimeError as exc:
+            raise BadFileError(weights, problem=f"the tensors do not fit {CONFIG_NAME} "
+                                                f"({str(exc).strip().splitlines()[0]})",
+                               expected="the weights saved with this config.json", fix=fix) from None
         return model.to(device=device, dtype=dtype).eval()
 
 

@@ -14,7 +14,10 @@ profile   towers                                                                
 ========  ====================================================================  ==========
 
 Any name that is not a profile but contains ``/`` or is an existing folder is read
-as a CLIP/SigLIP id or path: ``create_encoder("openai/clip-vit-base-patch32")``.
+as a CLIP/SigLIP id or path: ``create_encoder("openai/clip-vit-base-patch32")``; a folder
+written by ``genscom train encoder`` (a ``MiniVideoTower`` ``config.json``) is read as the
+``mini`` profile with those weights. :func:`check_profile` validates a name or folder without
+loading it (the commands call it before preparing any data).
 
 Example:
     >>> enc = create_encoder("mini")             # offline default
@@ -142,6 +145,55 @@ def build_hf(*, pretrained: Pretrained = None, device: str | torch.device = "cpu
     return load_hf_encoder(name, device=device, dtype=dtype, local_files_only=local_files_only, revision=revision)
 
 
+def _is_mini_folder(folder: Path) -> bool:
+    from genscom.loading import read_json
+
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        return False
+    data = read_json(cfg, expected="an encoder config.json (JSON mapping)", max_bytes=2**20)
+    return isinstance(data, dict) and data.get("architecture") == "MiniVideoTower"
+
+
+def check_profile(name: str) -> None:
+    """Check an encoder profile name or local folder cheaply, before any data preparation.
+
+    A registered name passes; a local folder must be a mini tower (``genscom train encoder``)
+    or a CLIP/SigLIP folder whose ``config.json`` and safetensors headers read; a name with
+    ``/`` that is no local path is taken as a hub id (checked when it loads).
+
+    Raises:
+        ValueError: an unknown name (listing the profiles).
+        FileNotFoundError: a path (``./x``, ``/x``, ``~/x``) that does not exist.
+        BadFileError: a folder whose files are unreadable (naming the file).
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"profile must be a non-empty str (a profile name or a folder), got {name!r}")
+    if name in ENCODER_PROFILES:
+        return
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if _is_mini_folder(p):
+            from genscom.encoders.mini import WEIGHTS_NAME
+            from genscom.loading import check_safetensors
+
+            check_safetensors(p / WEIGHTS_NAME, expected="MiniVideoTower weights (safetensors)",
+                              fix="re-create them with `genscom train encoder`")
+        else:
+            from genscom.encoders.hf import check_hf_folder
+
+            check_hf_folder(p)
+        return
+    if name.startswith((".", "/", "~")) or p.exists():
+        from genscom.loading import MissingFileError
+
+        raise MissingFileError(f"encoder profile {name!r} is neither a profile name nor an existing folder; known "
+                               f"profiles: {', '.join(list_profiles())}")
+    if "/" not in name:
+        raise ValueError(f"unknown encoder profile {name!r}; known profiles: {', '.join(list_profiles())} "
+                         "(or a CLIP/SigLIP hub id 'org/model' or an existing local folder)")
+
+
 def create_encoder(name: str = DEFAULT_PROFILE, *, pretrained: Pretrained = None,
                    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                    **kwargs: Any) -> Encoder:
@@ -164,6 +216,8 @@ def create_encoder(name: str = DEFAULT_PROFILE, *, pretrained: Pretrained = None
         if "/" in name or os.path.isdir(name):
             if pretrained not in (None, True):
                 raise ValueError(f"name={name!r} is already a model id/path; leave pretrained=None")
+            if os.path.isdir(name) and _is_mini_folder(Path(name)):
+                return build_mini(pretrained=name, device=device, dtype=dtype, _name=str(name))
             return ENCODER_PROFILES.get("hf")(pretrained=name, device=device, dtype=dtype, **kwargs)
         raise ValueError(f"unknown encoder profile {name!r}; known profiles: {', '.join(list_profiles())} "
                          "(or a CLIP/SigLIP hub id 'org/model' or an existing local folder)")

@@ -33,7 +33,7 @@ bit for bit on the same machine. The final tower is written with
 ``save_pretrained`` (float16 by default) plus ``README.md`` and ``train_log.json``.
 
 Example:
-    >>> cfg = TrainEncoderConfig(output_dir="runs/encoder-mini")  # defaults = the shipped recipe
+    >>> cfg = TrainEncoderConfig()                   # defaults = the shipped recipe, into runs/encoder-mini-<timestamp>/
     >>> out = train_encoder(cfg)                     # doctest: +SKIP
     >>> enc = create_encoder("mini", pretrained=out)  # doctest: +SKIP
 """
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import time
@@ -60,8 +59,9 @@ from genscom.encoders.text import TransformerTextTower
 from genscom.encoders.video import l2_normalize, mean_pool
 from genscom.metrics.retrieval import retrieval_metrics
 from genscom.results import library_versions, machine_description
-from genscom.training import (EpochSampler, cached_tensors, contrastive_loss, decay_groups, load_checkpoint,
-                              loss_curve, lr_at, make_accelerator, run_card, save_checkpoint, set_lr, write_run)
+from genscom.training import (EpochSampler, cached_tensors, check_output_dir, contrastive_loss, decay_groups,
+                              default_cache_dir, load_checkpoint, loss_curve, lr_at, make_accelerator,
+                              resolve_run_dir, run_card, save_checkpoint, set_lr, write_run)
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ class TrainEncoderConfig:
     text_tower: Literal["minilm", "tiny"] = "minilm"     # frozen text tower ("tiny": random, tests only)
     tower: dict[str, Any] = field(default_factory=dict)  # MiniTowerConfig overrides (embed_dim follows the text)
     seed: int = 0                        # training RNG (init, sampling, augmentation)
-    output_dir: str = "runs/encoder-mini"
-    cache_dir: str | None = None         # caption-embedding cache; default <output_dir>/cache
+    output_dir: str | None = None        # final weights + checkpoint; default runs/encoder-mini-<timestamp>/
+    cache_dir: str | None = None         # caption-embedding cache; default $GENSCOM_CACHE or ~/.cache/genscom
     checkpoint_every: int = 100          # steps between checkpoints (0: only at the end)
     log_every: int = 50
     device: str = "cpu"                  # "cpu", "cuda", "auto"
@@ -293,16 +293,20 @@ class AttributeHeads(torch.nn.Module):
 
 
 def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress: bool = True,
-                  dataset: Any = None, command: str | None = None) -> Path:
+                  dataset: Any = None, command: str | None = None, overwrite: bool = False) -> Path:
     """Train the mini tower (see the module doc) and return ``output_dir`` holding the final weights.
 
     Args:
-        config: the run's settings.
-        resume: continue from ``<output_dir>/checkpoint.pt`` exactly where it stopped.
+        config: the run's settings; ``output_dir=None`` writes to a new ``runs/encoder-mini-<timestamp>/``.
+        resume: continue from ``<output_dir>/checkpoint.pt`` exactly where it stopped (``output_dir=None``:
+            the newest ``runs/encoder-mini-<timestamp>/`` holding a checkpoint).
         progress: show a progress bar (tqdm) with the running loss.
         dataset: a training :class:`~genscom.data.ClipCaptionDataset` to use instead of
             ``create_dataset(config.dataset, split="train", ...)``.
         command: the command line that launched the run (recorded in README.md).
+        overwrite: allow an ``output_dir`` that already holds trained weights (its README is kept).
+
+    ``init_from``, the checkpoint and the output folder are checked before any data is prepared.
 
     Output folder: ``model.safetensors`` + ``config.json`` (load with
     ``create_encoder("mini", pretrained=output_dir)``), ``README.md``, ``train_log.json``,
@@ -310,15 +314,20 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
 
     Raises:
         FileNotFoundError: ``resume=True`` but no checkpoint exists.
-        ValueError: the checkpoint is unreadable or was written with a different config.
+        BadFileError: the checkpoint or the ``init_from`` tower is unreadable.
+        OutputExistsError: ``output_dir`` holds trained weights and neither ``overwrite`` nor ``resume``.
+        ValueError: the checkpoint was written with a different config.
     """
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
+    out = resolve_run_dir(config.output_dir, "encoder-mini", resume=resume)
+    config = dataclasses.replace(config, output_dir=str(out))
+    ckpt_path = out / CHECKPOINT_NAME
+    check_output_dir(out, overwrite=overwrite, resuming=resume and ckpt_path.is_file())
+    init_tower = MiniVideoTower.from_pretrained(config.init_from) if config.init_from else None  # fail fast
     accelerator = make_accelerator(config.device)
     device = accelerator.device
-    out = Path(config.output_dir)
-    ckpt_path = out / CHECKPOINT_NAME
     ckpt = load_checkpoint(ckpt_path, resume=resume, config=config.to_dict(), free=_RESUME_FREE,
                            hint="use the same config or resume=False")
     if ckpt is not None and ckpt["config"].get("steps") != config.steps:
@@ -339,13 +348,13 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
     index = caption_index(captions, text_to_item, n_items)
     unique_caps, cap_offsets, cap_ids = index.unique, index.offsets, index.ids
     text_tower = build_text_tower(config.text_tower)
-    cache_dir = Path(config.cache_dir) if config.cache_dir is not None else out / "cache"
+    cache_dir = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir() / "text_embeddings"
     text_emb = embed_captions(text_tower, unique_caps, cache_dir=cache_dir, tower_name=config.text_tower,
                               progress=progress).to(device)
     t_data = time.perf_counter() - t_start
 
     # model, optimiser, data order
-    tower, logit_scale = _build_tower(config, text_dim=text_tower.dim, device=device)
+    tower, logit_scale = _build_tower(config, text_dim=text_tower.dim, device=device, init_tower=init_tower)
     encoder_px = TowerEncoder(text_tower, tower, name="mini")  # reuse its preprocessing
     attr_heads: AttributeHeads | None = None
     attr_labels = torch.zeros((n_items, 0), dtype=torch.long)
@@ -450,20 +459,22 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
     return out
 
 
-def _build_tower(config: TrainEncoderConfig, *, text_dim: int, device: torch.device
-                 ) -> tuple[MiniVideoTower, torch.nn.Parameter]:
-    """A seeded random tower (or ``init_from``'s trained one) and its log logit scale."""
+def _build_tower(config: TrainEncoderConfig, *, text_dim: int, device: torch.device,
+                 init_tower: MiniVideoTower | None = None) -> tuple[MiniVideoTower, torch.nn.Parameter]:
+    """A seeded random tower (or ``init_from``'s trained one, ``init_tower`` if already loaded) and its log logit scale."""
     from genscom.encoders.registry import _seeded_build
+    from genscom.loading import read_json
 
     init_scale = 1 / config.temperature
     if config.init_from:
-        tower = MiniVideoTower.from_pretrained(config.init_from, device=device)
+        tower = (init_tower or MiniVideoTower.from_pretrained(config.init_from)).to(device)
         if tower.config.embed_dim != text_dim:
             raise ValueError(f"init_from {config.init_from!r} has embed_dim {tower.config.embed_dim}, the text tower "
                              f"{text_dim}; start from a tower trained against the same text tower")
         # continue from the trained tower's own temperature
-        init_scale = float(json.loads((Path(config.init_from) / "config.json").read_text()).get("logit_scale",
-                                                                                               init_scale))
+        scale = read_json(Path(config.init_from) / "config.json", expected="a mini tower config").get("logit_scale",
+                                                                                                      init_scale)
+        init_scale = float(scale) if isinstance(scale, (int, float)) and scale > 0 else init_scale
     else:
         tower_cfg = config.tower_config(text_dim=text_dim)
         tower = _seeded_build(config.seed, lambda: MiniVideoTower(tower_cfg)).to(device)

@@ -347,13 +347,23 @@ def run_federated(cfg: FedConfig, *, data: AdapterData | None = None, encoder: A
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
+    # the checkpoint, the init_from adapter and the profile are checked before any data is prepared
+    ckpt_path = Path(cfg.run_dir) / CHECKPOINT_NAME
+    ck = load_checkpoint(ckpt_path, resume=resume, config=cfg.to_dict(),
+                         free=frozenset({"rounds", "run_dir", "output_dir", "cache_dir"}),
+                         hint="resume with the config the run started with")
+    init_from = ChannelAdapter.from_pretrained(cfg.init_from) if cfg.init_from else None
+    if data is None and encoder is None:
+        from genscom.encoders.registry import check_profile
+
+        check_profile(cfg.profile)
     shards = build_user_data(cfg, data=data, encoder=encoder)
     dim = shards[0][0].clips.shape[1]
     lo, hi = cfg.snr_range()
     acfg = AdapterConfig.from_dict({**{"snr_range_db": [lo, hi] if lo < hi else [lo - 1, hi + 1]}, **cfg.adapter,
                                     "dim": dim})
-    if cfg.init_from:
-        init = ChannelAdapter.from_pretrained(cfg.init_from)
+    if init_from is not None:
+        init = init_from
         if init.config != acfg:
             acfg = init.config
             logger.info("init_from %s: using its adapter config %s", cfg.init_from, acfg.to_dict())
@@ -364,12 +374,8 @@ def run_federated(cfg: FedConfig, *, data: AdapterData | None = None, encoder: A
     clients = [make_client(cfg, u, tr, va, acfg, i) for i, (u, (tr, va)) in enumerate(zip(cfg.users, shards))]
     weights = get_weights(init)
     strategy = make_strategy(cfg, weights)
-    ckpt_path = Path(cfg.run_dir) / CHECKPOINT_NAME
     history: list[dict[str, Any]] = []
     start_round = 1
-    ck = load_checkpoint(ckpt_path, resume=resume, config=cfg.to_dict(),
-                         free=frozenset({"rounds", "run_dir", "output_dir", "cache_dir"}),
-                         hint="resume with the config the run started with")
     if ck is not None:
         weights = [t.numpy() for t in ck["weights"]]
         for c, st in zip(clients, ck["generators"]):

@@ -158,15 +158,23 @@ class KnowledgeBase:
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> "KnowledgeBase":
         """Read a base written by :meth:`save`; a file that does not match its stored hash raises ``ValueError``."""
+        from genscom.errors import BadFileError
+        from genscom.loading import check_file, load_numpy, read_json
+
         folder = Path(folder)
         meta_path, vec_path = folder / KB_META, folder / KB_VECTORS
-        if not meta_path.is_file() or not vec_path.is_file():
-            raise FileNotFoundError(f"{folder} is not a knowledge base folder (needs {KB_META} and {KB_VECTORS})")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        kb = cls(int(meta["dim"]))
-        vec = np.load(vec_path)
-        if len(vec):
-            kb.add(torch.from_numpy(vec), ids=meta["ids"], metadata=meta["metadata"], normalize=False)
+        fix = "rebuild the base (build_knowledge_base(...).save(folder))"
+        for p in (meta_path, vec_path):
+            check_file(p, expected=f"a knowledge base folder ({KB_META} and {KB_VECTORS})", fix=fix)
+        meta = read_json(meta_path, expected="a knowledge base entries.json (dim, ids, metadata, version)", fix=fix)
+        vec = load_numpy(vec_path, expected="a knowledge base vectors.npy (float32 [N, dim])", fix=fix)
+        try:
+            kb = cls(int(meta["dim"]))
+            if len(vec):
+                kb.add(torch.from_numpy(vec), ids=meta["ids"], metadata=meta["metadata"], normalize=False)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadFileError(folder, problem=f"the entries and vectors do not fit ({type(exc).__name__}: {exc})",
+                               expected="a knowledge base written by KnowledgeBase.save", fix=fix) from None
         if kb.version_hash() != meta.get("version"):
             raise ValueError(f"knowledge base in {folder} is corrupt: version {kb.version_hash()} != stored "
                              f"{meta.get('version')}")

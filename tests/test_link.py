@@ -293,8 +293,16 @@ def test_link_repetition_counts_uses_lowers_bler_and_simulates_fading(tmp_path):
     assert r4.channel_uses.tolist() == [4 * u for u in r1.channel_uses.tolist()] == [4 * 18] * 200
     assert four.channel_uses_for_bits(12) == channel_uses_for_bits(12, "qpsk-1/3", k=12, repeat=4) == 72
     assert r1.bler > 0.3 and r4.bler < 0.5 * r1.bler, (r1.bler, r4.bler)
-    link = DigitalLink("qpsk-1/3", fading.RayleighBlockFading(coherence=16), k=12, fidelity="abstract", repeat=2)
-    assert link.send_bits(bits[:4], 10.0, generator=_gen(5)).fidelity == "full"
+    # on fading the copies see other fades: an abstract link reads the calibrated table of r copies (its own
+    # simulation), which must show a real gain over one copy
+    cfg = CalibrationConfig(cache_dir=str(tmp_path), max_codewords=200, target_block_errors=20)
+    ray = fading.RayleighBlockFading(coherence=16)
+    link = DigitalLink("qpsk-1/3", ray, k=12, fidelity="abstract", repeat=2, calibration=cfg)
+    res = link.send_bits(bits[:4], 10.0, generator=_gen(5))
+    assert res.fidelity == "abstract" and res.channel_uses.tolist() == [2 * 18] * 4
+    t1, t2 = link.table("qpsk-1/3"), link.table("qpsk-1/3", repeat=2)
+    assert t2.channel.endswith("+repeat=2") and not t1.channel.endswith("+repeat=2")
+    assert t2.snr_at_bler(0.1) < t1.snr_at_bler(0.1) - 1.5  # at least half the 3 dB of the energy doubling
     with pytest.raises(ValueError, match="repeat"):
         DigitalLink("qpsk-1/3", AWGNChannel(), repeat=0)
     with pytest.raises(ValueError, match="repeat"):

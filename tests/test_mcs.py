@@ -156,6 +156,26 @@ def test_below_the_lowest_mcs_the_smallest_repetition_that_meets_the_target():
         choose_mcs(0.0, SYNTH, n_codewords=1, target=1.0)
 
 
+def test_on_fading_repetition_reads_the_tables_of_its_copies():
+    """With ``repeat_table`` (block fading) each repetition is read from its own table at the SNR itself (no
+    10 log10 r shift), over the given steps only; the largest step when none meets the target."""
+    asked = []
+    # hand-made copies tables: r copies gain 2 dB per doubling (less than the AWGN 3 dB)
+    def copies(r):
+        asked.append(r)
+        return Waterfall(-6.0 - 2.0 * math.log2(r))
+
+    m, r, p = choose_mcs(-11.0, SYNTH, n_codewords=5, repeat_table=copies, repeats=(2, 4, 8, 16))
+    assert (m.name, r) == ("qpsk-120/1024", 8) and asked == [2, 4, 8]
+    assert p == pytest.approx((1 - Waterfall(-12.0).bler_at(-11.0)) ** 5) and p >= 0.9
+    # the AWGN rule would have taken r = 4 (-11 + 6.0 dB is past the single table's waterfall)
+    assert choose_mcs(-11.0, SYNTH, n_codewords=5)[1] <= 5
+    m, r, p = choose_mcs(-30.0, SYNTH, n_codewords=5, repeat_table=copies, repeats=(2, 4), max_repeat=64)
+    assert r == 4 and p < 0.9
+    assert choose_mcs(-30.0, SYNTH, n_codewords=5, repeat_table=copies, repeats=(2, 4), max_repeat=2)[1] == 2
+    assert choose_mcs(0.0, SYNTH, n_codewords=5, repeat_table=copies)[1] == 1  # an MCS fits: no repetition
+
+
 def _table(mcs: str, bler: list[float]) -> CalibrationTable:
     return CalibrationTable(mcs=mcs, channel="awgn()", k=128, n=256, num_iter=20, snr_db=[0.0, 10.0, 20.0], bler=bler,
                             residual_ber=[0.0] * 3, n_codewords=[100] * 3, error_counts=[[], [], []],

@@ -71,6 +71,7 @@ import math
 import os
 import platform
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -82,7 +83,7 @@ from genscom.channels.base import Channel
 from genscom.channels.fading import equalize
 from genscom.channels.sensing import PilotLayout, pass_with_pilots_csi
 from genscom.coding.ldpc import DEFAULT_K, DEFAULT_NUM_ITER, Decoder, LDPCCode, check_k, resolve_decoder
-from genscom.coding.mcs import MCS, NR_MCS, LEGACY_MCS, check_pilots, get_mcs
+from genscom.coding.mcs import MCS, NR_MCS, LEGACY_MCS, check_pilots, check_repeat, get_mcs
 from genscom.coding.qam import QAM, DemapMethod
 from genscom.utils import atomic_write_json, atomic_write_text
 
@@ -178,13 +179,14 @@ def simulate_coded(mcs: MCS | str, channel: Channel, snr_db: float, n_codewords:
                    generator: torch.Generator | None = None, k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
                    demapping: DemapMethod = "app", decoder: Decoder = "sionna",
                    code: LDPCCode | None = None, qam: QAM | None = None,
-                   device: str | torch.device = "cpu", pilots: PilotLayout | None = None) -> CodedStats:
+                   device: str | torch.device = "cpu", pilots: PilotLayout | None = None,
+                   repeat: int = 1) -> CodedStats:
     """Full LDPC + QAM simulation of ``n_codewords`` random codewords (one per channel row).
 
     Returns :class:`CodedStats` (``ber``, ``bler``, counts). ``code`` (and ``qam``) may be
     passed to reuse built blocks (the code's ``k``/``num_iter``/decoder then win). ``pilots``: each
     codeword in its own pilot frame, equalised with the pilots' estimates (:func:`through_channel`);
-    ``None``: perfect CSI.
+    ``None``: perfect CSI. ``repeat``: every codeword's symbols sent ``repeat`` times and MRC-combined.
     """
     m = get_mcs(mcs)
     if isinstance(n_codewords, bool) or not isinstance(n_codewords, int) or n_codewords < 1:
@@ -199,7 +201,7 @@ def simulate_coded(mcs: MCS | str, channel: Channel, snr_db: float, n_codewords:
         qam = QAM(m.order, method=demapping, precision=code.precision, device=code.device)
     u = torch.randint(0, 2, (n_codewords, code.k), generator=generator, device=code.device).to(torch.float32)
     x = qam.map(code.encode(u))
-    x_hat, nv = through_channel(x, channel, snr_db, generator=generator, pilots=pilots)
+    x_hat, nv = through_channel(x, channel, snr_db, generator=generator, pilots=pilots, repeat=repeat)
     u_hat = code.decode(qam.demap(x_hat, nv))
     errs = (u_hat != u).sum(dim=-1)
     failed = errs[errs > 0]
@@ -360,22 +362,25 @@ def channel_key(channel: Channel) -> str:
     return f"{channel.name}(" + ",".join(f"{k}={v!r}" for k, v in params.items()) + ")"
 
 
-def link_key(channel: Channel, pilots: PilotLayout | None = None) -> str:
+def link_key(channel: Channel, pilots: PilotLayout | None = None, repeat: int = 1) -> str:
     """The key of a table: :func:`channel_key` for perfect CSI, ``"<channel key>+pilots=<P>"`` with pilot CSI
     (``P`` pilots opening every coherence block: ``"rayleigh(coherence=16,signal_power=1.0)+pilots=2"``).
 
     The layout's blocks must be the channel's coherence blocks (``PilotLayout.for_channel``); ``ValueError``
-    otherwise (a table for misaligned pilots would be another experiment).
+    otherwise (a table for misaligned pilots would be another experiment). ``repeat > 1`` appends
+    ``"+repeat=<r>"``: each codeword sent ``r`` times back to back and MRC-combined (its own table on fading,
+    where the copies see other fades and other estimates; on AWGN it is the base table shifted by ``10 log10 r``).
     """
     layout = check_pilots(pilots)
+    tail = "" if check_repeat(repeat) == 1 else f"+repeat={int(repeat)}"
     if layout is None:
-        return channel_key(channel)
+        return channel_key(channel) + tail
     coherence = getattr(channel, "coherence", None)
     if layout.coherence != coherence:
         raise ValueError(f"pilots {layout} have blocks of {layout.coherence} channel uses but the channel "
                          f"{channel_key(channel)} has coherence {coherence}; calibrated tables assume pilots opening "
                          f"every coherence block: PilotLayout.for_channel(channel, {layout.pilots_per_block})")
-    return f"{channel_key(channel)}+pilots={layout.pilots_per_block}"
+    return f"{channel_key(channel)}+pilots={layout.pilots_per_block}{tail}"
 
 
 _TABLE_FIELDS = ("mcs", "channel", "k", "n", "num_iter", "snr_db", "bler", "residual_ber", "n_codewords",
@@ -597,7 +602,7 @@ def _search_points(sim: Callable[[float, int], CodedStats], run: Callable[[float
 
 def _simulate_table(m: MCS, channel: Channel, chan: str, cfg: CalibrationConfig, *, k: int, num_iter: int,
                     demapping: DemapMethod, key: str, device: str | torch.device,
-                    pilots: PilotLayout | None = None) -> CalibrationTable:
+                    pilots: PilotLayout | None = None, repeat: int = 1) -> CalibrationTable:
     t0 = time.perf_counter()
     code = LDPCCode(k, m.code_rate, bits_per_symbol=m.bits_per_symbol, num_iter=num_iter, decoder=cfg.decoder,
                     device=device)
@@ -607,7 +612,7 @@ def _simulate_table(m: MCS, channel: Channel, chan: str, cfg: CalibrationConfig,
              m.name, chan, code.k, num_iter, code.decoder, cfg.target_block_errors, cfg.max_codewords)
 
     def sim(snr: float, n: int) -> CodedStats:
-        return simulate_coded(m, channel, snr, n, generator=gen, code=code, qam=qam, pilots=pilots)
+        return simulate_coded(m, channel, snr, n, generator=gen, code=code, qam=qam, pilots=pilots, repeat=repeat)
 
     def run(snr: float, initial: CodedStats | None) -> CodedStats:
         st = run_to_errors(lambda n: sim(snr, n), target_block_errors=cfg.target_block_errors,
@@ -668,18 +673,29 @@ def _check_args(channel: Channel | str, demapping: str) -> Channel:
 
 def find_table(mcs: MCS | str, channel: Channel | str, *, pilots: PilotLayout | None = None,
                config: CalibrationConfig | None = None, k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
-               demapping: DemapMethod = "app") -> CalibrationTable | None:
+               demapping: DemapMethod = "app", repeat: int = 1) -> CalibrationTable | None:
     """The table :func:`calibrate` would return without simulating: shipped (unless ``config.use_shipped`` is
     False), else in the user cache ``config.folder()``; ``None`` when neither holds it. Writes nothing."""
     channel = _check_args(channel, demapping)
-    return _lookup(get_mcs(mcs), link_key(channel, pilots), config or CalibrationConfig(), k=check_k(k),
-                   num_iter=num_iter, demapping=demapping)
+    cfg = repeat_config(config or CalibrationConfig(), repeat)
+    return _lookup(get_mcs(mcs), link_key(channel, pilots, repeat), cfg, k=check_k(k), num_iter=num_iter,
+                   demapping=demapping)
+
+
+def repeat_config(config: CalibrationConfig, repeat: int) -> CalibrationConfig:
+    """``config`` for a table of ``repeat`` copies: the search range's low end moved down by ``10 log10 r`` dB
+    (the waterfall moves by about that much), so the table's key records where it was searched."""
+    r = check_repeat(repeat)
+    if r == 1 or config.snr_grid is not None:
+        return config
+    lo, hi = config.snr_range
+    return dataclasses.replace(config, snr_range=(lo - math.ceil(10.0 * math.log10(r)), hi))
 
 
 def calibrate(mcs: MCS | str, channel: Channel | str, *, config: CalibrationConfig | None = None,
               k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER, demapping: DemapMethod = "app",
               use_cache: bool = True, device: str | torch.device = "cpu",
-              pilots: PilotLayout | None = None) -> CalibrationTable:
+              pilots: PilotLayout | None = None, repeat: int = 1) -> CalibrationTable:
     """BLER / residual-error table of ``mcs`` on ``channel``: shipped, cached, or simulated (then cached as JSON).
 
     Lookup order (module docstring): the shipped tables (unless ``config.use_shipped`` is False),
@@ -689,12 +705,13 @@ def calibrate(mcs: MCS | str, channel: Channel | str, *, config: CalibrationConf
     name, built with ``genscom.channels.registry.create_channel``. ``use_cache=False`` touches no
     disk (neither shipped tables nor the cache). ``pilots``: a table with pilot CSI (a
     :class:`~genscom.channels.sensing.PilotLayout` aligned with the channel's coherence, key
-    :func:`link_key`); ``None``: perfect CSI.
+    :func:`link_key`); ``None``: perfect CSI. ``repeat``: the table of ``repeat`` MRC-combined copies
+    (:func:`repeat_config` widens the search range).
     """
     m = get_mcs(mcs)
-    cfg = config or CalibrationConfig()
+    cfg = repeat_config(config or CalibrationConfig(), repeat)
     channel = _check_args(channel, demapping)
-    chan = link_key(channel, pilots)
+    chan = link_key(channel, pilots, repeat)
     k = check_k(k)
     if use_cache:
         found = _lookup(m, chan, cfg, k=k, num_iter=num_iter, demapping=demapping)
@@ -702,18 +719,19 @@ def calibrate(mcs: MCS | str, channel: Channel | str, *, config: CalibrationConf
             return found
     path, key = _cache_path(m, chan, k, num_iter, cfg, demapping)
     table = _simulate_table(m, channel, chan, cfg, k=k, num_iter=num_iter, demapping=demapping, key=key,
-                            device=device, pilots=pilots)
+                            device=device, pilots=pilots, repeat=repeat)
     if use_cache:
         atomic_write_json(path, table.to_json())
         log.info("calibration table of %s on %s written to %s", m.name, chan, path)
     return table
 
 
-def table_file_name(channel: Channel, pilots: PilotLayout | None = None) -> str:
+def table_file_name(channel: Channel, pilots: PilotLayout | None = None, repeat: int = 1) -> str:
     """``"rayleigh-3f2a9c1d.json"``: the file :func:`calibrate_all` writes for ``channel`` (name + digest of its
     :func:`link_key`); with pilot CSI ``"rayleigh-p2-<digest>.json"`` (``P = 2`` pilots per block)."""
     tag = "" if pilots is None else f"-p{check_pilots(pilots).pilots_per_block}"
-    return f"{channel.name}{tag}-{hashlib.sha1(link_key(channel, pilots).encode()).hexdigest()[:8]}.json"
+    tag += "" if check_repeat(repeat) == 1 else f"-r{int(repeat)}"
+    return f"{channel.name}{tag}-{hashlib.sha1(link_key(channel, pilots, repeat).encode()).hexdigest()[:8]}.json"
 
 
 def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | None = None,
@@ -721,7 +739,8 @@ def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | 
                   out_dir: str | os.PathLike[str], k: int = DEFAULT_K, num_iter: int = DEFAULT_NUM_ITER,
                   demapping: DemapMethod = "app", meta: dict[str, Any] | None = None,
                   device: str | torch.device = "cpu",
-                  pilots_per_block: int | Sequence[int] | None = None) -> dict[str, list[CalibrationTable]]:
+                  pilots_per_block: int | Sequence[int] | None = None,
+                  repeats: Sequence[int] = (1,)) -> dict[str, list[CalibrationTable]]:
     """Calibrate every MCS of ``mcs_names`` (default: :data:`~genscom.coding.mcs.NR_MCS` then
     :data:`~genscom.coding.mcs.LEGACY_MCS`) on every channel; write ``out_dir/<table_file_name>``
     per channel after each table (resumable: tables already in the file with the same key are kept).
@@ -735,6 +754,9 @@ def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | 
     unless already in the output file). ``progress`` receives one line per finished table.
     ``meta`` (e.g. ``{"command": ...}``) is stored in each file's ``meta`` with the machine,
     date, decoder, settings, codeword counts and wall time.
+
+    ``repeats``: also tables of ``r`` MRC-combined copies (one file per channel, ``P`` and ``r``; the search
+    range widened by :func:`repeat_config`), for the repetition an adaptive link uses below its lowest MCS.
 
     Returns ``{link key: [tables]}``.
     """
@@ -753,10 +775,11 @@ def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | 
     out = Path(out_dir)
     k = check_k(k)
     result: dict[str, list[CalibrationTable]] = {}
-    for ch, p_block in [(ch, p) for ch in chans for p in per_block]:
+    for ch, p_block, r in [(ch, p, r) for ch in chans for p in per_block for r in repeats]:
         layout = None if p_block is None else PilotLayout.for_channel(ch, p_block)
-        chan = link_key(ch, layout)
-        path = out / table_file_name(ch, layout)
+        chan = link_key(ch, layout, r)
+        cfg_r = repeat_config(cfg, r)
+        path = out / table_file_name(ch, layout, r)
         have: dict[str, CalibrationTable] = {}
         file_meta: dict[str, Any] = {}
         if path.is_file():
@@ -765,21 +788,21 @@ def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | 
         tables: list[CalibrationTable] = []
         for name in names:
             m = get_mcs(name)
-            _, key = _cache_path(m, chan, k, num_iter, cfg, demapping)
+            _, key = _cache_path(m, chan, k, num_iter, cfg_r, demapping)
             if name in have and have[name].key == key:
                 tables.append(have[name])
                 continue
-            table = _simulate_table(m, ch, chan, cfg, k=k, num_iter=num_iter, demapping=demapping, key=key,
-                                    device=device, pilots=layout)
+            table = _simulate_table(m, ch, chan, cfg_r, k=k, num_iter=num_iter, demapping=demapping, key=key,
+                                    device=device, pilots=layout, repeat=r)
             tables.append(table)
             done = {t.mcs: t for t in tables}
             kept = [have[n] for n in have if n not in done]  # other MCS already in the file stay
             file_meta = {
                 **file_meta, **(meta or {}),
                 "channel": chan, "csi": "perfect" if layout is None else "pilot",
-                "pilots_per_block": None if layout is None else layout.pilots_per_block,
+                "pilots_per_block": None if layout is None else layout.pilots_per_block, "repeat": r,
                 "k": k, "num_iter": num_iter, "demapping": demapping,
-                "decoder": resolve_decoder(cfg.decoder), "settings": cfg.settings(),
+                "decoder": resolve_decoder(cfg.decoder), "settings": cfg_r.settings(),
                 "version": CALIBRATION_VERSION, "machine": f"{platform.machine()} {platform.processor() or ''} "
                                                            f"{os.cpu_count()} cores".strip(),
                 "torch_threads": torch.get_num_threads(),
@@ -789,7 +812,8 @@ def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | 
             }
             write_table_file(path, file_meta, [*tables, *kept])
             if progress is not None:
-                progress(f"{ch.name}{'' if layout is None else f'+pilots={layout.pilots_per_block}'} {name}: {len(table.snr_db)} points, {table.total_codewords} codewords, "
+                progress(f"{chan.split('(')[0]}{'' if layout is None else f'+pilots={layout.pilots_per_block}'}"
+                         f"{'' if r == 1 else f'+repeat={r}'} {name}: {len(table.snr_db)} points, {table.total_codewords} codewords, "
                          f"{table.wall_s:.0f} s, BLER 0.1 at {table.snr_at_bler(0.1):+.2f} dB")
         result[chan] = tables
     return result

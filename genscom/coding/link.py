@@ -348,33 +348,35 @@ class DigitalLink:
         return self.channel
 
     def table(self, mcs: MCS | str, channel: Channel | None = None, *,
-              pilots: PilotLayout | None = None) -> CalibrationTable:
+              pilots: PilotLayout | None = None, repeat: int = 1) -> CalibrationTable:
         """The calibrated table of ``mcs`` on ``channel`` (default: the link's) with the CSI of ``pilots``.
 
         Perfect CSI (``pilots=None``): shipped, cached or calibrated once. Pilot CSI: shipped or cached
         only (:func:`genscom.coding.calibration.find_table`); a missing table raises ``ValueError`` naming
         the command that makes it (a pilot table costs minutes of simulation per MCS: it is never made
-        silently), or the perfect-CSI alternative.
+        silently), or the perfect-CSI alternative. ``repeat``: the table of that many MRC-combined copies
+        (used on block fading, where repetition is more than an SNR shift).
         """
         m = get_mcs(mcs)
         ch = self._channel(channel)
         layout = check_pilots(pilots)
-        key = (m.name, link_key(ch, layout))
+        key = (m.name, link_key(ch, layout, repeat))
         if key not in self._tables:
             if layout is None:
                 self._tables[key] = calibrate(m, ch, config=self.calibration, k=self.k, num_iter=self.num_iter,
-                                              demapping=self.demapping, device=self.device)
+                                              demapping=self.demapping, device=self.device, repeat=repeat)
             else:
                 found = find_table(m, ch, pilots=layout, config=self.calibration, k=self.k, num_iter=self.num_iter,
-                                   demapping=self.demapping)
+                                   demapping=self.demapping, repeat=repeat)
                 if found is None:
                     p = layout.pilots_per_block
                     raise ValueError(
                         f"no calibrated table of {m.name} on {key[1]} (pilot CSI, k={self.k}, {self.num_iter} "
                         f"iterations, {self.demapping} demapping) in the shipped tables or "
                         f"{self.calibration.folder()}; make it with calibrate({m.name!r}, channel, "
-                        f"pilots=PilotLayout({p}, coherence={layout.coherence}), config=..., k={self.k}) or "
-                        f"calibrate_all([channel], pilots_per_block={p}, out_dir=...) (genscom/coding/tables/"
+                        f"pilots=PilotLayout({p}, coherence={layout.coherence}), repeat={repeat}, config=..., "
+                        f"k={self.k}) or calibrate_all([channel], pilots_per_block={p}, repeats=({repeat},), "
+                        f"out_dir=...) (genscom/coding/tables/"
                         f"README.md), or send with csi='perfect' (the labelled upper bound: link_feedback(channel, "
                         f"snr_db, csi='perfect')); a fixed-MCS link may also simulate: fidelity='full'")
                 self._tables[key] = found
@@ -416,8 +418,12 @@ class DigitalLink:
         if key not in self._choices:
             if len(self._choices) >= 4096:  # bounded: estimates are continuous in general
                 self._choices.clear()
-            self._choices[key] = choose_mcs(snr, {name: self.table(name, ch, pilots=layout) for name in self.mcs_set},
-                                            n_codewords=c, target=self.target, max_repeat=self.max_repeat)
+            tables = {name: self.table(name, ch, pilots=layout) for name in self.mcs_set}
+            robust = min(self.mcs_set, key=lambda n: get_mcs(n).spectral_efficiency)
+            fading = getattr(ch, "coherence", None) is not None
+            self._choices[key] = choose_mcs(
+                snr, tables, n_codewords=c, target=self.target, max_repeat=self.max_repeat,
+                repeat_table=(lambda r: self.table(robust, ch, pilots=layout, repeat=r)) if fading else None)
         m, r, p = self._choices[key]
         fixed = plan_fixed(n_bits, m, k=self.k, repeat=r, crc=self.crc, pilots=layout)
         return LinkPlan(mcs=m, repeat=r, n_bits=fixed.n_bits, n_codewords=fixed.n_codewords,
@@ -566,8 +572,8 @@ class DigitalLink:
             groups.setdefault((p.mcs.name, p.repeat, p.pilots), []).append(i)
         for (name, rep, pilots), idx in groups.items():
             m = get_mcs(name)
-            # repetition is simulated on fading (diversity) and with pilots (the estimates do not improve)
-            use_full = full_call or (rep > 1 and (getattr(channel, "name", "") != "awgn" or pilots is not None))
+            # repetition on fading (other fades, other estimates per copy) reads its own calibrated table
+            use_full = full_call
             sub_rows, sub_cw = [rows[i] for i in idx], [n_cw[i] for i in idx]
             if use_full:
                 h, e, f = self._full(sub_rows, sub_cw, m, rep, snr, generator, channel, pilots)
@@ -659,8 +665,11 @@ class DigitalLink:
     def _abstract(self, rows: list[torch.Tensor], n_cw: list[int], mcs: MCS, repeat: int, snr: float,
                   generator: torch.Generator | None, channel: Channel, pilots: PilotLayout | None = None
                   ) -> tuple[list[torch.Tensor], list[int], list[torch.Tensor]]:
-        table = self.table(mcs, channel, pilots=pilots)  # the table of the plan's CSI
-        snr = snr + 10.0 * math.log10(repeat)  # AWGN only (fading with repeat > 1 is simulated)
+        if repeat > 1 and (pilots is not None or getattr(channel, "coherence", None) is not None):
+            table = self.table(mcs, channel, pilots=pilots, repeat=repeat)  # copies calibrated as sent
+        else:
+            table = self.table(mcs, channel, pilots=pilots)  # the table of the plan's CSI
+            snr = snr + 10.0 * math.log10(repeat)  # AWGN: repetition is an r-fold SNR gain
         if not table.snr_db[0] <= snr <= table.snr_db[-1]:
             log.warning("snr_db %.2f is outside the calibrated grid [%.1f, %.1f] dB; using the nearest end",
                         snr, table.snr_db[0], table.snr_db[-1])

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -263,8 +263,14 @@ class LinkPlan:
         return "perfect" if self.pilots is None else "pilot"
 
 
+#: Repetitions an adaptive link tries on block fading, where each needs its own calibrated table.
+FADING_REPEATS = (2, 4, 8, 16)
+
+
 def choose_mcs(snr_db: float, tables: Mapping[str, BlerTable], *, n_codewords: int,
-               target: float = DEFAULT_TARGET, max_repeat: int = MAX_REPEAT) -> tuple[MCS, int, float]:
+               target: float = DEFAULT_TARGET, max_repeat: int = MAX_REPEAT,
+               repeat_table: Callable[[int], BlerTable] | None = None,
+               repeats: Sequence[int] = FADING_REPEATS) -> tuple[MCS, int, float]:
     """The adaptive choice for a payload of ``n_codewords`` codewords at an SNR estimate ``snr_db`` (dB).
 
     Returns ``(mcs, repeat, p_success)``: the highest-efficiency MCS of ``tables`` with
@@ -272,6 +278,11 @@ def choose_mcs(snr_db: float, tables: Mapping[str, BlerTable], *, n_codewords: i
     MCS (lowest efficiency) with the smallest repetition ``r`` in ``2..max_repeat`` such that
     ``(1 - BLER(snr_db + 10 log10 r))^n_codewords >= target``; if even ``max_repeat`` does not
     meet it, ``max_repeat`` (``p_success`` then says how far it falls short).
+
+    That ``10 log10 r`` shift is exact on AWGN only. On block fading pass ``repeat_table(r)``: the
+    calibrated table of ``r`` MRC-combined copies of the most robust MCS (the copies see other fades
+    and, with pilots, other estimates); then ``r`` runs over ``repeats`` (those ``<= max_repeat``), read at
+    ``snr_db`` itself, and the largest is returned when none meets the target.
 
     ``tables`` maps MCS names to calibrated tables (only ``bler_at`` is used).
     """
@@ -293,6 +304,15 @@ def choose_mcs(snr_db: float, tables: Mapping[str, BlerTable], *, n_codewords: i
         m, _, p = max(ok, key=lambda r: (r[0].spectral_efficiency, r[2], -r[0].bits_per_symbol))
         return m, 1, p
     m, table, p = min(rows, key=lambda r: (r[0].spectral_efficiency, -r[2]))
+    if repeat_table is not None:
+        steps = [check_repeat(r) for r in repeats if r <= max_repeat]
+        if not steps:
+            return m, 1, p
+        for r in steps:
+            p = p_all(repeat_table(r), snr_db)
+            if p >= target:
+                return m, r, p
+        return m, steps[-1], p
     for r in range(2, max_repeat + 1):
         p = p_all(table, snr_db + 10.0 * math.log10(r))
         if p >= target:
@@ -321,6 +341,6 @@ def check_mcs_set(names: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(m.name for m in ms)
 
 
-__all__ = ["ADAPTIVE", "CRC_BITS", "DEFAULT_TARGET", "LEGACY_MCS", "LinkPlan", "MAX_REPEAT", "MCS", "MCS_TABLE",
+__all__ = ["ADAPTIVE", "CRC_BITS", "DEFAULT_TARGET", "FADING_REPEATS", "LEGACY_MCS", "LinkPlan", "MAX_REPEAT", "MCS", "MCS_TABLE",
            "NR_MCS", "channel_uses_for_bits", "check_mcs_set", "check_pilots", "check_repeat", "choose_mcs", "codewords_for_bits",
            "get_mcs", "is_adaptive", "list_mcs", "payload_bits_per_codeword", "plan_fixed", "select_mcs"]

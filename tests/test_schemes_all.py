@@ -90,11 +90,11 @@ CASES: dict[str, Case] = {
     "semantic-analog": Case("analog", uses=lambda p: [D // 2] * B),        # two reals per complex symbol
     # int4 (the default): 4 bits a dim + a 16-bit scale; the link's CRC-24 per codeword is in side_bits
     "digital-embedding": Case("digital", uses=lambda p: [_digital_uses(int(n) + int(s))
-                                                         for n, s in zip(p.extras["payload_bits"], p.side_bits)]),
+                                                         for n, s in zip(p.source_bits, p.side_bits)]),
     "jpeg-ldpc": Case("pixels", uses=lambda p: [_digital_uses(int(n) + int(s))
-                                                for n, s in zip(p.extras["payload_bits"], p.side_bits)]),
+                                                for n, s in zip(p.source_bits, p.side_bits)]),
     "h264-ldpc": Case("pixels", uses=lambda p: [_digital_uses(int(n) + int(s))
-                                                for n, s in zip(p.extras["payload_bits"], p.side_bits)]),
+                                                for n, s in zip(p.source_bits, p.side_bits)]),
     "memory": Case("memory", kwargs=lambda kit: {"knowledge_base": kit.kb, "threshold": 0.99},  # hits: exact copies
                    # hit: a 12-bit frame (1 flag + ceil(log2 32) index bits, padded to LDPC k = 12) at qpsk-1/2
                    # = 12 channel uses; miss: the frame + D/2 analog symbols

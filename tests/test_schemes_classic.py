@@ -40,7 +40,7 @@ def test_classic_scheme_high_snr_decodes_and_counts_uses(name, kwargs):
     for i in range(len(clips)):
         assert out.frames[i].shape == clips[i].shape
         assert float(psnr(clips[i], out.frames[i]).mean()) > 20.0  # a failed decode (grey) is ~10 dB
-        n_bits = int(payload.extras["payload_bits"][i] + payload.side_bits[i])
+        n_bits = int(payload.source_bits[i] + payload.side_bits[i])
         assert int(out.channel_uses[i]) == channel_uses_for_bits(n_bits, "qpsk-1/2")
     # what was decoded is the real bitstream's decode: identical to a noiseless delivery
     clean = scheme.deliver(payload, None, None)
@@ -131,7 +131,7 @@ def test_digital_schemes_pay_for_pilots_with_pilot_csi_and_not_with_perfect(name
         payload = scheme.transmit(batch, sensing=fb)
         feedback = fb.feedback_uses if scheme.adapts else 0  # a fixed MCS reads no SNR: no feedback counted
         assert payload.pilots == pilots
-        for plan, uses in zip(payload.extras["plans"], payload.channel_uses.tolist()):
+        for plan, uses in zip(payload.plans, payload.channel_uses.tolist()):
             data = plan_fixed(plan.n_bits, plan.mcs, repeat=plan.repeat, crc=scheme.link.crc).channel_uses
             assert plan.pilots == pilots and data > 0
             assert uses == (data if pilots is None else layout.frame_length(data)) + feedback, (fb.csi, plan)
@@ -156,8 +156,8 @@ def test_digital_schemes_pay_for_pilots_with_pilot_csi_and_not_with_perfect(name
 def test_digital_embedding_counts_bits_crc_and_uses(quantizer, n_bits, n_cw):
     scheme = create_scheme("digital-embedding", quantizer=quantizer, mcs="qpsk-1/2")
     payload = scheme.transmit(SourceBatch(embeddings=_emb(b=2, d=384)))
-    assert payload.extras["payload_bits"].tolist() == [n_bits] * 2
-    assert payload.extras["bits"].shape == (2, n_bits)
+    assert payload.source_bits.tolist() == [n_bits] * 2
+    assert payload.bit_rows.shape == (2, n_bits)
     assert payload.side_bits.tolist() == [24 * n_cw] * 2                  # one CRC-24 per LDPC codeword
     assert payload.channel_uses.tolist() == [n_cw * 1024] * 2             # qpsk-1/2: 2048 coded bits on 1024 symbols
     assert scheme.name == f"digital-embedding-{'fp16' if quantizer == 'float16' else quantizer}"
@@ -179,7 +179,7 @@ def test_digital_embedding_erases_dims_of_failed_codewords():
     scheme = create_scheme("digital-embedding", quantizer="int4", mcs="qpsk-1/2")
     payload = scheme.transmit(SourceBatch(embeddings=e))
     clean = scheme.deliver(payload, None, None).embeddings
-    hat = payload.extras["bits"].clone()
+    hat = payload.bit_rows.clone()
     hat[0, 1000:] = 1 - hat[0, 1000:]  # garbage in the failed codewords: must not be read
     hat[1, :1000] = 1 - hat[1, :1000]
     failed = torch.tensor([[False, True], [True, False], [False, False]])
@@ -199,7 +199,7 @@ def test_digital_embedding_erases_what_the_link_flags():
     e = _emb(b=16, d=384, seed=5)
     scheme = create_scheme("digital-embedding", quantizer="int4", mcs="qpsk-1/2")
     payload = scheme.transmit(SourceBatch(embeddings=e))
-    raw = scheme.quantizer_for(384).decode(payload.extras["bits"], normalize=False)
+    raw = scheme.quantizer_for(384).decode(payload.bit_rows, normalize=False)
     out = scheme.deliver(payload, AWGNChannel(), 1.0, generator=torch.Generator().manual_seed(0))
     failed = out.extras["codeword_failed"]
     assert failed.shape == (16, 2) and failed[:, 1].any() and not failed.all()
@@ -232,7 +232,7 @@ def test_digital_embedding_takes_a_fitted_product_quantizer(tmp_path):
         scheme = create_scheme("digital-embedding", quantizer=q, mcs="qpsk-1/2")
         assert scheme.name == "digital-embedding-pq-4x4"
         payload = scheme.transmit(SourceBatch(embeddings=e))
-        assert payload.extras["bits"].shape == (2, 16) and payload.side_bits.tolist() == [24, 24]
+        assert payload.bit_rows.shape == (2, 16) and payload.side_bits.tolist() == [24, 24]
         out = scheme.deliver(payload, None, None)
         assert torch.allclose(out.embeddings, pq.decode(pq.encode(e)))
     with pytest.raises(ValueError, match="codes 16-d"):

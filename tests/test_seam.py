@@ -132,10 +132,10 @@ def test_digital_plans_with_pilots_cross_the_wire() -> None:
     layout = fb.pilot_layout()
     p = s.transmit(SourceBatch(embeddings=_emb(2)), sensing=fb)
     assert layout.pilots_per_block in PILOT_CHOICES and p.pilots == layout
-    assert all(plan.pilots == layout for plan in p.extras["plans"])
+    assert all(plan.pilots == layout for plan in p.plans)
     back = decode_message(encode_message(WireMessage([Transmission(s.name, {"mcs": "adaptive"}, p)], "rayleigh", 0.0)))
     q = back.transmissions[0].payload
-    assert q.pilots == p.pilots and q.extras["plans"] == p.extras["plans"]  # adaptive plans: no nan fields
+    assert q.pilots == p.pilots and q.plans == p.plans  # adaptive plans: no nan fields
     assert torch.equal(q.channel_uses, p.channel_uses)
     a = s.deliver(p, ch, 3.0, generator=torch.Generator().manual_seed(3))
     b = s.deliver(q, ch, 3.0, generator=torch.Generator().manual_seed(3))

@@ -195,7 +195,7 @@ def run_channel_bench(cfg: ChannelBenchConfig, *, command: str = "", console: An
                     m, h = mean_ci95(vals)
                     if not console.is_terminal:
                         console.print(f"{name} {ch_name} {snr:+.1f} dB: PSNR {m:.2f} dB, failures {sum(fails)}/{len(fails)}")
-                    bits = float(payload.extras["payload_bits"][0])
+                    bits = float(payload.source_bits[0])
                     records.append(Record(scheme=name, channel=ch_name, snr_db=snr, channel_uses=sum(uses) / len(uses),
                                           bits=bits, cbr=(sum(uses) / len(uses)) / ref.numel(),
                                           failure_rate=sum(fails) / len(fails), metrics={"psnr_db": float(m)},

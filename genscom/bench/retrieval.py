@@ -308,7 +308,7 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
     from genscom.data import create_dataset
     from genscom.encoders import create_encoder
     from genscom.metrics.retrieval import retrieval_per_query
-    from genscom.schemes import SourceBatch, create_scheme
+    from genscom.schemes import DigitalPayload, SourceBatch, create_scheme
 
     console = console or Console()
     schemes = schemes if schemes is not None else default_schemes(cfg.mcs, adapter=default_adapter(cfg.profile))
@@ -427,13 +427,10 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
                         runs.append(metrics_of(gallery))
                         uses.append(float(delivered.channel_uses.float().mean()))
                         fails.append(float(delivered.failed.float().mean()))
-                        pb = payload.extras.get("payload_bits")
-                        if pb is not None:
-                            bits.append(float(pb.float().mean() + payload.side_bits.float().mean()))
-                        elif "bits" in payload.extras:
-                            bits.append(float(payload.extras["bits"].shape[1]))
-                        for plan in payload.extras.get("plans") or []:
-                            mcs_used[plan.mcs.name] = mcs_used.get(plan.mcs.name, 0) + 1
+                        if isinstance(payload, DigitalPayload):  # bits on the link: source + CRC, headers, feedback
+                            bits.append(float(payload.source_bits.float().mean() + payload.side_bits.float().mean()))
+                            for plan in payload.plans:
+                                mcs_used[plan.mcs.name] = mcs_used.get(plan.mcs.name, 0) + 1
                         progress.advance(task)
                     means, cis = _aggregate(runs)
                     mean_uses = sum(uses) / len(uses)

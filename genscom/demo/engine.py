@@ -318,13 +318,13 @@ class DemoTransmitter:
             if payload.symbols is not None:
                 uses = int(payload.channel_uses[0])
             else:
-                n_bits = int(payload.extras["bits"].shape[1]) if "bits" in payload.extras else \
+                n_bits = int(payload.bit_rows.shape[1]) if getattr(payload, "bit_rows", None) is not None else \
                     8 * sum(len(b) for b in (payload.bits or []))
                 bits = n_bits
                 uses = int(payload.channel_uses[0])  # counted by the scheme at a fixed MCS; 0 for an adaptive one
                 if n_bits and not uses and "mcs" in kw:
                     uses = self._adaptive_uses(n_bits, str(kw["mcs"]), settings)
-            b_bits = int(b_payload.extras["payload_bits"][0]) + int(b_payload.side_bits[0])
+            b_bits = int(b_payload.source_bits[0]) + int(b_payload.side_bits[0])
             other = "jpeg-ldpc" if b_name == "h264-ldpc" else "h264-ldpc"
             if other == "jpeg-ldpc":
                 o_bits = sum(8 * len(encode_jpeg(f, quality=self.config.jpeg_quality)) + 32 for f in frames)
@@ -462,7 +462,7 @@ class DemoReceiver:
             n = int(delivered.channel_uses[0]) or eq.shape[-1]
             return delivered, p.symbols[0, :n].numpy(), eq[:n].numpy()
         delivered = scheme.deliver(p, channel, snr_db, generator=gen)
-        bits = p.extras.get("bits")
+        bits = getattr(p, "bit_rows", None)
         if isinstance(bits, torch.Tensor):
             row: bytes | torch.Tensor = bits[0]
         elif p.bits:

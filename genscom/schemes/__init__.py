@@ -3,6 +3,7 @@
 from genscom.schemes import adapted, agent, analog, classic, digital, memory  # noqa: F401  (registration)
 from genscom.schemes.base import (
     Delivered,
+    DigitalPayload,
     Payload,
     Scheme,
     SourceBatch,
@@ -11,4 +12,4 @@ from genscom.schemes.base import (
     register_scheme,
 )
 
-__all__ = ["Delivered", "Payload", "Scheme", "SourceBatch", "create_scheme", "list_schemes", "register_scheme"]
+__all__ = ["Delivered", "DigitalPayload", "Payload", "Scheme", "SourceBatch", "create_scheme", "list_schemes", "register_scheme"]

@@ -88,6 +88,25 @@ class Payload:
 
 
 @dataclass
+class DigitalPayload(Payload):
+    """A payload carried by a digital link (LDPC + QAM), planned at the transmitter.
+
+    Attributes (besides :class:`Payload`'s; ``symbols`` is ``None``):
+        plans: one :class:`~genscom.coding.mcs.LinkPlan` per item: the MCS, repetition, pilots and channel
+            uses chosen at transmit (from the fed-back SNR estimate for an adaptive link); the receiver and
+            the link follow them, nobody re-plans.
+        source_bits: ``[B]`` int64 source bits per item (the bitstream or quantised embedding, before CRC,
+            headers and coding); ``side_bits`` holds the rest.
+        bit_rows: ``[B, n_bits]`` 0/1 bits of fixed-length payloads (a quantised embedding), or ``None``
+            (variable-length bitstreams travel as ``bits``, bytes per item).
+    """
+
+    plans: list[Any] = field(default_factory=list)
+    source_bits: torch.Tensor | None = None
+    bit_rows: torch.Tensor | None = None
+
+
+@dataclass
 class Delivered:
     """What the receiver makes of a payload.
 

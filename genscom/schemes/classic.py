@@ -26,7 +26,8 @@ import torch
 
 from genscom.channels.base import Channel, ChannelOutput
 from genscom.channels.sensing import LinkFeedback
-from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
+from genscom.schemes.base import (Delivered, DigitalPayload, Payload, RateKnob, Scheme, SourceBatch, expect_payload,
+                                  register_scheme)
 from genscom.schemes.digital import mcs_knob, plan_link
 
 if TYPE_CHECKING:
@@ -86,10 +87,9 @@ class _BitstreamScheme(Scheme):
         # the pilots of sensing.pilot_layout() counted in each plan's channel uses)
         plans, uses, fb_bits = plan_link(self.link, [8 * len(p) for p in payloads], sensing)
         side = side + fb_bits
-        return Payload(symbols=None, channel_uses=uses, side_bits=side, bits=payloads,
-                       pilots=plans[0].pilots if plans else None,
-                       extras={"lengths": lengths, "shape": tuple(frames.shape[1:]), "payload_bits": bits,
-                               "plans": plans})
+        return DigitalPayload(symbols=None, channel_uses=uses, side_bits=side, bits=payloads,
+                              pilots=plans[0].pilots if plans else None, plans=plans, source_bits=bits,
+                              extras={"lengths": lengths, "shape": tuple(frames.shape[1:])})
 
     def _split(self, data: bytes, lengths: list[int]) -> list[bytes]:
         pos = len(lengths) * LENGTH_FIELD_BITS // 8
@@ -124,7 +124,7 @@ class _BitstreamScheme(Scheme):
             clean.append(is_clean)
         failed = torch.tensor([f is None for f in out], dtype=torch.bool)
         return Delivered(embeddings=None, frames=out, failed=failed, channel_uses=payload.channel_uses,
-                         extras={"payload_bits": payload.extras["payload_bits"], "block_errors": block_errors,
+                         extras={"payload_bits": payload.source_bits, "block_errors": block_errors,
                                  "clean": clean, "mcs": payload.extras.get("mcs")})
 
     def deliver(self, payload: Payload, channel: Channel | None, snr_db: float | None, *,
@@ -132,8 +132,9 @@ class _BitstreamScheme(Scheme):
         if channel is None or snr_db is None:
             return self.receive(None, payload)
         # the plans made at transmit, whatever the true SNR; the costs are those counted there
+        payload = expect_payload(payload, DigitalPayload, self.name)
         res = self.link.send_bytes(payload.bits or [], snr_db, channel=channel, generator=generator,
-                                   plans=payload.extras["plans"])
+                                   plans=payload.plans)
         extras = dict(payload.extras, received_bytes=res.received, block_errors=res.block_errors.tolist(),
                       mcs=res.mcs.name)
         return self.receive(None, dataclasses.replace(payload, extras=extras))

@@ -21,7 +21,8 @@ import torch
 
 from genscom.channels.base import Channel, ChannelOutput
 from genscom.channels.sensing import LinkFeedback
-from genscom.schemes.base import Delivered, Payload, RateKnob, Scheme, SourceBatch, register_scheme
+from genscom.schemes.base import (Delivered, DigitalPayload, Payload, RateKnob, Scheme, SourceBatch, expect_payload,
+                                  register_scheme)
 
 if TYPE_CHECKING:
     from genscom.coding.calibration import CalibrationConfig
@@ -100,7 +101,7 @@ class DigitalEmbeddingScheme(Scheme):
     embedding sends 1552 + 48 = 1600 bits in 2 codewords. :meth:`transmit` plans the link and counts its
     channel uses (:func:`plan_link`: the MCS, fixed or chosen from the fed-back SNR estimate, the pilots of
     ``sensing.pilot_layout()`` and the feedback); :meth:`deliver` follows those plans. The payload's
-    ``side_bits`` are the CRC (and feedback) bits; ``extras["payload_bits"]`` the quantiser's bits;
+    ``side_bits`` are the CRC (and feedback) bits; ``source_bits`` the quantiser's bits;
     ``pilots`` the frame's pilot layout (``None``: perfect CSI or AWGN).
 
     At the receiver, a codeword whose CRC fails erases the dimensions it carried (the quantiser's fill
@@ -182,17 +183,18 @@ class DigitalEmbeddingScheme(Scheme):
         b = len(bits)
         n_cw = codewords_for_bits(q.bits_per_item, self.link.k)
         plans, uses, fb_bits = plan_link(self.link, [q.bits_per_item] * b, sensing)
-        return Payload(symbols=None, channel_uses=uses, pilots=plans[0].pilots if plans else None,
-                       side_bits=torch.full((b,), CRC_BITS * n_cw, dtype=torch.int64) + fb_bits,
-                       extras={"bits": bits, "dim": int(batch.embeddings.shape[1]), "plans": plans,
-                               "payload_bits": torch.full((b,), q.bits_per_item, dtype=torch.int64)})
+        return DigitalPayload(symbols=None, channel_uses=uses, pilots=plans[0].pilots if plans else None,
+                              side_bits=torch.full((b,), CRC_BITS * n_cw, dtype=torch.int64) + fb_bits,
+                              plans=plans, source_bits=torch.full((b,), q.bits_per_item, dtype=torch.int64),
+                              bit_rows=bits, extras={"dim": int(batch.embeddings.shape[1])})
 
     def receive(self, received: ChannelOutput | None, payload: Payload, *,
                 generator: torch.Generator | None = None) -> Delivered:
         from genscom.coding.quantize import codewords_for_bits, erased_bits_from_codewords, info_bits_per_codeword
 
+        payload = expect_payload(payload, DigitalPayload, self.name)
         q = self.quantizer_for(payload.extras["dim"])
-        bits = payload.extras.get("bits_hat", payload.extras["bits"])
+        bits = payload.extras.get("bits_hat", payload.bit_rows)
         b, n_cw = len(bits), codewords_for_bits(q.bits_per_item, self.link.k)
         # the link's CRC verdict per codeword ([B, max_codewords]); none failed on a noiseless link
         cw_failed = payload.extras.get("codeword_failed", torch.zeros(b, n_cw, dtype=torch.bool))[:, :n_cw]
@@ -209,8 +211,9 @@ class DigitalEmbeddingScheme(Scheme):
         if channel is None or snr_db is None:
             return self.receive(None, payload)
         # the plans made at transmit (from the fed-back estimate), whatever the true SNR; costs as counted there
-        res = self.link.send_bits(payload.extras["bits"], snr_db, channel=channel, generator=generator,
-                                  plans=payload.extras["plans"])
+        payload = expect_payload(payload, DigitalPayload, self.name)
+        res = self.link.send_bits(payload.bit_rows, snr_db, channel=channel, generator=generator,
+                                  plans=payload.plans)
         extras = dict(payload.extras, bits_hat=res.bits_hat, codeword_failed=res.codeword_failed,
                       mcs=res.mcs, block_errors=res.block_errors)
         return self.receive(None, dataclasses.replace(payload, extras=extras))

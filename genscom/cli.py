@@ -441,13 +441,22 @@ def _demo_config(profile: str, gallery_size: int, max_upload_mb: float, mcs: str
                       results_path=str(results), agent_card=agent_card, seed=seed)
 
 
-def _launch(mode: str, host: str, port: int, rx_url: Optional[str], **kw) -> None:
-    from genscom.demo.app import launch_demo
+def _launch(mode: str, host: str, port: int, rx_url: Optional[str], key_file: Optional[Path] = None, **kw) -> None:
+    from genscom.demo.app import launch_demo, load_or_create_key
 
     _check_profile(kw["profile"])  # files are checked before the server starts
     if kw.get("agent_card"):
         _check_card(kw["agent_card"])
-    launch_demo(mode, _demo_config(**kw), host=host, port=port, rx_url=rx_url)
+    key = None  # combined: an in-memory key, no set-up
+    if mode != "combined":
+        try:
+            key, note = load_or_create_key(key_file)
+        except (ValueError, OSError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        console.print(note or f"Demo link key {key_file}: fingerprint {key.fingerprint} (the other end must show "
+                              "the same).")
+    launch_demo(mode, _demo_config(**kw), host=host, port=port, rx_url=rx_url, key=key)
 
 
 _PROFILE = typer.Option("mini", "--profile", help="encoder profile, or a tower/CLIP folder")
@@ -457,6 +466,8 @@ _MCS = typer.Option("qpsk-1/2", "--mcs", help="MCS of the digital baseline")
 _RESULTS = typer.Option(Path("results/retrieval/retrieval.json"), "--results", help="benchmark JSON for the R@1 plot")
 _CARD = typer.Option(None, "--agent-card", help="agent card for the caption panel (a path or a card name)")
 _SEED = typer.Option(0, "--seed")
+_KEY = typer.Option(None, "--key-file", help="shared link key file (mode 0600) that signs and checks the TX->RX "
+                    "wire; without it one is made at ~/.genscom/demo-wire.key (copy it to the other end)")
 
 
 @demo_app.callback()
@@ -474,18 +485,20 @@ def demo(ctx: typer.Context, host: str = typer.Option("127.0.0.1", "--host"),
 def demo_tx(rx_url: str = typer.Option(..., "--rx-url", help="receiver URL, e.g. http://127.0.0.1:7861"),
             host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(7860, "--port"),
             profile: str = _PROFILE, gallery_size: int = _GALLERY, max_upload_mb: float = _UPLOAD,
-            mcs: str = _MCS, results: Path = _RESULTS, agent_card: Optional[str] = _CARD, seed: int = _SEED) -> None:
-    """Transmitter process: sends symbols + side information to the receiver at --rx-url."""
-    _launch("tx", host, port, rx_url, profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb,
+            mcs: str = _MCS, results: Path = _RESULTS, agent_card: Optional[str] = _CARD, seed: int = _SEED,
+            key_file: Optional[Path] = _KEY) -> None:
+    """Transmitter process: sends signed symbols + side information to the receiver at --rx-url."""
+    _launch("tx", host, port, rx_url, key_file, profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb,
             mcs=mcs, results=results, agent_card=agent_card, seed=seed)
 
 
 @demo_app.command("rx")
 def demo_rx(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(7861, "--port"),
             profile: str = _PROFILE, gallery_size: int = _GALLERY, max_upload_mb: float = _UPLOAD,
-            mcs: str = _MCS, results: Path = _RESULTS, agent_card: Optional[str] = _CARD, seed: int = _SEED) -> None:
-    """Receiver process: its page plus POST /genscom/receive."""
-    _launch("rx", host, port, None, profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb,
+            mcs: str = _MCS, results: Path = _RESULTS, agent_card: Optional[str] = _CARD, seed: int = _SEED,
+            key_file: Optional[Path] = _KEY) -> None:
+    """Receiver process: its page plus POST /genscom/receive (signed posts only)."""
+    _launch("rx", host, port, None, key_file, profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb,
             mcs=mcs, results=results, agent_card=agent_card, seed=seed)
 
 

@@ -91,16 +91,20 @@ def test_unreachable_receiver_message():
         send_to_receiver(url, b"x", timeout_s=5)
 
 
-def test_two_processes_over_localhost(tx):
-    """An RX process (``python -m genscom.demo rx``) decodes what this TX process POSTs to it."""
+def test_two_processes_over_localhost(tx, tmp_path):
+    """An RX process (``python -m genscom.demo rx``) decodes what this TX process POSTs to it, signed with the
+    shared key file; an unsigned post is refused."""
     pytest.importorskip("gradio", reason="the demo server needs gradio")
     import httpx
 
     from genscom.demo.app import free_port, send_to_receiver
+    from genscom.privacy import MessageSigner, generate_key_file
 
+    key_file = tmp_path / "link.key"
+    signer = MessageSigner(generate_key_file(key_file))
     port = free_port()
     cmd = [sys.executable, "-m", "genscom.demo", "rx", "--port", str(port), "--profile", "tiny", "--gallery-size", "6",
-           "--num-frames", "2", "--max-side", "64"]
+           "--num-frames", "2", "--max-side", "64", "--key-file", str(key_file)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -116,12 +120,18 @@ def test_two_processes_over_localhost(tx):
             time.sleep(0.25)
         item = tx.item("synthetic/3")
         clean = tx.encoder.encode_clips(item.frames[None]).float()[0]
-        reply = send_to_receiver(url, tx.transmit(item, TxSettings(snr_db=30.0)).message, timeout_s=60)
+        message = tx.transmit(item, TxSettings(snr_db=30.0)).message
+        r = httpx.post(url + "/genscom/receive", content=message, timeout=10, trust_env=False)
+        assert r.status_code == 401 and "unsigned message" in r.json()["error"]
+        reply = send_to_receiver(url, message, signer=signer, timeout_s=60)
         assert reply["ok"] and reply["channel_uses"] == 8 and reply["scheme"] == "semantic-analog"
         assert torch.dot(torch.tensor(reply["embedding"]), clean) > 0.95  # RX decoded what TX sent
         assert reply["baseline"]["scheme"] == "h264-ldpc" and not reply["baseline"]["failed"]
         assert len(reply["constellation"]["received"]) == 8
-        r = httpx.post(url + "/genscom/receive", content=b"junk", timeout=10, trust_env=False)
+        from genscom.demo.guard import sign_headers
+
+        r = httpx.post(url + "/genscom/receive", content=b"junk", headers=sign_headers(signer, b"junk"), timeout=10,
+                       trust_env=False)
         assert r.status_code == 400 and "not a genscom-demo-wire/1 message" in r.json()["error"]
     finally:
         proc.terminate()

@@ -4,6 +4,7 @@ Library side of ``genscom demo`` (the CLI and ``apps/demo/`` only call :func:`la
 
 * :mod:`genscom.demo.engine`: :class:`DemoTransmitter` / :class:`DemoReceiver` (no UI);
 * :mod:`genscom.demo.wire`: the HTTP wire format (symbols + side information, safetensors);
+* :mod:`genscom.demo.guard`: what the receiver checks (signature, replay, size, every field vs. its own config);
 * :mod:`genscom.demo.content`: the offline gallery and uploads (:class:`UploadError`);
 * :mod:`genscom.demo.app`: the Gradio pages and the FastAPI/uvicorn server.
 

@@ -2,8 +2,8 @@
 
 Examples:
     python -m genscom.demo                                   # one page, http://127.0.0.1:7860
-    python -m genscom.demo rx --port 7861                    # receiver process
-    python -m genscom.demo tx --port 7860 --rx-url http://127.0.0.1:7861
+    python -m genscom.demo rx --port 7861 --key-file link.key             # receiver process
+    python -m genscom.demo tx --port 7860 --rx-url http://127.0.0.1:7861 --key-file link.key
 """
 
 from __future__ import annotations
@@ -28,13 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results/retrieval/retrieval.json", help="retrieval benchmark JSON")
     p.add_argument("--agent-card", default=None, help="agent card for the 'agent' scheme")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--key-file", default=None, help="shared link key file signing the tx->rx wire (default: "
+                   "~/.genscom/demo-wire.key, made if missing; copy it to the other end)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from genscom.demo.app import launch_demo
+    from genscom.demo.app import launch_demo, load_or_create_key
     from genscom.demo.engine import DemoConfig
 
     try:
@@ -42,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
                          max_side=args.max_side, max_upload_mb=args.max_upload_mb, mcs=args.mcs,
                          results_path=args.results, agent_card=args.agent_card, seed=args.seed)
         port = args.port if args.port is not None else (7861 if args.mode == "rx" else 7860)
-        launch_demo(args.mode, cfg, host=args.host, port=port, rx_url=args.rx_url)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+        key = None  # combined: an in-memory key
+        if args.mode != "combined":
+            key, note = load_or_create_key(args.key_file)
+            print(note or f"demo link key {args.key_file}: fingerprint {key.fingerprint}", file=sys.stderr)
+        launch_demo(args.mode, cfg, host=args.host, port=port, rx_url=args.rx_url, key=key)
+    except (ValueError, TypeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

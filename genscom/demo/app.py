@@ -7,6 +7,10 @@
 * ``build_demo("rx", config)``: the receiver page and the ``/genscom/receive`` endpoint;
   the page refreshes when a message arrives.
 
+The two processes share a link key (``--key-file``, :func:`load_or_create_key`): the transmitter
+signs each post, the receiver accepts only signed, fresh, never-seen posts whose fields fit its own
+configuration (:mod:`genscom.demo.guard`; 401/403/413/400). The combined page makes an in-memory key.
+
 :func:`create_server` wraps a page in a FastAPI app (``/genscom/health``,
 ``/genscom/receive``), :func:`serve` runs it with uvicorn on ``127.0.0.1`` in a thread,
 and :func:`launch_demo` is what ``genscom demo`` calls. Errors are shown in the page as
@@ -36,8 +40,11 @@ from genscom.demo.engine import (
     initial_knob_values,
     optional_features,
     rate_knobs,
-    semantic_schemes,
+    offered_schemes,
 )
+from genscom.demo.guard import WireGuard, WireRejected, sign_headers
+from genscom.privacy.keys import LinkKey
+from genscom.privacy.mac import MessageSigner
 from genscom.schemes.base import RateKnob
 
 logger = logging.getLogger(__name__)
@@ -46,6 +53,7 @@ Mode = Literal["combined", "tx", "rx"]
 MODES: tuple[str, ...] = ("combined", "tx", "rx")
 RECEIVE_PATH = "/genscom/receive"
 HEALTH_PATH = "/genscom/health"
+MAX_INFLIGHT = 4  # receiver: posts read or decoded at once (503 above), so memory is <= 4 x the body limit
 CSS = ".gs-small {font-size: 0.9em}"
 
 
@@ -53,8 +61,10 @@ class ReceiverError(RuntimeError):
     """The receiver process could not be reached or refused the message (message meant for the page)."""
 
 
-def send_to_receiver(rx_url: str, data: bytes, *, timeout_s: float = 120.0) -> dict[str, Any]:
-    """POST a wire message to a receiver process; return its JSON reply.
+def send_to_receiver(rx_url: str, data: bytes, *, signer: MessageSigner | None = None,
+                     timeout_s: float = 120.0) -> dict[str, Any]:
+    """POST a wire message to a receiver process, signed with ``signer`` (:func:`~genscom.demo.guard.sign_headers`;
+    ``None`` sends it unsigned, which a receiver refuses with 401); return its JSON reply.
 
     Raises:
         ReceiverError: unreachable receiver, timeout, or a rejected message (the text says which).
@@ -62,8 +72,11 @@ def send_to_receiver(rx_url: str, data: bytes, *, timeout_s: float = 120.0) -> d
     import httpx
 
     url = rx_url.rstrip("/") + RECEIVE_PATH
+    headers = {"content-type": "application/octet-stream"}
+    if signer is not None:
+        headers.update(sign_headers(signer, data))
     try:
-        r = httpx.post(url, content=data, headers={"content-type": "application/octet-stream"}, timeout=timeout_s,
+        r = httpx.post(url, content=data, headers=headers, timeout=timeout_s,
                        trust_env=False)
     except httpx.TimeoutException:
         raise ReceiverError(f"the receiver at {rx_url} did not answer within {timeout_s:.0f} s") from None
@@ -191,16 +204,25 @@ class DemoParts:
     transmitter: DemoTransmitter | None = None
     receiver: DemoReceiver | None = None
     features: dict[str, str | None] = field(default_factory=dict)
+    key: LinkKey | None = None  # signs (tx) and checks (rx) the wire; combined: a fresh in-memory key
+
+    @property
+    def signer(self) -> MessageSigner | None:
+        return None if self.key is None else MessageSigner(self.key)
 
 
 def build_demo(mode: Mode = "combined", config: DemoConfig | None = None, *, rx_url: str | None = None,
-               encoder: Any = None) -> DemoParts:
+               encoder: Any = None, key: LinkKey | None = None) -> DemoParts:
     """Build the Gradio page for ``mode`` (``"combined"``, ``"tx"`` or ``"rx"``).
 
     Args:
         mode: which panels; ``"tx"`` needs ``rx_url`` (e.g. ``"http://127.0.0.1:7861"``).
         config: :class:`DemoConfig` (default: the ``mini`` profile).
         encoder: an already-built encoder to share (default: ``create_encoder(config.profile)``).
+        key: the link key both processes load from the shared key file (:class:`~genscom.privacy.keys.LinkKey`):
+            the transmitter signs every post with it, the receiver accepts only posts it signed. ``None``: a
+            fresh in-memory key (``LinkKey.generate()``), enough for the combined page (no set-up); a
+            receiver with it accepts no post from another process.
     """
     import gradio as gr
 
@@ -209,6 +231,10 @@ def build_demo(mode: Mode = "combined", config: DemoConfig | None = None, *, rx_
     if mode == "tx" and not rx_url:
         raise ValueError("mode 'tx' needs rx_url, the receiver's address, e.g. http://127.0.0.1:7861")
     config = config or DemoConfig()
+    if key is not None and not isinstance(key, LinkKey):
+        raise TypeError(f"key must be a LinkKey (LinkKey.from_file(path)), got {type(key).__name__}")
+    key = key if key is not None else LinkKey.generate()
+    signer = MessageSigner(key)
     features = optional_features()
     tx = DemoTransmitter(config, encoder=encoder) if mode in ("combined", "tx") else None
     rx = DemoReceiver(config, encoder=encoder if encoder is not None else (tx.encoder if tx else None)) \
@@ -221,8 +247,8 @@ def build_demo(mode: Mode = "combined", config: DemoConfig | None = None, *, rx_
         with gr.Row():
             tx_ui = _tx_panel(gr, tx, config, features) if tx is not None else None
             rx_ui = _rx_panel(gr, rx, config) if rx is not None else None
-        _wire_events(gr, mode, config, tx, rx, tx_ui, rx_ui, features, rx_url)
-    return DemoParts(blocks=blocks, mode=mode, config=config, transmitter=tx, receiver=rx, features=features)
+        _wire_events(gr, mode, config, tx, rx, tx_ui, rx_ui, features, rx_url, signer)
+    return DemoParts(blocks=blocks, mode=mode, config=config, transmitter=tx, receiver=rx, features=features, key=key)
 
 
 def _slug(name: str) -> str:
@@ -256,7 +282,7 @@ def knob_values(scheme: str, knobs: list[tuple[str, RateKnob, Any]], values: Any
 
 
 def _tx_panel(gr: Any, tx: DemoTransmitter, config: DemoConfig, features: dict[str, str | None]) -> dict[str, Any]:
-    schemes = semantic_schemes()
+    schemes = offered_schemes(config)
     first = "semantic-analog" if "semantic-analog" in schemes else schemes[0]
     notes = [f"- `{k}`: {v}" for k, v in features.items() if v]
     agent_card = (f"Agent card: `{config.agent_card}`" if config.agent_card else
@@ -322,7 +348,7 @@ def _rx_panel(gr: Any, rx: DemoReceiver, config: DemoConfig) -> dict[str, Any]:
 
 def _wire_events(gr: Any, mode: str, config: DemoConfig, tx: DemoTransmitter | None, rx: DemoReceiver | None,
                  tx_ui: dict[str, Any] | None, rx_ui: dict[str, Any] | None, features: dict[str, str | None],
-                 rx_url: str | None) -> None:
+                 rx_url: str | None, signer: MessageSigner | None = None) -> None:
     from genscom.demo.plots import constellation_image
 
     def rx_values(res: RxResult | None, query: str) -> list[Any]:
@@ -389,7 +415,7 @@ def _wire_events(gr: Any, mode: str, config: DemoConfig, tx: DemoTransmitter | N
                 cons = constellation_image(res.sent, res.received, title=f"{t.scheme_name}, {channel} {float(snr):.1f} dB")
                 return [status, frames, stats, cons] + rx_values(res, query)
             try:
-                reply = send_to_receiver(rx_url, t.message, timeout_s=config.request_timeout_s)  # type: ignore[arg-type]
+                reply = send_to_receiver(rx_url, t.message, signer=signer, timeout_s=config.request_timeout_s)  # type: ignore[arg-type]
             except ReceiverError as exc:
                 return [_err(exc), frames, stats, constellation_image(_np(t.symbols), None)]
             c = reply.get("constellation") or {}
@@ -451,13 +477,17 @@ def _pts(p: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- serving
-def create_server(parts: DemoParts) -> Any:
-    """A FastAPI app with the page at ``/`` and, where there is a receiver, ``POST /genscom/receive``."""
+def create_server(parts: DemoParts, *, max_skew_s: float = 60.0) -> Any:
+    """A FastAPI app with the page at ``/`` and, where there is a receiver, ``POST /genscom/receive``.
+
+    The endpoint answers 413 (body over ``config.max_message_mb``, from Content-Length and while reading),
+    401 (unsigned), 403 (bad signature, timestamp more than ``max_skew_s`` off, replayed nonce), 400 (a
+    field outside the receiver's limits, :func:`~genscom.demo.guard.validate_message`) or 200 with the
+    result's summary. Only a 200 changes the receiver's page.
+    """
     import gradio as gr
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
-
-    from genscom.demo.wire import MAX_MESSAGE_BYTES
 
     app = FastAPI(title=f"genscom demo ({parts.mode})")
 
@@ -467,21 +497,56 @@ def create_server(parts: DemoParts) -> Any:
 
     if parts.receiver is not None:
         receiver = parts.receiver
+        if parts.key is None:
+            raise ValueError("a receiver needs DemoParts.key (the shared link key) to check posts")
+        guard = WireGuard(MessageSigner(parts.key), max_skew_s=max_skew_s)
+        body_limit = parts.config.max_message_bytes
+        inflight = {"n": 0}  # posts being read or decoded: at most MAX_INFLIGHT bodies in memory at once
+
+        def refuse(status: int, error: str) -> Any:
+            return JSONResponse({"ok": False, "error": error}, status_code=status)
 
         async def receive(request):  # a plain Starlette route: the body is raw wire bytes
-            body = await request.body()
-            if len(body) > MAX_MESSAGE_BYTES:
-                return JSONResponse({"ok": False, "error": f"message of {len(body)} bytes exceeds {MAX_MESSAGE_BYTES}"},
-                                    status_code=413)
             import anyio
 
+            declared = request.headers.get("content-length")
+            if declared is not None:  # the limit before a byte of the body is read
+                if not declared.isdigit():
+                    return refuse(400, "Content-Length must be a number of bytes")
+                if int(declared) > body_limit:
+                    return refuse(413, f"message of {int(declared)} bytes exceeds the receiver's limit of {body_limit}")
             try:
-                res = await anyio.to_thread.run_sync(receiver.receive, body)
+                guard.check_headers(request.headers)  # 401 unsigned, 403 stale, before reading the body
+            except WireRejected as exc:
+                return refuse(exc.status, str(exc))
+            if inflight["n"] >= MAX_INFLIGHT:
+                return refuse(503, f"the receiver is busy with {MAX_INFLIGHT} messages; retry later")
+            inflight["n"] += 1
+            try:
+                chunks, size = [], 0
+                async for chunk in request.stream():  # and again while it streams in (chunked or lying posts)
+                    size += len(chunk)
+                    if size > body_limit:
+                        raise WireRejected(413, f"message exceeds the receiver's limit of {body_limit} bytes")
+                    chunks.append(chunk)
+                body = b"".join(chunks)
+                del chunks
+                headers = dict(request.headers)
+
+                def check_and_receive() -> RxResult:
+                    guard.check(headers, body)  # 403: bad signature or a replayed nonce
+                    return receiver.receive(body)  # 400: a field outside the receiver's limits
+
+                res = await anyio.to_thread.run_sync(check_and_receive)
+            except WireRejected as exc:
+                return refuse(exc.status, str(exc))
             except (ValueError, TypeError, KeyError) as exc:
-                return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
-            except Exception as exc:  # noqa: BLE001
+                return refuse(400, str(exc))
+            except Exception as exc:  # noqa: BLE001 - the log keeps the traceback; the sender learns only the type
                 logger.exception("reception failed")
-                return JSONResponse({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, status_code=500)
+                return refuse(500, f"the receiver failed to decode the message ({type(exc).__name__})")
+            finally:
+                inflight["n"] -= 1
             return JSONResponse(res.summary())
 
         app.add_route(RECEIVE_PATH, receive, methods=["POST"])
@@ -539,9 +604,13 @@ def serve(parts: DemoParts, *, host: str = "127.0.0.1", port: int = 7860) -> Run
 
 
 def launch_demo(mode: Mode = "combined", config: DemoConfig | None = None, *, host: str = "127.0.0.1",
-                port: int = 7860, rx_url: str | None = None, block: bool = True) -> RunningServer | None:
-    """Build and serve the demo (what ``genscom demo`` runs). ``block=True`` serves until Ctrl-C."""
-    parts = build_demo(mode, config, rx_url=rx_url)
+                port: int = 7860, rx_url: str | None = None, block: bool = True,
+                key: LinkKey | None = None) -> RunningServer | None:
+    """Build and serve the demo (what ``genscom demo`` runs). ``block=True`` serves until Ctrl-C.
+
+    ``key``: the shared link key (:func:`load_or_create_key`); ``None`` only makes sense for ``"combined"``.
+    """
+    parts = build_demo(mode, config, rx_url=rx_url, key=key)
     if not block:
         return serve(parts, host=host, port=port)
     import uvicorn
@@ -551,6 +620,33 @@ def launch_demo(mode: Mode = "combined", config: DemoConfig | None = None, *, ho
     return None
 
 
-__all__ = ["DemoParts", "HEALTH_PATH", "MODES", "RECEIVE_PATH", "ReceiverError", "RunningServer", "build_demo",
-           "create_server", "free_port", "knob_component", "knob_values", "launch_demo", "send_to_receiver", "serve",
+DEFAULT_KEY_FILE = "~/.genscom/demo-wire.key"
+
+
+def load_or_create_key(key_file: str | os.PathLike[str] | None, *,
+                       default_path: str | os.PathLike[str] = DEFAULT_KEY_FILE) -> tuple[LinkKey, str | None]:
+    """The demo's link key: read ``key_file``, or (``None``) write a new one at ``default_path`` (mode 0600,
+    :func:`~genscom.privacy.keys.generate_key_file`; an existing file there is read, not replaced).
+
+    Returns ``(key, note)``; ``note`` tells the user which file is used, its fingerprint and how to share it
+    (``None`` when ``key_file`` was given).
+    """
+    from genscom.privacy.keys import generate_key_file
+
+    if key_file is not None:
+        return LinkKey.from_file(key_file), None
+    path = os.path.abspath(os.path.expanduser(os.fspath(default_path)))
+    if os.path.exists(path):
+        key = LinkKey.from_file(path)
+        return key, (f"No --key-file given: using the demo link key at {path}, fingerprint {key.fingerprint}. The "
+                     "other process needs a copy of this file (--key-file PATH, mode 0600).")
+    key = generate_key_file(path)
+    note = (f"No --key-file given: made a new demo link key at {path} (mode 0600), fingerprint {key.fingerprint}.\n"
+            f"Copy it to the other end over a channel you trust (e.g. `scp {path} otherhost:` then `chmod 600`), and "
+            "start the other process with --key-file PATH; both ends must print the same fingerprint.")
+    return key, note
+
+
+__all__ = ["DEFAULT_KEY_FILE", "DemoParts", "HEALTH_PATH", "MODES", "RECEIVE_PATH", "ReceiverError", "RunningServer", "build_demo",
+           "create_server", "free_port", "knob_component", "knob_values", "launch_demo", "load_or_create_key", "send_to_receiver", "serve",
            "tx_stats_markdown"]

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +35,7 @@ import torch
 
 from genscom.channels.sensing import link_feedback
 from genscom.demo.content import DemoItem, load_real_item, real_choices
+from genscom.demo.guard import WireLimits, WireRejected, validate_message
 from genscom.demo.wire import Transmission, WireMessage, decode_message, encode_message
 from genscom.schemes.base import Delivered, RateKnob, Scheme, SourceBatch, get_scheme_class
 
@@ -66,6 +68,10 @@ class DemoConfig:
         results_path: retrieval benchmark JSON for the R@1-vs-SNR plot.
         agent_card: agent card for the ``agent`` scheme (``None``: that scheme reports it is not set up).
         request_timeout_s: HTTP timeout of the transmitter process, seconds.
+        max_channel_uses: the budget: most channel uses per item the transmitter sends and the receiver
+            accepts (also bounds rate knobs without their own maximum, e.g. ``budget``, ``k``).
+        max_message_mb: largest wire message, in MB (10^6 bytes); the receiver answers 413 above it.
+        scheme_cache_size: scheme instances kept per process (LRU).
     """
 
     profile: str = "mini"
@@ -80,14 +86,20 @@ class DemoConfig:
     results_path: str = DEFAULT_RESULTS
     agent_card: str | None = None
     request_timeout_s: float = 120.0
+    max_channel_uses: int = 1 << 20  # ~1 M: an 8-frame 128 px H.264 clip needs ~0.3 M at qpsk-1/2
+    max_message_mb: float = 64.0
+    scheme_cache_size: int = 8
 
     def __post_init__(self) -> None:
-        for name, lo in (("gallery_size", 2), ("num_frames", 1), ("max_side", 16)):
+        for name, lo in (("gallery_size", 2), ("num_frames", 1), ("max_side", 16), ("max_channel_uses", 1),
+                         ("scheme_cache_size", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
         if not isinstance(self.max_upload_mb, (int, float)) or not self.max_upload_mb > 0:
             raise ValueError(f"max_upload_mb must be a positive number of MB, got {self.max_upload_mb!r}")
+        if not isinstance(self.max_message_mb, (int, float)) or not self.max_message_mb > 0:
+            raise ValueError(f"max_message_mb must be a positive number of MB, got {self.max_message_mb!r}")
         if not isinstance(self.request_timeout_s, (int, float)) or not self.request_timeout_s > 0:
             raise ValueError(f"request_timeout_s must be positive seconds, got {self.request_timeout_s!r}")
         from genscom.coding.mcs import get_mcs
@@ -97,6 +109,10 @@ class DemoConfig:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1e6)
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * 1e6)
 
 
 @dataclass
@@ -172,6 +188,18 @@ def semantic_schemes() -> list[str]:
     return [n for n in list_schemes() if n not in BASELINE_SCHEMES]
 
 
+#: Schemes the demo cannot set up from its own configuration (and never from the sender's settings).
+NEEDS_SETUP = {"memory": "the demo has no knowledge-base setting (the receiver never opens one named by a sender)",
+               "agent": "needs an agent card (DemoConfig.agent_card / --agent-card)"}
+
+
+def offered_schemes(config: DemoConfig) -> list[str]:
+    """The schemes the demo offers with ``config``: :func:`semantic_schemes` less those it cannot set up
+    (``memory`` always, ``agent`` without an agent card). The receiver accepts only these on the wire."""
+    return [n for n in semantic_schemes()
+            if not (n == "memory" or (n == "agent" and not config.agent_card))]
+
+
 def rate_knobs(name: str) -> tuple[RateKnob, ...]:
     """The rate knobs scheme ``name`` declares (:meth:`~genscom.schemes.base.Scheme.rate_knobs`)."""
     return get_scheme_class(name).rate_knobs()
@@ -199,6 +227,12 @@ def scheme_settings(name: str, *, settings: TxSettings, config: DemoConfig) -> d
     """
     values = initial_knob_values(name, config)
     values.update({k: v for k, v in settings.knobs.items() if v is not None})
+    for knob in rate_knobs(name):  # the budget cap: a knob without its own maximum stays within it
+        v = values.get(knob.name)
+        if knob.kind in ("int", "float") and knob.max is None and isinstance(v, (int, float)) \
+                and not isinstance(v, bool) and v > config.max_channel_uses:
+            raise ValueError(f"rate knob {knob.name!r} of {name} = {v} exceeds the demo's budget of "
+                             f"{config.max_channel_uses} channel uses per item (DemoConfig.max_channel_uses)")
     return {**get_scheme_class(name).rate_kwargs(values), **demo_settings(name, settings=settings, config=config)}
 
 
@@ -210,16 +244,41 @@ def baseline_for(frames: torch.Tensor, config: DemoConfig) -> tuple[str, dict[st
 
 
 class _SchemeCache:
-    def __init__(self) -> None:
-        self._cache: dict[str, Scheme] = {}
+    """Scheme instances per (name, settings), least recently used first out, at most ``maxsize``.
 
-    def get(self, name: str, settings: dict[str, Any]) -> Scheme:
+    :meth:`get` builds a missing scheme without keeping it; :meth:`keep` stores it, which the receiver
+    does only after a successful receive (a rejected message leaves nothing behind).
+    """
+
+    def __init__(self, maxsize: int = 8) -> None:
+        self.maxsize = int(maxsize)
+        self._cache: OrderedDict[str, Scheme] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    @staticmethod
+    def _key(name: str, settings: dict[str, Any]) -> str:
+        return name + json.dumps(settings, sort_keys=True, default=str)
+
+    def get(self, name: str, settings: dict[str, Any], *, keep: bool = True) -> Scheme:
         from genscom.schemes.base import create_scheme
 
-        key = name + json.dumps(settings, sort_keys=True, default=str)
-        if key not in self._cache:
-            self._cache[key] = create_scheme(name, **settings)
-        return self._cache[key]
+        key = self._key(name, settings)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        scheme = create_scheme(name, **settings)
+        if keep:
+            self.keep(name, settings, scheme)
+        return scheme
+
+    def keep(self, name: str, settings: dict[str, Any], scheme: Scheme) -> None:
+        key = self._key(name, settings)
+        self._cache[key] = scheme
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.maxsize:
+            self._cache.popitem(last=False)
 
 
 def _channel(name: str):
@@ -265,7 +324,7 @@ class DemoTransmitter:
         self.encoder = encoder if encoder is not None else create_encoder(config.profile)
         self.dataset = create_dataset("synthetic", split="test", n_items=config.gallery_size, seed=config.seed,
                                       num_frames=config.num_frames)
-        self.schemes = _SchemeCache()
+        self.schemes = _SchemeCache(config.scheme_cache_size)
         self._links: dict[str, DigitalLink] = {}
         self._lock = threading.Lock()
 
@@ -308,11 +367,22 @@ class DemoTransmitter:
             b_name, b_kw = baseline_for(frames, self.config)
             base = self.schemes.get(b_name, b_kw)
             b_payload = base.transmit(SourceBatch(frames=frames[None]), sensing=sensing)
+            for what, p in (("the scheme", payload), ("the baseline", b_payload)):
+                n = int(p.channel_uses.max()) if p.channel_uses.numel() else 0
+                if p.symbols is not None:
+                    n = max(n, int(p.symbols.shape[-1]))
+                if n > self.config.max_channel_uses:
+                    raise ValueError(f"{what} would send {n:,} channel uses per item; the demo's budget is "
+                                     f"{self.config.max_channel_uses:,} (DemoConfig.max_channel_uses): choose a "
+                                     "smaller rate knob or a smaller clip")
             msg = WireMessage(transmissions=[Transmission(settings.scheme, kw, payload, "semantic"),
                                              Transmission(b_name, b_kw, b_payload, "baseline")],
                               channel=settings.channel, snr_db=settings.snr_db, seed=settings.seed,
                               eval={"item": item.key, "gallery_index": item.gallery_index, "task": settings.task})
             data = encode_message(msg)
+            if len(data) > self.config.max_message_bytes:
+                raise ValueError(f"the wire message is {len(data):,} bytes; the demo sends at most "
+                                 f"{self.config.max_message_bytes:,} (DemoConfig.max_message_mb)")
             # costs, as the schemes count them (a digital scheme at an adaptive MCS: at the MCS chosen for the SNR)
             bits = None
             if payload.symbols is not None:
@@ -407,32 +477,53 @@ class DemoReceiver:
             self.gallery = self.encoder.encode_clips(frames).float().cpu()  # [N, d]
         self.thumbs = [frames[i, frames.shape[1] // 2].numpy() for i in range(len(frames))]
         self.labels = [self.dataset.captions_of(i)[0] for i in range(len(frames))]
-        self.schemes = _SchemeCache()
+        self.schemes = _SchemeCache(config.scheme_cache_size)
         self._links: dict[str, DigitalLink] = {}
         self._lock = threading.Lock()
         self.latest: RxResult | None = None
         self.version = 0
 
+    @property
+    def limits(self) -> WireLimits:
+        """What this receiver accepts on the wire (:class:`~genscom.demo.guard.WireLimits`, from its config)."""
+        return WireLimits.from_config(self.config, embedding_dim=int(self.gallery.shape[1]))
+
     @torch.no_grad()
     def receive(self, data: bytes) -> RxResult:
-        """Wire bytes -> :class:`RxResult` (also kept as :attr:`latest`). ``ValueError`` on a bad message."""
-        msg = decode_message(data)
+        """Wire bytes -> :class:`RxResult` (also kept as :attr:`latest`).
+
+        The message is checked against this receiver's configuration first
+        (:func:`~genscom.demo.guard.validate_message`); a bad message raises ``ValueError``
+        (:class:`~genscom.demo.guard.WireRejected`, status 400) and changes nothing here: neither
+        :attr:`latest` nor the scheme cache.
+        """
+        if isinstance(data, (bytes, bytearray)) and len(data) > self.config.max_message_bytes:
+            raise WireRejected(413, f"message of {len(data)} bytes exceeds {self.config.max_message_bytes}")
+        try:
+            msg = decode_message(data)
+        except WireRejected:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+            raise WireRejected(400, str(exc) if isinstance(exc, ValueError) else
+                               f"malformed message ({type(exc).__name__}: {str(exc)[:200]})") from None
+        msg = validate_message(msg, self.config, self.limits)
         gen = torch.Generator().manual_seed(int(msg.seed))
         channel = _channel(msg.channel)
         with self._lock:
-            sem = next((t for t in msg.transmissions if t.role == "semantic"), None)
+            sem = next(t for t in msg.transmissions if t.role == "semantic")
             base = next((t for t in msg.transmissions if t.role == "baseline"), None)
-            if sem is None:
-                raise ValueError("the message holds no semantic transmission")
-            scheme = self.schemes.get(sem.scheme, sem.settings)
+            scheme = self.schemes.get(sem.scheme, sem.settings, keep=False)
             delivered, sent, rec = self._deliver(scheme, sem, channel, msg.snr_db, gen, int(msg.seed))
             caps = delivered.extras.get("captions")
-            res = RxResult(message=msg, scheme_name=getattr(scheme, "name", sem.scheme),
-                           embedding=None if delivered.embeddings is None else delivered.embeddings[0].float().cpu(),
+            emb = None if delivered.embeddings is None else delivered.embeddings[0].float().cpu()
+            if emb is not None and not bool(torch.isfinite(emb).all()):
+                raise WireRejected(400, "the delivered embedding is not finite; the message is rejected")
+            res = RxResult(message=msg, scheme_name=getattr(scheme, "name", sem.scheme), embedding=emb,
                            failed=bool(delivered.failed[0]), channel_uses=int(delivered.channel_uses[0]),
                            captions=list(caps) if caps else None, sent=sent, received=rec)
+            bs = None
             if base is not None:
-                bs = self.schemes.get(base.scheme, base.settings)
+                bs = self.schemes.get(base.scheme, base.settings, keep=False)
                 bd = bs.deliver(base.payload, channel, msg.snr_db, generator=gen)
                 fr = bd.frames[0] if bd.frames is not None else None
                 res.baseline_name = base.scheme
@@ -442,6 +533,10 @@ class DemoReceiver:
                 res.baseline_channel_uses = int(bd.channel_uses[0])
                 res.baseline_embedding = (self.encoder.encode_clips(fr[None]).float().cpu()[0] if fr is not None
                                           else torch.nn.functional.normalize(self.gallery.mean(0), dim=0))
+            # a successful receive: only now the schemes join the (bounded) cache and the result is shown
+            self.schemes.keep(sem.scheme, sem.settings, scheme)
+            if bs is not None:
+                self.schemes.keep(base.scheme, base.settings, bs)  # type: ignore[union-attr]
             self.version += 1
             res.version = self.version
             self.latest = res
@@ -531,4 +626,4 @@ def link_constellation(bits: torch.Tensor | bytes, mcs: str, channel, snr_db: fl
 
 __all__ = ["CHANNEL_NAMES", "DemoConfig", "DemoReceiver", "DemoTransmitter", "Ranking", "RxResult", "TASKS",
            "TxResult", "TxSettings", "baseline_for", "demo_settings", "initial_knob_values", "link_constellation",
-           "optional_features", "rate_knobs", "scheme_settings", "semantic_schemes"]
+           "offered_schemes", "optional_features", "rate_knobs", "scheme_settings", "semantic_schemes"]

@@ -117,6 +117,26 @@ def _pack(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
     raise TypeError(f"extras key {key!r} holds a {type(value).__name__}, which has no wire form")
 
 
+#: Most transmissions in one message (the demo sends two: the scheme's and the baseline's).
+MAX_TRANSMISSIONS = 2
+
+
+class _UseOnce(dict):
+    """The message's tensors; each may be referenced once (no fan-out of one large tensor into many copies)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(tensors)
+        self.used: set[str] = set()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if not isinstance(key, str) or key not in self:
+            raise ValueError(f"the message refers to a tensor {str(key)[:40]!r} it does not hold")
+        if key in self.used:
+            raise ValueError(f"the message refers to tensor {key[:40]!r} more than once")
+        self.used.add(key)
+        return super().__getitem__(key)
+
+
 def _unpack(desc: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(desc, dict):
         if "__tensor__" in desc:
@@ -194,8 +214,12 @@ def decode_message(data: bytes) -> WireMessage:
         header = json.loads(meta["genscom"])
     except Exception as exc:  # noqa: BLE001 - any parse failure is the same user-facing problem
         raise ValueError(f"not a {WIRE_FORMAT} message (expected a safetensors body with a 'genscom' header): {exc}") from None
-    if header.get("format") != WIRE_FORMAT:
-        raise ValueError(f"wire format {header.get('format')!r} is not supported; expected {WIRE_FORMAT!r}")
+    if not isinstance(header, dict) or header.get("format") != WIRE_FORMAT:
+        fmt = header.get("format") if isinstance(header, dict) else None
+        raise ValueError(f"wire format {str(fmt)[:40]!r} is not supported; expected {WIRE_FORMAT!r}")
+    if not isinstance(header.get("transmissions"), list) or not 1 <= len(header["transmissions"]) <= MAX_TRANSMISSIONS:
+        raise ValueError(f"a message holds 1 to {MAX_TRANSMISSIONS} transmissions")
+    tensors = _UseOnce(tensors)
     trs = []
     for e in header["transmissions"]:
         bits = None
@@ -222,5 +246,5 @@ def decode_message(data: bytes) -> WireMessage:
                        seed=int(header["seed"]), eval=dict(header.get("eval") or {}))
 
 
-__all__ = ["CONTENT_TYPE", "MAX_MESSAGE_BYTES", "PRIVATE_EXTRAS", "Transmission", "WIRE_FORMAT", "WireMessage",
+__all__ = ["CONTENT_TYPE", "MAX_MESSAGE_BYTES", "MAX_TRANSMISSIONS", "PRIVATE_EXTRAS", "Transmission", "WIRE_FORMAT", "WireMessage",
            "decode_message", "encode_message", "public_extras"]

@@ -43,6 +43,11 @@ class MessageSigner:
         self._fingerprint = key.fingerprint
         self._key = key._derive("wire-mac", context.encode("utf-8"))
 
+    @property
+    def key_fingerprint(self) -> str:
+        """The link key's :attr:`~genscom.privacy.keys.LinkKey.fingerprint` (safe to show)."""
+        return self._fingerprint
+
     def sign(self, message: bytes) -> bytes:
         """The 32-byte tag of ``message``."""
         return self._mac(message).finalize()

@@ -30,6 +30,13 @@ def one_line(text: object, *, limit: int = 600) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
+def first_line(exc: BaseException, *, limit: int | None = None) -> str:
+    """The first line of ``str(exc)`` (at most ``limit`` characters), or ``""`` for an empty message: what a
+    one-line error quotes of the exception it replaces."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else ""
+
+
 class GenscomError(ValueError):
     """Base of genscom's own errors (a ``ValueError``); the message is one line."""
 

@@ -47,7 +47,7 @@ import warnings
 from pathlib import Path
 from typing import Any, TypeVar
 
-from genscom.errors import BadFileError, GenscomError, InputTooLargeError
+from genscom.errors import BadFileError, GenscomError, InputTooLargeError, first_line
 
 C = TypeVar("C")
 
@@ -60,8 +60,10 @@ MAX_HEADER_BYTES = 100 * 2**20      # safetensors JSON header (the format's own 
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if len(text[0]) <= limit else text[0][: limit - 3] + "..." if text else ""
+    """``"TypeName: first line"`` of ``exc`` (:func:`~genscom.errors.first_line`, cut to ``limit`` with ``...``)."""
+    line = first_line(exc)
+    if len(line) > limit:
+        line = line[: limit - 3] + "..."
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 

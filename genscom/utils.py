@@ -32,13 +32,14 @@ def give_default_permissions(folder: str | os.PathLike[str]) -> None:
             os.chmod(f, mode)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], *, mode: int | None = None) -> Path:
     """Create ``path`` atomically: ``write(fh)`` fills a temp file in the same folder, which is fsynced and
-    renamed over ``path``; on any error the temp file is removed and ``path`` is untouched."""
+    renamed over ``path``; on any error the temp file is removed and ``path`` is untouched. The file gets
+    ``mode`` (e.g. ``0o600`` for a secret, set before anything is written), else the umask's usual mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, _umask_mode())
+    os.chmod(tmp, _umask_mode() if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

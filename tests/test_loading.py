@@ -110,3 +110,11 @@ def test_check_profile_and_tower_folders_as_profiles(tmp_path: Path) -> None:
     (tmp_path / "f" / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(BadFileError, match="clip, siglip"):
         check_profile(str(tmp_path / "f"))
+
+
+def test_first_line_of_an_exception():
+    from genscom.errors import first_line
+
+    assert first_line(RuntimeError("size mismatch\n  at layer 3")) == "size mismatch"
+    assert first_line(RuntimeError("")) == "" and first_line(KeyError()) == ""  # no IndexError on empty messages
+    assert first_line(ValueError("x" * 500), limit=200) == "x" * 200

@@ -332,7 +332,7 @@ class ChannelAdapter(nn.Module):
             FileNotFoundError: a file is missing.
             BadFileError: ``config.json`` or ``model.safetensors`` is unreadable or does not fit (naming the file).
         """
-        from genscom.errors import BadFileError
+        from genscom.errors import BadFileError, first_line
         from genscom.loading import check_file, load_safetensors, read_json
 
         folder = Path(folder)
@@ -352,7 +352,7 @@ class ChannelAdapter(nn.Module):
             model.load_state_dict({n: t.float() for n, t in state.items()})
         except RuntimeError as exc:
             raise BadFileError(w_path, problem=f"the tensors do not fit {CONFIG_NAME} "
-                                               f"({str(exc).strip().splitlines()[0]})",
+                                               f"({first_line(exc)})",
                                expected="the weights saved with this config.json", fix=fix) from None
         return model.to(device).eval()
 

@@ -44,7 +44,7 @@ from genscom.agents.backbone import SharedLLM
 from genscom.agents.card import AgentCard, load_card
 from genscom.agents.heads import ImageConditioningHead, SoftPromptProjector, VectorHead
 from genscom.agents.prompts import ChannelSensing, TaskRequirement, load_prompt, render_prompt
-from genscom.errors import BadFileError
+from genscom.errors import BadFileError, first_line
 from genscom.loading import MissingFileError, check_safetensors, load_safetensors, read_json
 from genscom.utils import give_default_permissions
 
@@ -339,7 +339,7 @@ class Agent(nn.Module):
             self.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise BadFileError(path, problem=f"does not fit agent {self.card.name!r} (sizes or names differ: "
-                                             f"{str(exc).strip().splitlines()[0][:200]})",
+                                             f"{first_line(exc, limit=200)})",
                                expected="weights trained for this card", fix=_ADAPTER_FIX) from None
         self.llm.load_adapter(self.adapter_name, folder)
 

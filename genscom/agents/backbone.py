@@ -119,7 +119,7 @@ class SharedLLM:
         """Load PEFT adapter weights from ``folder`` into the existing adapter ``name`` (strict shapes)."""
         from peft import set_peft_model_state_dict
 
-        from genscom.errors import BadFileError
+        from genscom.errors import BadFileError, first_line
         from genscom.loading import load_safetensors
 
         if name not in self.adapters:
@@ -134,7 +134,7 @@ class SharedLLM:
             self._copy_lora_state(name, state, folder)
         except (RuntimeError, KeyError, ValueError) as exc:  # shapes or names of another model
             raise BadFileError(path, problem=f"the LoRA tensors do not fit adapter {name!r} "
-                                             f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})",
+                                             f"({type(exc).__name__}: {first_line(exc, limit=200)})",
                                expected="LoRA weights trained for this card's llm and lora settings", fix=fix) from None
         else:
             missing = [k for k in getattr(res, "unexpected_keys", []) if "lora" in k]

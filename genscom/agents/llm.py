@@ -132,10 +132,10 @@ def load_llm(spec: str, *, dtype: torch.dtype = torch.float32, device: str | tor
     except Exception as exc:  # a local folder transformers cannot read: one line naming it
         if not local:
             raise
-        from genscom.errors import BadFileError
+        from genscom.errors import BadFileError, first_line
 
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise BadFileError(path, problem=f"transformers could not load the LLM ({type(exc).__name__}: {first})",
+        raise BadFileError(path, problem=f"transformers could not load the LLM ({type(exc).__name__}: "
+                                         f"{first_line(exc)})",
                            expected="a causal-LM folder written by save_pretrained (config, weights, tokenizer)",
                            fix="re-save the model, or delete a broken cache copy (it is rebuilt)") from None
     prepare_backbone(model, tok)

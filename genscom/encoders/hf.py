@@ -171,7 +171,7 @@ def load_hf_encoder(name_or_path: str | os.PathLike[str], *, device: str | torch
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from genscom.errors import BadFileError, GenscomError
+    from genscom.errors import BadFileError, GenscomError, first_line
 
     name = str(name_or_path)
     local = Path(name).is_dir()
@@ -190,8 +190,8 @@ def load_hf_encoder(name_or_path: str | os.PathLike[str], *, device: str | torch
     except Exception as exc:  # a local folder that transformers cannot read: name it, one line
         if not local:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise BadFileError(name, problem=f"transformers could not load it ({type(exc).__name__}: {first})",
+        raise BadFileError(name, problem=f"transformers could not load it ({type(exc).__name__}: "
+                                         f"{first_line(exc)})",
                            expected="a CLIP/SigLIP folder written by save_pretrained (model + tokenizer)",
                            fix="re-save or re-download the model") from None
     processor = _read_processor_config(name, local_files_only=local_files_only, revision=revision)

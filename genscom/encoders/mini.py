@@ -197,7 +197,7 @@ class MiniVideoTower(nn.Module):
             FileNotFoundError: a file is missing (the message names the command that makes them).
             BadFileError: ``config.json`` or ``model.safetensors`` is unreadable or does not fit.
         """
-        from genscom.errors import BadFileError
+        from genscom.errors import BadFileError, first_line
         from genscom.loading import check_file, load_safetensors, read_json
 
         directory = Path(directory)
@@ -221,7 +221,7 @@ class MiniVideoTower(nn.Module):
                                   strict=True)
         except RuntimeError as exc:
             raise BadFileError(weights, problem=f"the tensors do not fit {CONFIG_NAME} "
-                                                f"({str(exc).strip().splitlines()[0]})",
+                                                f"({first_line(exc)})",
                                expected="the weights saved with this config.json", fix=fix) from None
         return model.to(device=device, dtype=dtype).eval()
 

@@ -35,7 +35,6 @@ import logging
 import os
 import secrets
 import stat
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from genscom.privacy.errors import (
     KeyFilePermissionError,
     KeyFormatError,
 )
+from genscom.utils import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -236,20 +236,7 @@ class LinkKey:
         if path.exists() and not overwrite:
             raise FileExistsError(f"key file {path} already exists; pass overwrite=True to replace it (the old "
                                   "key is lost and the other end needs the new file) or choose another path")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # created 0600
-        try:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(base64.b64encode(self._material) + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda fh: fh.write(base64.b64encode(self._material) + b"\n"), mode=0o600)
         logger.info("wrote link key %s to %s (mode 0600)", self.fingerprint, path)
         return path
 

@@ -5,7 +5,9 @@ Plain script over the library (the CLI's `genscom finetune agents` calls the sam
     python apps/finetune_agents.py --card agents/smollm2-generating.yaml --steps 300
     python apps/finetune_agents.py --card agents/smollm2-generating-nf4.yaml ...   # QLoRA
     python apps/finetune_agents.py ... --resume                                    # continue exactly
-    accelerate launch apps/finetune_agents.py ...                                  # several GPUs
+    accelerate launch --multi_gpu --num_processes 2 apps/finetune_agents.py --device auto ...   # 2 GPUs
+    CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes 2 apps/finetune_agents.py ...  # 2 CPU
+                                                     # processes over gloo (`--cpu --num_processes 2` starts one)
 
 Any FinetuneConfig field is a flag (--n-train, --batch-size, --grad-accum, --lr, --snr-min, ...).
 The run goes to --out-dir (default runs/finetune-agents-<timestamp>/: checkpoint.pt, finetune.json)
@@ -52,8 +54,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = FinetuneConfig(**given)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     res = finetune_agents(cfg, resume=resume, progress=True, overwrite=overwrite)
-    logging.getLogger("finetune_agents").info("done: %d steps in %.0f s, adapters %s", res["steps"], res["seconds"],
-                                              res["adapters"])
+    if res["main_process"]:
+        logging.getLogger("finetune_agents").info("done: %d steps in %.0f s, adapters %s", res["steps"],
+                                                  res["seconds"], res["adapters"])
     return res
 
 

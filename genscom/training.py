@@ -32,7 +32,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -359,25 +359,54 @@ def check_output_dir(folder: str | Path, *, overwrite: bool, flag: str = "--outp
 
 
 # --------------------------------------------------------------------------- devices
+_MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+
+
+def check_launch(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse the launch that silently runs one process: ``accelerate launch --cpu --num_processes N``.
+
+    accelerate starts CPU processes only through MPI (``--mpirun_hostfile``); without it, ``--cpu``
+    runs the script once, with ``MASTER_ADDR`` set but no ``WORLD_SIZE``. Several CPU processes
+    (gloo) come from ``accelerate launch --multi_gpu --num_processes N`` on a machine without a
+    visible GPU (``CUDA_VISIBLE_DEVICES=``) and genscom's ``device="cpu"``.
+
+    Raises:
+        ValueError: naming the launch and the command that works.
+    """
+    env = os.environ if environ is None else environ
+    if (env.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1") and "MASTER_ADDR" in env
+            and "WORLD_SIZE" not in env and not any(k in env for k in _MPI_SIZE_VARS)):
+        raise ValueError("`accelerate launch --cpu --num_processes N` runs a single process unless MPI is set up "
+                         "(--mpirun_hostfile); for N CPU processes (gloo) run `CUDA_VISIBLE_DEVICES= accelerate "
+                         "launch --multi_gpu --num_processes N ...` with --device cpu, or drop --num_processes")
+
+
 def make_accelerator(device: str, *, mixed_precision: Literal["no", "bf16", "fp16"] = "no",
-                     grad_accum: int = 1) -> Any:
+                     grad_accum: int = 1, find_unused_parameters: bool = False) -> Any:
     """The ``accelerate.Accelerator`` a training loop runs under.
 
     ``device="cpu"`` forces the CPU; ``"auto"`` lets accelerate pick (the GPU of this process
-    under ``accelerate launch``); ``"cuda"`` requires one.
+    under ``accelerate launch``); ``"cuda"`` requires one. Under ``accelerate launch`` with several
+    processes the model is wrapped in ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs);
+    ``find_unused_parameters=True`` lets a step leave some trainable parameters without a gradient
+    (heads outside the loss), which DDP otherwise refuses at the second step. See :func:`check_launch`.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     device = str(device)
     if device not in ("cpu", "auto") and not device.startswith("cuda"):
         raise ValueError(f"device must be 'cpu', 'auto' or 'cuda', got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but no CUDA device is visible; use device='cpu' or 'auto'")
-    return Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+    check_launch()
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    return Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum,
+                       kwargs_handlers=handlers)
 
 
 __all__ = [
-    "RUNS_ROOT", "RUN_CARD_MARK", "EpochSampler", "cached_tensors", "check_output_dir", "check_resumable",
+    "RUNS_ROOT", "RUN_CARD_MARK", "EpochSampler", "cached_tensors", "check_launch", "check_output_dir",
+    "check_resumable",
     "contrastive_loss", "decay_groups", "default_cache_dir", "latest_run_dir", "load_checkpoint", "loss_curve", "lr_at", "make_accelerator",
     "new_run_dir", "remove_stale_temporaries", "resolve_run_dir", "run_card", "save_checkpoint", "set_lr",
     "weight_files", "write_run",

@@ -8,15 +8,17 @@ always frozen.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import warnings
 from typing import Any
 
 import torch
 
 from genscom.agents.card import LoraSpec
 from genscom.agents.llm import load_llm, prepare_backbone
-from genscom.agents.quant import quantize_model
+from genscom.agents.quant import keep_trainable_through, quantize_model
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,16 @@ def torch_dtype(name: str) -> torch.dtype:
     if name not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {name!r}")
     return _DTYPES[name]
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The name of the key/value-cache argument of ``model.forward``: ``cache`` in newer transformers
+    (``past_key_values`` there is deprecated, with a FutureWarning on every call), ``past_key_values`` before."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - an unusual forward
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 class SharedLLM:
@@ -41,6 +53,7 @@ class SharedLLM:
 
     def __init__(self, model: Any, tokenizer: Any, *, spec: str = "", quantization: str = "none") -> None:
         prepare_backbone(model, tokenizer)
+        keep_trainable_through(model)  # NF4 layers: no CPU inference repacking, LoRA gradients pass through them
         self.hf = model
         self.tokenizer = tokenizer
         self.spec = spec
@@ -105,7 +118,10 @@ class SharedLLM:
             if self.peft is None:
                 from peft import get_peft_model
 
-                self.peft = get_peft_model(self.hf, cfg, adapter_name=name)
+                with warnings.catch_warnings():  # peft reads a property transformers 5 deprecated: noise for users
+                    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                            category=FutureWarning)
+                    self.peft = get_peft_model(self.hf, cfg, adapter_name=name)
             else:
                 self.peft.add_adapter(name, cfg)
         except ValueError as exc:
@@ -238,9 +254,10 @@ class SharedLLM:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.hf.config)
-        head = inner(inputs_embeds=shared_prefix.to(self.compute_dtype), past_key_values=cache, use_cache=True)
+        key = _cache_argument(inner)
+        head = inner(inputs_embeds=shared_prefix.to(self.compute_dtype), **{key: cache}, use_cache=True)
         cache.batch_repeat_interleave(b)
-        tail = inner(inputs_embeds=x, attention_mask=mask, past_key_values=cache, use_cache=True).last_hidden_state
+        tail = inner(inputs_embeds=x, attention_mask=mask, **{key: cache}, use_cache=True).last_hidden_state
         return torch.cat([head.last_hidden_state.expand(b, -1, -1), tail], dim=1)
 
     @staticmethod

@@ -7,15 +7,25 @@ Objective per batch (SNR drawn uniformly in ``[snr_min, snr_max]`` dB per batch)
 
 Both LoRA adapters (one LLM, two adapter names; QLoRA when the cards say
 ``quantization: nf4``), the projectors, query tokens and heads are trained
-jointly; the LLM's base weights stay frozen. Runs under ``accelerate``
-(``accelerate launch apps/finetune_agents.py ...`` for several GPUs), with
-gradient accumulation and optional mixed precision. Everything random comes
-from one ``torch.Generator`` whose state is checkpointed, so ``resume=True``
-continues exactly (bit-identical losses on the same machine). Checkpoints are
-written atomically to ``out_dir`` (default ``runs/finetune-agents-<timestamp>/``); the final
-adapters are saved PEFT-style, one folder per card name, under ``adapters_dir`` (default
-``<out_dir>/adapters``; a folder that already holds adapters, such as the shipped ones, only
-with ``overwrite=True``, keeping their READMEs).
+jointly; the LLM's base weights stay frozen. Runs under ``accelerate``, with
+gradient accumulation and optional mixed precision. Several processes::
+
+    accelerate launch --multi_gpu --num_processes N -m genscom finetune agents --device auto ...
+
+runs on N GPUs; with no visible GPU (``CUDA_VISIBLE_DEVICES=``) the same command
+starts N CPU processes over gloo (``--cpu --num_processes N`` would start one and is
+refused). ``batch_size`` is per process: every step all ranks draw the same global
+batch of ``N * batch_size`` items and each trains on its own disjoint slice; DDP
+averages the gradients (``find_unused_parameters``: heads outside the loss get none).
+
+Everything random comes from one ``torch.Generator``, identical on every rank, whose
+state is checkpointed, so ``resume=True`` continues exactly (bit-identical losses on
+the same machine); a step's channel noise comes from a generator seeded from it plus
+the rank. Checkpoints are written atomically to ``out_dir`` (default
+``runs/finetune-agents-<timestamp>/``); the final adapters are saved PEFT-style, one
+folder per card name, under ``adapters_dir`` (default ``<out_dir>/adapters``; a folder
+that already holds adapters, such as the shipped ones, only with ``overwrite=True``,
+keeping their READMEs).
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from genscom.agents.card import AgentCard, load_card
 from genscom.agents.prompts import ChannelSensing
 from genscom.channels.analog import send_analog
 from genscom.loading import MissingFileError
-from genscom.training import (EpochSampler, check_output_dir, contrastive_loss, load_checkpoint, lr_at,
+from genscom.training import (EpochSampler, check_launch, check_output_dir, contrastive_loss, load_checkpoint, lr_at,
                               make_accelerator, resolve_run_dir, save_checkpoint, set_lr)
 from genscom.utils import atomic_write_json
 
@@ -198,7 +208,8 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
                     resume: bool = False, progress: Any = None,
                     evaluator: Callable[["AgentPairModule"], dict[str, float]] | None = None,
                     overwrite: bool = False) -> dict[str, Any]:
-    """Fine-tune the agent pair; returns ``{"losses": [...], "steps": n, "adapters": {...}, "seconds": t}``.
+    """Fine-tune the agent pair; returns ``{"losses": [...], "steps": n, "adapters": {...}, "seconds": t,
+    "main_process": bool}`` (under ``accelerate launch`` only the main process saves: ``adapters`` is empty elsewhere).
 
     Args:
         cfg: :class:`FinetuneConfig`.
@@ -221,6 +232,7 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
     from genscom.channels.registry import create_channel
 
     t0 = time.time()
+    check_launch()  # before any loading: `accelerate launch --cpu --num_processes N` would run one process
     out_dir = resolve_run_dir(cfg.out_dir, "finetune-agents", resume=resume, flag="--out-dir")
     cfg = replace(cfg, out_dir=str(out_dir))
     ckpt_path = out_dir / CHECKPOINT_NAME
@@ -257,7 +269,12 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
     pair.train()
     u.llm.hf.eval()  # the frozen LLM stays in eval mode (no dropout inside the base)
 
-    accelerator = make_accelerator(cfg.device, mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum)
+    accelerator = make_accelerator(cfg.device, mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum,
+                                   find_unused_parameters=True)  # e.g. the image-conditioning head is not in the loss
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if cfg.batch_size * world > len(data):
+        raise ValueError(f"batch_size ({cfg.batch_size}) x {world} processes must be <= the {len(data)} training "
+                         "items; lower batch_size or raise n_train")
     optimizer = torch.optim.AdamW(_trainable(pair), lr=cfg.lr, weight_decay=cfg.weight_decay)
     pair, optimizer = accelerator.prepare(pair, optimizer)
     model = accelerator.unwrap_model(pair)
@@ -297,15 +314,19 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
                                 schedule=cfg.lr_schedule))
         sums = {"loss": 0.0, "caption": 0.0, "retrieval": 0.0}
         for _ in range(cfg.grad_accum):
-            idx = sampler.next(cfg.batch_size)
+            # the same draws on every rank (gen stays identical, so rank 0's checkpoint resumes all of them)
+            idx = sampler.next(cfg.batch_size * world)  # the global batch
             choice = [int(data.caption_offsets[i]) + int(torch.randint(len(data.captions[i]), (1,), generator=gen))
                       for i in idx.tolist()]
-            caps = [data.captions[i][c - int(data.caption_offsets[i])] for i, c in zip(idx.tolist(), choice)]
             snr = cfg.snr_min + (cfg.snr_max - cfg.snr_min) * float(torch.rand((), generator=gen))
+            noise = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=gen)) + rank)
+            mine = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)  # this rank's disjoint part
+            idx, choice = idx[mine], choice[mine]
+            caps = [data.captions[i][c - int(data.caption_offsets[i])] for i, c in zip(idx.tolist(), choice)]
             with accelerator.accumulate(pair):
                 with accelerator.autocast():
                     out = pair(feats[idx].to(accelerator.device), caps, data.text_emb[choice], snr_db=snr,
-                               channel=channel, generator=gen, cfg=cfg)
+                               channel=channel, generator=noise, cfg=cfg)
                 accelerator.backward(out["loss"])
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(_trainable(model), 1.0)
@@ -313,6 +334,9 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
                 optimizer.zero_grad()
             for k in sums:
                 sums[k] += float(out[k].detach()) / cfg.grad_accum
+        if world > 1:  # the logged losses are means over all ranks' items
+            mean = accelerator.reduce(torch.tensor(list(sums.values()), device=accelerator.device), reduction="mean")
+            sums = dict(zip(sums, mean.tolist()))
         step += 1
         history.append({"step": step, **sums})
         if progress is not None:
@@ -338,14 +362,16 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
 
     if bar is not None:
         bar.close()
+    accelerator.wait_for_everyone()
     saved: dict[str, str] = {}
     if accelerator.is_main_process:
         for agent in (model.understanding, model.generating):
             saved[agent.card.name] = str(agent.save_pretrained(adapters_dir / agent.card.name))
         atomic_write_json(out_dir / "finetune.json", {"config": asdict(cfg), "history": history, "adapters": saved,
                                                       "seconds": time.time() - t0})
+    accelerator.wait_for_everyone()  # every rank returns once the adapters are on disk
     return {"losses": [h["loss"] for h in history], "history": history, "steps": step, "adapters": saved,
-            "seconds": time.time() - t0}
+            "seconds": time.time() - t0, "main_process": bool(accelerator.is_main_process)}
 
 
 def export_checkpoint(checkpoint: str | Path, adapters_dir: str | Path, *,

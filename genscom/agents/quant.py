@@ -10,6 +10,16 @@ so the tied matrix is stored once, in 4 bits. (bitsandbytes and transformers'
 135M model that tied matrix is a fifth of the weights.) Quantisation runs on
 CPU; bitsandbytes >= 0.45 has CPU kernels (slow: speed claims need a GPU).
 
+NF4 layers stay *trainable-through*: on CPUs with AVX512-BF16, bitsandbytes'
+``Linear4bit`` repacks its weight into an inference-only layout on the first forward
+that runs in eval mode without gradients (``Linear4bit.support_avx512bf16_for_cpu``,
+``_convert_weight_packed_for_cpu``); later forwards then call ``gemv_4bit``, which has
+no autograd kernel, so gradients that pass through that layer to the LoRA adapters and
+projectors are silently wrong (measured cosine 0.31 and 0.04 against a dequantised
+reference). :func:`keep_trainable_through` turns that flag off (and undoes a packing that
+already happened); :func:`quantize_model` and :class:`~genscom.agents.backbone.SharedLLM`
+call it, and ``tests/test_qlora.py`` checks the gradients.
+
 :func:`parameter_memory_bytes` counts every parameter and buffer once (tied
 tensors once) plus the 4-bit quantisation statistics (absmax, code book) that
 live outside ``parameters()``.
@@ -18,6 +28,7 @@ live outside ``parameters()``.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, Literal
 
 import torch
@@ -29,13 +40,59 @@ QuantMode = Literal["none", "nf4", "int8"]
 NF4_BLOCKSIZE = 64
 
 
+# bitsandbytes log lines that are noise for genscom (matched by their start): the optional `kernels` package
+# notice, logged at import on AVX512-BF16 CPUs; genscom never uses that inference kernel (keep_trainable_through)
+_BNB_NOISE = ("Failed to load CPU gemm_4bit_forward from kernels-community",)
+_BNB_NOISY_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
+
+
+class _DropBnbNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_BNB_NOISE)
+
+
 def _bnb() -> Any:
+    for name in _BNB_NOISY_LOGGERS:  # before the import: the notice is logged while bitsandbytes loads
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropBnbNoise) for f in log.filters):
+            log.addFilter(_DropBnbNoise())
     try:
         import bitsandbytes as bnb
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("quantization 'nf4'/'int8' needs bitsandbytes: pip install 'bitsandbytes>=0.45'") from exc
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # silence the optional 'kernels' package notice
+        raise ImportError("quantization 'nf4'/'int8' needs bitsandbytes: pip install 'bitsandbytes>=0.50.2'") from exc
     return bnb
+
+
+def keep_trainable_through(model: nn.Module) -> int:
+    """Keep every bitsandbytes ``Linear4bit`` in ``model`` usable for backpropagation on CPU; returns how many.
+
+    bitsandbytes' CPU backend (0.50.2 here) repacks a ``Linear4bit`` weight for its AVX512-BF16
+    inference kernel on the first forward with ``module.training is False`` and an input without
+    ``requires_grad`` (documented attribute ``Linear4bit.support_avx512bf16_for_cpu``, "whether CPU
+    supports AVX-512 BF16 for optimized inference"). The packed weight is then used by every later
+    forward through ``gemv_4bit``, which has no autograd kernel ("bitsandbytes::gemv_4bit: an autograd
+    kernel was not registered"), so gradients through that layer are wrong. This sets
+    ``support_avx512bf16_for_cpu = False`` on each ``Linear4bit`` and converts an already packed weight
+    back with bitsandbytes' own ``_convert_weight_packed_for_cpu_inverse`` (what its ``state_dict``
+    does). Costs only the AVX512-BF16 inference fast path. In place; no-op for a model without 4-bit layers.
+    """
+    bnb = sys.modules.get("bitsandbytes")  # a model holding bitsandbytes layers has imported it
+    if bnb is None:
+        return 0
+    n = 0
+    for m in model.modules():
+        if not isinstance(m, bnb.nn.Linear4bit):
+            continue
+        m.support_avx512bf16_for_cpu = False
+        w = m.weight
+        state = getattr(w, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+            w.data, w.quant_state = _convert_weight_packed_for_cpu_inverse(w.data, state)
+            m.quant_state = w.quant_state
+        n += 1
+    return n
 
 
 class TiedLMHead4bit(nn.Module):
@@ -90,7 +147,8 @@ def quantize_model(model: nn.Module, mode: QuantMode, *, quantize_embeddings: bo
         compute_dtype: dtype of the 4-bit matmuls and of the embedding output.
         skip: module-name substrings left unquantised.
 
-    Raises ``ValueError`` for an unknown mode. Parameters end frozen.
+    Raises ``ValueError`` for an unknown mode. Parameters end frozen; 4-bit layers stay trainable-through
+    (:func:`keep_trainable_through`).
     """
     if mode not in ("none", "nf4", "int8"):
         raise ValueError(f"mode must be 'none', 'nf4' or 'int8', got {mode!r}")
@@ -129,6 +187,7 @@ def quantize_model(model: nn.Module, mode: QuantMode, *, quantize_embeddings: bo
             model.set_output_embeddings(_quantize_linear(head, mode, compute_dtype))
     for p in model.parameters():
         p.requires_grad_(False)
+    keep_trainable_through(model)  # no CPU inference repacking: LoRA gradients pass through these layers
     return model
 
 

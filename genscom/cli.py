@@ -191,6 +191,45 @@ def bench_retrieval(
     run_retrieval_bench(cfg, command=_command_line(), console=console, schemes=specs)
 
 
+@bench_app.command("privacy")
+def bench_privacy(
+    quick: bool = typer.Option(False, "--quick", help="200 items, SNRs 0/10/20 dB, 2 realisations"),
+    dataset: str = typer.Option("synthetic", "--dataset", help="dataset name (synthetic, digits, msrvtt, image-captions)"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="folder of a local dataset (msrvtt, image-captions)"),
+    profile: str = typer.Option("mini-attr", "--profile", help="encoder profile or a CLIP/SigLIP id/path"),
+    n_items: Optional[int] = typer.Option(None, "--n-items", help="gallery size (default 1000, quick 200)"),
+    channel: str = typer.Option("awgn", "--channel", help="awgn, rayleigh or rician"),
+    snrs: Optional[str] = typer.Option(None, "--snrs", help="comma-separated SNRs in dB of the receiver and the "
+                                                            "eavesdropper (default -5..20 step 5)"),
+    legit_snr: float = typer.Option(10.0, "--legit-snr", help="the receiver's SNR (dB) of the transmission the "
+                                                              "eavesdropper receives"),
+    realisations: Optional[int] = typer.Option(None, "--realisations", help="channel realisations per point (default 5)"),
+    seed: int = typer.Option(0, "--seed"),
+    mcs: str = typer.Option("adaptive", "--mcs", help="MCS of the digital schemes ('adaptive' or a fixed one)"),
+    codec: str = typer.Option("h264-ldpc", "--codec", help="classic row: h264-ldpc or jpeg-ldpc"),
+    key_file: Optional[Path] = typer.Option(None, "--key-file", help="pre-shared key file (default: a fresh random "
+                                                                     "key per run, never written)"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, or auto"),
+    out: Path = typer.Option(Path("results/privacy"), "--out", help="output folder"),
+) -> None:
+    """Receiver vs eavesdropper retrieval, plain and private (AEAD / keyed scrambling), overhead in channel uses."""
+    from genscom.bench.privacy import PrivacyBenchConfig, privacy_schemes, run_privacy_bench
+    from genscom.utils import resolve_device
+
+    _check_profile(profile)
+    if codec not in ("h264-ldpc", "jpeg-ldpc"):
+        raise ValueError(f"--codec must be h264-ldpc or jpeg-ldpc, got {codec!r}")
+    cfg = PrivacyBenchConfig(
+        dataset=dataset, profile=profile, n_items=n_items, channel=channel,
+        snrs=tuple(_parse_floats(snrs, "--snrs")) if snrs else None, legit_snr_db=legit_snr,
+        realisations=realisations, seed=seed, quick=quick, mcs=mcs, out_dir=str(out),
+        key_file=str(key_file) if key_file else None, device=str(resolve_device(device)),
+        dataset_kwargs={"root": str(data_root)} if data_root else {},
+    )
+    specs = privacy_schemes(profile, mcs=mcs, fidelity=cfg.fidelity, codec=codec)  # type: ignore[arg-type]
+    run_privacy_bench(cfg, command=_command_line(), console=console, schemes=specs)
+
+
 _OVERWRITE = typer.Option(False, "--overwrite", help="allow writing into a folder that already holds trained weights "
                                                       "(e.g. shipped ones); a README there is kept")
 
@@ -317,6 +356,8 @@ def finetune_agents_cmd(
                       adapters_dir=str(adapters_dir) if adapters_dir else None,
                       init_from=str(init_from) if init_from else None, device=device)
     result = finetune_agents(cfg, resume=resume, progress=True, overwrite=overwrite)
+    if not result["main_process"]:  # under `accelerate launch`: the main process reports (and saved the adapters)
+        return
     last = next((h["eval"] for h in reversed(result["history"]) if "eval" in h), None)
     console.print(f"done: {result['steps']} steps in {result['seconds']:.0f} s, final loss "
                   f"{result['losses'][-1]:.4f}" + (f", val {last}" if last else "")

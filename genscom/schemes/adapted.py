@@ -140,6 +140,12 @@ class _AdaptedBase(Scheme):
     def _side_bits(self) -> int:
         return 0
 
+    def sent_symbols(self, payload: Payload) -> torch.Tensor:
+        """``[B]``: each item's ``n_sent`` data symbols (its row's leading symbols; the rest are unsent zeros)."""
+        payload = expect_payload(payload, AdaptedPayload, self.name)
+        assert payload.n_sent is not None  # always set by transmit
+        return payload.n_sent.to(torch.int64).cpu()
+
     def deliver(self, payload: Payload, channel: Channel | None, snr_db: float | None, *,
                 generator: torch.Generator | None = None) -> Delivered:
         payload = expect_payload(payload, AdaptedPayload, self.name)

@@ -289,6 +289,39 @@ class Scheme(ABC):
         return self.deliver(self.transmit(batch, sensing=sensing, generator=generator), channel, snr_db,
                             generator=generator)
 
+    def sent_symbols(self, payload: Payload) -> torch.Tensor:
+        """``[B]`` int64: how many leading symbols of each item's ``payload.symbols`` row are data on the air
+        (default: the whole row; a scheme whose rows end in unsent zeros, e.g. ``adapted+mu``, says fewer).
+        Keyed symbol scrambling (:mod:`genscom.schemes.private`) scrambles exactly these."""
+        if payload.symbols is None:
+            return torch.zeros(len(payload.channel_uses), dtype=torch.int64)
+        b, n = payload.symbols.shape[0], payload.symbols.shape[-1]
+        return torch.full((b,), n, dtype=torch.int64)
+
+
+class ItemLinkScheme(Scheme):
+    """A scheme whose payload crosses a digital link (:class:`~genscom.coding.link.DigitalLink`, its ``link``)
+    as one byte string per item: ``digital-embedding``, ``jpeg-ldpc``, ``h264-ldpc``.
+
+    The two methods below are the seam where per-item processing of those bytes plugs in (authenticated
+    encryption: :class:`genscom.schemes.private.PrivateScheme`): :meth:`link_items` gives each item's bytes as
+    :meth:`transmit` made them, :meth:`receive_items` decodes items that arrived whole, or not at all.
+    """
+
+    link: Any  # genscom.coding.link.DigitalLink, built by the subclass
+
+    @abstractmethod
+    def link_items(self, payload: DigitalPayload) -> list[bytes]:
+        """The bytes each item of ``payload`` (made by this scheme's :meth:`transmit`) puts on the link, in item
+        order (a bit row is packed MSB first and zero-padded to whole bytes)."""
+
+    @abstractmethod
+    def receive_items(self, payload: DigitalPayload, items: list[bytes | None]) -> Delivered:
+        """Decode items received whole over the link: ``items[i]`` are item ``i``'s bytes exactly as
+        :meth:`link_items` gave them, or ``None`` for an item that was lost (a failed codeword, a failed
+        authentication): a counted failure (``Delivered.failed``), never decoded from garbage. ``payload``
+        supplies the receiver-known fields only (its bits are not read)."""
+
 
 def payload_types() -> dict[str, type[Payload]]:
     """Every payload class by name (:class:`Payload` and its subclasses in the registered schemes): what may

@@ -20,14 +20,15 @@ with their estimates. :meth:`deliver` follows the plans made at transmit; nothin
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from genscom.channels.base import Channel, ChannelOutput
 from genscom.channels.sensing import LinkFeedback
-from genscom.schemes.base import (Delivered, DigitalPayload, Payload, RateKnob, Scheme, SourceBatch, expect_payload,
-                                  register_scheme)
+from genscom.schemes.base import (Delivered, DigitalPayload, ItemLinkScheme, Payload, RateKnob, SourceBatch,
+                                  expect_payload, register_scheme)
 from genscom.schemes.digital import mcs_knob, plan_link
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def _require_frames(batch: SourceBatch, scheme: str) -> torch.Tensor:
     return batch.frames
 
 
-class _BitstreamScheme(Scheme):
+class _BitstreamScheme(ItemLinkScheme):
     """Shared plumbing: bytes per item -> DigitalLink -> bytes -> decoder."""
 
     def __init__(self, *, mcs: str = "qpsk-1/2", fidelity: Literal["full", "abstract", "auto"] = "auto",
@@ -56,7 +57,7 @@ class _BitstreamScheme(Scheme):
         self.fidelity = fidelity
         self.link: DigitalLink = DigitalLink(mcs, fidelity=fidelity, calibration=calibration)
         self.adapts = self.link.adaptive  # it reads the fed-back SNR to choose its MCS
-        self._streams: tuple[tuple[int, ...], list[list[bytes]]] | None = None
+        self._streams: tuple[weakref.ref[torch.Tensor], int, list[list[bytes]]] | None = None
         self._clean_decode: dict[tuple[bytes, tuple[int, ...]], torch.Tensor | None] = {}
 
     # subclasses: encode one clip -> list of streams; decode list of streams -> frames or None
@@ -70,11 +71,14 @@ class _BitstreamScheme(Scheme):
                  generator: torch.Generator | None = None) -> Payload:
         frames = _require_frames(batch, self.name)
         # source coding does not depend on the channel: an adaptive scheme transmitted again for every
-        # channel draw reuses the last batch's bitstreams (keyed by the frames' content, not their address)
-        key = (tuple(frames.shape), int(frames.sum()), int(frames[..., 0].double().square().sum()))
-        if self._streams is None or self._streams[0] != key:
-            self._streams = (key, [self._encode_item(clip) for clip in frames])
-        streams = self._streams[1]
+        # channel draw reuses the last batch's bitstreams while it is given the same, unmodified tensor (held
+        # by a weak reference, so a new tensor at a recycled address is never mistaken for it; in-place edits
+        # bump the tensor's version counter)
+        cached = self._streams
+        if cached is None or cached[0]() is not frames or cached[1] != frames._version:
+            cached = (weakref.ref(frames), frames._version, [self._encode_item(clip) for clip in frames])
+            self._streams = cached
+        streams = cached[2]
         lengths = [[len(b) for b in s] for s in streams]
         # One link payload per item: a header of 32-bit length fields, then the streams.
         # The header travels in the same codewords (so it is paid for); the receiver is
@@ -126,6 +130,36 @@ class _BitstreamScheme(Scheme):
         return Delivered(embeddings=None, frames=out, failed=failed, channel_uses=payload.channel_uses,
                          extras={"payload_bits": payload.source_bits, "block_errors": block_errors,
                                  "clean": clean, "mcs": payload.extras.get("mcs")})
+
+    def link_items(self, payload: DigitalPayload) -> list[bytes]:
+        """Each item's link payload: the header of stream lengths, then the streams (as :meth:`transmit` made it)."""
+        payload = expect_payload(payload, DigitalPayload, self.name)
+        if payload.bits is None:
+            raise ValueError(f"scheme {self.name!r}: the payload carries no bits; pass the payload transmit() made")
+        return list(payload.bits)
+
+    def receive_items(self, payload: DigitalPayload, items: list[bytes | None]) -> Delivered:
+        """Whole items -> decoded clips (an item received whole is the sent one: its decode is cached as a clean
+        one); a lost item (``None``, or bytes of another length than the declared streams) has ``frames[i] = None``
+        and is ``failed``."""
+        payload = expect_payload(payload, DigitalPayload, self.name)
+        shape = payload.extras["shape"]
+        cache = self._clean_decode
+        if len(cache) > 4 * max(1, len(items)):
+            cache.clear()
+        out: list[torch.Tensor | None] = []
+        for item, lengths in zip(items, payload.extras["lengths"], strict=True):
+            if item is None or len(item) != len(lengths) * LENGTH_FIELD_BITS // 8 + sum(lengths):
+                out.append(None)
+                continue
+            key = (bytes(item), shape)
+            if key not in cache:
+                cache[key] = self._decode_item(self._split(bytes(item), lengths), shape)
+            out.append(cache[key])
+        clean = [item is not None and f is not None for item, f in zip(items, out)]
+        failed = torch.tensor([f is None for f in out], dtype=torch.bool)
+        return Delivered(embeddings=None, frames=out, failed=failed, channel_uses=payload.channel_uses,
+                         extras={"payload_bits": payload.source_bits, "clean": clean})
 
     def deliver(self, payload: Payload, channel: Channel | None, snr_db: float | None, *,
                 generator: torch.Generator | None = None) -> Delivered:

@@ -17,12 +17,13 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 
 from genscom.channels.base import Channel, ChannelOutput
 from genscom.channels.sensing import LinkFeedback
-from genscom.schemes.base import (Delivered, DigitalPayload, Payload, RateKnob, Scheme, SourceBatch, expect_payload,
-                                  register_scheme)
+from genscom.schemes.base import (Delivered, DigitalPayload, ItemLinkScheme, Payload, RateKnob, SourceBatch,
+                                  expect_payload, register_scheme)
 
 if TYPE_CHECKING:
     from genscom.coding.calibration import CalibrationConfig
@@ -93,7 +94,7 @@ def dequantize_embedding(bits: torch.Tensor, dim: int, fmt: str) -> torch.Tensor
 
 
 @register_scheme("digital-embedding")
-class DigitalEmbeddingScheme(Scheme):
+class DigitalEmbeddingScheme(ItemLinkScheme):
     """Quantised embedding -> bits + a CRC-24 per codeword -> LDPC + QAM (fixed ``mcs`` or ``"adaptive"``).
 
     Cost per item: ``framed_bits(bits_per_item, k) = bits_per_item + 24 * ceil(bits_per_item / (k - 24))``
@@ -205,6 +206,32 @@ class DigitalEmbeddingScheme(Scheme):
                       lost=q.failed_items(erased))
         return Delivered(embeddings=emb, frames=None, failed=cw_failed.any(-1), channel_uses=payload.channel_uses,
                          extras=extras)
+
+    def link_items(self, payload: DigitalPayload) -> list[bytes]:
+        """Each item's quantised bits (``bit_rows``), packed MSB first into ``ceil(bits_per_item / 8)`` bytes."""
+        payload = expect_payload(payload, DigitalPayload, self.name)
+        if payload.bit_rows is None:
+            raise ValueError(f"scheme {self.name!r}: the payload carries no bit_rows; pass the payload transmit() made")
+        rows = payload.bit_rows.detach().to("cpu").round().to(torch.uint8).numpy()
+        return [np.packbits(r).tobytes() for r in rows]
+
+    def receive_items(self, payload: DigitalPayload, items: list[bytes | None]) -> Delivered:
+        """Whole items -> embeddings; a lost item (``None``, or bytes of the wrong length) has every bit erased:
+        its dimensions take the fill value (a zero vector by default) and it is ``failed``."""
+        payload = expect_payload(payload, DigitalPayload, self.name)
+        q = self.quantizer_for(payload.extras["dim"])
+        n, n_bytes = q.bits_per_item, (q.bits_per_item + 7) // 8
+        bits = torch.zeros(len(items), n, dtype=torch.float32)
+        lost = torch.zeros(len(items), dtype=torch.bool)
+        for i, item in enumerate(items):
+            if item is None or len(item) != n_bytes:
+                lost[i] = True
+            else:
+                bits[i] = torch.from_numpy(np.unpackbits(np.frombuffer(bytes(item), dtype=np.uint8))[:n].astype(np.float32))
+        erased = lost[:, None].expand(-1, n).clone()
+        emb = q.decode(bits, erased)
+        return Delivered(embeddings=emb, frames=None, failed=lost, channel_uses=payload.channel_uses,
+                         extras={"erased_dims": q.erased_dims(erased).sum(-1), "lost": q.failed_items(erased)})
 
     def deliver(self, payload: Payload, channel: Channel | None, snr_db: float | None, *,
                 generator: torch.Generator | None = None) -> Delivered:

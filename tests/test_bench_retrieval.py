@@ -98,6 +98,34 @@ def test_pq_row_fitted_on_train_split_and_best_digital_envelope(tmp_path):
     assert {r["scheme"] for r in blob["records"]} >= {"best-digital", "digital-embedding-pq-4x2-mcs-adaptive"}
 
 
+def test_equal_uses_row_matches_the_baseline_per_snr_and_is_capped(tmp_path):
+    """The equal-channel-uses row repeats the analog embedding to the baseline family's channel uses *at each
+    SNR* (an adaptive link spends more at low SNR), capped at ``equal_uses_max_repeat`` copies."""
+    ds = ColourClips()
+    spec = SchemeSpec("digital-embedding", {"quantizer": "int8", "mcs": "adaptive", "fidelity": "abstract"})
+    runs = {}
+    for cap in (10_000, 3):
+        out = tmp_path / f"cap{cap}"
+        cfg = RetrievalBenchConfig(n_items=N, channels=("awgn",), snrs=(-8.0, 25.0), realisations=1,
+                                   out_dir=str(out), profile="lookup", equal_uses_family="digital-embedding",
+                                   equal_uses_max_repeat=cap)
+        res = run_retrieval_bench(cfg, schemes=[spec], encoder=LookupEncoder(ds), dataset=ds)
+        runs[cap] = {(r.scheme, r.snr_db): r for r in res["records"]}
+    rows = runs[10_000]
+    base = {snr: rows[("digital-embedding-int8-mcs-adaptive", snr)].channel_uses for snr in (-8.0, 25.0)}
+    assert base[-8.0] > base[25.0]  # the adaptive link spends more at low SNR
+    for snr in (-8.0, 25.0):
+        eq = rows[("semantic-analog-equal-digital-embedding", snr)]
+        want = max(1, round(base[snr] / (D / 2)))
+        assert eq.extra["repeat"] == want and not eq.extra["capped"]
+        assert eq.channel_uses == want * D / 2  # AWGN, no pilots, no feedback (the analog row does not adapt)
+        capped = runs[3][("semantic-analog-equal-digital-embedding", snr)]
+        assert capped.extra["repeat"] == min(want, 3) and capped.extra["capped"] == (want > 3)
+        assert capped.channel_uses == min(want, 3) * D / 2
+    with pytest.raises(ValueError, match="equal_uses_max_repeat"):
+        RetrievalBenchConfig(equal_uses_max_repeat=0)
+
+
 def test_fit_spec_quantizers_fits_once_and_only_trained_quantizers():
     from genscom.bench.retrieval import fit_spec_quantizers
     from genscom.coding.quantize import EmbeddingQuantizer

@@ -11,6 +11,7 @@ from genscom.bench.headline import (
     equal_budget,
     family_of,
     family_references,
+    overhead_at_semantic_accuracy,
     overhead_reduction_per_snr,
     plot_frontier,
     rate_frontier,
@@ -66,6 +67,37 @@ def test_overhead_reduction_says_when_semantic_loses() -> None:
     recs = [_r("h264-ldpc", None, 0, 0.8), _r("h264-ldpc", 20.0, 1000, 0.8), _r("adapted-k64", 20.0, 64, 0.5)]
     o = overhead_reduction_per_snr(recs, reference=family_references(recs, encoder_r1=0.8))["awgn"]["+20"]
     assert o["reduction"] is None and o["classic"] == "h264-ldpc"
+
+
+def _rc(scheme: str, snr: float, uses: float, r1: float, ci: float) -> Record:
+    return Record(scheme=scheme, channel="awgn", snr_db=snr, channel_uses=uses, metrics={"t2v_R@1": r1},
+                  ci95={"t2v_R@1": ci})
+
+
+def test_at_least_as_good_means_inside_the_classic_interval() -> None:
+    """A semantic row 0.010 under the classic row counts when the classic interval is +-0.012, not when +-0.008."""
+    refs = [_r("h264-ldpc", None, 0, 0.93), _r("adapted-k64", None, 0, 0.92)]
+    for ci, counts in ((0.012, True), (0.008, False)):
+        recs = [*refs, _rc("h264-ldpc", 5.0, 2000, 0.92, ci), _rc("adapted-k64", 5.0, 64, 0.91, 0.01)]
+        o = overhead_reduction_per_snr(recs, reference=family_references(recs, encoder_r1=0.9))["awgn"]["+5"]
+        assert (o["reduction"] == pytest.approx(1 - 64 / 2000)) if counts else (o["reduction"] is None)
+        assert o["classic"] == "h264-ldpc" and o["classic_R@1"] == 0.92
+
+
+def test_overhead_at_semantic_accuracy_lets_the_semantic_row_set_the_level() -> None:
+    """The adapter at 0.86 (its target 0.855) against the cheapest classic row at least as good: int4 at 0.90
+    (3000 uses), not int2 at 0.80 (cheaper, but worse than 0.86 - 0.01)."""
+    recs = [_r("adapted-k192", None, 0, 0.90), _r("digital-embedding-int4", None, 0, 0.93),
+            _rc("adapted-k64", 0.0, 64, 0.70, 0.01), _rc("adapted-k192", 0.0, 192, 0.86, 0.01),
+            _rc("digital-embedding-int2", 0.0, 1500, 0.80, 0.01), _rc("digital-embedding-int4", 0.0, 3000, 0.90, 0.01),
+            _rc("adapted-k192", 10.0, 192, 0.50, 0.01), _rc("digital-embedding-int4", 10.0, 900, 0.90, 0.01)]
+    o = overhead_at_semantic_accuracy(recs, reference=family_references(recs, encoder_r1=0.9))["awgn"]
+    assert o["+0"]["semantic"] == "adapted-k192" and o["+0"]["classic"] == "digital-embedding-int4"
+    assert o["+0"]["reduction"] == pytest.approx(1 - 192 / 3000)
+    assert o["+10"] is None  # no semantic row reaches its target at 10 dB
+    # the strict headline: int4 (0.90 +- 0.01) sets the level; the adapter's 0.86 is outside that interval
+    strict = overhead_reduction_per_snr(recs, reference=family_references(recs, encoder_r1=0.9))["awgn"]["+0"]
+    assert strict["classic"] == "digital-embedding-int4" and strict["reduction"] is None
 
 
 def test_equal_budget_scores_chance_when_nothing_fits() -> None:

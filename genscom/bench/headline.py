@@ -12,8 +12,11 @@ classic ones (``h264``, ``jpeg``, ``digital-embedding`` at any quantiser and MCS
   into a gallery of ``N`` items at capacity.
 * :func:`overhead_reduction_per_snr`: ``1 - semantic uses / best classic uses`` at equal-or-better R@1:
   the best classic row is the cheapest classic row that reaches its frontier target at that SNR;
-  the semantic cost is the cheapest semantic row whose R@1 is at least that row's. ``None`` where no
-  classic row reaches its target or no semantic row matches it: then the comparison says so.
+  the semantic cost is the cheapest semantic row at least as good as that row (its R@1 above the
+  classic row's, or inside its 95% interval: :func:`at_least_as_good`). ``None`` where no classic row
+  reaches its target; ``reduction`` ``None`` where no semantic row matches it: then the comparison says so.
+* :func:`overhead_at_semantic_accuracy`: the converse (the semantic frontier row sets the accuracy, the
+  cheapest classic row at least as good as it is the cost), reported beside the headline.
 * :func:`equal_budget`: mean R@1 over the SNR grid per family when every item gets at most
   ``budget`` channel uses; a family with no row within the budget at an SNR scores chance (1/N)
   there (the receiver can only guess).
@@ -101,9 +104,24 @@ def shannon_floor(n_items: int, snr_db: float) -> float:
     return math.log2(n_items) / math.log2(1.0 + 10.0 ** (snr_db / 10.0))
 
 
+def _ci(row: dict[str, Any]) -> float:
+    """The row's 95% half-width of R@1 (0 when it has none)."""
+    return float((row.get("ci95") or {}).get(METRIC, 0.0) or 0.0)
+
+
+def at_least_as_good(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Row ``a``'s R@1 is at least as good as row ``b``'s: above ``b``'s mean, or inside ``b``'s 95% interval
+    (``R@1(a) >= R@1(b) - ci95(b)``; PROTOCOL.md: "at least as good" means within the intervals)."""
+    return float(a["metrics"][METRIC]) >= float(b["metrics"][METRIC]) - _ci(b) - 1e-12
+
+
 def overhead_reduction_per_snr(records: Iterable[Record | dict[str, Any]], *, reference: dict[str, float],
                                target: float = 0.95) -> dict[str, dict[str, Any]]:
-    """``{channel: {snr: {"reduction", "semantic", "classic", "semantic_uses", "classic_uses"} or None}}``."""
+    """``{channel: {snr: {"reduction", "semantic", "classic", "semantic_uses", "classic_uses"} or None}}``.
+
+    The classic side sets the accuracy: the cheapest classic row reaching its frontier target; the semantic
+    cost is the cheapest semantic row :func:`at_least_as_good` as it.
+    """
     rows = _rows(records)
     pts = _points(rows)
     out: dict[str, dict[str, Any]] = {}
@@ -114,16 +132,39 @@ def overhead_reduction_per_snr(records: Iterable[Record | dict[str, Any]], *, re
             entry = None
             if classic:
                 c = min(classic, key=lambda r: r["channel_uses"])
-                sem = [r for fam in SEMANTIC_FAMILIES for r in pts.get((ch, fam, snr), [])
-                       if r["metrics"][METRIC] >= c["metrics"][METRIC]]
-                if sem:
-                    s = min(sem, key=lambda r: r["channel_uses"])
-                    entry = {"reduction": 1.0 - s["channel_uses"] / c["channel_uses"], "semantic": s["scheme"],
-                             "classic": c["scheme"], "semantic_uses": float(s["channel_uses"]),
-                             "classic_uses": float(c["channel_uses"])}
-                else:
-                    entry = {"reduction": None, "semantic": None, "classic": c["scheme"], "semantic_uses": None,
-                             "classic_uses": float(c["channel_uses"])}
+                sem = [r for fam in SEMANTIC_FAMILIES for r in pts.get((ch, fam, snr), []) if at_least_as_good(r, c)]
+                entry = _pair(min(sem, key=lambda r: r["channel_uses"]) if sem else None, c)
+            out.setdefault(ch, {})[f"{snr:+g}"] = entry
+    return out
+
+
+def _pair(s: dict[str, Any] | None, c: dict[str, Any] | None) -> dict[str, Any]:
+    return {"reduction": None if s is None or c is None else 1.0 - s["channel_uses"] / c["channel_uses"],
+            "semantic": None if s is None else s["scheme"], "classic": None if c is None else c["scheme"],
+            "semantic_uses": None if s is None else float(s["channel_uses"]),
+            "classic_uses": None if c is None else float(c["channel_uses"]),
+            "semantic_R@1": None if s is None else float(s["metrics"][METRIC]),
+            "classic_R@1": None if c is None else float(c["metrics"][METRIC])}
+
+
+def overhead_at_semantic_accuracy(records: Iterable[Record | dict[str, Any]], *, reference: dict[str, float],
+                                  target: float = 0.95) -> dict[str, dict[str, Any]]:
+    """The converse view: the semantic side sets the accuracy. Per channel and SNR, the cheapest semantic row
+    reaching its family's frontier target, against the cheapest classic row :func:`at_least_as_good` as it.
+    Same entry shape as :func:`overhead_reduction_per_snr`; ``None`` where no semantic row reaches its
+    target; ``reduction`` ``None`` where no classic row is as good."""
+    rows = _rows(records)
+    pts = _points(rows)
+    out: dict[str, dict[str, Any]] = {}
+    for ch in sorted({k[0] for k in pts}):
+        for snr in sorted({k[2] for k in pts if k[0] == ch}):
+            sem = [r for fam in SEMANTIC_FAMILIES for r in pts.get((ch, fam, snr), [])
+                   if r["metrics"][METRIC] >= target * reference.get(fam, 0.0)]
+            entry = None
+            if sem:
+                s = min(sem, key=lambda r: r["channel_uses"])
+                classic = [r for fam in CLASSIC_FAMILIES for r in pts.get((ch, fam, snr), []) if at_least_as_good(r, s)]
+                entry = _pair(s, min(classic, key=lambda r: r["channel_uses"]) if classic else None)
             out.setdefault(ch, {})[f"{snr:+g}"] = entry
     return out
 
@@ -150,7 +191,7 @@ def plot_frontier(frontier: dict[str, dict[str, dict[str, Any]]], path: str | os
 
     from genscom.bench.results import save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
     fams = sorted({f for ch in frontier.values() for f in ch})
     cmap = plt.get_cmap("tab10")
     snrs_all: set[float] = set()
@@ -172,9 +213,10 @@ def plot_frontier(frontier: dict[str, dict[str, dict[str, Any]]], path: str | os
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # off the curves
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
-__all__ = ["equal_budget", "family_of", "family_references", "overhead_reduction_per_snr", "plot_frontier",
-           "rate_frontier", "shannon_floor"]
+__all__ = ["at_least_as_good", "equal_budget", "family_of", "family_references", "overhead_at_semantic_accuracy",
+           "overhead_reduction_per_snr", "plot_frontier", "rate_frontier", "shannon_floor"]

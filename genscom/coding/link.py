@@ -469,7 +469,8 @@ class DigitalLink:
             raise TypeError("payloads must be a list of bytes objects (one per item)")
         rows = [_bit_row(p) for p in payloads]
         res, hats = self._send(rows, snr_db, generator, self._channel(channel), snr_db_estimate, plans)
-        res.received = [np.packbits(h.numpy()).tobytes() for h in hats]
+        res.received = [bytes(p) if int(e) == 0 else np.packbits(h.numpy()).tobytes()
+                        for p, h, e in zip(payloads, hats, res.block_errors)]
         return res
 
     # -- what goes on the air ------------------------------------------------
@@ -587,7 +588,8 @@ class DigitalLink:
         for i, f in enumerate(flags):
             failed[i, : len(f)] = f
         out_hats = [h if h is not None else torch.zeros(0, dtype=torch.uint8) for h in hats]
-        bit_err = [int((h != r).sum()) for h, r in zip(out_hats, rows)]
+        # an item without a wrong codeword has no wrong bit: compare only the others
+        bit_err = [int((h != r).sum()) if b else 0 for h, r, b in zip(out_hats, rows, blk)]
         per_item = [p.mcs for p in item_plans]
         common = Counter(m.name for m in per_item).most_common()
         mcs = get_mcs(min(common, key=lambda kv: (-kv[1], get_mcs(kv[0]).spectral_efficiency))[0]) if common else \
@@ -679,12 +681,19 @@ class DigitalLink:
         if generator is not None and generator.device.type != "cpu":  # the draws below are made on the CPU
             seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
             generator = torch.Generator().manual_seed(seed)
-        u = self._codewords(rows, n_cw, with_crc=False)  # CRC bits are not needed: failures are drawn
-        total = len(u)
+        total = sum(n_cw)
         fail = torch.rand(total, generator=generator) < p
         failed_idx = torch.nonzero(fail).flatten()
         n_fail = len(failed_idx)
+        per_item = self._per_item(fail, n_cw)
+        hit = [i for i, f in enumerate(per_item) if bool(f.any())]
+        # only items with a failed codeword are cut into codewords and corrupted; the others arrive as sent
+        # (CRC bits are not needed: failures are drawn)
+        u = self._codewords([rows[i] for i in hit], [n_cw[i] for i in hit], with_crc=False)
         if n_fail:
+            starts = np.concatenate([[0], np.cumsum(n_cw)]).astype(int)
+            sel = torch.cat([torch.arange(int(starts[i]), int(starts[i + 1])) for i in hit])
+            local = torch.searchsorted(sel, failed_idx)  # a failed codeword's row in u
             if len(pool):
                 counts = pool[torch.randint(len(pool), (n_fail,), generator=generator)]
             else:  # no failed codeword seen in calibration near this SNR: binomial at the residual rate, >= 1
@@ -699,9 +708,11 @@ class DigitalLink:
                 perm = torch.rand(hi - lo, self.k, generator=generator).argsort(dim=1)
                 flip = torch.zeros(hi - lo, self.k, dtype=torch.uint8)
                 flip.scatter_(1, perm, (cols[None, :] < counts[lo:hi, None]).to(torch.uint8))
-                u[failed_idx[lo:hi]] ^= flip
-        return (self._split(u, rows, n_cw), [int(f.sum()) for f in self._per_item(fail, n_cw)],
-                self._per_item(fail, n_cw))
+                u[local[lo:hi]] ^= flip
+        hats = [r.to(torch.uint8) for r in rows]
+        for i, h in zip(hit, self._split(u, [rows[i] for i in hit], [n_cw[i] for i in hit])):
+            hats[i] = h
+        return hats, [int(f.sum()) for f in per_item], per_item
 
 
 __all__ = ["CSI", "Constellation", "DigitalLink", "Fidelity", "LinkResult"]

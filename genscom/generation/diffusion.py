@@ -1,0 +1,273 @@
+"""A conditional diffusion decoder: regenerate a frame from a *received* embedding (diffusers).
+
+The receiver holds a semantic embedding ``[B, d]`` (the channel decoder's output, noisy at low SNR). The
+decoder is a :class:`diffusers.UNet2DConditionModel` in pixel space at the frame size, conditioned through
+cross-attention on ``cond_tokens`` tokens projected from that embedding, with classifier-free guidance
+(a learned null condition replaces the embedding with probability ``cond_dropout`` at training).
+Sampling runs a :class:`diffusers.DDIMScheduler` for ``sample_steps`` steps.
+
+Shapes and units: images are float ``[B, 3, H, W]`` in ``[0, 1]`` (``H = W = image_size``); the UNet works
+on ``2 x image - 1`` in ``[-1, 1]``; embeddings are float ``[B, cond_dim]`` (any norm; they are
+L2-normalised before projection, as the encoders emit them).
+
+Example (a tiny random decoder; the offline one is trained by genscom and shipped as safetensors)::
+
+    >>> import torch
+    >>> from genscom.generation.diffusion import DiffusionDecoder, DiffusionDecoderConfig
+    >>> dec = DiffusionDecoder(DiffusionDecoderConfig(image_size=16, cond_dim=8, block_out_channels=(8, 16),
+    ...                                               cross_attention_dim=8, attention_head_dim=4, sample_steps=2))
+    >>> img = dec.generate(torch.randn(2, 8), generator=torch.Generator().manual_seed(0))
+    >>> tuple(img.shape), bool(img.min() >= 0 and img.max() <= 1)
+    ((2, 3, 16, 16), True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class DiffusionDecoderConfig:
+    """Architecture and sampling defaults of :class:`DiffusionDecoder`.
+
+    ``block_out_channels``: UNet widths per resolution (one down/up block each; the innermost without
+    attention when there are more than two); ``cross_attention_dim``: width of the condition tokens;
+    ``cond_tokens``: tokens the embedding is projected to; ``num_train_timesteps``: the DDPM chain length;
+    ``sample_steps``: DDIM steps at generation; ``guidance_scale``: classifier-free guidance (1 = none);
+    ``cond_dropout``: probability of the null condition at training.
+    """
+
+    image_size: int = 64
+    cond_dim: int = 384
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    cross_attention_dim: int = 64
+    attention_head_dim: int = 8
+    cond_tokens: int = 4
+    norm_num_groups: int = 8
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    sample_steps: int = 25
+    guidance_scale: float = 2.0
+    cond_dropout: float = 0.1
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (dataset, encoder profile)
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+        for name in ("image_size", "cond_dim", "layers_per_block", "cross_attention_dim", "attention_head_dim",
+                     "cond_tokens", "norm_num_groups", "num_train_timesteps", "sample_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"DiffusionDecoderConfig.{name} must be a positive integer, got {v!r}")
+        if not self.block_out_channels or any(c < 1 or c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError(f"DiffusionDecoderConfig.block_out_channels must be positive multiples of "
+                             f"norm_num_groups={self.norm_num_groups}, got {self.block_out_channels}")
+        if self.image_size % (2 ** (len(self.block_out_channels) - 1)):
+            raise ValueError(f"DiffusionDecoderConfig.image_size={self.image_size} must be divisible by "
+                             f"2^(len(block_out_channels) - 1) = {2 ** (len(self.block_out_channels) - 1)}")
+        if self.cross_attention_dim % self.attention_head_dim:
+            raise ValueError(f"DiffusionDecoderConfig.cross_attention_dim={self.cross_attention_dim} must be a multiple "
+                             f"of attention_head_dim={self.attention_head_dim}")
+        if not 0.0 <= float(self.cond_dropout) < 1.0:
+            raise ValueError(f"DiffusionDecoderConfig.cond_dropout must be in [0, 1), got {self.cond_dropout!r}")
+        if not (math.isfinite(float(self.guidance_scale)) and float(self.guidance_scale) >= 1.0):
+            raise ValueError(f"DiffusionDecoderConfig.guidance_scale must be >= 1 (1 = no guidance), "
+                             f"got {self.guidance_scale!r}")
+        if self.sample_steps > self.num_train_timesteps:
+            raise ValueError(f"DiffusionDecoderConfig.sample_steps={self.sample_steps} exceeds "
+                             f"num_train_timesteps={self.num_train_timesteps}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["block_out_channels"] = list(self.block_out_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DiffusionDecoderConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown DiffusionDecoderConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+class DiffusionDecoder(nn.Module):
+    """Embedding-conditioned pixel-space diffusion decoder (see the module docstring).
+
+    ``forward(noisy [B,3,H,W] in [-1,1], t [B] long, cond [B, cond_dim] or None) -> predicted noise [B,3,H,W]``;
+    ``cond=None`` (or ``drop`` rows) use the learned null condition.
+    """
+
+    def __init__(self, config: DiffusionDecoderConfig) -> None:
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+
+        self.config = config
+        c = config
+        n = len(c.block_out_channels)
+        down = ["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"] if n > 1 else ["CrossAttnDownBlock2D"]
+        up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1) if n > 1 else ["CrossAttnUpBlock2D"]
+        self.unet = UNet2DConditionModel(
+            sample_size=c.image_size, in_channels=3, out_channels=3, block_out_channels=c.block_out_channels,
+            layers_per_block=c.layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up),
+            cross_attention_dim=c.cross_attention_dim, attention_head_dim=c.attention_head_dim,
+            norm_num_groups=c.norm_num_groups)
+        self.cond_proj = nn.Sequential(nn.Linear(c.cond_dim, c.cross_attention_dim * c.cond_tokens), nn.SiLU(),
+                                       nn.Linear(c.cross_attention_dim * c.cond_tokens,
+                                                 c.cross_attention_dim * c.cond_tokens))
+        self.null_cond = nn.Parameter(torch.zeros(c.cond_tokens, c.cross_attention_dim))
+
+    # -- conditioning -------------------------------------------------------------------------------
+    def check_cond(self, cond: torch.Tensor) -> torch.Tensor:
+        """``cond [B, cond_dim]`` finite float, else ``ValueError`` naming the fix."""
+        if not isinstance(cond, torch.Tensor) or cond.dim() != 2 or cond.is_complex():
+            raise ValueError(f"cond must be a real tensor [B, {self.config.cond_dim}] (received embeddings), got "
+                             f"{type(cond).__name__} {tuple(getattr(cond, 'shape', ()))}")
+        if cond.shape[1] != self.config.cond_dim:
+            raise ValueError(f"cond has dimension {cond.shape[1]} but this decoder was trained on "
+                             f"{self.config.cond_dim}-dimensional embeddings; use the encoder profile it names "
+                             f"(config.extra) or another decoder")
+        if not torch.isfinite(cond).all():
+            raise ValueError("cond holds NaN or Inf values; mark the item as failed instead of regenerating it")
+        return cond.float()
+
+    def tokens(self, cond: torch.Tensor | None, batch: int, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Condition tokens ``[B, cond_tokens, cross_attention_dim]``; ``cond=None`` or ``drop [B]`` -> null."""
+        c = self.config
+        null = self.null_cond.unsqueeze(0).expand(batch, -1, -1)
+        if cond is None:
+            return null
+        cond = self.check_cond(cond)
+        e = nn.functional.normalize(cond, dim=-1)
+        tok = self.cond_proj(e).view(batch, c.cond_tokens, c.cross_attention_dim)
+        if drop is not None:
+            tok = torch.where(drop.view(-1, 1, 1), null, tok)
+        return tok
+
+    def forward(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        return self.unet(noisy, t, encoder_hidden_states=self.tokens(cond, noisy.shape[0], drop)).sample
+
+    # -- training ------------------------------------------------------------------------------------
+    def train_scheduler(self) -> Any:
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler(num_train_timesteps=self.config.num_train_timesteps,
+                             beta_schedule=self.config.beta_schedule)
+
+    def loss(self, images: torch.Tensor, cond: torch.Tensor, *, generator: torch.Generator | None = None,
+             scheduler: Any = None) -> torch.Tensor:
+        """Noise-prediction MSE of a DDPM step: ``images [B,3,H,W]`` in ``[0,1]``, ``cond [B, cond_dim]``; the
+        timesteps, noise and condition dropout are drawn from ``generator`` (CPU)."""
+        self._check_images(images)
+        sched = scheduler or self.train_scheduler()
+        b = images.shape[0]
+        dev = images.device
+        x0 = images.float() * 2.0 - 1.0
+        noise = torch.randn(x0.shape, generator=generator).to(dev)
+        t = torch.randint(0, self.config.num_train_timesteps, (b,), generator=generator).to(dev)
+        drop = (torch.rand(b, generator=generator) < self.config.cond_dropout).to(dev)
+        noisy = sched.add_noise(x0, noise, t)
+        return nn.functional.mse_loss(self(noisy, t, cond.to(dev), drop), noise)
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        s = self.config.image_size
+        if not isinstance(images, torch.Tensor) or tuple(images.shape[1:]) != (3, s, s):
+            raise ValueError(f"images must be float [B, 3, {s}, {s}] in [0, 1], got "
+                             f"{tuple(getattr(images, 'shape', ()))}")
+
+    # -- sampling ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, cond: torch.Tensor, *, generator: torch.Generator | None = None, steps: int | None = None,
+                 guidance_scale: float | None = None) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` in ``[0, 1]`` from ``cond [B, cond_dim]`` with DDIM (``steps``, default
+        ``config.sample_steps``) and classifier-free guidance (``guidance_scale``, default the config's).
+        Deterministic for a given ``generator`` (the initial noise is its only randomness, eta = 0)."""
+        from diffusers import DDIMScheduler
+
+        c = self.config
+        cond = self.check_cond(cond)
+        steps = c.sample_steps if steps is None else int(steps)
+        if not 1 <= steps <= c.num_train_timesteps:
+            raise ValueError(f"steps must be in 1..{c.num_train_timesteps}, got {steps}")
+        w = c.guidance_scale if guidance_scale is None else float(guidance_scale)
+        if not (math.isfinite(w) and w >= 1.0):
+            raise ValueError(f"guidance_scale must be >= 1, got {guidance_scale!r}")
+        dev = next(self.parameters()).device
+        sched = DDIMScheduler(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
+                              clip_sample=True)
+        sched.set_timesteps(steps)
+        b = cond.shape[0]
+        x = torch.randn((b, 3, c.image_size, c.image_size), generator=generator).to(dev)
+        tok = self.tokens(cond.to(dev), b)
+        null = self.tokens(None, b)
+        for t in sched.timesteps:
+            tt = torch.full((b,), int(t), dtype=torch.long, device=dev)
+            if w == 1.0:
+                eps = self.unet(x, tt, encoder_hidden_states=tok).sample
+            else:
+                both = self.unet(torch.cat([x, x]), torch.cat([tt, tt]),
+                                 encoder_hidden_states=torch.cat([null, tok])).sample
+                eps_u, eps_c = both.chunk(2)
+                eps = eps_u + w * (eps_c - eps_u)
+            x = sched.step(eps, t, x).prev_sample
+        return ((x.clamp(-1, 1) + 1) / 2).float()
+
+    # -- files ---------------------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32) -> Path:
+        """``model.safetensors`` (float32 or float16; loaded back as float32) + ``config.json``
+        (``{"diffusion_decoder": ...}``), each written atomically."""
+        from safetensors.torch import save as st_save
+
+        from genscom.utils import atomic_write_bytes, atomic_write_json
+
+        if dtype not in (torch.float32, torch.float16):
+            raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {n: t.detach().to("cpu", dtype).contiguous() for n, t in self.state_dict().items()}
+        atomic_write_bytes(folder / WEIGHTS_NAME, st_save(state, metadata={"format": "pt"}))
+        atomic_write_json(folder / CONFIG_NAME, {"diffusion_decoder": self.config.to_dict()})
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+                        ) -> "DiffusionDecoder":
+        """Load a folder written by :meth:`save_pretrained`; missing or broken files raise genscom's file errors
+        naming the file."""
+        from genscom.errors import BadFileError, first_line
+        from genscom.loading import check_file, load_safetensors, read_json
+
+        folder = Path(folder)
+        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        fix = "pass a folder written by DiffusionDecoder.save_pretrained (or `genscom train decoder`)"
+        for p in (cfg_path, w_path):
+            check_file(p, expected=f"a diffusion decoder folder ({CONFIG_NAME} + {WEIGHTS_NAME})", fix=fix)
+        meta = read_json(cfg_path, expected='a decoder config.json ({"diffusion_decoder": {...}})', fix=fix,
+                         max_bytes=2**20)
+        try:
+            model = cls(DiffusionDecoderConfig.from_dict(meta["diffusion_decoder"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadFileError(cfg_path, problem=f"invalid decoder config ({type(exc).__name__}: {exc})",
+                               expected='{"diffusion_decoder": {DiffusionDecoderConfig fields}}', fix=fix) from None
+        state = load_safetensors(w_path, expected="DiffusionDecoder weights (safetensors)", fix=fix)
+        try:
+            model.load_state_dict({n: t.float() for n, t in state.items()})
+        except RuntimeError as exc:
+            raise BadFileError(w_path, problem=f"the tensors do not fit {CONFIG_NAME} ({first_line(exc)})",
+                               expected="the weights saved with this config.json", fix=fix) from None
+        return model.to(device).eval()
+
+
+__all__ = ["CONFIG_NAME", "DiffusionDecoder", "DiffusionDecoderConfig", "WEIGHTS_NAME"]

@@ -56,10 +56,8 @@ from torch import nn
 from genscom.adaptation import extraction as X
 from genscom.channels.base import Channel, ChannelOutput
 from genscom.channels.sensing import CSI, PilotLayout, pass_with_pilots
-from genscom.utils import atomic_write_json, check_snr_db
+from genscom.utils import check_snr_db
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 Equalizer = Literal["zf", "mmse"]
 
 
@@ -311,18 +309,10 @@ class ChannelAdapter(nn.Module):
                         dtype: torch.dtype = torch.float32) -> Path:
         """Write ``model.safetensors`` (``dtype``: float32 or float16; loaded back as float32) and
         ``config.json`` (``{"adapter": ..., **extra_config}``)."""
-        from safetensors.torch import save as st_save
+        from genscom.pretrained import save_module_folder
 
-        from genscom.utils import atomic_write_bytes
-
-        if dtype not in (torch.float32, torch.float16):
-            raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {n: t.detach().to("cpu", dtype).contiguous() for n, t in self.state_dict().items()}
-        atomic_write_bytes(folder / WEIGHTS_NAME, st_save(state, metadata={"format": "pt"}))
-        atomic_write_json(folder / CONFIG_NAME, {"adapter": self.config.to_dict(), **(extra_config or {})})
-        return folder
+        return save_module_folder(self, folder, key="adapter", config=self.config.to_dict(),
+                                  extra_config=extra_config, dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> "ChannelAdapter":
@@ -332,29 +322,12 @@ class ChannelAdapter(nn.Module):
             FileNotFoundError: a file is missing.
             BadFileError: ``config.json`` or ``model.safetensors`` is unreadable or does not fit (naming the file).
         """
-        from genscom.errors import BadFileError, first_line
-        from genscom.loading import check_file, load_safetensors, read_json
+        from genscom.pretrained import load_module_folder
 
-        folder = Path(folder)
-        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        fix = "make one with `genscom train adapter`, or pass another adapter folder"
-        for p in (cfg_path, w_path):
-            check_file(p, expected=f"an adapter folder ({CONFIG_NAME} + {WEIGHTS_NAME})", fix=fix)
-        meta = read_json(cfg_path, expected='an adapter config.json ({"adapter": {...}})', fix=fix, max_bytes=2**20)
-        try:
-            model = cls(AdapterConfig.from_dict(meta["adapter"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadFileError(cfg_path, problem=f"invalid adapter config ({type(exc).__name__}: {exc})",
-                               expected='{"adapter": {AdapterConfig fields}} as written by save_pretrained',
-                               fix=fix) from None
-        state = load_safetensors(w_path, expected="ChannelAdapter weights (safetensors)", fix=fix)
-        try:
-            model.load_state_dict({n: t.float() for n, t in state.items()})
-        except RuntimeError as exc:
-            raise BadFileError(w_path, problem=f"the tensors do not fit {CONFIG_NAME} "
-                                               f"({first_line(exc)})",
-                               expected="the weights saved with this config.json", fix=fix) from None
-        return model.to(device).eval()
+        model, _ = load_module_folder(folder, key="adapter", build=lambda d: cls(AdapterConfig.from_dict(d)),
+                                      what="channel adapter", device=device,
+                                      fix="make one with `genscom train adapter`, or pass another adapter folder")
+        return model
 
     def _check_emb(self, emb: torch.Tensor) -> None:
         if not isinstance(emb, torch.Tensor) or emb.dim() != 2 or emb.is_complex():

@@ -33,8 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from genscom.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 
 @dataclass
@@ -228,46 +227,22 @@ class DiffusionDecoder(nn.Module):
     def save_pretrained(self, folder: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32) -> Path:
         """``model.safetensors`` (float32 or float16; loaded back as float32) + ``config.json``
         (``{"diffusion_decoder": ...}``), each written atomically."""
-        from safetensors.torch import save as st_save
+        from genscom.pretrained import save_module_folder
 
-        from genscom.utils import atomic_write_bytes, atomic_write_json
-
-        if dtype not in (torch.float32, torch.float16):
-            raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {n: t.detach().to("cpu", dtype).contiguous() for n, t in self.state_dict().items()}
-        atomic_write_bytes(folder / WEIGHTS_NAME, st_save(state, metadata={"format": "pt"}))
-        atomic_write_json(folder / CONFIG_NAME, {"diffusion_decoder": self.config.to_dict()})
-        return folder
+        return save_module_folder(self, folder, key="diffusion_decoder", config=self.config.to_dict(), dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], *, device: str | torch.device = "cpu"
                         ) -> "DiffusionDecoder":
         """Load a folder written by :meth:`save_pretrained`; missing or broken files raise genscom's file errors
         naming the file."""
-        from genscom.errors import BadFileError, first_line
-        from genscom.loading import check_file, load_safetensors, read_json
+        from genscom.pretrained import load_module_folder
 
-        folder = Path(folder)
-        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        fix = "pass a folder written by DiffusionDecoder.save_pretrained (or `genscom train decoder`)"
-        for p in (cfg_path, w_path):
-            check_file(p, expected=f"a diffusion decoder folder ({CONFIG_NAME} + {WEIGHTS_NAME})", fix=fix)
-        meta = read_json(cfg_path, expected='a decoder config.json ({"diffusion_decoder": {...}})', fix=fix,
-                         max_bytes=2**20)
-        try:
-            model = cls(DiffusionDecoderConfig.from_dict(meta["diffusion_decoder"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadFileError(cfg_path, problem=f"invalid decoder config ({type(exc).__name__}: {exc})",
-                               expected='{"diffusion_decoder": {DiffusionDecoderConfig fields}}', fix=fix) from None
-        state = load_safetensors(w_path, expected="DiffusionDecoder weights (safetensors)", fix=fix)
-        try:
-            model.load_state_dict({n: t.float() for n, t in state.items()})
-        except RuntimeError as exc:
-            raise BadFileError(w_path, problem=f"the tensors do not fit {CONFIG_NAME} ({first_line(exc)})",
-                               expected="the weights saved with this config.json", fix=fix) from None
-        return model.to(device).eval()
+        model, _ = load_module_folder(
+            folder, key="diffusion_decoder", build=lambda d: cls(DiffusionDecoderConfig.from_dict(d)),
+            what="diffusion decoder", device=device,
+            fix="pass a folder written by DiffusionDecoder.save_pretrained (or `genscom train decoder`)")
+        return model
 
 
 __all__ = ["CONFIG_NAME", "DiffusionDecoder", "DiffusionDecoderConfig", "WEIGHTS_NAME"]

@@ -1,0 +1,71 @@
+"""One way to write and read a genscom module folder: ``model.safetensors`` + ``config.json``.
+
+Every trained module genscom ships or trains (the channel adapter, the graph multimodal adapter, the diffusion
+decoder) is a folder of its float weights and a JSON config ``{<key>: <config dict>, **extra}``, written
+atomically and read back through :mod:`genscom.loading`, so a missing, truncated or mismatched file is a
+:class:`~genscom.errors.GenscomError` that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import torch
+from torch import nn
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def save_module_folder(module: nn.Module, folder: str | os.PathLike[str], *, key: str, config: dict[str, Any],
+                       extra_config: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``module``'s state as ``model.safetensors`` (``dtype``: float32 or float16) and ``config.json``
+    (``{key: config, **extra_config}``), each atomically; returns the folder."""
+    from safetensors.torch import save as st_save
+
+    from genscom.utils import atomic_write_bytes, atomic_write_json
+
+    if dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {n: t.detach().to("cpu", dtype).contiguous() for n, t in module.state_dict().items()}
+    atomic_write_bytes(folder / WEIGHTS_NAME, st_save(state, metadata={"format": "pt"}))
+    atomic_write_json(folder / CONFIG_NAME, {key: config, **(extra_config or {})})
+    return folder
+
+
+def load_module_folder(folder: str | os.PathLike[str], *, key: str, build: Callable[[dict[str, Any]], M],
+                       what: str, fix: str, device: str | torch.device = "cpu") -> tuple[M, dict[str, Any]]:
+    """Read a folder written by :func:`save_module_folder`: ``build(config[key])`` makes the module (its
+    ``KeyError``/``TypeError``/``ValueError`` become a :class:`~genscom.errors.BadFileError` on
+    ``config.json``), the weights are loaded as float32 (a mismatch is a ``BadFileError`` on the weights).
+    Returns ``(module in eval mode on device, the whole config.json)``. ``what`` names the module in messages
+    (``"adapter"``); ``fix`` tells the user what to do."""
+    from genscom.errors import BadFileError, first_line
+    from genscom.loading import check_file, load_safetensors, read_json
+
+    folder = Path(folder)
+    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for p in (cfg_path, w_path):
+        check_file(p, expected=f"a {what} folder ({CONFIG_NAME} + {WEIGHTS_NAME})", fix=fix)
+    meta = read_json(cfg_path, expected=f'a {what} config.json ({{"{key}": {{...}}}})', fix=fix, max_bytes=2**20)
+    try:
+        model = build(meta[key])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadFileError(cfg_path, problem=f"invalid {what} config ({type(exc).__name__}: {exc})",
+                           expected=f'{{"{key}": {{config fields}}}} as written by save_pretrained', fix=fix) from None
+    state = load_safetensors(w_path, expected=f"{what} weights (safetensors)", fix=fix)
+    try:
+        model.load_state_dict({n: t.float() for n, t in state.items()})
+    except RuntimeError as exc:
+        raise BadFileError(w_path, problem=f"the tensors do not fit {CONFIG_NAME} ({first_line(exc)})",
+                           expected="the weights saved with this config.json", fix=fix) from None
+    return model.to(device).eval(), meta
+
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_module_folder", "save_module_folder"]

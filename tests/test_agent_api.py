@@ -12,7 +12,7 @@ import torch
 import yaml
 
 import genscom
-from genscom.agents.card import ENV_CARDS, SHIPPED_CARDS, find_card, list_cards
+from genscom.agents.card import ENV_CARDS, SHIPPED_CARDS, find_card, list_cards, load_card
 from genscom.agents.link import AgentLink, Retrieved, as_clips, load_agent
 from genscom.agents.testing import make_tiny_llm, tiny_card_dict
 
@@ -84,10 +84,11 @@ def test_inputs_are_checked(agent: AgentLink, clips: torch.Tensor) -> None:
 
 def test_card_search_path_from_any_folder(cards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # nothing relative to the repository
-    assert SHIPPED_CARDS is not None and SHIPPED_CARDS == REPO / "agents"
+    assert SHIPPED_CARDS == REPO / "genscom" / "cards"  # package data: the same in a wheel (tests/test_install.py)
     shipped = sorted(p.stem for p in (REPO / "agents").glob("*.yaml"))
     assert list_cards() == genscom.list_cards() == shipped
-    assert find_card("smollm2-generating") == REPO / "agents" / "smollm2-generating.yaml"
+    assert find_card("smollm2-generating") == SHIPPED_CARDS / "smollm2-generating.yaml"
+    assert load_card("smollm2-generating").prompt_path() == SHIPPED_CARDS / "prompts" / "generating.md"
     assert find_card("smollm2-generating.yaml") == find_card("smollm2-generating")
     monkeypatch.setenv(ENV_CARDS, os.pathsep.join([str(tmp_path / "missing"), str(cards)]))
     assert list_cards() == sorted([*shipped, "tiny-generating", "tiny-understanding"])

@@ -369,7 +369,61 @@ def test_nf4_with_4bit_embedding_saves_and_reloads_adapter(tiny_llm64: Path, tmp
         for p in g.lora_parameters():
             p.add_(0.1)
     folder = g.save_pretrained(tmp_path / "g")
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_llm)
     g2 = Agent.from_card(card, load_adapter=False, seed=5)
     g2.load_pretrained(folder)
     assert all(torch.equal(a, b) for a, b in zip(g.lora_parameters(), g2.lora_parameters()))
     assert all(torch.equal(a, b) for a, b in zip(g.parameters(), g2.parameters()))
+
+
+# -- PEFT configs: the base model is the card's llm, resolved by genscom --------------------------------------------
+def test_peft_config_records_the_cards_llm_and_resolves(tiny_llm: Path, tmp_path: Path) -> None:
+    """`adapter_config.json` names the card's `llm` (not a cache path, not null); `resolve_base_model` turns it into
+    what `from_pretrained` loads, and peft's own loader then reproduces the agent's LoRA outputs."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from genscom.agents.llm import base_model_of, resolve_base_model
+
+    card = _card(tiny_llm, "generating")
+    g = Agent.from_card(card, seed=3)
+    with torch.no_grad():
+        for p in g.lora_parameters():
+            p.add_(0.05)
+    folder = g.save_pretrained(tmp_path / "g", dtype=torch.float16)
+    raw = json.loads((folder / "adapter_config.json").read_text())
+    assert raw["base_model_name_or_path"] == card.llm == base_model_of(folder)
+    assert resolve_base_model(folder) == str(tiny_llm)
+    base = AutoModelForCausalLM.from_pretrained(resolve_base_model(folder), dtype=torch.float32)
+    lora = PeftModel.from_pretrained(base, str(folder)).eval()
+    ids = torch.tensor([[3, 4, 5, 6]])
+    g.llm.activate(g.adapter_name)
+    with torch.no_grad():
+        ours = g.llm.peft(input_ids=ids).logits
+        peft_out = lora(input_ids=ids).logits
+    torch.testing.assert_close(peft_out, ours, atol=2e-3, rtol=0)  # float16 storage of the LoRA weights
+
+    # loading warns when the folder was trained on another base model; a broken config is a BadFileError
+    other = dict(raw, base_model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct")
+    (folder / "adapter_config.json").write_text(json.dumps(other))
+    with pytest.warns(UserWarning, match="records base model 'HuggingFaceTB/SmolLM2-135M-Instruct'"):
+        Agent.from_card(load_card(tiny_card_dict(tiny_llm, "generating", prompt=PROMPTS["generating"],
+                                                 adapter=str(folder))))
+    from genscom.errors import BadFileError
+
+    (folder / "adapter_config.json").write_text('{"base_model_name_or_path": ')
+    with pytest.raises(BadFileError, match="adapter_config.json"):
+        Agent.from_card(load_card(tiny_card_dict(tiny_llm, "generating", prompt=PROMPTS["generating"],
+                                                 adapter=str(folder))))
+
+
+def test_shipped_peft_configs_name_the_offline_alias() -> None:
+    from genscom.agents.llm import OFFLINE_LLM, base_model_of, same_llm
+    from genscom.assets import find_adapter
+
+    for name in ("smollm2-generating", "smollm2-understanding"):
+        folder = find_adapter(name)
+        assert base_model_of(folder) == OFFLINE_LLM  # resolve_base_model(folder): the fp32 copy of the GGUF
+        assert same_llm(base_model_of(folder), load_card(name).llm)
+    assert same_llm("offline", "smollm2")
+    assert not same_llm(OFFLINE_LLM, "HuggingFaceTB/SmolLM2-135M-Instruct")

@@ -394,6 +394,172 @@ def test_png_bomb_in_the_library(tmp_path: Path) -> None:
     assert time.perf_counter() - t0 < 1.0
 
 
+# ----------------------------------------------------------------------------------------- library loaders
+# Files read by the library rather than by a command-line flag: each broken file is a BadFileError (a ValueError)
+# naming it and the fix, quickly, without running a payload.
+JSON_BAD: dict[str, Callable[[], bytes]] = {
+    "empty": lambda: b"",
+    "truncated": lambda: b'{"format_version": 1, "config": {"name": "int4", "di',
+    "random-bytes": lambda: _random(),
+    "not-a-mapping": lambda: b"[1, 2, 3]",
+}
+
+
+def raises_bad_file(fn: Callable[[], object], named: Path, *, fix: str = "") -> str:
+    from genscom.errors import BadFileError
+
+    t0 = time.perf_counter()
+    with pytest.raises(BadFileError) as info:
+        fn()
+    msg = str(info.value)
+    assert str(named) in msg and "\n" not in msg, msg
+    assert fix in msg, (fix, msg)
+    assert time.perf_counter() - t0 < LIMIT_S
+    assert not Path(MARKER).exists(), "a payload ran"
+    return msg
+
+
+def _quantizer_folder(folder: Path, name: str = "pq-4x4") -> Path:
+    from genscom.coding.quantize import fit_quantizer
+
+    train = torch.nn.functional.normalize(torch.randn(64, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    return fit_quantizer(name, train, seed=0).save(folder)
+
+
+QUANTIZER_CONFIG_BAD = {**JSON_BAD,
+                        "wrong-type": lambda: b'{"format_version": 1, "config": {"name": "int4", "dim": "16"}}',
+                        "unknown-field": lambda: b'{"format_version": 1, "config": {"name": "int4", "dims": 16}}',
+                        "other-version": lambda: b'{"format_version": 99, "config": {"name": "int4", "dim": 16}}'}
+
+
+@pytest.mark.parametrize("bad", sorted(QUANTIZER_CONFIG_BAD))
+def test_bad_quantizer_config(in_tmp: Path, bad: str) -> None:
+    from genscom.coding.quantize import load_quantizer
+
+    folder = _quantizer_folder(in_tmp / "q")
+    broken = write(folder / "quantizer.json", QUANTIZER_CONFIG_BAD[bad]())
+    raises_bad_file(lambda: load_quantizer(folder), broken, fix="quantizer.save")
+
+
+@pytest.mark.parametrize("bad", sorted([*SAFETENSORS_BAD, "wrong-shape"]))
+def test_bad_quantizer_tensors(in_tmp: Path, bad: str) -> None:
+    from safetensors.numpy import save_file
+
+    from genscom.coding.quantize import ProductQuantizer, load_quantizer
+
+    folder = _quantizer_folder(in_tmp / "q")
+    broken = folder / "quantizer.safetensors"
+    if bad == "wrong-shape":  # sound file, centroids of another quantiser
+        save_file({"centroids": np.zeros((2, 16, 8), np.float32)}, str(broken))
+    else:
+        write(broken, SAFETENSORS_BAD[bad]())
+    raises_bad_file(lambda: load_quantizer(folder), broken, fix="quantizer.save")
+    raises_bad_file(lambda: ProductQuantizer.load(folder), broken)
+
+
+def test_fitted_quantizer_without_its_arrays(in_tmp: Path) -> None:
+    from genscom.coding.quantize import load_quantizer
+
+    folder = _quantizer_folder(in_tmp / "q")
+    (folder / "quantizer.safetensors").unlink()
+    assert "missing" in raises_bad_file(lambda: load_quantizer(folder), folder / "quantizer.safetensors")
+
+
+def _table_file() -> bytes:
+    from genscom.coding.calibration import SHIPPED_DIR
+
+    return next(iter(sorted(SHIPPED_DIR.glob("awgn-*.json")))).read_bytes()
+
+
+def _wrong_typed_table() -> bytes:
+    d = json.loads(_table_file())
+    d["tables"][0]["bler"] = "high"
+    return json.dumps(d).encode()
+
+
+def _table_missing_field() -> bytes:
+    d = json.loads(_table_file())
+    del d["tables"][1]["snr_db"]
+    return json.dumps(d).encode()
+
+
+TABLE_BAD: dict[str, Callable[[], bytes]] = {
+    **JSON_BAD,
+    "truncated": lambda: _table_file()[: len(_table_file()) // 2],
+    "no-tables": lambda: b'{"meta": {}}',
+    "wrong-type": _wrong_typed_table,
+    "missing-field": _table_missing_field,
+}
+
+
+@pytest.mark.parametrize("bad", sorted(TABLE_BAD))
+def test_bad_shipped_calibration_table(in_tmp: Path, monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    """A broken shipped table is an error naming it and how to restore it; it is never simulated over (nothing is
+    written to the user cache)."""
+    from genscom.channels.awgn import AWGNChannel
+    from genscom.coding import calibration
+
+    shipped = in_tmp / "tables"
+    broken = write(shipped / "awgn-00000000.json", TABLE_BAD[bad]())
+    monkeypatch.setattr(calibration, "SHIPPED_DIR", shipped)
+    msg = raises_bad_file(lambda: calibration.calibrate("qpsk-1/2", AWGNChannel()), broken, fix="reinstall genscom")
+    assert bad not in ("wrong-type", "missing-field") or "table " in msg  # which table of the file
+    raises_bad_file(lambda: calibration.read_table_file(broken), broken, fix="reinstall genscom")
+    assert not (in_tmp / "cache").exists()  # GENSCOM_CACHE: no table written in its place
+
+
+CACHED_BAD: dict[str, Callable[[], bytes]] = {
+    **JSON_BAD,
+    "wrong-type": lambda: json.dumps({**json.loads(_table_file())["tables"][0], "n_codewords": "many"}).encode(),
+    "missing-field": lambda: b'{"mcs": "qpsk-1/2"}',
+}
+
+
+@pytest.mark.parametrize("bad", sorted(CACHED_BAD))
+def test_bad_cached_calibration_table(in_tmp: Path, bad: str) -> None:
+    """A broken table in the user cache names the file and says to delete it (it is simulated again), before
+    any simulation starts."""
+    from genscom.channels.awgn import AWGNChannel
+    from genscom.coding.calibration import CalibrationConfig, _cache_path, calibrate, find_table, link_key
+    from genscom.coding.ldpc import DEFAULT_K, DEFAULT_NUM_ITER
+    from genscom.coding.mcs import get_mcs
+
+    cfg = CalibrationConfig(use_shipped=False, cache_dir=str(in_tmp / "cal"))
+    path, _ = _cache_path(get_mcs("qpsk-1/2"), link_key(AWGNChannel()), DEFAULT_K, DEFAULT_NUM_ITER, cfg, "app")
+    write(path, CACHED_BAD[bad]())
+    raises_bad_file(lambda: calibrate("qpsk-1/2", AWGNChannel(), config=cfg), path, fix="delete")
+    raises_bad_file(lambda: find_table("qpsk-1/2", AWGNChannel(), config=cfg), path, fix="delete")
+    assert path.read_bytes() == CACHED_BAD[bad]()  # left for the user to look at, not replaced
+
+
+def test_demo_upload_png_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
+    from genscom.demo.content import UploadError, read_upload
+
+    _png_bomb(tmp_path / "bomb.png")
+    t0 = time.perf_counter()
+    with pytest.raises(UploadError, match="'bomb.png' is too large an image"):
+        read_upload(tmp_path / "bomb.png", max_bytes=10**6, max_side=64, num_frames=2)
+    assert time.perf_counter() - t0 < 1.0
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "small.png")  # a bound of its own: 40 x 30 > 1000 pixels
+    with pytest.raises(UploadError, match="more than the 1000 pixels"):
+        read_upload(tmp_path / "small.png", max_bytes=10**6, max_side=64, num_frames=2, max_pixels=1000)
+    assert read_upload(tmp_path / "small.png", max_bytes=10**6, max_side=64, num_frames=2).frames.shape == (1, 30, 40, 3)
+
+
+def test_bad_synthetic_metadata_cache_is_rebuilt(tmp_path: Path) -> None:
+    """The synthetic dataset's caption cache is derived data: a broken one is rebuilt, not an error."""
+    from genscom.data import create_dataset
+
+    kw = dict(split="test", n_items=3, cache_dir=str(tmp_path))
+    ds = create_dataset("synthetic", **kw)
+    ref = [ds.captions_of(i) for i in range(3)]
+    for data in (b"[1, 2]", b'{"params": 1', _random()):
+        ds.cache_path.with_suffix(".json").write_bytes(data)
+        assert [create_dataset("synthetic", **kw).captions_of(i) for i in range(3)] == ref
+
+
 # ----------------------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("case", ["empty-checkpoint", "yaml-tag-config", "pickle-checkpoint"])
 def test_subprocess_one_line_on_stderr(tmp_path: Path, case: str) -> None:

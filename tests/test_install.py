@@ -51,9 +51,25 @@ emb = torch.nn.functional.normalize(torch.randn(2, adapter.config.dim, generator
 with torch.no_grad():
     out = adapter(emb, 10.0, channel=None).embeddings
 towers = {str(d): MiniVideoTower.from_pretrained(d).config.embed_dim for d in (MINI_WEIGHTS_DIR, MINI_ATTR_WEIGHTS_DIR)}
+
+# the agent cards by name (no LLM is loaded), their prompts and adapters, the peft base model, the link tables
+from genscom.agents.agent import check_agent_folder
+from genscom.agents.card import SHIPPED_CARDS, list_cards, load_card
+from genscom.agents.llm import base_model_of
+from genscom.coding.calibration import SHIPPED_DIR, read_table_file
+
+card = load_card("smollm2-generating")
+check_agent_folder(card.adapter_path(), role="generating")
+partner = card.partner_card()
 print(json.dumps({"genscom": genscom.__file__, "shipped": str(SHIPPED_ADAPTERS), "adapter": str(folder),
                   "k": adapter.config.k, "dim": adapter.config.dim, "finite": bool(torch.isfinite(out).all()),
-                  "names": list_adapters(), "towers": towers}))
+                  "names": list_adapters(), "towers": towers,
+                  "cards": list_cards(), "card_dir": str(SHIPPED_CARDS), "card": card.source,
+                  "prompt": str(card.prompt_path()), "card_adapter": str(card.adapter_path()),
+                  "partner": partner.source, "partner_prompt": str(partner.prompt_path()),
+                  "base_model": base_model_of(card.adapter_path()),
+                  "tables": sum(len(read_table_file(f)[1]) for f in sorted(SHIPPED_DIR.glob("*.json"))),
+                  "tables_dir": str(SHIPPED_DIR)}))
 """
 
 
@@ -85,7 +101,7 @@ def test_wheel_install_finds_shipped_adapters_and_towers(tmp_path: Path) -> None
         packed = {n: hashlib.sha256(z.read(n)).hexdigest() for n in z.namelist() if n.startswith("genscom/")}
         z.extractall(tmp_path / "site")
     pkg = REPO / "genscom"
-    for sub in ("adapters", "encoders/weights"):
+    for sub in ("adapters", "encoders/weights", "cards", "coding/tables"):  # weights, agent cards + prompts, link tables
         want = _files(pkg, sub)
         assert want, sub
         assert {n: packed.get(n) for n in want} == want, f"files under genscom/{sub} missing or changed in the wheel"
@@ -100,12 +116,18 @@ def test_wheel_install_finds_shipped_adapters_and_towers(tmp_path: Path) -> None
                          timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     got = json.loads(run.stdout.strip().splitlines()[-1])
-    for key in ("genscom", "shipped", "adapter", *got["towers"]):
+    for key in ("genscom", "shipped", "adapter", *got["towers"], "card_dir", "card", "prompt", "card_adapter",
+                "partner", "partner_prompt", "tables_dir"):
         assert Path(got.get(key, key)).resolve().is_relative_to(site), (key, got, "imported from outside the wheel")
     assert Path(got["adapter"]) == Path(got["shipped"]) / "mini-k192"
     assert got["k"] == 192 and got["dim"] == 384 and got["finite"]
     assert set(got["towers"].values()) == {384}
     assert got["names"] == SHIPPED_NAMES
+    assert got["cards"] == sorted(p.stem for p in (REPO / "agents").glob("*.yaml")), got["cards"]
+    assert Path(got["card"]) == Path(got["card_dir"]) / "smollm2-generating.yaml"
+    assert Path(got["card_adapter"]) == Path(got["shipped"]) / "smollm2-generating"
+    assert got["base_model"] == "smollm2-135m-instruct"
+    assert got["tables"] == sum(len(json.loads(f.read_text())["tables"]) for f in (pkg / "coding" / "tables").glob("*.json"))
 
 
 # ------------------------------------------------------------------------------------ genscom.assets
@@ -169,3 +191,33 @@ def test_unknown_adapter_error_lists_names_and_folders(tmp_path: Path, monkeypat
             assert str(folder) in msg, (folder, msg)
         assert str(sorted(["ours-k32", *SHIPPED_NAMES])) in msg, msg
         assert ENV_ADAPTERS in msg and "genscom train adapter" in msg
+
+
+# ------------------------------------------------------------------------------------ agent cards as package data
+def test_package_cards_are_the_repository_cards() -> None:
+    """`genscom/cards/` (what ships) holds the same cards and prompts as the top-level `agents/` and `prompts/`."""
+    pairs = [(REPO / "agents", REPO / "genscom" / "cards", "*.yaml"),
+             (REPO / "prompts", REPO / "genscom" / "cards" / "prompts", "*.md")]
+    for top, pkg, pattern in pairs:
+        names = sorted(p.name for p in top.glob(pattern) if p.name != "README.md")
+        assert names and names == sorted(p.name for p in pkg.glob(pattern) if p.name != "README.md"), (top, pkg)
+        for name in names:
+            assert (top / name).read_bytes() == (pkg / name).read_bytes(), (
+                f"{top / name} and {pkg / name} differ: edit both (genscom/cards/ is the copy that ships)")
+
+
+def test_package_data_globs_cover_the_shipped_files() -> None:
+    """Every file under the shipped-data folders matches a `[tool.setuptools.package-data]` glob (quick; the
+    wheel test above checks the built wheel itself)."""
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["genscom"]
+    pkg = REPO / "genscom"
+    for sub in ("adapters", "encoders/weights", "cards", "coding/tables"):
+        files = [p for p in (pkg / sub).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        assert files, sub
+        for f in files:
+            rel = f.relative_to(pkg).as_posix()
+            assert any(fnmatch.fnmatchcase(rel, g) and rel.count("/") == g.count("/") for g in globs), (
+                f"genscom/{rel} matches no package-data glob in pyproject.toml: {globs}")

@@ -149,3 +149,45 @@ def test_python_m_genscom_help() -> None:
 
     res = subprocess.run([sys.executable, "-m", "genscom", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "train" in res.stdout and "--debug" in res.stdout
+
+
+def test_bench_fed_save_adapter_needs_overwrite(cwd: Path) -> None:
+    """`bench fed --save-adapter` (or `output_dir` in --config) into a folder holding weights is refused before any
+    work, naming the folder and the flags; with --overwrite the check passes (the run then stops at a missing
+    --init-from, the next check, so nothing is trained here)."""
+    target = cwd / "mini-k192"
+    shutil.copytree(SHIPPED_ADAPTERS / "mini-k192", target)
+    before = tree_hash((target,))
+    for args in (["--save-adapter", str(target)],
+                 ["--config", config(cwd / "fed.yaml", {"output_dir": str(target), "rounds": 1})]):
+        res = CliRunner().invoke(app, ["bench", "fed", "--quick", *args, "--out", "fed-results"],
+                                 catch_exceptions=False)
+        errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+        assert res.exit_code == 2 and len(errors) == 1, res.output
+        assert str(target) in errors[0] and "--overwrite" in errors[0] and "--save-adapter" in errors[0]
+    res = CliRunner().invoke(app, ["bench", "fed", "--quick", "--save-adapter", str(target), "--overwrite",
+                                   "--init-from", str(cwd / "no-such-adapter"), "--out", "fed-results"],
+                             catch_exceptions=False)
+    assert res.exit_code == 2 and "no-such-adapter" in res.output and "--overwrite" not in res.output, res.output
+    assert tree_hash((target,)) == before and not Path("fed-results").exists() and not Path("runs").exists()
+    # an empty or new folder needs no flag
+    from genscom.training import check_output_dir
+
+    check_output_dir(cwd / "new", overwrite=False, flag="--save-adapter")
+
+
+def test_shipped_readmes_name_the_timestamped_default() -> None:
+    """Shipped READMEs that say where a trainer writes by default name `runs/<name>-<timestamp>/` (or just `runs/`),
+    not the old fixed `runs/adapter-<name>/`."""
+    import re
+
+    docs = [SHIPPED_ADAPTERS / "README.md", *SHIPPED_ADAPTERS.glob("*/README.md"),
+            *MINI_WEIGHTS_DIR.parent.glob("*/README.md"), REPO / "agents" / "README.md",
+            REPO / "genscom" / "cards" / "README.md"]
+    said = re.compile(r"\bwrites? (?:to|under|into) (?:a new )?`(runs/[^`]*)`")
+    found = 0
+    for doc in docs:
+        for m in said.finditer(doc.read_text(encoding="utf-8")):
+            found += 1
+            assert m.group(1) == "runs/" or "<timestamp>" in m.group(1), (doc, m.group(0))
+    assert found >= 3

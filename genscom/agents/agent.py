@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from torch import nn
 from genscom.agents.backbone import SharedLLM
 from genscom.agents.card import AgentCard, load_card
 from genscom.agents.heads import ImageConditioningHead, SoftPromptProjector, VectorHead
+from genscom.agents.llm import PEFT_CONFIG, base_model_of, same_llm
 from genscom.agents.prompts import ChannelSensing, TaskRequirement, load_prompt, render_prompt
 from genscom.errors import BadFileError, first_line
 from genscom.loading import MissingFileError, check_safetensors, load_safetensors, read_json
@@ -305,6 +307,12 @@ class Agent(nn.Module):
             for f in ("adapter_config.json", "adapter_model.safetensors"):
                 shutil.move(str(src / f), str(tmp / f))
             shutil.rmtree(peft_tmp)
+            # the base model as the card names it (offline alias, hub id or folder), not peft's value: a machine's
+            # cache path, or null for QLoRA; resolve it with genscom.agents.llm.resolve_base_model
+            peft_cfg = read_json(tmp / "adapter_config.json", expected="peft's adapter_config.json")
+            peft_cfg["base_model_name_or_path"] = self.card.llm
+            (tmp / "adapter_config.json").write_text(json.dumps(peft_cfg, indent=2, sort_keys=True) + "\n",
+                                                     encoding="utf-8")
             if dtype is not None:
                 lora = tmp / "adapter_model.safetensors"
                 save_file(cast(load_file(str(lora))), str(lora))
@@ -332,6 +340,11 @@ class Agent(nn.Module):
         """Load weights written by :meth:`save_pretrained` (role and shapes must match)."""
         folder = Path(folder)
         check_agent_folder(folder, role=self.role)
+        base = base_model_of(folder)
+        if base is not None and not same_llm(base, self.card.llm):
+            warnings.warn(f"{str(folder / PEFT_CONFIG)!r} records base model {base!r}, but card {self.card.name!r} "
+                          f"loads llm {self.card.llm!r}: the LoRA weights were trained on another model",
+                          UserWarning, stacklevel=2)
         path = folder / AGENT_MODULES_FILE
         state = load_safetensors(path, device=str(self.queries.device), expected="the agent's modules (safetensors "
                                  "written by Agent.save_pretrained)", fix=_ADAPTER_FIX)
@@ -370,6 +383,7 @@ def check_agent_folder(folder: str | os.PathLike[str], *, role: str | None = Non
                            expected=f"a {role} agent's adapter", fix="pair each card with its own adapter folder")
     for name in (AGENT_MODULES_FILE, "adapter_model.safetensors"):
         check_safetensors(folder / name, expected=f"{name} written by Agent.save_pretrained", fix=_ADAPTER_FIX)
+    base_model_of(folder)  # adapter_config.json parses, its base model is a string or null
 
 
 def load_agent_pair(card: AgentCard | str | os.PathLike[str], *, device: str | torch.device = "cpu",

@@ -27,9 +27,10 @@ first match wins, in:
 
 1. the folders passed in ``search``;
 2. the folders in the ``GENSCOM_CARDS`` environment variable (``os.pathsep``-separated);
-3. the shipped cards, :data:`SHIPPED_CARDS` (the repository's ``agents/`` folder of a checkout
-   or editable install; with a plain wheel, copy ``agents/`` and ``prompts/`` from the repository
-   and put that ``agents/`` on ``GENSCOM_CARDS``).
+3. the shipped cards, :data:`SHIPPED_CARDS`: ``genscom/cards/`` (package data, with their role
+   prompts in ``genscom/cards/prompts/``), found alike in a checkout, an editable install and a
+   wheel. The repository's top-level ``agents/`` and ``prompts/`` hold the same files, for paths
+   such as ``--card agents/smollm2-generating.yaml``.
 
 Anything else is a path (relative to the working folder). :func:`list_cards` lists the names
 on the search path from any working folder.
@@ -236,16 +237,8 @@ def load_card(source: str | os.PathLike[str] | dict[str, Any], **overrides: Any)
     return card
 
 
-def _shipped_cards() -> Path | None:
-    """The repository's ``agents/`` folder when genscom runs from a checkout (editable install), else ``None``."""
-    root = Path(__file__).resolve().parents[2]
-    folder = root / "agents"
-    if folder.is_dir() and (root / "pyproject.toml").is_file() and (root / "genscom" / "agents" / "card.py").is_file():
-        return folder
-    return None
-
-
-SHIPPED_CARDS: Path | None = _shipped_cards()
+SHIPPED_CARDS: Path = Path(__file__).resolve().parents[1] / "cards"
+"""The cards shipped as package data (``genscom/cards/*.yaml``; prompts in ``genscom/cards/prompts/``)."""
 ENV_CARDS = "GENSCOM_CARDS"
 
 
@@ -254,8 +247,7 @@ def card_search_path(search: Iterable[str | os.PathLike[str]] | None = None) -> 
     env = os.environ.get(ENV_CARDS, "")
     folders = [Path(p).expanduser() for p in (search or ())]
     folders += [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
-    if SHIPPED_CARDS is not None:
-        folders.append(SHIPPED_CARDS)
+    folders.append(SHIPPED_CARDS)
     return folders
 
 

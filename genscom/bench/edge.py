@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EdgeBenchConfig:
-    card: str = "agents/smollm2-generating.yaml"
-    nf4_card: str = "agents/smollm2-generating-nf4.yaml"
+    card: str = "smollm2-generating"  # a card name on the card search path, or a card file
+    nf4_card: str = "smollm2-generating-nf4"
     variants: tuple[str, ...] = ("bf16", "nf4")  # bf16 first: ratios and metric drops are against it
     n_items: int = 32
     snr_db: float = 20.0

@@ -75,10 +75,22 @@ def plot_fed(cfg: FedConfig, result: dict[str, Any], path: str | Path) -> Path:
 
 
 def run_fed_bench(cfg: FedConfig, *, out_dir: str | Path = "results/fed", quick: bool = False, command: str = "",
-                  console: Any = None, resume: bool = False, data: Any = None, progress: bool = True) -> dict[str, Any]:
-    """Run the federated benchmark; writes ``fed.json``, ``fed.md`` and ``fed.png`` to ``out_dir``."""
+                  console: Any = None, resume: bool = False, data: Any = None, progress: bool = True,
+                  overwrite: bool = False) -> dict[str, Any]:
+    """Run the federated benchmark; writes ``fed.json``, ``fed.md`` and ``fed.png`` to ``out_dir``.
+
+    The global adapter is saved to ``cfg.output_dir`` (``--save-adapter``) when set; a folder that already
+    holds weights is refused before any work unless ``overwrite`` (a README there is kept).
+
+    Raises:
+        OutputExistsError: ``cfg.output_dir`` holds weights and ``overwrite`` is False.
+    """
     from rich.console import Console
 
+    from genscom.training import check_output_dir
+
+    if cfg.output_dir:
+        check_output_dir(cfg.output_dir, overwrite=overwrite, flag="--save-adapter")
     console = console or Console()
     result = run_federated(cfg, data=data, resume=resume, progress=progress)
     records = fed_records(cfg, result)

@@ -35,7 +35,10 @@ cache: ``CalibrationConfig(cache_dir=...)`` -> ``<cache_dir>/link_calibration``,
 -> :func:`default_cache_dir` (``$GENSCOM_CACHE/link_calibration``, else
 ``~/.cache/genscom/link_calibration``), keyed by the above and the calibration settings; then it
 simulates and writes there (logged at INFO with its path). So a benchmark with the default link
-settings reads the shipped tables and writes nothing.
+settings reads the shipped tables and writes nothing. A table file that cannot be read (truncated,
+not JSON, a missing or wrong-typed field) is a :class:`~genscom.errors.BadFileError` naming it and
+the fix (a shipped file: reinstall or restore it; a cached one: delete it), never silently
+simulated over.
 
 **Pilot CSI** (``pilots=`` a :class:`~genscom.channels.sensing.PilotLayout` aligned with the
 channel's coherence): every simulated codeword travels in a frame with ``P`` known pilots opening
@@ -387,6 +390,42 @@ _TABLE_FIELDS = ("mcs", "channel", "k", "n", "num_iter", "snr_db", "bler", "resi
                  "error_counts", "source")
 _TABLE_OPTIONAL = ("block_errors", "bler_low", "bler_high", "demapping", "decoder", "settings", "wall_s", "key",
                    "version")
+_PER_POINT = ("bler", "residual_ber", "n_codewords", "error_counts", "source", "block_errors", "bler_low", "bler_high")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+_FIELD_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    **{k: ("a string", lambda v: isinstance(v, str)) for k in ("mcs", "channel", "demapping", "decoder", "key")},
+    **{k: ("an integer", _is_int) for k in ("k", "n", "num_iter", "version")},
+    "wall_s": ("a number", _is_number),
+    "settings": ("a mapping", lambda v: isinstance(v, dict)),
+    **{k: ("a list of numbers", lambda v: isinstance(v, list) and all(_is_number(x) for x in v))
+       for k in ("snr_db", "bler", "residual_ber", "bler_low", "bler_high")},
+    **{k: ("a list of integers", lambda v: isinstance(v, list) and all(_is_int(x) for x in v))
+       for k in ("n_codewords", "block_errors")},
+    "error_counts": ("a list of lists of integers",
+                     lambda v: isinstance(v, list) and all(isinstance(c, list) and all(_is_int(x) for x in c)
+                                                           for c in v)),
+    "source": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+}
+
+
+def _check_table_types(data: dict[str, Any]) -> None:
+    """``TypeError`` naming the first field of a table mapping whose value has the wrong type (``None`` is
+    allowed for the optional per-point lists). A dedicated check: the shipped tables hold ~10^5 numbers."""
+    for name, value in data.items():
+        what, ok = _FIELD_CHECKS[name]
+        if value is None and name in ("block_errors", "bler_low", "bler_high"):
+            continue
+        if not ok(value):
+            raise TypeError(f"field {name!r} must be {what}, got {value!r:.60} ({type(value).__name__})")
 
 
 @dataclass
@@ -480,7 +519,21 @@ class CalibrationTable:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "CalibrationTable":
-        return cls(**{k: d[k] for k in _TABLE_FIELDS}, **{k: d[k] for k in _TABLE_OPTIONAL if k in d})
+        """The table of a :meth:`to_json` mapping. Raises ``KeyError`` for a missing field, ``TypeError`` /
+        ``ValueError`` naming a field of the wrong type or per-point lists of different lengths."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a calibration table must be a mapping of fields, got {type(d).__name__}")
+        missing = [k for k in _TABLE_FIELDS if k not in d]
+        if missing:
+            raise KeyError(f"missing field(s) {missing}")
+        data = {k: d[k] for k in _TABLE_FIELDS + _TABLE_OPTIONAL if k in d}
+        _check_table_types(data)
+        n = len(data["snr_db"])
+        per_point = [k for k in _PER_POINT if data.get(k) is not None and len(data[k]) != n]
+        if n == 0 or per_point:
+            raise ValueError(f"per-point fields {per_point or ['snr_db']} must hold one value per SNR point "
+                             f"({n} in snr_db)" if n else "snr_db is empty")
+        return cls(**data)
 
 
 # --------------------------------------------------------------------------- lookup: shipped, then user cache
@@ -497,12 +550,47 @@ def _matches(table: CalibrationTable, ident: dict[str, Any]) -> bool:
             and table.version == ident["version"])
 
 
-def read_table_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[CalibrationTable]]:
-    """A table file written by :func:`calibrate_all` -> ``(meta, tables)``."""
-    d = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(d, dict) or "tables" not in d:
-        raise ValueError(f"{path} is not a calibration table file (no 'tables' list)")
-    return dict(d.get("meta", {})), [CalibrationTable.from_json(t) for t in d["tables"]]
+_TABLE_FILE = 'a calibration table file ({"meta": {...}, "tables": [...]}, written by calibrate_all)'
+_SHIPPED_FIX = ("reinstall genscom (pip install --force-reinstall --no-deps genscom) or restore the file from the "
+                "repository (git checkout -- genscom/coding/tables)")
+
+
+def _table_fix(path: Path) -> str:
+    """How to repair the table file ``path``: a shipped one is restored, never recomputed over."""
+    try:
+        shipped = path.resolve().parent == SHIPPED_DIR.resolve()
+    except OSError:  # pragma: no cover - an unreadable folder
+        shipped = False
+    return _SHIPPED_FIX if shipped else "delete the file and run calibrate_all again (or point out_dir elsewhere)"
+
+
+def read_table_file(path: str | os.PathLike[str], *, fix: str | None = None) -> tuple[dict[str, Any],
+                                                                                     list[CalibrationTable]]:
+    """A table file written by :func:`calibrate_all` -> ``(meta, tables)``.
+
+    Raises:
+        MissingFileError: no such file.
+        BadFileError: truncated or not JSON, not ``{"meta": ..., "tables": [...]}``, or a table with a missing or
+            wrong-typed field (naming the file, the table and ``fix``; by default how to restore a shipped
+            table, or to delete the file and calibrate again).
+    """
+    from genscom.errors import BadFileError, first_line
+    from genscom.loading import read_json
+
+    p = Path(path)
+    fix = fix or _table_fix(p)
+    d = read_json(p, expected=_TABLE_FILE, fix=fix, max_bytes=64 * 2**20)
+    if not isinstance(d, dict) or not isinstance(d.get("tables"), list) or not isinstance(d.get("meta", {}), dict):
+        raise BadFileError(p, problem="not a calibration table file (no 'tables' list)", expected=_TABLE_FILE,
+                           fix=fix)
+    tables = []
+    for i, t in enumerate(d["tables"]):
+        try:
+            tables.append(CalibrationTable.from_json(t))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadFileError(p, problem=f"table {i}: {first_line(exc, limit=240)}", expected=_TABLE_FILE,
+                               fix=fix) from None
+    return dict(d.get("meta", {})), tables
 
 
 def write_table_file(path: str | os.PathLike[str], meta: dict[str, Any], tables: Sequence[CalibrationTable]) -> Path:
@@ -524,11 +612,7 @@ def shipped_table(mcs: MCS | str, channel: Channel | str, *, k: int = DEFAULT_K,
                       demapping)
     root = Path(folder) if folder is not None else SHIPPED_DIR
     for path in sorted(root.glob("*.json")) if root.is_dir() else []:
-        try:
-            _, tables = read_table_file(path)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable calibration file %s (%s)", path, exc)
-            continue
+        _, tables = read_table_file(path)  # a broken file is an error: it is never silently simulated over
         for t in tables:
             if _matches(t, ident):
                 return t
@@ -652,13 +736,30 @@ def _lookup(m: MCS, chan: str, cfg: CalibrationConfig, *, k: int, num_iter: int,
             return shipped
     path, key = _cache_path(m, chan, k, num_iter, cfg, demapping)
     if path.is_file():
-        try:
-            table = CalibrationTable.from_json(json.loads(path.read_text(encoding="utf-8")))
-            if table.key == key:
-                return table
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable calibration %s (%s); recomputing", path, exc)
+        table = read_cached_table(path)
+        if table.key == key:
+            return table
     return None
+
+
+def read_cached_table(path: str | os.PathLike[str]) -> CalibrationTable:
+    """One table of the user cache (a JSON file written by :func:`calibrate`).
+
+    Raises:
+        BadFileError: truncated, not JSON, or a missing or wrong-typed field; the fix is to delete the file
+            (the table is simulated again on the next run).
+    """
+    from genscom.errors import BadFileError, first_line
+    from genscom.loading import read_json
+
+    p = Path(path)
+    expected = "a cached calibration table (JSON written by calibrate)"
+    fix = f"delete {str(p)!r}; the table is simulated and cached again on the next run"
+    d = read_json(p, expected=expected, fix=fix, max_bytes=64 * 2**20)
+    try:
+        return CalibrationTable.from_json(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadFileError(p, problem=first_line(exc, limit=240), expected=expected, fix=fix) from None
 
 
 def _check_args(channel: Channel | str, demapping: str) -> Channel:
@@ -822,7 +923,7 @@ def calibrate_all(channels: Sequence[Channel | str], mcs_names: Sequence[str] | 
 __all__ = [
     "CACHE_SUBDIR", "CALIBRATION_VERSION", "SHIPPED_DIR", "CalibrationConfig", "CalibrationTable", "CodedStats",
     "bler_interval", "calibrate", "calibrate_all", "channel_key", "default_cache_dir", "find_table", "link_key",
-    "read_table_file",
+    "read_cached_table", "read_table_file",
     "run_to_errors", "shipped_table", "simulate_coded", "simulate_uncoded_ber", "table_file_name", "through_channel",
     "write_table_file",
 ]

@@ -514,18 +514,43 @@ def fit_quantizer(name: str, train_embeddings: torch.Tensor, *, seed: int = 0, f
 
 
 def load_quantizer(path: str | Path) -> EmbeddingQuantizer:
-    """Read a quantiser folder written by :meth:`EmbeddingQuantizer.save` (JSON config + safetensors)."""
-    from safetensors.numpy import load_file
+    """Read a quantiser folder written by :meth:`EmbeddingQuantizer.save` (JSON config + safetensors).
+
+    Raises:
+        MissingFileError: no ``quantizer.json`` in ``path`` (a ``FileNotFoundError``).
+        BadFileError: a file that is truncated, not JSON/safetensors, of another format version, with
+            wrong-typed config fields, or with arrays that do not fit the config (naming the file and the fix).
+    """
+    from genscom.errors import BadFileError, GenscomError, first_line
+    from genscom.loading import load_safetensors, read_json
 
     folder = Path(path)
-    if not (folder / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{folder / CONFIG_FILE} is missing: pass a folder written by quantizer.save()")
-    meta = json.loads((folder / CONFIG_FILE).read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{folder}: format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
-    q = create_quantizer(**meta["config"])
-    tensors = load_file(str(folder / TENSORS_FILE)) if (folder / TENSORS_FILE).is_file() else {}
-    q._load_tensors(tensors)
+    fix = "save the fitted quantiser again with quantizer.save(folder) (fit_quantizer on TRAIN-split embeddings)"
+    cfg_path, tensors_path = folder / CONFIG_FILE, folder / TENSORS_FILE
+    meta = read_json(cfg_path, expected=f"{CONFIG_FILE} written by quantizer.save()", fix=fix, max_bytes=2**20)
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        got = meta.get("format_version") if isinstance(meta, dict) else type(meta).__name__
+        raise BadFileError(cfg_path, problem=f"format_version {got!r} is not {FORMAT_VERSION}",
+                           expected=f'{{"format_version": {FORMAT_VERSION}, "config": {{...}}}}', fix=fix)
+    try:
+        if not isinstance(meta.get("config"), dict):
+            raise TypeError(f"'config' must be a mapping of QuantizerConfig fields, got {meta.get('config')!r:.80}")
+        q = create_quantizer(**meta["config"])
+    except GenscomError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise BadFileError(cfg_path, problem=first_line(exc, limit=300), expected="valid QuantizerConfig fields",
+                           fix=fix) from None
+    expected = f"{TENSORS_FILE} written by quantizer.save() for {q.name!r} on dim {q.dim}"
+    if tensors_path.is_file():
+        state = load_safetensors(tensors_path, expected=expected, fix=fix)
+        try:
+            q._load_tensors({k: v.numpy() for k, v in state.items()})
+        except (TypeError, ValueError) as exc:
+            raise BadFileError(tensors_path, problem=first_line(exc, limit=300), expected=expected, fix=fix) from None
+    if not q.trained:
+        raise BadFileError(tensors_path, problem="the fitted arrays (mean / centroids) are missing",
+                           expected=expected, fix=fix)
     return q
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from genscom.data.base import ClipCaptionDataset, check_split, register_dataset
+from genscom.loading import read_json
 from genscom.utils import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -401,11 +402,14 @@ class SyntheticClips(ClipCaptionDataset):
     def _metadata(self) -> tuple[list[list[str]], list[dict[str, Any]]]:
         meta_path = self.cache_path.with_suffix(".json")
         if self.cache and meta_path.is_file():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                if meta.get("params") == self._params() and len(meta["captions"]) == self.n_items:
+            try:  # a cache of what plan_item computes: a broken one is re-planned (and rewritten), not an error
+                meta = read_json(meta_path, expected="the synthetic dataset's cached captions (JSON)",
+                                 fix="delete it (it is rebuilt)")
+                if (isinstance(meta, dict) and meta.get("params") == self._params()
+                        and isinstance(meta.get("captions"), list) and isinstance(meta.get("attributes"), list)
+                        and len(meta["captions"]) == len(meta["attributes"]) == self.n_items):
                     return meta["captions"], meta["attributes"]
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError) as exc:  # BadFileError is a ValueError
                 logger.warning("ignoring unreadable synthetic metadata %s: %s", meta_path, exc)
         caps: list[list[str]] = []
         attrs: list[dict[str, Any]] = []

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genscom.loading import MAX_IMAGE_PIXELS
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -64,12 +66,18 @@ def fit_frames(frames: torch.Tensor, *, max_side: int, num_frames: int) -> torch
     return torch.from_numpy(np.ascontiguousarray(np.stack(out)))
 
 
-def read_upload(path: str | os.PathLike[str], *, max_bytes: int, max_side: int, num_frames: int) -> DemoItem:
+def read_upload(path: str | os.PathLike[str], *, max_bytes: int, max_side: int, num_frames: int,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> DemoItem:
     """An uploaded image or video file -> :class:`DemoItem`.
+
+    Images are read with :func:`genscom.loading.load_image`: one declaring more than ``max_pixels``
+    pixels is refused before decoding; videos with :func:`genscom.data.real.read_video` (frame and
+    pixel caps).
 
     Raises:
         UploadError: the file is missing, larger than ``max_bytes`` (the message states the
-            limit), of an unsupported type, or not decodable as an image/video.
+            limit), of an unsupported type, an image of more than ``max_pixels`` pixels, or not
+            decodable as an image/video.
     """
     p = Path(path)
     if not p.is_file():
@@ -82,20 +90,27 @@ def read_upload(path: str | os.PathLike[str], *, max_bytes: int, max_side: int, 
         raise UploadError(f"upload {p.name!r} has an unsupported type {suffix or '(none)'!r}; "
                           f"send an image ({', '.join(IMAGE_SUFFIXES)}) or a video ({', '.join(VIDEO_SUFFIXES)})")
     if suffix in IMAGE_SUFFIXES:
-        from PIL import Image, UnidentifiedImageError
+        from genscom.errors import InputTooLargeError
+        from genscom.loading import load_image
 
-        try:
-            with Image.open(p) as im:
-                arr = np.array(im.convert("RGB"))  # a writable copy for torch
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        try:  # the declared size is checked before any pixel is decoded (a PNG bomb costs nothing)
+            arr = np.array(load_image(p, max_pixels=max_pixels))  # a writable copy for torch
+        except InputTooLargeError:
+            raise UploadError(f"upload {p.name!r} is too large an image: it declares more than the {max_pixels} "
+                              "pixels allowed; resize it") from None
+        except (ValueError, OSError) as exc:  # BadFileError: not an image, truncated
             raise UploadError(f"upload {p.name!r} is not a readable image ({type(exc).__name__}); "
                               "check the file or try PNG/JPEG") from None
         frames = torch.from_numpy(np.ascontiguousarray(arr))[None]
     else:
         from genscom.data.real import read_video
 
+        from genscom.errors import InputTooLargeError
+
         try:
             frames = read_video(p, num_frames=num_frames)
+        except InputTooLargeError as exc:  # too many frames or pixels, known from the header
+            raise UploadError(f"upload {p.name!r} is too large a video: {str(exc).replace(str(p), p.name)}") from None
         except Exception as exc:  # noqa: BLE001 - PyAV raises many types for a bad file
             raise UploadError(f"upload {p.name!r} is not a readable video ({type(exc).__name__}); "
                               "check the file or try an H.264 MP4") from None

@@ -40,8 +40,9 @@ from genscom.pretrained import CONFIG_NAME, WEIGHTS_NAME
 class DiffusionDecoderConfig:
     """Architecture and sampling defaults of :class:`DiffusionDecoder`.
 
-    ``block_out_channels``: UNet widths per resolution (one down/up block each; the innermost without
-    attention when there are more than two); ``cross_attention_dim``: width of the condition tokens;
+    ``block_out_channels``: UNet widths per resolution (one down/up block each); ``attention_levels``: how
+    many of the coarsest resolutions get (self- and cross-) attention blocks, the mid block always has them
+    (attention at 64 x 64 would cost 4096^2 scores per head on a CPU); ``cross_attention_dim``: width of the condition tokens;
     ``cond_tokens``: tokens the embedding is projected to; ``num_train_timesteps``: the DDPM chain length;
     ``sample_steps``: DDIM steps at generation; ``guidance_scale``: classifier-free guidance (1 = none);
     ``cond_dropout``: probability of the null condition at training.
@@ -53,6 +54,7 @@ class DiffusionDecoderConfig:
     layers_per_block: int = 1
     cross_attention_dim: int = 64
     attention_head_dim: int = 8
+    attention_levels: int = 1
     cond_tokens: int = 4
     norm_num_groups: int = 8
     num_train_timesteps: int = 1000
@@ -65,6 +67,7 @@ class DiffusionDecoderConfig:
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
         for name in ("image_size", "cond_dim", "layers_per_block", "cross_attention_dim", "attention_head_dim",
+                     "attention_levels",
                      "cond_tokens", "norm_num_groups", "num_train_timesteps", "sample_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -115,8 +118,9 @@ class DiffusionDecoder(nn.Module):
         self.config = config
         c = config
         n = len(c.block_out_channels)
-        down = ["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"] if n > 1 else ["CrossAttnDownBlock2D"]
-        up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1) if n > 1 else ["CrossAttnUpBlock2D"]
+        a = min(c.attention_levels, n)  # cross-attention only at the `a` coarsest resolutions (cost: tokens^2)
+        down = ["DownBlock2D"] * (n - a) + ["CrossAttnDownBlock2D"] * a
+        up = ["CrossAttnUpBlock2D"] * a + ["UpBlock2D"] * (n - a)
         self.unet = UNet2DConditionModel(
             sample_size=c.image_size, in_channels=3, out_channels=3, block_out_channels=c.block_out_channels,
             layers_per_block=c.layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up),

@@ -268,7 +268,7 @@ def train_encoder_cmd(
 @bench_app.command("caption")
 def bench_caption(
     card: str = typer.Option("smollm2-generating", "--card", help="agent card: a path or a name on the card "
-                                                                 "search path ($GENSCOM_CARDS, then agents/)"),
+                                                                 "search path ($GENSCOM_CARDS, then the shipped genscom/cards/)"),
     n_items: int = typer.Option(100, "--n-items"),
     snrs: Optional[str] = typer.Option(None, "--snrs", help="comma-separated SNRs in dB"),
     channel: str = typer.Option("awgn", "--channel"),
@@ -399,6 +399,38 @@ def train_adapter_cmd(
     console.print(f"saved {path}")
 
 
+@train_app.command("decoder")
+def train_decoder_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of TrainDecoderConfig fields"),
+    name: Optional[str] = typer.Option(None, "--name", help="decoder name (default output folder "
+                                                            "runs/decoder-<name>-<timestamp>/)"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="encoder profile of the conditioning embeddings"),
+    n_items: Optional[int] = typer.Option(None, "--n-items", help="train-split clips (middle frame of each)"),
+    steps: Optional[int] = typer.Option(None, "--steps"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    sample_every: Optional[int] = typer.Option(None, "--sample-every", help="write a PNG grid of samples every N steps"),
+    cpu_threads: Optional[int] = typer.Option(None, "--cpu-threads", help="torch intra-op threads on CPU"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="run folder (default "
+                                                                         "runs/decoder-<name>-<timestamp>/)"),
+    resume: bool = typer.Option(False, "--resume", help="continue exactly from the checkpoint in --output-dir "
+                                                        "(default: the newest runs/decoder-<name>-*/ holding one)"),
+    overwrite: bool = _OVERWRITE,
+) -> None:
+    """Train the diffusion decoder that regenerates frames from received embeddings (needs diffusers)."""
+    from genscom.generation.train import TrainDecoderConfig, train_decoder
+    from genscom.loading import load_config
+
+    cfg = load_config(TrainDecoderConfig, config, name=name, profile=profile, n_items=n_items, steps=steps,
+                      batch_size=batch_size, lr=lr, seed=seed, sample_every=sample_every, cpu_threads=cpu_threads,
+                      device=device, output_dir=str(output_dir) if output_dir else None)
+    _check_profile(cfg.profile)
+    path = train_decoder(cfg, resume=resume, progress=True, command=_command_line(), overwrite=overwrite)
+    console.print(f"saved {path}")
+
+
 @bench_app.command("rate")
 def bench_rate(
     adapter: str = typer.Option("mini-k192", "--adapter", help="adapter folder, or a name on the adapter search path ($GENSCOM_ADAPTERS, then the shipped ones)"),
@@ -435,11 +467,14 @@ def bench_fed(
     local_steps: Optional[int] = typer.Option(None, "--local-steps"),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="fedavg, fedprox or fedavgm (Flower)"),
     init_from: Optional[str] = typer.Option(None, "--init-from", help="start from a trained adapter folder"),
-    save_adapter: Optional[Path] = typer.Option(None, "--save-adapter", help="write the global adapter here"),
+    save_adapter: Optional[Path] = typer.Option(None, "--save-adapter", help="folder to write the final global "
+                                                "adapter's weights into (refused if it holds weights, unless "
+                                                "--overwrite)"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="checkpoint folder (default runs/fed)"),
     resume: bool = typer.Option(False, "--resume", help="continue exactly after the last finished round"),
     out: Path = typer.Option(Path("results/fed"), "--out"),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Federated adapter updates across users (Flower) vs each user alone: R@1 per round, table, JSON, PNG."""
     from genscom.bench.fed import quick_config, run_fed_bench
@@ -453,7 +488,8 @@ def bench_fed(
         cfg = quick_config(**{k: v for k, v in over.items() if v is not None})
     else:
         cfg = load_config(FedConfig, config, **over)
-    run_fed_bench(cfg, out_dir=out, quick=quick, command=_command_line(), console=console, resume=resume)
+    run_fed_bench(cfg, out_dir=out, quick=quick, command=_command_line(), console=console, resume=resume,
+                  overwrite=overwrite)
 
 
 @bench_app.command("train-speed")
@@ -541,6 +577,80 @@ def demo_rx(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.O
     """Receiver process: its page plus POST /genscom/receive (signed posts only)."""
     _launch("rx", host, port, None, key_file, profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb,
             mcs=mcs, results=results, agent_card=agent_card, seed=seed)
+
+
+fed_app = typer.Typer(help="Federated learning on Flower's engines (graph multimodal adapter, heterogeneous users).",
+                      no_args_is_help=True)
+app.add_typer(fed_app, name="fed")
+
+
+def _parse_failures(text: Optional[str]) -> dict[int, list[int]]:
+    """``"1:1,2:3"`` -> ``{1: [1], 2: [3]}`` (client:round pairs in which that client raises)."""
+    out: dict[int, list[int]] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            c, r = (int(v) for v in item.split(":"))
+        except ValueError:
+            raise typer.BadParameter(f"expected client:round pairs like 1:1,2:3, got {item!r}",
+                                     param_hint="--fail") from None
+        out.setdefault(c, []).append(r)
+    return out
+
+
+@fed_app.command("run")
+def fed_run(
+    clients: Optional[int] = typer.Option(None, "--clients", help="users (Flower SuperNodes); default 10, quick 4"),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="federated rounds; default 10, quick 6"),
+    local_epochs: Optional[int] = typer.Option(None, "--local-epochs", help="local epochs per round (default 10)"),
+    quick: bool = typer.Option(False, "--quick", help="4 users, 6 rounds, 800 train + 200 held-out items"),
+    plain: bool = typer.Option(False, "--plain", help="plain FedAvg with the graph adapter (no error-aware labels)"),
+    fail: Optional[str] = typer.Option(None, "--fail", help="inject client failures, client:round pairs, e.g. 1:1"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/fed-<timestamp>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue after the last round saved in --out"),
+) -> None:
+    """Graph adapter across heterogeneous users on Flower's Simulation Engine: RSUM and noisy-pair detection
+    per round, the global adapter saved each round, a JSON of the run."""
+    import time as _time
+
+    from genscom.federated.engine import RESULTS_NAME, STATE_NAME, GraphFedConfig, quick_graph_config
+
+    folder = out if out is not None else Path("runs") / f"fed-{_time.strftime('%Y%m%d-%H%M%S')}"
+    if resume and not (folder / STATE_NAME).is_file():
+        raise ValueError(f"--resume: {folder / STATE_NAME} does not exist; pass the --out of an earlier run")
+    if not resume and folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"--out {folder} is not empty; pass an empty or new folder, or --resume to continue it")
+    over = {k: v for k, v in dict(clients=clients, rounds=rounds, local_epochs=local_epochs).items() if v is not None}
+    over.update(error_aware=not plain, fail_rounds=_parse_failures(fail), seed=seed, out_dir=str(folder))
+    cfg = quick_graph_config(**over) if quick else GraphFedConfig(**over)
+    console.print(f"[bold]genscom fed run[/bold]: {cfg.clients} users, {cfg.rounds} rounds, "
+                  f"{'error-aware' if cfg.error_aware else 'plain FedAvg'}, Flower Simulation Engine (ray) -> {folder}")
+
+    def show(rec: dict) -> None:
+        line = (f"round {rec['round']:>3}  RSUM {rec['RSUM']:7.2f}  i2t R@1 {rec['i2t_R@1']:.3f}  "
+                f"t2i R@1 {rec['t2i_R@1']:.3f}")
+        if rec["round"] > 0:
+            if rec.get("aggregated"):
+                if "noise_precision" in rec:
+                    line += f"  noisy-pair precision {rec['noise_precision']:.3f} recall {rec['noise_recall']:.3f}"
+                line += f"  loss {rec['loss']:.3f}  up {rec['bytes_up'] / 1e3:.0f} kB"
+            else:
+                line += "  (too few clients: global adapter unchanged)"
+            line += f"  clients ok {len(rec['clients_ok'])}/{cfg.clients}"
+        console.print(line)
+
+    from genscom.federated.engine import run_graph_federated
+
+    try:  # Flower's per-round INFO lines would bury ours
+        from flwr.supercore.logger import update_console_handler
+
+        update_console_handler(level="WARNING")
+    except ImportError:  # the engine below names the missing extra
+        pass
+    res = run_graph_federated(cfg, resume=resume, on_round=show)
+    console.print(f"done in {res.seconds:.1f} s; global adapter {folder / 'rounds'}, results {folder / RESULTS_NAME}")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from genscom.demo.options import BASELINE_SCHEMES, CHANNEL_NAMES, TASKS, DemoConfig, offered_schemes, rate_knobs
+
 if TYPE_CHECKING:  # genscom.privacy needs the optional `cryptography`; only signing and checking import it
-    from genscom.demo.engine import DemoConfig
     from genscom.demo.wire import WireMessage
     from genscom.privacy.mac import MessageSigner
 
@@ -171,7 +172,7 @@ class WireGuard:
 # ---------------------------------------------------------------------------- field checks
 @dataclass(frozen=True)
 class WireLimits:
-    """Bounds the receiver puts on every wire field, from its own :class:`~genscom.demo.engine.DemoConfig`.
+    """Bounds the receiver puts on every wire field, from its own :class:`~genscom.demo.options.DemoConfig`.
 
     Attributes:
         max_body_bytes: largest post body (HTTP 413 above it).
@@ -344,7 +345,6 @@ def _check_payload(p: Any, what: str, lim: WireLimits) -> None:
 
 def _check_settings(scheme: str, settings: Any, role: str, config: DemoConfig, what: str) -> dict[str, Any]:
     """The settings the receiver will build ``scheme`` with: sender values only for allowlisted knobs."""
-    from genscom.demo.engine import BASELINE_SCHEMES, offered_schemes, rate_knobs
     from genscom.schemes.base import get_scheme_class
 
     if not isinstance(settings, dict) or len(settings) > 16:
@@ -411,8 +411,6 @@ def _mcs_name(v: Any, what: str, *, adaptive: bool) -> str:
 def validate_message(msg: WireMessage, config: DemoConfig, limits: WireLimits) -> WireMessage:
     """Check every field of a decoded message against the receiver's configuration; return it with the
     settings the receiver will use. Raises :class:`WireRejected` (400) naming the field."""
-    from genscom.demo.engine import CHANNEL_NAMES, TASKS
-
     if msg.channel not in CHANNEL_NAMES:
         raise _bad(f"channel {str(msg.channel)[:40]!r} is not one of {', '.join(CHANNEL_NAMES)}")
     if not isinstance(msg.snr_db, float) or not math.isfinite(msg.snr_db) or not -50.0 <= msg.snr_db <= 60.0:

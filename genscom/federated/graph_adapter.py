@@ -58,8 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from genscom.pretrained import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402,F401  (the folder layout)
 HEADS_PREFIX = "heads."
 CROSS_GATE_TEMPERATURE = 0.1  # sigmoid(s' / 0.1): a cosine of 0.3 gates ~0.95, -0.3 ~0.05
 
@@ -376,17 +375,11 @@ class GraphMultimodalAdapter(nn.Module):
     # ------------------------------------------------------------------ files
     def save_pretrained(self, folder: str | os.PathLike[str], *, extra_config: dict[str, Any] | None = None) -> Path:
         """Write ``model.safetensors`` (float32) and ``config.json`` (``{"graph_adapter": ..., **extra_config}``),
-        each atomically."""
-        from safetensors.torch import save as st_save
+        each atomically (:func:`genscom.pretrained.save_module_folder`)."""
+        from genscom.pretrained import save_module_folder
 
-        from genscom.utils import atomic_write_bytes, atomic_write_json
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {n: t.detach().to("cpu", torch.float32).contiguous() for n, t in self.state_dict().items()}
-        atomic_write_bytes(folder / WEIGHTS_NAME, st_save(state, metadata={"format": "pt"}))
-        atomic_write_json(folder / CONFIG_NAME, {"graph_adapter": self.config.to_dict(), **(extra_config or {})})
-        return folder
+        return save_module_folder(self, folder, key="graph_adapter", config=self.config.to_dict(),
+                                  extra_config=extra_config)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], *,
@@ -397,28 +390,12 @@ class GraphMultimodalAdapter(nn.Module):
             MissingFileError: a file is missing.
             BadFileError: ``config.json`` or ``model.safetensors`` is unreadable or does not fit (naming the file).
         """
-        from genscom.errors import BadFileError, first_line
-        from genscom.loading import check_file, load_safetensors, read_json
+        from genscom.pretrained import load_module_folder
 
-        folder = Path(folder)
-        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        fix = "pass a folder written by GraphMultimodalAdapter.save_pretrained"
-        for p in (cfg_path, w_path):
-            check_file(p, expected=f"a graph adapter folder ({CONFIG_NAME} + {WEIGHTS_NAME})", fix=fix)
-        meta = read_json(cfg_path, expected='a graph adapter config.json ({"graph_adapter": {...}})', fix=fix,
-                         max_bytes=2**20)
-        try:
-            model = cls(GraphAdapterConfig.from_dict(meta["graph_adapter"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadFileError(cfg_path, problem=f"invalid graph adapter config ({type(exc).__name__}: {exc})",
-                               expected='{"graph_adapter": {GraphAdapterConfig fields}}', fix=fix) from None
-        state = load_safetensors(w_path, expected="GraphMultimodalAdapter weights (safetensors)", fix=fix)
-        try:
-            model.load_state_dict({n: t.float() for n, t in state.items()})
-        except RuntimeError as exc:
-            raise BadFileError(w_path, problem=f"the tensors do not fit {CONFIG_NAME} ({first_line(exc)})",
-                               expected="the weights saved with this config.json", fix=fix) from None
-        return model.to(device).eval()
+        model, _ = load_module_folder(folder, key="graph_adapter",
+                                      build=lambda d: cls(GraphAdapterConfig.from_dict(d)), what="graph adapter",
+                                      device=device, fix="pass a folder written by GraphMultimodalAdapter.save_pretrained")
+        return model
 
 
 def build_graph_adapter(config: GraphAdapterConfig, *, seed: int = 0,

@@ -58,7 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genscom.pretrained import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402,F401  (the folder layout)
+from genscom.pretrained import CONFIG_NAME, WEIGHTS_NAME  # noqa: F401  (re-exported: the folder layout)
+
 HEADS_PREFIX = "heads."
 CROSS_GATE_TEMPERATURE = 0.1  # sigmoid(s' / 0.1): a cosine of 0.3 gates ~0.95, -0.3 ~0.05
 

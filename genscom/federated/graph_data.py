@@ -186,6 +186,7 @@ class GraphFedData:
     users: list[UserShard]
     test: HeldOut
     encoders: dict[str, int]  # tower -> feature dim (the adapter's input heads)
+    towers: Towers | None = None  # the fitted towers (e.g. to count their parameters)
 
 
 def dirichlet_shards(labels: np.ndarray, n_users: int, *, alpha: float, min_items: int,
@@ -209,13 +210,16 @@ def dirichlet_shards(labels: np.ndarray, n_users: int, *, alpha: float, min_item
 def build_graph_fed_data(*, n_users: int, n_train: int, n_test: int, groups: Sequence[str],
                          noise: dict[str, float] | None = None, skb_dim: int = 64, alpha: float = 0.5,
                          min_items: int = 16, num_frames: int = 4, frame_size: int = 32,
-                         seed: int = 0) -> GraphFedData:
+                         seed: int = 0, image_towers: Sequence[str] = IMAGE_TOWERS,
+                         text_towers: Sequence[str] = TEXT_TOWERS) -> GraphFedData:
     """Render the synthetic clips, fit the towers, build the SKB and each user's shard (see the module docstring).
 
     Args:
         n_users: users (clients); user ``k`` gets noise group ``groups[k % len(groups)]``.
         n_train: train items shared out among users (non-IID); n_test: held-out items (the server's).
         noise: group -> fraction of pairs swapped (default :data:`NOISE_FRACTIONS`).
+        image_towers, text_towers: user ``k`` gets ``image_towers[k % len]`` and
+            ``text_towers[(k // 2) % len]``; pass one of each for homogeneous users (same shards and labels).
     """
     from genscom.data.synthetic import SyntheticClips
     from genscom.federated.labels import inject_label_noise
@@ -226,6 +230,10 @@ def build_graph_fed_data(*, n_users: int, n_train: int, n_test: int, groups: Seq
         raise ValueError(f"groups must be non-empty names from {sorted(noise)}, got {list(groups)}")
     if n_users < 1:
         raise ValueError(f"n_users must be >= 1, got {n_users}")
+    unknown = [t for t in image_towers if t not in IMAGE_TOWERS] + [t for t in text_towers if t not in TEXT_TOWERS]
+    if not image_towers or not text_towers or unknown:
+        raise ValueError(f"towers must be non-empty names from {list(IMAGE_TOWERS)} / {list(TEXT_TOWERS)}, got "
+                         f"{list(image_towers)} / {list(text_towers)}")
     kw = dict(seed=seed, num_frames=num_frames, size=frame_size, n_captions=1)
     train = SyntheticClips("train", n_items=n_train, **kw)
     test = SyntheticClips("test", n_items=n_test, **kw)
@@ -242,7 +250,8 @@ def build_graph_fed_data(*, n_users: int, n_train: int, n_test: int, groups: Seq
                               rng=np.random.default_rng([seed, 12]))
     users = []
     for k, idx in enumerate(shards):
-        it, tt, group = IMAGE_TOWERS[k % 2], TEXT_TOWERS[(k // 2) % 2], groups[k % len(groups)]
+        it, tt = image_towers[k % len(image_towers)], text_towers[(k // 2) % len(text_towers)]
+        group = groups[k % len(groups)]
         lab = inject_label_noise(len(idx), noise[group], generator=torch.Generator().manual_seed(seed * 1000 + k))
         text_items = idx[lab.perm.numpy()]  # the item whose caption user k holds as the label of pair i
         users.append(UserShard(index=k, image_tower=it, text_tower=tt, group=group,
@@ -251,7 +260,7 @@ def build_graph_fed_data(*, n_users: int, n_train: int, n_test: int, groups: Seq
                                targets=tr_skb[torch.from_numpy(text_items)], noisy=lab.noisy.clone()))
     held = HeldOut(image={t: towers.image(t, te_frames) for t in IMAGE_TOWERS},
                    text={t: towers.text(t, te_caps) for t in TEXT_TOWERS}, skb=te_skb)
-    return GraphFedData(users=users, test=held, encoders=dict(towers.dims))
+    return GraphFedData(users=users, test=held, encoders=dict(towers.dims), towers=towers)
 
 
 __all__ = ["GraphFedData", "HeldOut", "IMAGE_TOWERS", "NOISE_FRACTIONS", "TEXT_TOWERS", "Towers", "UserShard",

@@ -460,7 +460,8 @@ def bench_rate(
 @bench_app.command("fed")
 def bench_fed(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of FedConfig fields"),
-    quick: bool = typer.Option(False, "--quick", help="4 rounds x 10 local steps, 300 + 100 items per user"),
+    quick: bool = typer.Option(False, "--quick", help="channel: 4 rounds x 10 local steps, 300 + 100 items "
+                               "per user; graph: 4 users, 8 rounds x 4 local epochs, 480 + 160 items"),
     users: Optional[str] = typer.Option(None, "--users", help="channel:snr_min:snr_max[:eval_snr] per user, "
                                                                "comma-separated, e.g. awgn:-10:0,rayleigh:0:20"),
     rounds: Optional[int] = typer.Option(None, "--rounds"),

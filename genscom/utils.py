@@ -83,6 +83,20 @@ def load_config(cls: type[C], source: str | os.PathLike[str] | dict[str, Any] | 
     return _load_config(cls, source, **overrides)
 
 
+def config_from_dict(cls: type[C], d: Any) -> C:
+    """``cls(**d)`` for a config dataclass read back from JSON: a non-mapping or unknown keys raise ``ValueError``
+    naming them and the known fields; the dataclass's own ``__post_init__`` checks the values."""
+    import dataclasses
+
+    if not isinstance(d, dict):
+        raise ValueError(f"a {cls.__name__} must be a mapping of its fields, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+    return cls(**d)
+
+
 def check_snr_db(snr_db: Any, name: str = "snr_db") -> torch.Tensor:
     """Return ``snr_db`` as a float tensor, raising ``ValueError`` on NaN/inf and ``TypeError`` on non-numbers."""
     if isinstance(snr_db, torch.Tensor):

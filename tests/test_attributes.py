@@ -133,7 +133,7 @@ def test_bad_inputs_name_the_fix() -> None:
         AttributeClassifierConfig(epochs=0)
     with pytest.raises(ValueError, match="too small"):
         AttributeClassifierConfig(image_size=8, channels=(8, 8, 8, 8))
-    with pytest.raises(ValueError, match="unknown AttributeClassifierConfig fields"):
+    with pytest.raises(ValueError, match=r"unknown AttributeClassifierConfig field\(s\) \[.width.\]"):
         AttributeClassifierConfig.from_dict({"width": 3})
 
     class NoLayout:

@@ -99,14 +99,11 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AdapterConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown AdapterConfig field(s) {unknown}; known: {sorted(names)}")
-        d = dict(d)
-        if "snr_range_db" in d:
-            d["snr_range_db"] = tuple(d["snr_range_db"])
-        return cls(**d)
+        from genscom.utils import config_from_dict
+
+        if isinstance(d, dict) and "snr_range_db" in d:
+            d = {**d, "snr_range_db": tuple(d["snr_range_db"])}
+        return config_from_dict(cls, d)
 
 
 class FiLMBlock(nn.Module):

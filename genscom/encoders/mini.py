@@ -98,11 +98,9 @@ class MiniTowerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MiniTowerConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown MiniTowerConfig field(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        from genscom.utils import config_from_dict
+
+        return config_from_dict(cls, d)
 
 
 class _ResBlock(nn.Module):

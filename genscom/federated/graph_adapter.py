@@ -127,11 +127,9 @@ class GraphAdapterConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "GraphAdapterConfig":
         """Build from a dict (e.g. ``config.json``); unknown keys raise ``ValueError`` listing the known fields."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown GraphAdapterConfig field(s) {unknown}; known: {sorted(names)}")
-        return cls(**dict(d))
+        from genscom.utils import config_from_dict
+
+        return config_from_dict(cls, dict(d))
 
 
 # --------------------------------------------------------------------------- graph

@@ -170,11 +170,9 @@ class AttributeClassifierConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AttributeClassifierConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown AttributeClassifierConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        from genscom.utils import config_from_dict
+
+        return config_from_dict(cls, d)
 
 
 class AttributeClassifier(nn.Module):

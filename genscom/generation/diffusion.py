@@ -97,11 +97,9 @@ class DiffusionDecoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DiffusionDecoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DiffusionDecoderConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        from genscom.utils import config_from_dict
+
+        return config_from_dict(cls, d)
 
 
 class DiffusionDecoder(nn.Module):

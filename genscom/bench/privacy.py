@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 import torch
 
 from genscom.bench.results import markdown_table, plot_metric_vs_snr, render_table
-from genscom.bench.retrieval import (CI_NOTE, SEEDED_DATASETS, SchemeSpec, _aggregate, _plain, default_adapter,
+from genscom.bench.retrieval import (CI_NOTE, SchemeSpec, _aggregate, _plain, default_adapter, load_gallery,
                                      embed_delivered, gallery_similarity)
 from genscom.channels.sensing import LinkFeedback, link_feedback
 from genscom.results import Record, make_meta, write_results
@@ -122,11 +122,9 @@ def run_privacy_bench(cfg: PrivacyBenchConfig, *, command: str = "", console: An
     from rich.console import Console
 
     from genscom.channels.registry import create_channel
-    from genscom.data import create_dataset
-    from genscom.encoders import create_encoder
     from genscom.metrics.retrieval import retrieval_per_query
     from genscom.privacy import LinkKey
-    from genscom.schemes import DigitalPayload, SourceBatch, create_scheme
+    from genscom.schemes import DigitalPayload, create_scheme
     from genscom.schemes.private import (PrivacyConfig, PrivateDelivered, PrivateScheme, ScrambledPayload,
                                          SealedPayload)
 
@@ -134,31 +132,14 @@ def run_privacy_bench(cfg: PrivacyBenchConfig, *, command: str = "", console: An
     privacy = PrivacyConfig() if privacy is None else privacy
     specs = schemes if schemes is not None else privacy_schemes(cfg.profile, mcs=cfg.mcs, fidelity=cfg.fidelity)
     device = torch.device(cfg.device)
-    if dataset is None:
-        kw: dict[str, Any] = {"n_items": cfg.n_items, **cfg.dataset_kwargs}
-        if cfg.dataset in SEEDED_DATASETS:
-            kw["seed"] = cfg.seed
-        dataset = create_dataset(cfg.dataset, split="test", **kw)
-    if len(dataset) < 2:
-        raise ValueError(f"dataset {cfg.dataset!r} has {len(dataset)} test items; retrieval needs at least 2")
+    gal = load_gallery(dataset_name=cfg.dataset, n_items=cfg.n_items, seed=cfg.seed, dataset_kwargs=cfg.dataset_kwargs,
+                       profile=cfg.profile, device=device, batch_size=cfg.batch_size, encoder=encoder, dataset=dataset)
+    dataset, captions, text_to_item = gal.dataset, gal.captions, gal.text_to_item
+    text_emb, clean_emb, encode_clips, batch = gal.text_emb, gal.clean_emb, gal.encode_clips, gal.batch
+    dim, source_dim = gal.dim, gal.source_dim
     console.print(f"[bold]privacy benchmark[/] dataset={cfg.dataset} profile={cfg.profile} N={len(dataset)} "
                   f"channel={cfg.channel} SNRs={list(cfg.snrs)} legit SNR for the eavesdropper rows="
                   f"{cfg.legit_snr_db:+.1f} dB realisations={cfg.realisations}")
-    frames = dataset.stacked_frames()
-    captions, text_to_item = dataset.all_captions()
-    if encoder is None:
-        encoder = create_encoder(cfg.profile, device=device)
-    encoder.eval()
-
-    def encode_clips(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return encoder.encode_clips(x.to(device), batch_size=cfg.batch_size).cpu()
-
-    with torch.no_grad():
-        text_emb = encoder.encode_text(captions, batch_size=cfg.batch_size).float().cpu()
-    clean_emb = encode_clips(frames).float()
-    dim, source_dim = clean_emb.shape[1], int(frames[0].numel())
-    batch = SourceBatch(frames=frames, embeddings=clean_emb)
     chance = 1.0 / len(dataset)
     channel = create_channel(cfg.channel)
     key = LinkKey.from_file(cfg.key_file) if cfg.key_file else LinkKey.generate()

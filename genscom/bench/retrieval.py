@@ -293,6 +293,69 @@ def _aggregate(runs: list[dict[str, torch.Tensor]]) -> tuple[dict[str, float], d
     return means, cis
 
 
+@dataclass
+class Gallery:
+    """The test gallery a retrieval-style benchmark sends, encoded once.
+
+    ``frames [N, T, H, W, 3]`` uint8; ``captions`` with ``text_to_item [n_text]``; ``text_emb [n_text, d]`` and
+    ``clean_emb [N, d]`` from the receiver's encoder; ``batch`` the :class:`~genscom.schemes.base.SourceBatch`
+    every scheme transmits; ``encode_clips`` re-encodes decoded pixels with the same encoder.
+    """
+
+    dataset: Any
+    frames: torch.Tensor
+    captions: list[str]
+    text_to_item: torch.Tensor
+    text_emb: torch.Tensor
+    clean_emb: torch.Tensor
+    batch: Any
+    encode_clips: Callable[[torch.Tensor], torch.Tensor]
+
+    @property
+    def dim(self) -> int:
+        return int(self.clean_emb.shape[1])
+
+    @property
+    def source_dim(self) -> int:
+        """Values per clip (T x H x W x 3): the denominator of the channel bandwidth ratio."""
+        return int(self.frames[0].numel())
+
+
+def load_gallery(*, dataset_name: str, n_items: int, seed: int, dataset_kwargs: dict[str, Any], profile: str,
+                 device: torch.device, batch_size: int, encoder: Any = None, dataset: Any = None) -> Gallery:
+    """The test split of ``dataset_name`` (or ``dataset``) encoded by ``profile`` (or ``encoder``), as a :class:`Gallery`.
+
+    Raises ``ValueError`` for a gallery of fewer than 2 items (retrieval needs a choice).
+    """
+    from genscom.data import create_dataset
+    from genscom.encoders import create_encoder
+    from genscom.schemes import SourceBatch
+
+    if dataset is None:
+        kw: dict[str, Any] = {"n_items": n_items, **dataset_kwargs}
+        if dataset_name in SEEDED_DATASETS:
+            kw["seed"] = seed
+        dataset = create_dataset(dataset_name, split="test", **kw)
+    if len(dataset) < 2:
+        raise ValueError(f"dataset {dataset_name!r} has {len(dataset)} test items; retrieval needs at least 2")
+    frames = dataset.stacked_frames()
+    captions, text_to_item = dataset.all_captions()
+    if encoder is None:
+        encoder = create_encoder(profile, device=device)
+    encoder.eval()
+
+    def encode_clips(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return encoder.encode_clips(x.to(device), batch_size=batch_size).cpu()
+
+    with torch.no_grad():
+        text_emb = encoder.encode_text(captions, batch_size=batch_size).float().cpu()
+    clean_emb = encode_clips(frames).float()
+    return Gallery(dataset=dataset, frames=frames, captions=captions, text_to_item=text_to_item, text_emb=text_emb,
+                   clean_emb=clean_emb, batch=SourceBatch(frames=frames, embeddings=clean_emb),
+                   encode_clips=encode_clips)
+
+
 def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console: Any = None,
                         schemes: list[SchemeSpec] | None = None, encoder: Any = None,
                         dataset: Any = None, train_dataset: Any = None) -> dict[str, Any]:
@@ -310,9 +373,8 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
     from genscom.channels.registry import create_channel
     from genscom.coding.calibration import default_cache_dir
     from genscom.data import create_dataset
-    from genscom.encoders import create_encoder
     from genscom.metrics.retrieval import retrieval_per_query
-    from genscom.schemes import DigitalPayload, SourceBatch, create_scheme
+    from genscom.schemes import DigitalPayload, create_scheme
 
     console = console or Console()
     schemes = schemes if schemes is not None else default_schemes(cfg.mcs, adapter=default_adapter(cfg.profile))
@@ -322,30 +384,12 @@ def run_retrieval_bench(cfg: RetrievalBenchConfig, *, command: str = "", console
     console.print(f"[bold]retrieval benchmark[/] dataset={cfg.dataset} profile={cfg.profile} "
                   f"N={cfg.n_items} channels={','.join(cfg.channels)} SNRs={list(cfg.snrs)} "
                   f"realisations={cfg.realisations}")
-    if dataset is None:
-        ds_kwargs: dict[str, Any] = {"n_items": cfg.n_items, **cfg.dataset_kwargs}
-        if cfg.dataset in SEEDED_DATASETS:
-            ds_kwargs["seed"] = cfg.seed
-        dataset = create_dataset(cfg.dataset, split="test", **ds_kwargs)
-    ds = dataset
-    if len(ds) < 2:
-        raise ValueError(f"dataset {cfg.dataset!r} has {len(ds)} test items; retrieval needs at least 2")
-    frames = ds.stacked_frames()
-    captions, text_to_item = ds.all_captions()
-    if encoder is None:
-        encoder = create_encoder(cfg.profile, device=device)
-    encoder.eval()
-
-    def encode_clips(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return encoder.encode_clips(x.to(device), batch_size=cfg.batch_size).cpu()
-
-    with torch.no_grad():
-        text_emb = encoder.encode_text(captions, batch_size=cfg.batch_size).float().cpu()
-    clean_emb = encode_clips(frames).float()
-    dim = clean_emb.shape[1]
-    source_dim = int(frames[0].numel())  # H x W x 3 x frames
-    batch = SourceBatch(frames=frames, embeddings=clean_emb)
+    gal = load_gallery(dataset_name=cfg.dataset, n_items=cfg.n_items, seed=cfg.seed,
+                       dataset_kwargs=cfg.dataset_kwargs, profile=cfg.profile, device=device,
+                       batch_size=cfg.batch_size, encoder=encoder, dataset=dataset)
+    ds, captions, text_to_item = gal.dataset, gal.captions, gal.text_to_item
+    text_emb, clean_emb, encode_clips, batch = gal.text_emb, gal.clean_emb, gal.encode_clips, gal.batch
+    dim, source_dim = gal.dim, gal.source_dim
 
     def metrics_of(gallery: torch.Tensor) -> dict[str, torch.Tensor]:  # per-query values, reduced by _aggregate
         return retrieval_per_query(gallery_similarity(text_emb, gallery, index=cfg.index), text_to_item)

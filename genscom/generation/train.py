@@ -234,6 +234,8 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
 def sample_grid(decoder: DiffusionDecoder, data: DecoderData, path: str | Path, *, n: int = 6, seed: int = 0,
                 snrs_db: tuple[float | None, ...] = (None, 0.0)) -> Path:
     """A PNG grid: the first ``n`` frames, then one row regenerated per ``snrs_db`` entry (``None``: clean)."""
+    import io
+
     import numpy as np
     from PIL import Image
 
@@ -248,8 +250,6 @@ def sample_grid(decoder: DiffusionDecoder, data: DecoderData, path: str | Path, 
         rows.append(decoder.generate(cond.to(next(decoder.parameters()).device), generator=g).cpu())
     grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)  # [3, rows*H, n*W]
     arr = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    import io
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
     return atomic_write_bytes(path, buf.getvalue())

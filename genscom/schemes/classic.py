@@ -103,26 +103,33 @@ class _BitstreamScheme(ItemLinkScheme):
             pos += n
         return out
 
+    def _bound_cache(self, n_items: int) -> None:
+        """Keep the receiver's cache of whole-item decodes under 4x the items of one call."""
+        if len(self._clean_decode) > 4 * max(1, n_items):
+            self._clean_decode.clear()
+
+    def _decode_whole(self, data: bytes, lengths: list[int], shape: tuple[int, ...]) -> torch.Tensor | None:
+        """Decode of an item received whole: deterministic, so computed once per distinct stream and reused across
+        SNRs and channel draws."""
+        key = (data, shape)
+        if key not in self._clean_decode:
+            self._clean_decode[key] = self._decode_item(self._split(data, lengths), shape)
+        return self._clean_decode[key]
+
     def receive(self, received: ChannelOutput | None, payload: Payload, *,
                 generator: torch.Generator | None = None) -> Delivered:
         sent = payload.bits or []
         got = payload.extras.get("received_bytes") or sent
         shape = payload.extras["shape"]
         block_errors = payload.extras.get("block_errors")
-        # Items whose codewords all decoded carry the sent bytes: their decode is deterministic, so it is
-        # computed once per distinct stream and reused across SNRs and channel draws (a bounded receiver cache).
-        cache = self._clean_decode
-        if len(cache) > 4 * max(1, len(sent)):
-            cache.clear()
+        # Items whose codewords all decoded carry the sent bytes: decoded once per distinct stream (_decode_whole)
+        self._bound_cache(len(sent))
         out: list[torch.Tensor | None] = []
         clean: list[bool] = []
         for i, lengths in enumerate(payload.extras["lengths"]):
             is_clean = block_errors is None or int(block_errors[i]) == 0
             if is_clean:
-                key = (sent[i], shape)
-                if key not in cache:
-                    cache[key] = self._decode_item(self._split(sent[i], lengths), shape)
-                out.append(cache[key])
+                out.append(self._decode_whole(sent[i], lengths, shape))
             else:
                 out.append(self._decode_item(self._split(got[i], lengths), shape))
             clean.append(is_clean)
@@ -144,18 +151,13 @@ class _BitstreamScheme(ItemLinkScheme):
         and is ``failed``."""
         payload = expect_payload(payload, DigitalPayload, self.name)
         shape = payload.extras["shape"]
-        cache = self._clean_decode
-        if len(cache) > 4 * max(1, len(items)):
-            cache.clear()
+        self._bound_cache(len(items))
         out: list[torch.Tensor | None] = []
         for item, lengths in zip(items, payload.extras["lengths"], strict=True):
             if item is None or len(item) != len(lengths) * LENGTH_FIELD_BITS // 8 + sum(lengths):
                 out.append(None)
                 continue
-            key = (bytes(item), shape)
-            if key not in cache:
-                cache[key] = self._decode_item(self._split(bytes(item), lengths), shape)
-            out.append(cache[key])
+            out.append(self._decode_whole(bytes(item), lengths, shape))
         clean = [item is not None and f is not None for item, f in zip(items, out)]
         failed = torch.tensor([f is None for f in out], dtype=torch.bool)
         return Delivered(embeddings=None, frames=out, failed=failed, channel_uses=payload.channel_uses,

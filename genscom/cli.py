@@ -340,28 +340,56 @@ def finetune_agents_cmd(
                                                      "subfolder per agent (default <out-dir>/adapters)"),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="start from trained adapters "
                                                                        "(<folder>/<card name>/)"),
-    device: Optional[str] = typer.Option(None, "--device"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="training dataset (synthetic, digits, msrvtt, "
+                                                                  "image-captions)"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="folder of a local dataset (msrvtt, "
+                                                                       "image-captions)"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    snr_min: Optional[float] = typer.Option(None, "--snr-min", help="lowest training SNR in dB (drawn per batch)"),
+    snr_max: Optional[float] = typer.Option(None, "--snr-max", help="highest training SNR in dB"),
+    channel: Optional[str] = typer.Option(None, "--channel", help="training channel (e.g. awgn)"),
+    caption_weight: Optional[float] = typer.Option(None, "--caption-weight", help="weight of the caption LM loss"),
+    retrieval_weight: Optional[float] = typer.Option(None, "--retrieval-weight", help="weight of the retrieval "
+                                                                                      "InfoNCE loss"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="InfoNCE temperature"),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="log the losses every N steps"),
+    n_eval: Optional[int] = typer.Option(None, "--n-eval", help="val items per evaluation"),
+    eval_snr: Optional[float] = typer.Option(None, "--eval-snr", help="evaluation SNR in dB"),
     resume: bool = typer.Option(False, "--resume", help="continue exactly from the checkpoint in --out-dir "
                                                         "(default: the newest runs/finetune-agents-*/ holding one)"),
     overwrite: bool = _OVERWRITE,
-) -> None:
-    """LoRA fine-tuning of both agents across the channel (caption LM loss + retrieval InfoNCE)."""
+) -> dict:
+    """LoRA fine-tuning of both agents across the channel (caption LM loss + retrieval InfoNCE).
+
+    Every FinetuneConfig field is a flag of the same name; apps/finetune_agents.py runs this same command.
+
+    \f
+    ``apps/finetune_agents.py`` calls this very command, so the script and the CLI share one flag set
+    (``tests/test_finetune.py`` checks it against the dataclass fields). Returns the result of
+    :func:`~genscom.agents.finetune.finetune_agents`.
+    """
+    import dataclasses
+
     from genscom.agents.finetune import FinetuneConfig, finetune_agents
     from genscom.utils import load_config
 
-    cfg = load_config(FinetuneConfig, config, card=card, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
-                      n_train=n_train, seed=seed, lr=lr, warmup_steps=warmup_steps, lr_schedule=lr_schedule,
-                      mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, eval_every=eval_every,
-                      profile=profile, out_dir=str(out_dir) if out_dir else None,
-                      adapters_dir=str(adapters_dir) if adapters_dir else None,
-                      init_from=str(init_from) if init_from else None, device=device)
+    given = locals()  # one flag per config field, by name: a field without its flag is a KeyError here
+    overrides = {f.name: given[f.name] for f in dataclasses.fields(FinetuneConfig)}
+    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    # `--adapters-dir none` (any field that may be None): explicitly unset, over a --config value too
+    unset = [f.name for f in dataclasses.fields(FinetuneConfig) if f.default is None
+             and isinstance(overrides[f.name], str) and overrides[f.name].lower() in ("none", "null")]
+    cfg = load_config(FinetuneConfig, config, **{k: v for k, v in overrides.items() if k not in unset})
+    cfg = dataclasses.replace(cfg, **{k: None for k in unset}) if unset else cfg
     result = finetune_agents(cfg, resume=resume, progress=True, overwrite=overwrite)
     if not result["main_process"]:  # under `accelerate launch`: the main process reports (and saved the adapters)
-        return
+        return result
     last = next((h["eval"] for h in reversed(result["history"]) if "eval" in h), None)
     console.print(f"done: {result['steps']} steps in {result['seconds']:.0f} s, final loss "
                   f"{result['losses'][-1]:.4f}" + (f", val {last}" if last else "")
                   + f"; adapters: {result['adapters'] or 'not saved'}")
+    return result
 
 
 @train_app.command("adapter")

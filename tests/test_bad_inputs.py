@@ -337,14 +337,21 @@ def _image_captions(root: Path, *, bomb: bool, caption: str = "a red circle") ->
     return root
 
 
-def _msrvtt(root: Path, damage: str) -> Path:
+def _msrvtt(root: Path, damaged: dict[int, str], n: int = 3) -> Path:
+    """An MSR-VTT folder of ``n`` tiny test clips; ``damaged`` maps clip index -> how it is broken
+    (``truncated``, ``bit-flipped``, ``not-a-video``)."""
     (root / "videos").mkdir(parents=True)
     videos, sentences = [], []
-    for i in range(3):
-        _tiny_mp4(root / "videos" / f"video{i}.mp4")
+    for i in range(n):
+        path = root / "videos" / f"video{i}.mp4"
+        if damaged.get(i) == "not-a-video":
+            path.write_text("this is not a video\n")
+        elif i in damaged:
+            _damaged_mp4(path, damaged[i])
+        else:
+            _tiny_mp4(path)
         videos.append({"video_id": f"video{i}", "split": "test"})
         sentences.append({"video_id": f"video{i}", "caption": f"clip number {i}"})
-    _damaged_mp4(root / "videos" / "video0.mp4", damage)
     (root / "MSRVTT_data.json").write_text(json.dumps({"videos": videos, "sentences": sentences}))
     return root
 
@@ -362,10 +369,93 @@ def test_bad_image_caption_folders(in_tmp: Path, bad: str) -> None:
     assert ("169000000 pixels" in line) if bad == "png-bomb" else ("100000 characters" in line)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bit-flipped"])
-def test_damaged_videos(in_tmp: Path, damage: str) -> None:
-    root = _msrvtt(in_tmp / "msrvtt", damage)
-    run_cli([*RETRIEVAL, "--dataset", "msrvtt", "--data-root", str(root)], root / "videos" / "video0.mp4")
+DAMAGES = ["truncated", "bit-flipped", "not-a-video"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_videos_in_a_folder_are_skipped(in_tmp: Path, caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    """A damaged clip among good ones is skipped at load (the next clip takes its place), counted in ONE warning line
+    with its name and the fix; the good clips load."""
+    from genscom.data import create_dataset
+
+    root = _msrvtt(in_tmp / "msrvtt", {0: damage})
+    t0 = time.perf_counter()
+    with caplog.at_level("WARNING", logger="genscom.data.msrvtt"):
+        ds = create_dataset("msrvtt", split="test", root=str(root), num_frames=2, size=16)
+    assert time.perf_counter() - t0 < LIMIT_S
+    assert ds.ids == ["video1", "video2"] and [p.name for p, _ in ds.skipped] == ["video0.mp4"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert "skipped 1 damaged" in warnings[0] and "video0.mp4" in warnings[0] and "re-encode or remove" in warnings[0]
+    assert ds[0].frames.shape == (2, 16, 16, 3) and ds.captions_of(1) == ["clip number 2"]
+    # n_items counts usable clips: the damaged first clip is replaced by the next one
+    assert create_dataset("msrvtt", split="test", root=str(root), n_items=2).ids == ["video1", "video2"]
+
+
+def test_mixed_video_folder_reports_the_count_on_the_command_line(in_tmp: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Several kinds of damage in one folder with good clips: the command runs on the good clips and reports the
+    count of skipped ones, the first names and the fix, once (a logging warning: on stderr for a user, whose root
+    logger has no handler; pytest's own handler takes it here)."""
+    root = _msrvtt(in_tmp / "msrvtt", {0: "truncated", 2: "bit-flipped", 3: "not-a-video", 4: "truncated"}, n=6)
+    t0 = time.perf_counter()
+    with caplog.at_level("WARNING"):
+        res = CliRunner().invoke(app, [*RETRIEVAL, "--n-items", "2", "--dataset", "msrvtt", "--data-root", str(root)],
+                                 catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    lines = [r.getMessage() for r in caplog.records if "damaged MSR-VTT video" in r.getMessage()]
+    assert len(lines) == 1, res.output
+    assert "skipped 4 damaged" in lines[0] and "re-encode or remove them" in lines[0], lines[0]
+    assert "video0.mp4, video2.mp4, video3.mp4, ..." in lines[0], lines[0]  # the first few, by name
+    assert "Traceback" not in res.output and "error:" not in res.output
+    print(f"retrieval on a mixed folder: {time.perf_counter() - t0:.1f} s")
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_all_videos_damaged_is_one_error_naming_the_folder(in_tmp: Path, damage: str) -> None:
+    root = _msrvtt(in_tmp / "msrvtt", {0: damage, 1: "truncated", 2: "bit-flipped"})
+    line = run_cli([*RETRIEVAL, "--dataset", "msrvtt", "--data-root", str(root)], root / "videos")
+    assert "none of its 3 MSR-VTT videos" in line and "re-encode or remove them" in line, line
+    assert "video0.mp4" in line
+
+
+def test_probe_bounds_declared_geometry_before_decoding(tmp_path: Path) -> None:
+    """The load-time probe checks the declared frame size and count against the decode caps before any frame is
+    decoded; in a dataset folder such a clip is skipped like a damaged one."""
+    from genscom.data import create_dataset, real
+    from genscom.errors import InputTooLargeError
+
+    path = tmp_path / "v.mp4"
+    _tiny_mp4(path, frames=40)
+    assert real.probe_video(path) == (32, 32, 40)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(real, "MAX_VIDEO_FRAMES", 10)
+        with pytest.raises(InputTooLargeError, match="40 frames"):
+            real.probe_video(path)
+        mp.setattr(real, "MAX_VIDEO_FRAMES", 20_000)
+        mp.setattr(real, "MAX_FRAME_PIXELS", 32 * 32 - 1)
+        with pytest.raises(InputTooLargeError, match="pixel frames"):
+            real.probe_video(path)
+    root = _msrvtt(tmp_path / "msrvtt", {})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(real, "MAX_FRAME_PIXELS", 32 * 32 - 1)
+        with pytest.raises(ValueError, match="none of its 3"):
+            create_dataset("msrvtt", split="test", root=str(root))
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_single_damaged_video_given_to_a_command_is_an_error(tmp_path: Path, damage: str) -> None:
+    """One video file handed over on its own (an upload, read_video) is still an error naming it, not a skip."""
+    from genscom.data.real import probe_video, read_video
+    from genscom.demo.content import UploadError, read_upload
+
+    root = _msrvtt(tmp_path / "msrvtt", {0: damage}, n=1)
+    bad = root / "videos" / "video0.mp4"
+    for fn in (lambda: read_video(bad, num_frames=2), lambda: probe_video(bad)):
+        with pytest.raises(ValueError, match="video0.mp4"):
+            fn()
+    with pytest.raises(UploadError):
+        read_upload(bad, max_bytes=10**6, max_side=64, num_frames=2)
 
 
 def test_huge_video_is_refused_before_decoding(tmp_path: Path) -> None:

@@ -132,3 +132,113 @@ def test_init_from_trained_adapters(tiny_llm: Path, data: CaptionData, tmp_path:
     assert all(torch.equal(again[k], saved[k]) for k in saved)
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         export_checkpoint(tmp_path / "nope.pt", tmp_path / "x")
+
+
+# ----------------------------------------------------------------------------- one flag set for the script and the CLI
+def _script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finetune_agents_script", REPO / "apps" / "finetune_agents.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def _cli_options() -> set[str]:
+    import typer
+
+    from genscom.cli import app
+
+    cmd = typer.main.get_command(app).commands["finetune"].commands["agents"]  # type: ignore[attr-defined]
+    return {o for p in cmd.params for o in p.opts + p.secondary_opts if o.startswith("--")}
+
+
+def _help_options(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)) - {"--help"}
+
+
+# flags of the command that are not FinetuneConfig fields; --out is an alias of --out-dir. No field is internal.
+EXTRA_FLAGS = {"--config", "--resume", "--overwrite", "--out"}
+
+
+def test_script_and_cli_share_one_flag_set_from_the_config(capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from genscom.cli import app
+
+    fields = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(FinetuneConfig)}
+    cli = _cli_options()
+    assert cli == fields | EXTRA_FLAGS, (sorted(fields - cli), sorted(cli - fields - EXTRA_FLAGS))
+    with pytest.raises(SystemExit) as info:
+        _script().main(["--help"])
+    assert info.value.code == 0
+    script_help = capsys.readouterr().out
+    cli_help = CliRunner().invoke(app, ["finetune", "agents", "--help"], env={"COLUMNS": "200"}).output
+    assert _help_options(script_help) == _help_options(cli_help) == cli, (
+        sorted(_help_options(script_help) ^ cli), sorted(_help_options(cli_help) ^ cli))
+
+
+def _flag_values(tmp_path: Path) -> dict[str, object]:
+    """A value different from the default for every FinetuneConfig field (valid for its checks)."""
+    import dataclasses
+    import typing
+
+    special: dict[str, object] = {"card": str(tmp_path / "c.yaml"), "dataset": "digits", "data_root": str(tmp_path / "d"),
+                                  "profile": "mini", "out_dir": str(tmp_path / "run"), "adapters_dir": str(tmp_path / "a"),
+                                  "init_from": str(tmp_path / "i"), "lr_schedule": "cosine", "mixed_precision": "bf16",
+                                  "channel": "rayleigh", "device": "cuda"}
+    hints = typing.get_type_hints(FinetuneConfig)
+    values: dict[str, object] = {}
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name in special:
+            values[f.name] = special[f.name]
+        elif hints[f.name] is int:
+            values[f.name] = f.default + 1  # type: ignore[operator]
+        elif hints[f.name] is float:
+            values[f.name] = f.default + 0.5  # type: ignore[operator]
+        else:
+            raise AssertionError(f"add a test value for the new field {f.name!r}")
+    return values
+
+
+def test_script_and_cli_build_the_same_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every field set by its flag reaches the config, identically through `genscom finetune agents` and the script."""
+    from typer.testing import CliRunner
+
+    import genscom.agents.finetune as ft
+    from genscom.cli import app
+
+    seen: list[tuple[FinetuneConfig, bool, bool]] = []
+
+    def fake(cfg: FinetuneConfig, *, resume: bool = False, progress=None, overwrite: bool = False, **_: object) -> dict:
+        seen.append((cfg, resume, overwrite))
+        return {"main_process": True, "history": [], "steps": cfg.steps, "seconds": 0.0, "losses": [0.5],
+                "adapters": {}}
+
+    monkeypatch.setattr(ft, "finetune_agents", fake)
+    values = _flag_values(tmp_path)
+    args = [a for k, v in values.items() for a in ("--" + k.replace("_", "-"), str(v))] + ["--resume", "--overwrite"]
+    res = CliRunner().invoke(app, ["finetune", "agents", *args], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    out = _script().main(args)
+    assert out["steps"] == values["steps"]
+    (cli_cfg, *cli_flags), (script_cfg, *script_flags) = seen
+    assert cli_cfg == script_cfg == FinetuneConfig(**values)  # type: ignore[arg-type]
+    assert cli_flags == script_flags == [True, True]
+    # the --out alias; `none` unsets an optional field, over a --config value too; the same one-line errors
+    _script().main(["--out", str(tmp_path / "o")])
+    assert seen[-1][0].out_dir == str(tmp_path / "o")
+    cfg_file = tmp_path / "f.yaml"
+    cfg_file.write_text(f"adapters_dir: {tmp_path / 'x'}\nsteps: 7\n")
+    _script().main(["--config", str(cfg_file)])
+    assert (seen[-1][0].adapters_dir, seen[-1][0].steps) == (str(tmp_path / "x"), 7)
+    _script().main(["--config", str(cfg_file), "--adapters-dir", "none"])
+    assert (seen[-1][0].adapters_dir, seen[-1][0].steps) == (None, 7)
+    for bad in (["--steps", "0"], ["--out-dir-typo", "x"]):
+        with pytest.raises(SystemExit) as info:
+            _script().main(bad)
+        assert info.value.code == 2

@@ -57,7 +57,12 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 @dataclass
 class FinetuneConfig:
-    """Options of ``genscom finetune agents`` (CLI flags override fields by name)."""
+    """Options of ``genscom finetune agents`` and ``apps/finetune_agents.py`` (one flag per field, ``_`` -> ``-``).
+
+    The script runs the CLI command, so both take the same flags; a new field needs its flag in
+    ``genscom.cli.finetune_agents_cmd`` (``tests/test_finetune.py`` checks the two against these fields).
+    ``none`` given to a field whose default is ``None`` (``--adapters-dir none``) sets it to ``None``.
+    """
 
     card: str = "smollm2-generating"  # either end's card (a path or a name on the card search path); its `partner` is the other
     dataset: str = "synthetic"

@@ -20,7 +20,10 @@ Splits:
   test csv (the "9k" split), or, with no test csv either, the JSON ``train`` and
   ``validate`` videos. Captions come from the JSON.
 
-Frames are decoded with :func:`genscom.data.real.read_video` (PyAV).
+Frames are decoded with :func:`genscom.data.real.read_video` (PyAV). Every clip is probed at load
+(:func:`genscom.data.real.probe_video`: it opens, has a video stream within the decode bounds and a
+first frame); damaged clips are skipped with one warning line giving their count, the first names and
+the fix, and a folder with no sound clip left is a one-line :class:`~genscom.errors.BadFileError`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any, Literal
 import torch
 
 from genscom.data.base import ClipCaptionDataset, check_split, register_dataset
-from genscom.errors import BadFileError
+from genscom.errors import BadFileError, GenscomError, first_line
 from genscom.loading import MAX_JSON_BYTES, check_caption, check_file, read_json
 
 logger = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ LAYOUT_HELP = (
 )
 _VIDEO_DIRS = ("videos/all", "videos", "MSRVTT_Videos", "TrainValVideo")
 _VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv")
+_NAMED_SKIPS = 3  # damaged videos named in the warning
 
 
 def _read_csv_rows(path: Path, *, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -81,6 +85,14 @@ class MSRVTT(ClipCaptionDataset):
         num_frames: frames sampled uniformly per clip ``T``; ``size``: frame side passed to
             ``read_video`` (``None`` keeps the native size, which stops ``stacked_frames``).
         n_items: keep only the first ``n_items`` clips (quick runs).
+        check_videos: probe every kept clip at load (:func:`genscom.data.real.probe_video`: open,
+            stream geometry within the decode bounds, first frame) and skip the damaged ones,
+            replacing them by the next clips of the split; the count and the first few names are
+            logged in one warning line and listed in ``skipped``. No clip left is a
+            :class:`~genscom.errors.BadFileError` naming the clip folder. ``False`` skips the probe.
+
+    Attributes:
+        skipped: ``(path, reason)`` of each damaged video passed over at load.
 
     Items: ``frames`` uint8 ``[T, H, W, 3]``; ``id`` the MSR-VTT ``video_id``.
     """
@@ -91,7 +103,7 @@ class MSRVTT(ClipCaptionDataset):
                  videos_dir: str | os.PathLike[str] | None = None, annotations: str = "MSRVTT_data.json",
                  test_csv: str = "MSRVTT_JSFUSION_test.csv", train_csv: str = "MSRVTT_train.9k.csv",
                  caption_source: Literal["csv", "json"] = "csv", num_frames: int = 8, size: int | None = 224,
-                 n_items: int | None = None) -> None:
+                 n_items: int | None = None, check_videos: bool = True) -> None:
         self.split = check_split(split, dataset=self.name)
         if caption_source not in ("csv", "json"):
             raise ValueError(f"caption_source must be 'csv' or 'json', got {caption_source!r}")
@@ -99,7 +111,7 @@ class MSRVTT(ClipCaptionDataset):
             raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
         if size is not None and (not isinstance(size, int) or size < 1):
             raise ValueError(f"size must be a positive int or None, got {size!r}")
-        if n_items is not None and (not isinstance(n_items, int) or n_items < 1):
+        if n_items is not None and (not isinstance(n_items, int) or isinstance(n_items, bool) or n_items < 1):
             raise ValueError(f"n_items must be a positive int or None, got {n_items!r}")
         if root is None:
             root = os.environ.get("GENSCOM_MSRVTT")
@@ -151,20 +163,68 @@ class MSRVTT(ClipCaptionDataset):
             else:
                 ids = [str(v["video_id"]) for v in videos if v.get("split") in ("train", "validate")]
             caps = sentences
-        if n_items is not None:
-            ids = ids[:n_items]
-        self.ids = ids
-        self._captions = [caps.get(v, []) for v in ids]
-        self._validate(len(ids), len(self._captions), fix=f"check the split files in {str(self.root)!r}; {LAYOUT_HELP}")
-        no_caps = [v for v, c in zip(ids, self._captions) if not c]
+        head = ids if n_items is None else ids[:n_items]
+        self._validate(len(head), len(head), fix=f"check the split files in {str(self.root)!r}; {LAYOUT_HELP}")
+        no_caps = [v for v in head if not caps.get(v)]
         if no_caps:
             raise ValueError(f"{len(no_caps)} MSR-VTT clips have no captions (e.g. {no_caps[:3]}); "
                              f"clip and caption lists must match. {LAYOUT_HELP}")
-        self.paths = [self._video_path(v) for v in ids]
-        missing = [str(p) for p in self.paths if not p.is_file()]
+        missing = [str(p) for p in (self._video_path(v) for v in head) if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"{len(missing)} of {len(ids)} MSR-VTT clips are missing, e.g. {missing[:3]}; "
+            raise FileNotFoundError(f"{len(missing)} of {len(head)} MSR-VTT clips are missing, e.g. {missing[:3]}; "
                                     f"{LAYOUT_HELP}")
+        self.ids, self.paths, self.skipped = self._usable_clips(ids, caps, n_items=n_items, check_videos=check_videos)
+        self._captions = [caps.get(v, []) for v in self.ids]
+        self._validate(len(self.ids), len(self._captions),
+                       fix=f"check the split files in {str(self.root)!r}; {LAYOUT_HELP}")
+
+    def _usable_clips(self, ids: list[str], caps: dict[str, list[str]], *, n_items: int | None,
+                      check_videos: bool) -> tuple[list[str], list[Path], list[tuple[Path, str]]]:
+        """The first ``n_items`` clips (all when ``None``) of ``ids`` whose video probes sound.
+
+        A clip whose file does not open, has no video stream, yields no first frame or declares a
+        geometry past the decode bounds (:func:`genscom.data.real.probe_video`) is skipped, and the
+        next clip of the split takes its place; the skipped ones are logged in ONE warning line with
+        their count, the first few names and the fix. Clips past the first ``n_items`` with no
+        caption or no file are passed over silently (the first ``n_items`` were checked already).
+
+        Returns:
+            ``(ids, paths, skipped)``; ``skipped`` holds ``(path, reason)`` of each damaged video.
+
+        Raises:
+            BadFileError: naming the clip folder when no clip is left.
+        """
+        from genscom.data.real import probe_video
+
+        kept_ids: list[str] = []
+        kept_paths: list[Path] = []
+        skipped: list[tuple[Path, str]] = []
+        for v in ids:
+            if n_items is not None and len(kept_ids) >= n_items:
+                break
+            path = self._video_path(v)
+            if not caps.get(v) or not path.is_file():  # only past the checked head
+                continue
+            if check_videos:
+                try:
+                    probe_video(path)
+                except ValueError as exc:  # genscom's InputTooLargeError is a ValueError too
+                    skipped.append((path, first_line(exc, limit=300).replace(repr(str(path)), repr(path.name))))
+                    continue
+            kept_ids.append(v)
+            kept_paths.append(path)
+        if skipped:
+            names = ", ".join(p.name for p, _ in skipped[:_NAMED_SKIPS]) + (", ..." if len(skipped) > _NAMED_SKIPS else "")
+            if not kept_ids:
+                raise BadFileError(self.videos_dir, problem=f"none of its {len(skipped)} MSR-VTT videos of split "
+                                   f"{self.split!r} decodes ({names}; first: {skipped[0][1]})",
+                                   expected="H.264/MPEG-4 video files readable by FFmpeg",
+                                   fix="re-encode or remove them (e.g. ffmpeg -i in.mp4 -c:v libx264 out.mp4)")
+            wanted = f" of the {n_items} requested" if n_items is not None and len(kept_ids) < n_items else ""
+            logger.warning("skipped %d damaged MSR-VTT video(s) in %r that do not decode (%s; first: %s); using %d "
+                           "clip(s)%s. Fix: re-encode or remove them", len(skipped), str(self.videos_dir), names,
+                           skipped[0][1], len(kept_ids), wanted)
+        return kept_ids, kept_paths, skipped
 
     def _find_videos_dir(self, videos_dir: str | os.PathLike[str] | None) -> Path:
         if videos_dir is not None:
@@ -192,7 +252,15 @@ class MSRVTT(ClipCaptionDataset):
     def load_frames(self, i: int) -> torch.Tensor:
         from genscom.data.real import read_video
 
-        return read_video(self.paths[i], num_frames=self.num_frames, size=None if self.size is None else (self.size, self.size))
+        path = self.paths[i]
+        try:
+            return read_video(path, num_frames=self.num_frames, size=None if self.size is None else (self.size, self.size))
+        except GenscomError:
+            raise
+        except ValueError as exc:  # damage past the first frame that the probe at load could not see
+            raise BadFileError(path, problem=f"the MSR-VTT clip does not decode ({first_line(exc, limit=200)})",
+                               expected="a video file readable by FFmpeg",
+                               fix="re-encode or remove it") from None
 
     def captions_of(self, i: int) -> list[str]:
         return list(self._captions[i])

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from genscom.errors import InputTooLargeError
+
 logger = logging.getLogger(__name__)
 
 # name -> skimage.data function; all ship in the scikit-image wheel (no download).
@@ -91,8 +93,6 @@ MAX_VIDEO_PIXELS = 1_500_000_000   # frames x pixels decoded from one file (~700
 
 def _check_video_size(path: Path, frame_pixels: int, frames: int) -> None:
     """Refuse a video whose (declared or decoded-so-far) geometry passes the bounds above, naming the file."""
-    from genscom.errors import InputTooLargeError
-
     if frame_pixels > MAX_FRAME_PIXELS:
         raise InputTooLargeError(f"video file {str(path)!r} has {frame_pixels}-pixel frames, more than the "
                                  f"{MAX_FRAME_PIXELS} allowed; downscale it (e.g. ffmpeg -vf scale=-2:720)")
@@ -111,8 +111,6 @@ def _decode(path: Path, keep: Callable[[int], bool], stop_after: int | None) -> 
     an ``InputTooLargeError``.
     """
     import av
-
-    from genscom.errors import InputTooLargeError
 
     kept: dict[int, np.ndarray] = {}
     n = 0
@@ -152,6 +150,61 @@ def _decode(path: Path, keep: Callable[[int], bool], stop_after: int | None) -> 
     if skipped:
         logger.warning("%s: %d damaged packet(s) skipped while decoding", path, skipped)
     return kept, n
+
+
+MAX_PROBE_PACKETS = 256            # packets demuxed by probe_video to find the first frame
+
+
+def probe_video(path: str | os.PathLike[str], *, max_packets: int = MAX_PROBE_PACKETS) -> tuple[int, int, int]:
+    """Cheap check that ``path`` is a decodable video within the decode bounds; returns ``(width, height, frames)``.
+
+    Opens the file with PyAV, checks that it has a video stream and that its declared geometry
+    (frame pixels, frame count) is within :data:`MAX_FRAME_PIXELS` / :data:`MAX_VIDEO_FRAMES` /
+    :data:`MAX_VIDEO_PIXELS` *before* anything is decoded, then decodes frames only until the first
+    one (at most ``max_packets`` packets) and checks that frame's real size against the same bound.
+    ``frames`` is the declared count (``0`` when the container does not say).
+
+    Raises:
+        ValueError: naming the file when it is missing, empty, does not open, has no video stream
+            or yields no frame within ``max_packets`` packets.
+        genscom.errors.InputTooLargeError: when its declared or first decoded frame is past the bounds.
+    """
+    import av
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"video file {str(p)!r} does not exist (or is not a file)")
+    if p.stat().st_size == 0:
+        raise ValueError(f"video file {str(p)!r} is empty")
+    try:
+        container = av.open(str(p))
+    except Exception as exc:  # noqa: BLE001 - av.error.InvalidDataError, PermissionError, ...
+        raise ValueError(f"could not open video file {str(p)!r}: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"video file {str(p)!r} has no video stream (truncated, or not a video)")
+        stream = container.streams.video[0]
+        w, h = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+        declared = int(stream.frames or 0)
+        _check_video_size(p, w * h, declared)  # before any frame is decoded (allocated)
+        try:
+            for n_packets, packet in enumerate(container.demux(stream), start=1):
+                try:
+                    frames = packet.decode()
+                except Exception:  # noqa: BLE001 - a damaged packet; a later one may decode
+                    frames = []
+                if frames:
+                    fw, fh = int(frames[0].width), int(frames[0].height)
+                    _check_video_size(p, fw * fh, declared)
+                    return fw, fh, declared
+                if n_packets >= max_packets:
+                    break
+        except InputTooLargeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken container
+            raise ValueError(f"video file {str(p)!r} could not be demuxed: {exc}") from None
+    raise ValueError(f"video file {str(p)!r} yielded no decodable frame in its first {max_packets} packets "
+                     "(corrupt or empty video)")
 
 
 def _frame_count(path: Path) -> int:
@@ -253,5 +306,5 @@ def load_real_clip(name: str, *, max_frames: int | None = None,
     return torch.from_numpy(np.ascontiguousarray(frames))
 
 
-__all__ = ["list_real_clips", "list_real_images", "load_real_clip", "load_real_image", "read_video",
+__all__ = ["list_real_clips", "list_real_images", "load_real_clip", "load_real_image", "probe_video", "read_video",
            "real_clip_path"]

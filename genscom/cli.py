@@ -459,6 +459,41 @@ def train_decoder_cmd(
     console.print(f"saved {path}")
 
 
+@train_app.command("deepjscc")
+def train_deepjscc_cmd(
+    steps: int = typer.Option(3000, "--steps"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    channel_uses: int = typer.Option(192, "--channel-uses", help="complex symbols per 64x64 frame (the budget)"),
+    n_items: int = typer.Option(4000, "--n-items", help="train-split clips (middle frame of each)"),
+    seed: int = typer.Option(0, "--seed"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="weights folder (default "
+                                                                         "runs/deepjscc-<timestamp>/)"),
+    overwrite: bool = _OVERWRITE,
+) -> None:
+    """Train the pixel DeepJSCC peer of `bench regen` (conv encoder -> channel symbols -> conv decoder)."""
+    from genscom.generation.recipes import RecipeConfig, train_deepjscc_run
+
+    cfg = RecipeConfig(steps=steps, batch_size=batch_size, channel_uses=channel_uses, n_items=n_items, seed=seed,
+                       output_dir=str(output_dir) if output_dir else None)
+    console.print(f"saved {train_deepjscc_run(cfg, overwrite=overwrite, command=_command_line())}")
+
+
+@train_app.command("classifier")
+def train_classifier_cmd(
+    epochs: int = typer.Option(16, "--epochs"),
+    n_items: int = typer.Option(4000, "--n-items", help="real train-split frames"),
+    seed: int = typer.Option(0, "--seed"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="weights folder (default "
+                                                                         "runs/attr-classifier-<timestamp>/)"),
+    overwrite: bool = _OVERWRITE,
+) -> None:
+    """Train the attribute classifier that scores regenerated frames (on real train frames only)."""
+    from genscom.generation.recipes import RecipeConfig, train_classifier_run
+
+    cfg = RecipeConfig(epochs=epochs, n_items=n_items, seed=seed, output_dir=str(output_dir) if output_dir else None)
+    console.print(f"saved {train_classifier_run(cfg, overwrite=overwrite, command=_command_line())}")
+
+
 @bench_app.command("rate")
 def bench_rate(
     adapter: str = typer.Option("mini-k192", "--adapter", help="adapter folder, or a name on the adapter search path ($GENSCOM_ADAPTERS, then the shipped ones)"),
@@ -560,6 +595,43 @@ def bench_train_speed(
     sizes = tuple(int(v) for v in _parse_floats(batch_sizes, "--batch-sizes") or [])
     run_train_speed_bench(TrainSpeedConfig(batch_sizes=sizes, steps=steps, out_dir=str(out)),
                           command=_command_line(), console=console)
+
+
+@bench_app.command("regen")
+def bench_regen(
+    quick: bool = typer.Option(False, "--quick", help="48 items, SNRs -5/5/15 dB, JPEG q10, 10 DDIM steps"),
+    n_items: Optional[int] = typer.Option(None, "--n-items", help="test items (default 200, quick 48)"),
+    snrs: Optional[str] = typer.Option(None, "--snrs", help="comma-separated SNRs in dB (default -5,0,5,10,15,20)"),
+    channel: str = typer.Option("awgn", "--channel", help="awgn, rayleigh or rician (pilots counted on fading)"),
+    source: str = typer.Option("frame", "--source", help="what the semantic sender embeds: the key frame "
+                                                         "(frame) or the whole clip (clip)"),
+    decoder: str = typer.Option("regen-mini-attr", "--decoder", help="diffusion decoder: a name on the adapter "
+                                                                     "search path or a folder"),
+    deepjscc: str = typer.Option("deepjscc-k192", "--deepjscc", help="DeepJSCC model (name or folder); 'none' "
+                                                                     "drops the row"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (default: the decoder's, quick 10)"),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="classifier-free guidance scale (>= 1)"),
+    adapters_dir: Optional[Path] = typer.Option(None, "--adapters-dir", help="extra folder searched first for "
+                                                                             "the decoder, classifier, DeepJSCC"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, or auto"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default results/regen, "
+                                                           "quick results/regen-quick)"),
+) -> None:
+    """Image regeneration: diffusion decoder from the received embedding vs DeepJSCC and JPEG + LDPC."""
+    from genscom.bench.regen import RegenBenchConfig, quick_regen_config, run_regen_bench
+    from genscom.utils import resolve_device
+
+    over: dict = {k: v for k, v in dict(
+        n_items=n_items, snrs=tuple(_parse_floats(snrs, "--snrs")) if snrs else None, channel=channel,
+        source=source, decoder=decoder, deepjscc=None if deepjscc.lower() == "none" else deepjscc, steps=steps,
+        guidance_scale=guidance, seed=seed, device=str(resolve_device(device)),
+        out_dir=str(out) if out else None, adapters_dir=(str(adapters_dir),) if adapters_dir else None,
+    ).items() if v is not None or k == "deepjscc"}
+    if snrs and "grid_snrs" not in over:
+        over["grid_snrs"] = tuple(s for s in over["snrs"] if s in (-5.0, 5.0, 15.0)) or over["snrs"][:3]
+    cfg = quick_regen_config(**over) if quick else RegenBenchConfig(**over)
+    run_regen_bench(cfg, command=_command_line(), console=console)
 
 
 demo_app = typer.Typer(help="Gradio demo: transmitter and receiver (offline, CPU).", invoke_without_command=True)
@@ -707,6 +779,116 @@ def fed_run(
         pass
     res = run_graph_federated(cfg, resume=resume, on_round=show)
     console.print(f"done in {res.seconds:.1f} s; global adapter {folder / 'rounds'}, results {folder / RESULTS_NAME}")
+
+
+@fed_app.command("serve")
+def fed_serve(
+    clients: Optional[int] = typer.Option(None, "--clients", help="users, one SuperNode each; default 10, quick 4"),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="federated rounds; default 10, quick 6"),
+    local_epochs: Optional[int] = typer.Option(None, "--local-epochs", help="local epochs per round (default 10)"),
+    quick: bool = typer.Option(False, "--quick", help="4 users, 6 rounds, 800 train + 200 held-out items"),
+    plain: bool = typer.Option(False, "--plain", help="plain FedAvg with the graph adapter (no error-aware labels)"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/fed-deploy-<timestamp>)"),
+    port: int = typer.Option(9093, "--port", min=1, max=65535,
+                             help="the SuperLink's one HTTP port: SuperNodes and `flwr run` connect there"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address the SuperLink listens on; 0.0.0.0 lets "
+                                                          "SuperNodes on other machines connect"),
+    local_clients: int = typer.Option(0, "--local-clients", min=0,
+                                      help="also start this many SuperNodes here (partitions 0..N-1)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0,
+                                            help="give up after this many seconds (default: wait for the run)"),
+) -> None:
+    """Start a Flower SuperLink here, submit the graph adapter run to it (`flwr run`), wait until it ends.
+
+    Flower's Deployment Engine over plain HTTP (no TLS): for localhost or a trusted network.
+    Users are SuperNodes: --local-clients N starts N here; every other user K runs
+    `genscom fed client --superlink HOST:PORT --partition-id K --num-partitions CLIENTS`, here or elsewhere.
+    The run starts once CLIENTS SuperNodes are connected; the SuperLink stops when it ends.
+    Saved: the global adapter every round (--out/rounds), --out/fed_run.json, process logs (--out/deploy/logs).
+    """
+    import time as _time
+
+    from genscom.errors import first_line
+    from genscom.federated.engine import RESULTS_NAME, GraphFedConfig, quick_graph_config
+
+    folder = out if out is not None else Path("runs") / f"fed-deploy-{_time.strftime('%Y%m%d-%H%M%S')}"
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"--out {folder} is not empty; pass an empty or new folder")
+    over = {k: v for k, v in dict(clients=clients, rounds=rounds, local_epochs=local_epochs).items() if v is not None}
+    over.update(error_aware=not plain, seed=seed, out_dir=str(folder))
+    cfg = quick_graph_config(**over) if quick else GraphFedConfig(**over)
+    if local_clients > cfg.clients:
+        raise typer.BadParameter(f"at most --clients ({cfg.clients}), got {local_clients}",
+                                 param_hint="--local-clients")
+    from genscom.federated.deploy import run_local_deployment
+
+    console.print(f"[bold]genscom fed serve[/bold]: {cfg.clients} users, {cfg.rounds} rounds, "
+                  f"{'error-aware' if cfg.error_aware else 'plain FedAvg'}, Flower Deployment Engine "
+                  f"(SuperLink {host}:{port}) -> {folder}")
+    workdir = folder / "deploy"
+    try:
+        res = run_local_deployment(cfg, workdir=workdir, port=port, host=host, local_clients=local_clients,
+                                   timeout_s=timeout, on_event=lambda msg: console.print(msg, markup=False))
+    except (RuntimeError, TimeoutError) as exc:  # a process or the run failed or hung: first line, where the logs are
+        raise OSError(f"{first_line(exc, limit=500)} (process logs: {workdir / 'logs'})") from None
+    for rec in res.history:
+        line = (f"round {rec['round']:>3}  RSUM {rec['RSUM']:7.2f}  i2t R@1 {rec['i2t_R@1']:.3f}  "
+                f"t2i R@1 {rec['t2i_R@1']:.3f}")
+        if rec["round"] > 0:
+            line += (f"  clients ok {len(rec['clients_ok'])}/{cfg.clients}"
+                     + ("" if rec.get("aggregated") else "  (too few clients: global adapter unchanged)"))
+        console.print(line)
+    console.print(f"run {res.run_id} {res.status} in {res.seconds:.1f} s; global adapter {folder / 'rounds'}, "
+                  f"results {folder / RESULTS_NAME}")
+
+
+@fed_app.command("client")
+def fed_client(
+    partition_id: int = typer.Option(..., "--partition-id", min=0, help="which user this node is: 0..N-1"),
+    num_partitions: int = typer.Option(..., "--num-partitions", min=1, help="N, the run's users (fed serve --clients)"),
+    superlink: str = typer.Option("127.0.0.1:9093", "--superlink", help="HOST:PORT of the SuperLink (fed serve)"),
+    runtime_port: Optional[int] = typer.Option(None, "--runtime-port", min=1, max=65535,
+                                               help="this SuperNode's local Runtime API port (default: a free one)"),
+    flwr_home: Optional[Path] = typer.Option(None, "--flwr-home", help="FLWR_HOME: where received apps are "
+                                                                       "installed (default: a temporary folder)"),
+    max_wait: Optional[float] = typer.Option(None, "--max-wait", min=1.0, help="give up after this many seconds "
+                                                                              "without reaching the SuperLink"),
+) -> None:
+    """Start a Flower SuperNode: user --partition-id of --num-partitions in a `genscom fed serve` run.
+
+    It connects to the SuperLink at --superlink over plain HTTP (no TLS), trains when sent work and runs
+    until stopped (Ctrl-C). genscom, torch and flwr must be installed on this machine.
+    """
+    import subprocess
+    import tempfile
+
+    from genscom.federated.deploy import deploy_env, free_port, supernode_command
+
+    if ":" not in superlink or not superlink.rsplit(":", 1)[1].isdigit():
+        raise typer.BadParameter(f"expected HOST:PORT, got {superlink!r}", param_hint="--superlink")
+    try:
+        cmd = supernode_command(superlink, partition_id=partition_id, num_partitions=num_partitions,
+                                runtime_port=runtime_port or free_port(), max_wait_time=max_wait)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--partition-id") from None
+    with tempfile.TemporaryDirectory(prefix="genscom-flwr-") as tmp:
+        env = deploy_env(flwr_home if flwr_home is not None else Path(tmp))
+        console.print(f"[bold]genscom fed client[/bold]: SuperNode for user {partition_id} of {num_partitions} -> "
+                      f"SuperLink {superlink} (Ctrl-C stops it)")
+        proc = subprocess.Popen(cmd, env=env)
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            raise
+    if rc != 0:
+        raise OSError(f"flower-supernode exited with status {rc} (see its output above)")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

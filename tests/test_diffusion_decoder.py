@@ -122,3 +122,30 @@ def test_broken_decoder_folders_raise_file_errors(tmp_path) -> None:
         DiffusionDecoder.from_pretrained(folder)
     with pytest.raises(GenscomError):
         DiffusionDecoder.from_pretrained(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_prediction_type_sets_the_training_target(kind: str) -> None:
+    """A UNet that outputs exactly the target of its prediction type has zero loss; the noise target does not
+    fit the other two (an independent check of which target the loss uses)."""
+    dec = tiny(prediction_type=kind)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    sched = dec.train_scheduler()
+    # replay the loss's draws: noise, timesteps, dropout from the same generator state
+    g = torch.Generator().manual_seed(4)
+    noise = torch.randn((2, 3, 16, 16), generator=g)
+    t = torch.randint(0, dec.config.num_train_timesteps, (2,), generator=g)
+    x0 = images * 2 - 1
+    target = {"epsilon": noise, "sample": x0, "v_prediction": sched.get_velocity(x0, noise, t)}[kind]
+    dec.forward = lambda noisy, tt, c, drop=None: target  # type: ignore[method-assign]
+    assert float(dec.loss(images, cond(), generator=torch.Generator().manual_seed(4))) == pytest.approx(0.0, abs=1e-10)
+    if kind != "epsilon":
+        dec.forward = lambda noisy, tt, c, drop=None: noise  # type: ignore[method-assign]
+        assert float(dec.loss(images, cond(), generator=torch.Generator().manual_seed(4))) > 1e-3
+    out = tiny(prediction_type=kind).generate(cond(), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 16, 16) and bool(torch.isfinite(out).all())
+
+
+def test_unknown_prediction_type_is_refused() -> None:
+    with pytest.raises(ValueError, match="prediction_type"):
+        DiffusionDecoderConfig(prediction_type="x0")

@@ -40,13 +40,23 @@ def _base_kwargs(name: str) -> dict[str, Any]:
         return {"agents": (stub, stub)}
     if name in ("digital-embedding", "jpeg-ldpc", "h264-ldpc"):
         return {"fidelity": "full"}  # no calibration tables
+    if name == "regen":  # a tiny random decoder for D-dimensional embeddings
+        from genscom.generation.diffusion import DiffusionDecoder, DiffusionDecoderConfig
+
+        return {"decoder": DiffusionDecoder(DiffusionDecoderConfig(
+            image_size=8, cond_dim=D, block_out_channels=(8, 16), cross_attention_dim=8, attention_head_dim=4,
+            sample_steps=1, guidance_scale=1.0))}
+    if name == "deepjscc":
+        from genscom.generation.deepjscc import DeepJSCC, DeepJSCCConfig
+
+        return {"model": DeepJSCC(DeepJSCCConfig(image_size=32, channel_uses=32, filters=8, n_down=2))}
     return {}
 
 
 def _batch(name: str) -> SourceBatch:
     if name == "jpeg-ldpc":
         return SourceBatch(frames=_frames(1))
-    if name == "h264-ldpc":
+    if name in ("h264-ldpc", "deepjscc"):
         return SourceBatch(frames=_frames(2))
     if name == "digital-embedding":  # 96-d: float16 needs 2 codewords of 1024 bits, int8 one
         return SourceBatch(embeddings=_emb(d=96))
@@ -62,6 +72,7 @@ def _uses(scheme: Scheme, name: str) -> list[int]:
 # (scheme, knob, another value, what it changes: "name" and/or "uses")
 CHANGES: list[tuple[str, str, Any, tuple[str, ...]]] = [
     ("semantic-analog", "repeat", 3, ("name", "uses")),
+    ("regen", "repeat", 3, ("name", "uses")),
     ("digital-embedding", "quantizer", "int8", ("name",)),  # the test's small embeddings fit one codeword either way
     ("digital-embedding", "mcs", "16qam-1/2", ("uses",)),
     ("digital-embedding", "mcs", "adaptive", ("name",)),

@@ -101,9 +101,29 @@ CASES: dict[str, Case] = {
                    uses=lambda p: [12] * N_HITS + [12 + D // 2] * (B - N_HITS)),
     "adapted": Case("adapter", uses=lambda p: [192] * B),                  # the shipped mini-k192: k = 192
     "adapted+mu": Case("adapter", kwargs=lambda kit: {"budget": BUDGET}, max_uses=BUDGET, cost_follows_snr=True),
+    # the embedding crosses exactly as semantic-analog's; a tiny random decoder draws the pictures
+    "regen": Case("analog", kwargs=lambda kit: {"decoder": _tiny_decoder(), "batch_size": B},
+                  uses=lambda p: [D // 2] * B),
+    # a tiny DeepJSCC for the kit's 32 x 32 frames: 2 stride-2 stages -> 8 x 8 cells x 1 channel = 64 reals
+    "deepjscc": Case("generic", kwargs=lambda kit: {"model": _tiny_deepjscc()}, uses=lambda p: [32] * B),
     "agent": Case("agent", kwargs=lambda kit: {"agents": kit.agents, "perception": StubEncoder(), "batch_size": B},
                   uses=lambda p: [6] * B, out_dim=16),  # tiny cards: embedding_dim 12 -> 6 symbols, text_dim 16
 }
+
+
+def _tiny_decoder() -> Any:
+    from genscom.generation.diffusion import DiffusionDecoder, DiffusionDecoderConfig
+
+    torch.manual_seed(0)
+    return DiffusionDecoder(DiffusionDecoderConfig(image_size=8, cond_dim=D, block_out_channels=(8, 16),
+                                                   cross_attention_dim=8, attention_head_dim=4, sample_steps=2))
+
+
+def _tiny_deepjscc() -> Any:
+    from genscom.generation.deepjscc import DeepJSCC, DeepJSCCConfig
+
+    torch.manual_seed(0)
+    return DeepJSCC(DeepJSCCConfig(image_size=32, channel_uses=32, filters=8, n_down=2))
 
 
 @pytest.fixture(scope="module")

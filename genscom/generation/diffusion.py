@@ -36,6 +36,9 @@ from torch import nn
 from genscom.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
 @dataclass
 class DiffusionDecoderConfig:
     """Architecture and sampling defaults of :class:`DiffusionDecoder`.
@@ -45,7 +48,9 @@ class DiffusionDecoderConfig:
     (attention at 64 x 64 would cost 4096^2 scores per head on a CPU); ``cross_attention_dim``: width of the condition tokens;
     ``cond_tokens``: tokens the embedding is projected to; ``num_train_timesteps``: the DDPM chain length;
     ``sample_steps``: DDIM steps at generation; ``guidance_scale``: classifier-free guidance (1 = none);
-    ``cond_dropout``: probability of the null condition at training.
+    ``cond_dropout``: probability of the null condition at training; ``prediction_type``: what the UNet predicts,
+    ``"epsilon"`` (the noise), ``"v_prediction"`` (``sqrt(a) eps - sqrt(1 - a) x0``) or ``"sample"`` (``x0``),
+    as diffusers' schedulers name them.
     """
 
     image_size: int = 64
@@ -62,6 +67,7 @@ class DiffusionDecoderConfig:
     sample_steps: int = 25
     guidance_scale: float = 2.0
     cond_dropout: float = 0.1
+    prediction_type: str = "epsilon"
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (dataset, encoder profile)
 
     def __post_init__(self) -> None:
@@ -86,6 +92,9 @@ class DiffusionDecoderConfig:
         if not (math.isfinite(float(self.guidance_scale)) and float(self.guidance_scale) >= 1.0):
             raise ValueError(f"DiffusionDecoderConfig.guidance_scale must be >= 1 (1 = no guidance), "
                              f"got {self.guidance_scale!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"DiffusionDecoderConfig.prediction_type must be one of {PREDICTION_TYPES}, "
+                             f"got {self.prediction_type!r}")
         if self.sample_steps > self.num_train_timesteps:
             raise ValueError(f"DiffusionDecoderConfig.sample_steps={self.sample_steps} exceeds "
                              f"num_train_timesteps={self.num_train_timesteps}")
@@ -165,11 +174,11 @@ class DiffusionDecoder(nn.Module):
         from diffusers import DDPMScheduler
 
         return DDPMScheduler(num_train_timesteps=self.config.num_train_timesteps,
-                             beta_schedule=self.config.beta_schedule)
+                             beta_schedule=self.config.beta_schedule, prediction_type=self.config.prediction_type)
 
     def loss(self, images: torch.Tensor, cond: torch.Tensor, *, generator: torch.Generator | None = None,
              scheduler: Any = None) -> torch.Tensor:
-        """Noise-prediction MSE of a DDPM step: ``images [B,3,H,W]`` in ``[0,1]``, ``cond [B, cond_dim]``; the
+        """MSE of a DDPM step's prediction (``config.prediction_type``: noise, velocity or clean image): ``images [B,3,H,W]`` in ``[0,1]``, ``cond [B, cond_dim]``; the
         timesteps, noise and condition dropout are drawn from ``generator`` (CPU)."""
         self._check_images(images)
         sched = scheduler or self.train_scheduler()
@@ -180,7 +189,9 @@ class DiffusionDecoder(nn.Module):
         t = torch.randint(0, self.config.num_train_timesteps, (b,), generator=generator).to(dev)
         drop = (torch.rand(b, generator=generator) < self.config.cond_dropout).to(dev)
         noisy = sched.add_noise(x0, noise, t)
-        return nn.functional.mse_loss(self(noisy, t, cond.to(dev), drop), noise)
+        kind = self.config.prediction_type
+        target = noise if kind == "epsilon" else x0 if kind == "sample" else sched.get_velocity(x0, noise, t)
+        return nn.functional.mse_loss(self(noisy, t, cond.to(dev), drop), target)
 
     def _check_images(self, images: torch.Tensor) -> None:
         s = self.config.image_size
@@ -207,7 +218,7 @@ class DiffusionDecoder(nn.Module):
             raise ValueError(f"guidance_scale must be >= 1, got {guidance_scale!r}")
         dev = next(self.parameters()).device
         sched = DDIMScheduler(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                              clip_sample=True)
+                              clip_sample=True, prediction_type=c.prediction_type)
         sched.set_timesteps(steps)
         b = cond.shape[0]
         x = torch.randn((b, 3, c.image_size, c.image_size), generator=generator).to(dev)

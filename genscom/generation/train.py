@@ -1,7 +1,9 @@
 """``genscom train decoder``: train the diffusion decoder on received embeddings (the shared training core).
 
-Data: the middle frame of each train-split clip (``[3, H, W]`` in ``[0, 1]``) and the clip's embedding from the
-encoder ``profile`` (cached under ``$GENSCOM_CACHE``). Each step draws a batch, sends its embeddings through an
+Data: the middle frame of each train-split clip (``[3, H, W]`` in ``[0, 1]``) and two embeddings from the
+encoder ``profile`` (cached under ``$GENSCOM_CACHE``): the whole clip's and the middle frame's alone, so one
+decoder serves a video sender (clip embedding, regenerate a key frame) and an image sender (one picture).
+A fraction ``p_frame_cond`` of each batch is conditioned on the frame embedding. Each step draws a batch, sends its embeddings through an
 AWGN channel as analog symbols at one SNR drawn uniformly from ``[snr_min_db, snr_max_db]`` (a fraction
 ``p_clean`` stays clean), and takes a DDPM noise-prediction step conditioned on what was received, so the decoder
 learns what noisy conditions look like. Seeded, resumable bit-exactly from ``checkpoint.pt`` (weights, optimiser,
@@ -50,6 +52,7 @@ class TrainDecoderConfig:
     snr_min_db: float = -10.0
     snr_max_db: float = 20.0
     p_clean: float = 0.1
+    p_frame_cond: float = 0.5
     seed: int = 0
     checkpoint_every: int = 250
     sample_every: int = 500
@@ -72,8 +75,9 @@ class TrainDecoderConfig:
             raise ValueError(f"TrainDecoderConfig.lr must be > 0, got {self.lr!r}")
         if not float(self.snr_min_db) < float(self.snr_max_db):
             raise ValueError(f"TrainDecoderConfig needs snr_min_db < snr_max_db, got {self.snr_min_db}, {self.snr_max_db}")
-        if not 0.0 <= float(self.p_clean) <= 1.0:
-            raise ValueError(f"TrainDecoderConfig.p_clean must be in [0, 1], got {self.p_clean!r}")
+        for name in ("p_clean", "p_frame_cond"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"TrainDecoderConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
         if not isinstance(self.decoder, dict):
             raise ValueError(f"TrainDecoderConfig.decoder must be a mapping of DiffusionDecoderConfig fields, "
                              f"got {type(self.decoder).__name__}")
@@ -84,20 +88,33 @@ class TrainDecoderConfig:
 
 @dataclass
 class DecoderData:
-    """``images [N, 3, H, W]`` uint8 and ``cond [N, d]`` float32 clean embeddings of the same items."""
+    """``images [N, 3, H, W]`` uint8 and ``cond [N, d]`` float32 clean clip embeddings of the same items;
+    ``cond_frame [N, d]`` (optional): the embeddings of ``images`` alone (one-frame clips)."""
 
     images: torch.Tensor
     cond: torch.Tensor
+    cond_frame: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4 or self.images.shape[1] != 3 or self.images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 [N, 3, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
         if self.cond.dim() != 2 or self.cond.shape[0] != self.images.shape[0]:
             raise ValueError(f"cond must be [N, d] with N = {self.images.shape[0]}, got {tuple(self.cond.shape)}")
+        if self.cond_frame is not None and self.cond_frame.shape != self.cond.shape:
+            raise ValueError(f"cond_frame must have cond's shape {tuple(self.cond.shape)}, "
+                             f"got {tuple(self.cond_frame.shape)}")
+
+    def condition(self, idx: torch.Tensor, frame_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Clean conditions of items ``idx [B]``: the clip embedding, or the frame embedding where
+        ``frame_rows [B]`` bool is set (needs ``cond_frame``)."""
+        cond = self.cond[idx]
+        if frame_rows is None or self.cond_frame is None:
+            return cond
+        return torch.where(frame_rows.view(-1, 1), self.cond_frame[idx], cond)
 
 
 def prepare_data(config: TrainDecoderConfig, *, progress: bool = True) -> DecoderData:
-    """Middle frames and ``profile`` embeddings of ``n_items`` train clips (cached)."""
+    """Middle frames, clip and frame ``profile`` embeddings of ``n_items`` train clips (cached)."""
     from genscom.data import create_dataset
     from genscom.encoders import create_encoder
     from genscom.training import cached_tensors, default_cache_dir
@@ -108,12 +125,15 @@ def prepare_data(config: TrainDecoderConfig, *, progress: bool = True) -> Decode
         enc = create_encoder(config.profile).eval()
         with torch.no_grad():
             cond = enc.encode_clips(frames, batch_size=64).float().cpu()
+            t = frames.shape[1] // 2
+            cond_frame = enc.encode_clips(frames[:, t:t + 1], batch_size=64).float().cpu()
         mid = frames[:, frames.shape[1] // 2].permute(0, 3, 1, 2).contiguous()
-        return {"images": mid, "cond": cond}
+        return {"images": mid, "cond": cond, "cond_frame": cond_frame}
 
     path = default_cache_dir() / f"decoder-{config.profile}-{config.dataset}-n{config.n_items}-s{config.dataset_seed}.pt"
-    blob = cached_tensors(path, compute, shapes={"images": config.n_items, "cond": config.n_items})
-    return DecoderData(images=blob["images"], cond=blob["cond"])
+    blob = cached_tensors(path, compute, shapes={"images": config.n_items, "cond": config.n_items,
+                                                 "cond_frame": config.n_items})
+    return DecoderData(images=blob["images"], cond=blob["cond"], cond_frame=blob["cond_frame"])
 
 
 def received(cond: torch.Tensor, snr_db: float | None, generator: torch.Generator) -> torch.Tensor:
@@ -196,7 +216,8 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
         idx = torch.randint(0, n, (config.batch_size,), generator=gen)
         clean = bool(torch.rand((), generator=gen) < config.p_clean)
         snr = float(config.snr_min_db + (config.snr_max_db - config.snr_min_db) * torch.rand((), generator=gen))
-        cond = received(data.cond[idx], None if clean else snr, gen)
+        frame_rows = torch.rand(config.batch_size, generator=gen) < config.p_frame_cond
+        cond = received(data.condition(idx, frame_rows), None if clean else snr, gen)
         images = data.images[idx].float().div(255.0)
         loss = core.loss(images.to(dev), cond.to(dev), generator=gen, scheduler=sched)
         opt.zero_grad(set_to_none=True)

@@ -1,6 +1,6 @@
 """Every way of sending is a :class:`Scheme`; importing this package registers the built-in ones."""
 
-from genscom.schemes import adapted, agent, analog, classic, digital, memory  # noqa: F401  (registration)
+from genscom.schemes import adapted, agent, analog, classic, digital, memory, regen  # noqa: F401  (registration)
 from genscom.schemes.base import (
     Delivered,
     DigitalPayload,

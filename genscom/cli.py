@@ -639,11 +639,12 @@ app.add_typer(demo_app, name="demo")
 
 
 def _demo_config(profile: str, gallery_size: int, max_upload_mb: float, mcs: str, results: Path,
-                 agent_card: Optional[str], seed: int):
+                 agent_card: Optional[str], seed: int, regen_decoder: str = "regen-mini-attr"):
     from genscom.demo.engine import DemoConfig
 
     return DemoConfig(profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb, mcs=mcs,
-                      results_path=str(results), agent_card=agent_card, seed=seed)
+                      results_path=str(results), agent_card=agent_card, seed=seed,
+                      regen_decoder=regen_decoder or None)
 
 
 def _launch(mode: str, host: str, port: int, rx_url: Optional[str], key_file: Optional[Path] = None, **kw) -> None:
@@ -664,13 +665,16 @@ def _launch(mode: str, host: str, port: int, rx_url: Optional[str], key_file: Op
     launch_demo(mode, _demo_config(**kw), host=host, port=port, rx_url=rx_url, key=key)
 
 
-_PROFILE = typer.Option("mini", "--profile", help="encoder profile, or a tower/CLIP folder")
+_PROFILE = typer.Option("mini-attr", "--profile", help="encoder profile (mini-attr: the benchmarks' and the "
+                                                       "image decoder's), or a tower/CLIP folder")
 _GALLERY = typer.Option(24, "--gallery-size", help="clips of the offline gallery")
 _UPLOAD = typer.Option(20.0, "--max-upload-mb", help="largest accepted upload")
 _MCS = typer.Option("qpsk-1/2", "--mcs", help="MCS of the digital baseline")
 _RESULTS = typer.Option(Path("results/retrieval/retrieval.json"), "--results", help="benchmark JSON for the R@1 plot")
 _CARD = typer.Option(None, "--agent-card", help="agent card for the caption panel (a path or a card name)")
 _SEED = typer.Option(0, "--seed")
+_REGEN = typer.Option("regen-mini-attr", "--regen-decoder", help="image decoder of the image-regeneration task (a "
+                      "folder or a name on the adapter search path); it must be trained on --profile")
 _KEY = typer.Option(None, "--key-file", help="shared link key file (mode 0600) that signs and checks the TX->RX "
                     "wire; without it one is made at ~/.genscom/demo-wire.key (copy it to the other end)")
 
@@ -679,11 +683,12 @@ _KEY = typer.Option(None, "--key-file", help="shared link key file (mode 0600) t
 def demo(ctx: typer.Context, host: str = typer.Option("127.0.0.1", "--host"),
          port: int = typer.Option(7860, "--port"), profile: str = _PROFILE, gallery_size: int = _GALLERY,
          max_upload_mb: float = _UPLOAD, mcs: str = _MCS, results: Path = _RESULTS,
-         agent_card: Optional[str] = _CARD, seed: int = _SEED) -> None:
+         agent_card: Optional[str] = _CARD, seed: int = _SEED, regen_decoder: str = _REGEN) -> None:
     """One page with transmitter and receiver; `genscom demo tx|rx` runs them as two processes."""
     if ctx.invoked_subcommand is None:
         _launch("combined", host, port, None, profile=profile, gallery_size=gallery_size,
-                max_upload_mb=max_upload_mb, mcs=mcs, results=results, agent_card=agent_card, seed=seed)
+                max_upload_mb=max_upload_mb, mcs=mcs, results=results, agent_card=agent_card, seed=seed,
+                regen_decoder=regen_decoder)
 
 
 @demo_app.command("tx")
@@ -691,20 +696,20 @@ def demo_tx(rx_url: str = typer.Option(..., "--rx-url", help="receiver URL, e.g.
             host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(7860, "--port"),
             profile: str = _PROFILE, gallery_size: int = _GALLERY, max_upload_mb: float = _UPLOAD,
             mcs: str = _MCS, results: Path = _RESULTS, agent_card: Optional[str] = _CARD, seed: int = _SEED,
-            key_file: Optional[Path] = _KEY) -> None:
+            key_file: Optional[Path] = _KEY, regen_decoder: str = _REGEN) -> None:
     """Transmitter process: sends signed symbols + side information to the receiver at --rx-url."""
     _launch("tx", host, port, rx_url, key_file, profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb,
-            mcs=mcs, results=results, agent_card=agent_card, seed=seed)
+            mcs=mcs, results=results, agent_card=agent_card, seed=seed, regen_decoder=regen_decoder)
 
 
 @demo_app.command("rx")
 def demo_rx(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(7861, "--port"),
             profile: str = _PROFILE, gallery_size: int = _GALLERY, max_upload_mb: float = _UPLOAD,
             mcs: str = _MCS, results: Path = _RESULTS, agent_card: Optional[str] = _CARD, seed: int = _SEED,
-            key_file: Optional[Path] = _KEY) -> None:
-    """Receiver process: its page plus POST /genscom/receive (signed posts only)."""
+            key_file: Optional[Path] = _KEY, regen_decoder: str = _REGEN) -> None:
+    """Receiver process: its page plus POST /genscom/receive (signed posts only); it runs its own image decoder."""
     _launch("rx", host, port, None, key_file, profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb,
-            mcs=mcs, results=results, agent_card=agent_card, seed=seed)
+            mcs=mcs, results=results, agent_card=agent_card, seed=seed, regen_decoder=regen_decoder)
 
 
 fed_app = typer.Typer(help="Federated learning on Flower's engines (graph multimodal adapter, heterogeneous users).",
@@ -791,19 +796,33 @@ def fed_serve(
     seed: int = typer.Option(0, "--seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/fed-deploy-<timestamp>)"),
     port: int = typer.Option(9093, "--port", min=1, max=65535,
-                             help="the SuperLink's one HTTP port: SuperNodes and `flwr run` connect there"),
+                             help="the SuperLink's one HTTPS port: SuperNodes and `flwr run` connect there"),
     host: str = typer.Option("127.0.0.1", "--host", help="address the SuperLink listens on; 0.0.0.0 lets "
                                                           "SuperNodes on other machines connect"),
     local_clients: int = typer.Option(0, "--local-clients", min=0,
                                       help="also start this many SuperNodes here (partitions 0..N-1)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0,
                                             help="give up after this many seconds (default: wait for the run)"),
+    certs_dir: Optional[Path] = typer.Option(None, "--certs-dir", help="TLS CA + SuperLink certificate and the "
+                                             "local SuperNodes' keys (default --out/deploy/certs); its ca.pem "
+                                             "is what remote SuperNodes need; an existing CA there is reused"),
+    cert_host: Optional[list[str]] = typer.Option(None, "--cert-host", help="another name (IP or DNS) remote "
+                                                  "SuperNodes use for this machine, added to the certificate "
+                                                  "(127.0.0.1, ::1, localhost and --host are); repeatable"),
+    allow_key: Optional[list[Path]] = typer.Option(None, "--allow-key", help="public key file (.pub, from "
+                                                   "`genscom fed client --auth-key`) of a remote SuperNode "
+                                                   "allowed to join; repeatable; any other SuperNode is refused"),
+    insecure: bool = typer.Option(False, "--insecure", help="DISABLE TLS and SuperNode authentication (plain "
+                                  "HTTP, any SuperNode accepted): only for a trusted localhost (--host 127.0.0.1)"),
 ) -> None:
     """Start a Flower SuperLink here, submit the graph adapter run to it (`flwr run`), wait until it ends.
 
-    Flower's Deployment Engine over plain HTTP (no TLS): for localhost or a trusted network.
-    Users are SuperNodes: --local-clients N starts N here; every other user K runs
-    `genscom fed client --superlink HOST:PORT --partition-id K --num-partitions CLIENTS`, here or elsewhere.
+    Secure by default: TLS with a generated CA (--certs-dir) and SuperNode authentication (only the local
+    SuperNodes' generated keys and the --allow-key public keys are registered; any other SuperNode is refused).
+    --insecure turns both off (trusted localhost only).
+    Users are SuperNodes: --local-clients N starts N here; every other user K runs `genscom fed client
+    --superlink HOST:PORT --partition-id K --num-partitions CLIENTS --root-certificates ca.pem --auth-key KEY`,
+    here or elsewhere, its KEY.pub given here with --allow-key.
     The run starts once CLIENTS SuperNodes are connected; the SuperLink stops when it ends.
     Saved: the global adapter every round (--out/rounds), --out/fed_run.json, process logs (--out/deploy/logs).
     """
@@ -821,7 +840,22 @@ def fed_serve(
     if local_clients > cfg.clients:
         raise typer.BadParameter(f"at most --clients ({cfg.clients}), got {local_clients}",
                                  param_hint="--local-clients")
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if insecure and not loopback:
+        raise typer.BadParameter(f"--insecure (no TLS, no SuperNode authentication) is only for --host 127.0.0.1, "
+                                 f"got {host}", param_hint="--insecure")
+    if insecure and allow_key:
+        raise typer.BadParameter("--insecure authenticates no SuperNode; drop --allow-key or --insecure",
+                                 param_hint="--allow-key")
+    for key in allow_key or []:
+        if not key.is_file():
+            raise typer.BadParameter(f"no such public key file: {key}", param_hint="--allow-key")
     from genscom.federated.deploy import run_local_deployment
+
+    if not insecure and not loopback:
+        console.print("[yellow]note[/yellow]: flwr's Control API (`flwr run`, `flwr supernode register`) shares "
+                      f"port {port} and authenticates no user in open-source Flower: whoever reaches {host}:{port} "
+                      "can submit runs and register SuperNodes; firewall it to the SuperNodes' machines.")
 
     console.print(f"[bold]genscom fed serve[/bold]: {cfg.clients} users, {cfg.rounds} rounds, "
                   f"{'error-aware' if cfg.error_aware else 'plain FedAvg'}, Flower Deployment Engine "
@@ -829,7 +863,9 @@ def fed_serve(
     workdir = folder / "deploy"
     try:
         res = run_local_deployment(cfg, workdir=workdir, port=port, host=host, local_clients=local_clients,
-                                   timeout_s=timeout, on_event=lambda msg: console.print(msg, markup=False))
+                                   timeout_s=timeout, on_event=lambda msg: console.print(msg, markup=False),
+                                   insecure=insecure, certs_dir=certs_dir, cert_hosts=cert_host or (),
+                                   allowed_keys=allow_key or ())
     except (RuntimeError, TimeoutError) as exc:  # a process or the run failed or hung: first line, where the logs are
         raise OSError(f"{first_line(exc, limit=500)} (process logs: {workdir / 'logs'})") from None
     for rec in res.history:
@@ -854,28 +890,59 @@ def fed_client(
                                                                        "installed (default: a temporary folder)"),
     max_wait: Optional[float] = typer.Option(None, "--max-wait", min=1.0, help="give up after this many seconds "
                                                                               "without reaching the SuperLink"),
+    root_certificates: Optional[Path] = typer.Option(None, "--root-certificates", help="the SuperLink's CA "
+                                                     "certificate (ca.pem of fed serve's --certs-dir): TLS is "
+                                                     "verified against it"),
+    auth_key: Optional[Path] = typer.Option(None, "--auth-key", help="this SuperNode's private key (OpenSSH EC); "
+                                            "if missing it is made (with KEY.pub) and the command stops: pass "
+                                            "KEY.pub to `genscom fed serve --allow-key`, then start again"),
+    insecure: bool = typer.Option(False, "--insecure", help="DISABLE TLS and SuperNode authentication (plain "
+                                  "HTTP): only for a trusted localhost SuperLink started with --insecure"),
 ) -> None:
     """Start a Flower SuperNode: user --partition-id of --num-partitions in a `genscom fed serve` run.
 
-    It connects to the SuperLink at --superlink over plain HTTP (no TLS), trains when sent work and runs
-    until stopped (Ctrl-C). genscom, torch and flwr must be installed on this machine.
+    It connects to the SuperLink at --superlink over TLS (verified against --root-certificates) and
+    authenticates with --auth-key (its public key must have been given to fed serve with --allow-key);
+    --insecure turns both off. It trains when sent work and runs until stopped (Ctrl-C).
+    genscom, torch and flwr must be installed on this machine.
     """
     import subprocess
     import tempfile
 
-    from genscom.federated.deploy import deploy_env, free_port, supernode_command
+    from genscom.federated.deploy import deploy_env, free_port, generate_node_key, supernode_command
 
     if ":" not in superlink or not superlink.rsplit(":", 1)[1].isdigit():
         raise typer.BadParameter(f"expected HOST:PORT, got {superlink!r}", param_hint="--superlink")
+    if not 0 <= partition_id < num_partitions:
+        raise typer.BadParameter(f"partition-id {partition_id} is not in 0..{num_partitions - 1}",
+                                 param_hint="--partition-id")
+    if insecure:
+        if root_certificates is not None or auth_key is not None:
+            raise typer.BadParameter("--insecure takes no --root-certificates / --auth-key", param_hint="--insecure")
+    else:
+        if root_certificates is None or auth_key is None:
+            raise typer.BadParameter("a secure SuperNode needs --root-certificates (the SuperLink's ca.pem) and "
+                                     "--auth-key (its private key); --insecure only for a trusted localhost",
+                                     param_hint="--root-certificates/--auth-key")
+        if not root_certificates.is_file():
+            raise typer.BadParameter(f"no such file: {root_certificates}", param_hint="--root-certificates")
+        if not auth_key.exists():
+            _, pub = generate_node_key(auth_key)
+            console.print(f"made SuperNode key {auth_key} (private, 0600) and {pub}: give {pub} to the SuperLink's "
+                          f"operator (`genscom fed serve --allow-key {pub.name}`), then run this command again")
+            return
     try:
         cmd = supernode_command(superlink, partition_id=partition_id, num_partitions=num_partitions,
-                                runtime_port=runtime_port or free_port(), max_wait_time=max_wait)
+                                runtime_port=runtime_port or free_port(), max_wait_time=max_wait,
+                                root_certificates=None if insecure else root_certificates.resolve(),
+                                auth_private_key=None if insecure else auth_key.resolve(), insecure=insecure)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--partition-id") from None
     with tempfile.TemporaryDirectory(prefix="genscom-flwr-") as tmp:
         env = deploy_env(flwr_home if flwr_home is not None else Path(tmp))
         console.print(f"[bold]genscom fed client[/bold]: SuperNode for user {partition_id} of {num_partitions} -> "
-                      f"SuperLink {superlink} (Ctrl-C stops it)")
+                      f"SuperLink {superlink}, {'INSECURE (plain HTTP)' if insecure else 'TLS + key ' + str(auth_key)}"
+                      " (Ctrl-C stops it)")
         proc = subprocess.Popen(cmd, env=env)
         try:
             rc = proc.wait()

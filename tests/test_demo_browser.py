@@ -27,6 +27,21 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 TIMEOUT_MS = 60_000
 
 
+def _tiny_decoder(folder) -> str | None:
+    """A tiny random image decoder for the tiny profile (16-d), 16x16 frames, 2 DDIM steps; ``None`` without diffusers."""
+    try:
+        import torch
+
+        from genscom.generation.diffusion import DiffusionDecoder, DiffusionDecoderConfig
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    DiffusionDecoder(DiffusionDecoderConfig(image_size=16, cond_dim=16, block_out_channels=(8, 16), cross_attention_dim=8,
+                                            attention_head_dim=4, sample_steps=2, extra={"profile": "tiny"})
+                     ).save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
@@ -37,7 +52,7 @@ def server(tmp_path_factory):
         for s, off in (("semantic-analog", 0.0), ("h264-ldpc", -0.2)) for snr, r in ((-10.0, 0.1), (0.0, 0.4), (10.0, 0.6))
         for r in [max(0.0, r + off)]]}))
     cfg = DemoConfig(profile="tiny", gallery_size=8, num_frames=2, max_side=64, max_upload_mb=0.02,
-                     results_path=str(results))
+                     results_path=str(results), regen_decoder=_tiny_decoder(tmp / "regen-tiny"))
     parts = build_demo("combined", cfg)
     srv = serve(parts, port=free_port())
     yield srv, tmp
@@ -136,3 +151,34 @@ def test_browser_rate_knobs_follow_the_scheme(page):
     page.get_by_role("option", name="digital-embedding").click()
     page.locator("#tx-knob-digital-embedding-mcs").wait_for(state="visible")
     assert not repeat.is_visible() and page.locator("#tx-knob-digital-embedding-quantizer").is_visible()
+
+
+def _pick_task(page, task: str) -> None:
+    page.locator("#tx-task label", has_text=task).click()
+
+
+def test_browser_image_regeneration_task(page, server):
+    """Picking "image regeneration" selects the regen scheme; after Transmit the receiver shows the regenerated
+    image (an <img> with a non-empty src) beside the baseline's decoded frame, with the channel uses of each."""
+    srv, _ = server
+    pytest.importorskip("diffusers", reason="the regen scheme needs diffusers")
+    page.reload(wait_until="domcontentloaded")
+    page.locator("#tx-button").wait_for()
+    _pick_task(page, "image regeneration")
+    page.wait_for_function("() => document.querySelector('#tx-scheme input')?.value === 'regen'")
+    assert "regen" in page.locator("#tx-task-note").inner_text()
+    _set_snr(page, 12)
+    _transmit(page, 12)
+    page.wait_for_function("() => (document.querySelector('#rx-regen-img img')?.getAttribute('src') || '').length > 0")
+    src = page.locator("#rx-regen-img img").first.get_attribute("src")
+    assert src and (src.startswith("data:image") or "/file=" in src or "/gradio_api/file" in src), src
+    regen = page.locator("#rx-regen").inner_text()
+    assert "Regenerated image" in regen and re.search(r"\b8 channel uses", regen) and "Beside:" in regen, regen
+    assert (page.locator("#rx-baseline-img img").first.get_attribute("src") or "") != ""
+    assert "regen" in page.locator("#tx-stats").inner_text()
+    # the caption task without an agent card: said before sending, and Transmit refuses with the same reason
+    _pick_task(page, "caption")
+    page.wait_for_function("() => (document.querySelector('#tx-task-note')?.innerText || '').includes('agent card')")
+    page.locator("#tx-button").click()
+    page.wait_for_function("() => (document.querySelector('#tx-status')?.innerText || '').includes('--agent-card')")
+    assert "No caption" not in page.locator("#rx-caption").inner_text()

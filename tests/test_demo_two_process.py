@@ -91,9 +91,23 @@ def test_unreachable_receiver_message():
         send_to_receiver(url, b"x", timeout_s=5)
 
 
+def _tiny_decoder(folder):
+    """A tiny random image decoder for the tiny profile (16-d embeddings), or ``None`` without diffusers."""
+    try:
+        from genscom.generation.diffusion import DiffusionDecoder, DiffusionDecoderConfig
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    DiffusionDecoder(DiffusionDecoderConfig(image_size=16, cond_dim=16, block_out_channels=(8, 16), cross_attention_dim=8,
+                                            attention_head_dim=4, sample_steps=2, extra={"profile": "tiny"})
+                     ).save_pretrained(folder)
+    return folder
+
+
 def test_two_processes_over_localhost(tx, tmp_path):
     """An RX process (``python -m genscom.demo rx``) decodes what this TX process POSTs to it, signed with the
-    shared key file; an unsigned post is refused."""
+    shared key file; an unsigned post is refused. With its own image decoder (``--regen-decoder``) it regenerates
+    the image of a ``regen`` transmission; the wire carries only the payload and the rate knob."""
     pytest.importorskip("gradio", reason="the demo server needs gradio")
     import httpx
 
@@ -105,6 +119,9 @@ def test_two_processes_over_localhost(tx, tmp_path):
     port = free_port()
     cmd = [sys.executable, "-m", "genscom.demo", "rx", "--port", str(port), "--profile", "tiny", "--gallery-size", "6",
            "--num-frames", "2", "--max-side", "64", "--key-file", str(key_file)]
+    decoder = _tiny_decoder(tmp_path / "regen-tiny")
+    if decoder is not None:
+        cmd += ["--regen-decoder", str(decoder)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -133,6 +150,14 @@ def test_two_processes_over_localhost(tx, tmp_path):
         r = httpx.post(url + "/genscom/receive", content=b"junk", headers=sign_headers(signer, b"junk"), timeout=10,
                        trust_env=False)
         assert r.status_code == 400 and "not a genscom-demo-wire/1 message" in r.json()["error"]
+        if decoder is not None:  # the image task: the receiver process draws the frame with its own decoder
+            from dataclasses import replace
+
+            rtx = DemoTransmitter(replace(CFG, regen_decoder=str(decoder)), encoder=tx.encoder)
+            t = rtx.transmit(item, TxSettings(scheme="regen", task="image regeneration", snr_db=10.0))
+            assert decode_message(t.message).transmissions[0].settings == {"repeat": 1}
+            reply = send_to_receiver(url, t.message, signer=signer, timeout_s=60)
+            assert reply["scheme"] == "regen" and reply["regenerated"] == [16, 16, 3] and reply["channel_uses"] == 8
     finally:
         proc.terminate()
         try:

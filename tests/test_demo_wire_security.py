@@ -306,4 +306,4 @@ def test_cli_demo_commands_take_key_file():
 
     for cmd in ("tx", "rx"):
         out = CliRunner().invoke(app, ["demo", cmd, "--help"], env={"COLUMNS": "200"})
-        assert out.exit_code == 0 and "--key-file" in out.output, out.output
+        assert out.exit_code == 0 and "--key-file" in out.output and "--regen-decoder" in out.output, out.output

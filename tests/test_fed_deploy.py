@@ -2,8 +2,12 @@
 
 ``test_deployment_*`` start ``flower-superlink`` and two ``flower-supernode`` processes on localhost (free ports,
 a temporary ``FLWR_HOME``, output to log files that failures quote), submit 2 rounds with ``flwr run`` and
-read what the ServerApp saved. About 60-75 s on the shared 2-core CPU (each round every SuperNode starts a
-fresh ``flwr-clientapp`` process); every wait has a timeout and the processes are stopped even on failure.
+read what the ServerApp saved, in the default secure mode (TLS with a generated CA, SuperNode authentication
+with registered keys). About 60-75 s on the shared 2-core CPU (each round every SuperNode starts a fresh
+``flwr-clientapp`` process); every wait has a timeout and the processes are stopped even on failure.
+``test_secure_superlink_*`` (about 10-15 s) starts a secure SuperLink alone and shows that a SuperNode whose key
+was not registered is refused (it exits; the SuperLink answers its ActivateNode with error 2004) while a
+registered one is activated, and that a TLS client that does not trust the generated CA cannot connect.
 The other tests need no processes.
 """
 
@@ -47,6 +51,7 @@ def _global(out: Path, rnd: int) -> dict[str, torch.Tensor]:
     return GraphMultimodalAdapter.from_pretrained(out / "rounds" / f"round-{rnd:03d}").state_dict()
 
 
+@pytest.mark.slow  # a real SuperLink + 2 SuperNodes + TLS: 52-114 s on 2 loaded cores
 def test_deployment_runs_two_rounds_with_both_supernodes_and_changes_the_global_adapter(deployed) -> None:
     res, out, seconds = deployed
     assert res.status == "finished:completed"
@@ -70,6 +75,7 @@ def test_deployment_runs_two_rounds_with_both_supernodes_and_changes_the_global_
     assert seconds < RUN_TIMEOUT_S
 
 
+@pytest.mark.slow  # a real SuperLink + 2 SuperNodes + TLS: 52-114 s on 2 loaded cores
 def test_deployment_stops_every_process_and_logs_each(deployed) -> None:
     res, _, _ = deployed
     assert sorted(res.returncodes) == ["superlink", "supernode-0", "supernode-1"]
@@ -78,6 +84,153 @@ def test_deployment_stops_every_process_and_logs_each(deployed) -> None:
         text = Path(log).read_text(errors="replace")
         assert text.strip(), name
     assert "Fleet" in Path(res.logs["superlink"]).read_text(errors="replace")
+
+
+@pytest.mark.slow  # a real SuperLink + 2 SuperNodes + TLS: 52-114 s on 2 loaded cores
+def test_deployment_is_secure_by_default(deployed) -> None:
+    res, _, _ = deployed
+    assert res.secure and res.certs_dir
+    certs = Path(res.certs_dir)
+    assert (certs / deploy.CA_CERT).is_file() and (certs / deploy.SERVER_KEY).stat().st_mode & 0o777 == 0o600
+    assert sorted(Path(k).name for k in res.node_ids) == ["node-0.pub", "node-1.pub"]  # registered, nothing else
+    link = Path(res.logs["superlink"]).read_text(errors="replace")
+    assert "Uvicorn running on https://" in link                      # TLS
+    assert "SuperNode authentication is disabled" not in link         # --enable-supernode-auth
+    activated = {int(x) for x in __import__("re").findall(r"Activated node_id=(\d+)", link)}
+    assert activated == set(res.node_ids.values())                    # exactly the registered keys took part
+    home = Path(res.logs["superlink"]).parent.parent / "flwr-home"
+    conn = __import__("tomli").loads((home / "config.toml").read_text())["superlink"][deploy.CONNECTION]
+    assert conn["insecure"] is False and conn["root-certificates"] == str(certs / deploy.CA_CERT)
+
+
+def _san(cert) -> set[str]:
+    from cryptography import x509
+
+    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(v) for v in ext.get_values_for_type(x509.IPAddress)} | set(ext.get_values_for_type(x509.DNSName))
+
+
+def test_certificates_and_node_keys_are_generated_private_and_verify(tmp_path) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from flwr.cli.supernode.register import try_load_public_key
+    from flwr.supercore.primitives.asymmetric import bytes_to_public_key, uses_nist_ec_curve
+
+    tls = deploy.generate_certificates(tmp_path / "certs", hosts=["0.0.0.0", "link.example.org", "10.1.2.3"])
+    for f in (tls.ca_cert, tls.server_cert, tls.server_key, tmp_path / "certs" / deploy.CA_KEY):
+        assert f.is_file() and f.read_bytes().startswith(b"-----BEGIN ")
+    for key in (tls.server_key, tmp_path / "certs" / deploy.CA_KEY):
+        assert key.stat().st_mode & 0o777 == 0o600
+    ca = x509.load_pem_x509_certificate(tls.ca_cert.read_bytes())
+    cert = x509.load_pem_x509_certificate(tls.server_cert.read_bytes())
+    cert.verify_directly_issued_by(ca)  # raises if the CA did not sign it
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert _san(cert) == {"127.0.0.1", "::1", "localhost", "link.example.org", "10.1.2.3"}  # no 0.0.0.0
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert cert.not_valid_before_utc <= now < cert.not_valid_after_utc
+    key = serialization.load_pem_private_key(tls.server_key.read_bytes(), password=None)
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()
+    # a real TLS handshake against the CA, checking the name, in memory (no sockets)
+    import ssl
+
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tls.server_cert, tls.server_key)
+    client_ctx = ssl.create_default_context(cafile=str(tls.ca_cert))
+    for name, ok in (("localhost", True), ("link.example.org", True), ("other.example.org", False)):
+        c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = client_ctx.wrap_bio(c_in, c_out, server_hostname=name)
+        server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+        error = None
+        for _ in range(10):
+            for end in (client, server):
+                try:
+                    end.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError as exc:
+                    error = exc
+            s_in.write(c_out.read())
+            c_in.write(s_out.read())
+            if error is not None:
+                break
+        assert (error is None) == ok, (name, error)
+    # a second call keeps the CA (remote SuperNodes keep trusting it) and issues a new server certificate
+    again = deploy.generate_certificates(tmp_path / "certs", hosts=["127.0.0.1"])
+    assert again.ca_cert.read_bytes() == tls.ca_cert.read_bytes()
+    assert x509.load_pem_x509_certificate(again.server_cert.read_bytes()).serial_number != cert.serial_number
+    # SuperNode keys: what flwr's loaders accept, private 0600, kept on a second call
+    priv, pub = deploy.generate_node_key(tmp_path / "certs" / "supernodes" / "node-0")
+    assert priv.stat().st_mode & 0o777 == 0o600 and pub.name == "node-0.pub"
+    sk = serialization.load_ssh_private_key(priv.read_bytes(), password=None)  # flower-supernode's loader
+    assert isinstance(sk, ec.EllipticCurvePrivateKey) and isinstance(sk.curve, ec.SECP384R1)
+    pk = bytes_to_public_key(try_load_public_key(pub))                      # `flwr supernode register`'s loader
+    assert uses_nist_ec_curve(pk) and pk.public_numbers() == sk.public_key().public_numbers()
+    assert deploy.generate_node_key(priv)[1].read_bytes() == pub.read_bytes()
+    # the commands
+    link = deploy.superlink_command(port=9093, tls=tls)
+    assert "--insecure" not in link and "--enable-supernode-auth" in link
+    assert link[link.index("--ssl-ca-certfile") + 1] == str(tls.ca_cert)
+    assert link[link.index("--ssl-certfile") + 1] == str(tls.server_cert)
+    assert link[link.index("--ssl-keyfile") + 1] == str(tls.server_key)
+    node = deploy.supernode_command("127.0.0.1:9093", partition_id=0, num_partitions=2, runtime_port=9101,
+                                    root_certificates=tls.ca_cert, auth_private_key=priv)
+    assert "--insecure" not in node and node[node.index("--root-certificates") + 1] == str(tls.ca_cert)
+    assert node[node.index("--auth-supernode-private-key") + 1] == str(priv)
+    assert "--insecure" in deploy.superlink_command(port=9093, insecure=True)
+    with pytest.raises(ValueError, match="exactly one"):
+        deploy.superlink_command(port=9093)
+    with pytest.raises(ValueError, match="root_certificates"):
+        deploy.supernode_command("127.0.0.1:9093", partition_id=0, num_partitions=2, runtime_port=9101)
+
+
+def test_secure_superlink_refuses_an_unregistered_supernode_and_an_untrusting_client(tmp_path) -> None:
+    import re
+    import ssl
+
+    tls = deploy.generate_certificates(tmp_path / "certs")
+    good, _ = deploy.generate_node_key(tmp_path / "certs" / "good")
+    bad, _ = deploy.generate_node_key(tmp_path / "certs" / "bad")  # never registered
+    port = deploy.free_port()
+    address = f"127.0.0.1:{port}"
+    deploy.write_connection(tmp_path / "home", address, root_certificates=tls.ca_cert)
+    env = deploy.deploy_env(tmp_path / "home")
+    logs = tmp_path / "logs"
+    procs = []
+    try:
+        link = deploy.start_process("superlink", deploy.superlink_command(port=port, tls=tls), env=env, log_dir=logs,
+                                    cwd=tmp_path)
+        procs.append(link)
+        deploy.wait_for_port("127.0.0.1", port, timeout_s=60, proc=link)
+        # TLS: a client that does not trust the generated CA (system CAs only) is refused the handshake
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ssl.create_default_context(cafile=str(tls.ca_cert)).wrap_socket(raw, server_hostname="127.0.0.1"):
+                pass
+        node_id = deploy.register_supernode(good.with_name("good.pub"), env=env)
+        for name, key in (("good", good), ("bad", bad)):
+            cmd = deploy.supernode_command(address, partition_id=0, num_partitions=2, runtime_port=deploy.free_port(),
+                                           root_certificates=tls.ca_cert, auth_private_key=key, max_wait_time=30)
+            procs.append(deploy.start_process(name, cmd, env=env, log_dir=logs, cwd=tmp_path))
+        rc = procs[2].popen.wait(timeout=60)  # the unregistered SuperNode gives up at once
+        bad_log = procs[2].log_path.read_text(errors="replace")
+        assert rc != 0 and "2004" in bad_log and "Failed to activate SuperNode" in bad_log, bad_log[-2000:]
+        deadline = time.monotonic() + 60
+        while f"Activated node_id={node_id}" not in link.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline and procs[1].alive(), procs[1].tail()
+            time.sleep(0.5)
+        assert procs[1].alive()  # the registered one is connected
+        text = link.log_path.read_text(errors="replace")
+        assert len(re.findall(r"Activated node_id=", text)) == 1  # and nobody else
+        assert re.search(r"activate-node HTTP/1.1\" 412", text)  # the SuperLink refused the unknown key
+    finally:
+        for p in reversed(procs):
+            p.stop()
 
 
 def test_run_config_round_trips_and_refuses_unknown_keys() -> None:
@@ -128,12 +281,22 @@ def test_the_written_app_is_a_valid_flower_app(tmp_path) -> None:
     home = tmp_path / "home"
     (home).mkdir()
     (home / "config.toml").write_text('[superlink]\ndefault = "mine"\n\n[superlink.mine]\naddress = "x:1"\n')
-    text = deploy.write_connection(home, "127.0.0.1:9093").read_text()
+    text = deploy.write_connection(home, "127.0.0.1:9093", insecure=True).read_text()
     assert 'default = "mine"' in text and "[superlink.mine]" in text and "[superlink.genscom-local]" in text
+    assert "insecure = true" in text
     env = deploy.deploy_env(home, base={"PATH": "/usr/bin"})
     assert env["FLWR_HOME"] == str(home.resolve()) and env["FLWR_TELEMETRY_ENABLED"] == "0"
     assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1" and env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
-    assert "--disable-runtime-dependency-installation" in deploy.superlink_command(port=9093)
+    assert "--disable-runtime-dependency-installation" in deploy.superlink_command(port=9093, insecure=True)
+    from flwr.cli.flower_config import read_superlink_connection
+
+    (tmp_path / "ca.pem").write_text("x")
+    deploy.write_connection(home, "127.0.0.1:9094", root_certificates=tmp_path / "ca.pem")
+    with pytest.MonkeyPatch.context() as mp:  # flwr's own reader of config.toml
+        mp.setenv("FLWR_HOME", str(home))
+        conn = read_superlink_connection(deploy.CONNECTION)
+    assert conn.address == "127.0.0.1:9094" and conn.insecure is False
+    assert conn.root_certificates == str((tmp_path / "ca.pem").resolve())
 
 
 def test_deployment_refuses_a_busy_port_and_a_used_out_dir(tmp_path) -> None:
@@ -169,6 +332,25 @@ def test_cli_fed_serve_and_client_help_and_errors(tmp_path) -> None:
     assert res.exit_code == 2 and "partition-id" in res.output
     res = runner.invoke(app, ["fed", "client", "--partition-id", "0", "--num-partitions", "2", "--superlink", "x"])
     assert res.exit_code == 2 and "HOST:PORT" in res.output
+    # secure by default: --insecure is an explicit, documented opt-out, refused off localhost
+    for cmd in ("serve", "client"):
+        res = runner.invoke(app, ["fed", cmd, "--help"])
+        text = " ".join(res.output.replace("\u2502", " ").split())  # rich's box, wrapped
+        assert "--insecure" in text and "DISABLE TLS and SuperNode authentication" in text and "localhost" in text
+    res = runner.invoke(app, ["fed", "serve", "--quick", "--insecure", "--host", "0.0.0.0", "--out",
+                              str(tmp_path / "i")])
+    assert res.exit_code == 2 and "--insecure" in res.output
+    res = runner.invoke(app, ["fed", "serve", "--quick", "--allow-key", str(tmp_path / "nope.pub"), "--out",
+                              str(tmp_path / "k")])
+    assert res.exit_code == 2 and "public key" in res.output
+    res = runner.invoke(app, ["fed", "client", "--partition-id", "0", "--num-partitions", "2"])
+    assert res.exit_code == 2 and "--root-certificates" in res.output
+    (tmp_path / "ca.pem").write_text("x")
+    key = tmp_path / "keys" / "node"
+    res = runner.invoke(app, ["fed", "client", "--partition-id", "0", "--num-partitions", "2", "--root-certificates",
+                              str(tmp_path / "ca.pem"), "--auth-key", str(key)])
+    assert res.exit_code == 0 and "--allow-key" in res.output, res.output  # made the key pair, started nothing
+    assert key.stat().st_mode & 0o777 == 0o600 and key.with_name("node.pub").read_text().startswith("ecdsa-sha2-")
 
 
 def test_processes_are_stopped_with_their_detached_children_and_deaths_are_reported(tmp_path) -> None:

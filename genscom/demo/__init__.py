@@ -6,6 +6,9 @@ Library side of ``genscom demo`` (the CLI and ``apps/demo/`` only call :func:`la
 * :mod:`genscom.demo.wire`: the HTTP wire format (symbols + side information, safetensors);
 * :mod:`genscom.demo.guard`: what the receiver checks (signature, replay, size, every field vs. its own config);
 * :mod:`genscom.demo.content`: the offline gallery and uploads (:class:`UploadError`);
+* :mod:`genscom.demo.tasks`: which schemes serve each task (caption: ``agent``; image regeneration: ``regen``);
+* :mod:`genscom.demo.regen`: whether the demo's own image decoder fits its encoder profile;
+* :mod:`genscom.demo.generated`, :mod:`genscom.demo.captions`: the caption and regenerated-image panels;
 * :mod:`genscom.demo.app`: the Gradio pages and the FastAPI/uvicorn server.
 
 Gradio is an optional dependency (``pip install gradio``); importing this package does not import it.

@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860; rx 7861)")
     p.add_argument("--rx-url", default=None, help="receiver address for tx mode, e.g. http://127.0.0.1:7861")
-    p.add_argument("--profile", default="mini", help="encoder profile (mini, tiny, or a CLIP/SigLIP id)")
+    p.add_argument("--profile", default="mini-attr", help="encoder profile (mini-attr, mini, tiny, or a CLIP/SigLIP id)")
     p.add_argument("--gallery-size", type=int, default=24)
     p.add_argument("--num-frames", type=int, default=8)
     p.add_argument("--max-side", type=int, default=128)
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results/retrieval/retrieval.json", help="retrieval benchmark JSON")
     p.add_argument("--agent-card", default=None, help="agent card for the 'agent' scheme")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--regen-decoder", default="regen-mini-attr", help="image decoder of the image-regeneration task "
+                   "(a folder or a name on the adapter search path, trained on --profile; '' for none)")
     p.add_argument("--key-file", default=None, help="shared link key file signing the tx->rx wire (default: "
                    "~/.genscom/demo-wire.key, made if missing; copy it to the other end)")
     return p
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = DemoConfig(profile=args.profile, gallery_size=args.gallery_size, num_frames=args.num_frames,
                          max_side=args.max_side, max_upload_mb=args.max_upload_mb, mcs=args.mcs,
-                         results_path=args.results, agent_card=args.agent_card, seed=args.seed)
+                         results_path=args.results, agent_card=args.agent_card, seed=args.seed,
+                         regen_decoder=args.regen_decoder or None)
         port = args.port if args.port is not None else (7861 if args.mode == "rx" else 7860)
         key = None  # combined: an in-memory key
         if args.mode != "combined":

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from genscom.demo.captions import shorten
 from genscom.demo.content import UploadError, read_upload
 from genscom.demo.engine import (
     CHANNEL_NAMES,
@@ -42,7 +43,9 @@ from genscom.demo.engine import (
     rate_knobs,
     offered_schemes,
 )
+from genscom.demo.generated import caption_markdown, regen_markdown, regenerated_image
 from genscom.demo.guard import WireGuard, WireRejected, sign_headers
+from genscom.demo.tasks import preferred_scheme, schemes_for_task, task_unavailable
 from genscom.privacy.keys import LinkKey
 from genscom.privacy.mac import MessageSigner
 from genscom.schemes.base import RateKnob
@@ -131,7 +134,7 @@ def rx_markdown(res: RxResult, receiver: DemoReceiver, query: str) -> tuple[str,
         for i, score, label in rk.top:
             thumb = receiver.thumbnail(i)
             img = upscale(thumb, 96) if thumb is not None else placeholder("received item")
-            top.append((img, f"{score:.2f} · {label[:60]}"))
+            top.append((img, f"{score:.2f} · {shorten(label, 60)}"))
     except ValueError as exc:
         head += f"\n\n_{exc}_"
     if res.baseline_frames is None:
@@ -155,21 +158,9 @@ def baseline_image(res: RxResult) -> Any:
     return upscale(fr[fr.shape[0] // 2].numpy(), 128)
 
 
-def generated_markdown(res: RxResult, features: dict[str, str | None]) -> tuple[str, str]:
-    """(caption text, regenerated-image text) with what is missing said plainly."""
-    task = res.message.eval.get("task", "retrieval")
-    if res.captions:
-        cap = f"**Caption (agent):** {res.captions[0]}"
-    elif features.get("agent"):
-        cap = f"_No caption: the captioning agent is not available ({features['agent']})._"
-    else:
-        cap = ("_No caption: captions come from the `agent` scheme with the task set to caption "
-               f"(this transmission used `{res.scheme_name}`, task {task})._")
-    cap += " Baseline: the decoded frame beside."
-    regen = features.get("diffusion")
-    reg = (f"_No regenerated image: {regen}._" if regen else "_Regenerated image: not produced for this scheme._") \
-        + " Baseline: the decoded frame beside."
-    return cap, reg
+def generated_markdown(res: RxResult) -> tuple[str, str]:
+    """(caption text, regenerated-image text): :mod:`genscom.demo.generated`."""
+    return caption_markdown(res), regen_markdown(res)
 
 
 def r1_plot(config: DemoConfig, channel: str, snr_db: float | None) -> tuple[Any, str]:
@@ -235,7 +226,7 @@ def build_demo(mode: Mode = "combined", config: DemoConfig | None = None, *, rx_
         raise TypeError(f"key must be a LinkKey (LinkKey.from_file(path)), got {type(key).__name__}")
     key = key if key is not None else LinkKey.generate()
     signer = MessageSigner(key)
-    features = optional_features()
+    features = optional_features(config)
     tx = DemoTransmitter(config, encoder=encoder) if mode in ("combined", "tx") else None
     rx = DemoReceiver(config, encoder=encoder if encoder is not None else (tx.encoder if tx else None)) \
         if mode in ("combined", "rx") else None
@@ -283,7 +274,7 @@ def knob_values(scheme: str, knobs: list[tuple[str, RateKnob, Any]], values: Any
 
 def _tx_panel(gr: Any, tx: DemoTransmitter, config: DemoConfig, features: dict[str, str | None]) -> dict[str, Any]:
     schemes = offered_schemes(config)
-    first = "semantic-analog" if "semantic-analog" in schemes else schemes[0]
+    first = preferred_scheme("retrieval", config) or schemes[0]
     notes = [f"- `{k}`: {v}" for k, v in features.items() if v]
     agent_card = (f"Agent card: `{config.agent_card}`" if config.agent_card else
                   "Agent card: none loaded (pass one to use the `agent` scheme)")
@@ -299,6 +290,7 @@ def _tx_panel(gr: Any, tx: DemoTransmitter, config: DemoConfig, features: dict[s
             "channel": gr.Radio(list(CHANNEL_NAMES), value="awgn", label="channel", elem_id="tx-channel"),
             "snr": gr.Slider(-10, 30, value=10, step=0.5, label="SNR (dB, Es/N0)", elem_id="tx-snr"),
             "scheme": gr.Dropdown(choices=schemes, value=first, label="scheme", elem_id="tx-scheme"),
+            "task_note": gr.Markdown("", elem_id="tx-task-note"),
         }
         # the rate knobs each scheme declares (Scheme.rate_knobs), shown for the chosen scheme only
         groups: dict[str, Any] = {}
@@ -333,12 +325,14 @@ def _rx_panel(gr: Any, rx: DemoReceiver, config: DemoConfig) -> dict[str, Any]:
               "search": gr.Button("Search", elem_id="rx-search"),
               "summary": gr.Markdown("_Nothing received yet._", elem_id="rx-summary"),
               "top": gr.Gallery(label="top-5 retrieved clips", columns=5, height=150, elem_id="rx-top5")}
-        with gr.Row():
-            ui["caption"] = gr.Markdown("", elem_id="rx-caption")
-            ui["regen"] = gr.Markdown("", elem_id="rx-regen")
-        with gr.Row():
+        ui["caption"] = gr.Markdown("", elem_id="rx-caption")
+        with gr.Row():  # the regenerated frame beside the baseline's decoded frame, each with its channel uses
+            ui["regen_img"] = gr.Image(label="regenerated from the received embedding", type="numpy",
+                                       elem_id="rx-regen-img", height=180)
             ui["baseline_img"] = gr.Image(label="baseline at the same SNR", type="numpy", elem_id="rx-baseline-img",
                                           height=180)
+        with gr.Row():
+            ui["regen"] = gr.Markdown("", elem_id="rx-regen")
             ui["baseline"] = gr.Markdown("", elem_id="rx-baseline")
         ui["r1"] = gr.Image(label="R@1 vs SNR (latest benchmark)", type="numpy", elem_id="rx-r1", height=260)
         ui["r1_note"] = gr.Markdown("", elem_id="rx-r1-note")
@@ -351,16 +345,17 @@ def _wire_events(gr: Any, mode: str, config: DemoConfig, tx: DemoTransmitter | N
                  rx_url: str | None, signer: MessageSigner | None = None) -> None:
     from genscom.demo.plots import constellation_image
 
+    rx_keys = ("summary", "top", "baseline_img", "baseline", "caption", "regen", "regen_img", "r1", "r1_note")
+
     def rx_values(res: RxResult | None, query: str) -> list[Any]:
         if res is None:
-            return [gr.update()] * 8
+            return [gr.update()] * len(rx_keys)
         head, top, base = rx_markdown(res, rx, query)  # type: ignore[arg-type]
-        cap, reg = generated_markdown(res, features)
+        cap, reg = generated_markdown(res)
         img, note = r1_plot(config, res.message.channel, res.message.snr_db)
-        return [head, top, baseline_image(res), base, cap, reg, img, note]
+        return [head, top, baseline_image(res), base, cap, reg, regenerated_image(res), img, note]
 
-    rx_outs = [rx_ui[k] for k in ("summary", "top", "baseline_img", "baseline", "caption", "regen", "r1", "r1_note")] \
-        if rx_ui else []
+    rx_outs = [rx_ui[k] for k in rx_keys] if rx_ui else []
 
     if tx_ui is not None and tx is not None:
         def check_upload(path: str | None) -> str:
@@ -382,6 +377,19 @@ def _wire_events(gr: Any, mode: str, config: DemoConfig, tx: DemoTransmitter | N
 
         if tx_ui["knob_groups"]:
             tx_ui["scheme"].change(show_knobs, inputs=[tx_ui["scheme"]], outputs=list(tx_ui["knob_groups"].values()))
+
+        def pick_task(task, current):
+            """Offer only the schemes that serve ``task`` and select one; say plainly why a task is unavailable."""
+            why = task_unavailable(task, config)
+            if why is not None:
+                return gr.update(), f"**{task} is unavailable here:** {why}."
+            allowed = schemes_for_task(task, config)
+            value = current if current in allowed else preferred_scheme(task, config)
+            note = "" if task == "retrieval" else f"The `{value}` scheme serves the task “{task}”."
+            return gr.update(choices=allowed, value=value), note
+
+        tx_ui["task"].change(pick_task, inputs=[tx_ui["task"], tx_ui["scheme"]],
+                             outputs=[tx_ui["scheme"], tx_ui["task_note"]])
 
         def transmit(clip, upload, task, channel, snr, scheme, *rest):
             values, rest = rest[:len(knobs)], rest[len(knobs):]
@@ -426,6 +434,9 @@ def _wire_events(gr: Any, mode: str, config: DemoConfig, tx: DemoTransmitter | N
                       f"**{_fmt(reply['channel_uses'])} channel uses**, decoded "
                       f"{'with a failure flag' if reply['failed'] else 'OK'}; baseline `{b['scheme']}` "
                       f"{'FAILED' if b['failed'] else 'decoded'} ({b['block_errors']} codeword(s) wrong).")
+            if reply.get("regenerated"):
+                h, w = reply["regenerated"][:2]
+                status += f" It regenerated a {w}x{h} image from the received embedding (shown on its page)."
             return [status, frames, stats, cons]
 
         inputs = [tx_ui[k] for k in ("clip", "upload", "task", "channel", "snr", "scheme")] + [c for _, _, c in knobs]
@@ -447,7 +458,7 @@ def _wire_events(gr: Any, mode: str, config: DemoConfig, tx: DemoTransmitter | N
     if rx_ui is not None and rx is not None:
         def search(query):
             return rx_values(rx.latest, query) if rx.latest is not None else \
-                ["_Nothing received yet._"] + [gr.update()] * 7
+                ["_Nothing received yet._"] + [gr.update()] * (len(rx_outs) - 1)
 
         rx_ui["search"].click(search, inputs=[rx_ui["query"]], outputs=rx_outs)
         rx_ui["query"].submit(search, inputs=[rx_ui["query"]], outputs=rx_outs)

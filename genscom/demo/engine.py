@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-from genscom.demo.options import (BASELINE_SCHEMES, CHANNEL_NAMES, DEFAULT_RESULTS, DemoConfig, NEEDS_SETUP, TASKS, Task, TxSettings, baseline_for, demo_settings, initial_knob_values, offered_schemes, optional_features, rate_knobs, scheme_settings, semantic_schemes)  # noqa: F401  (re-exported)
+from genscom.demo.options import (BASELINE_SCHEMES, CHANNEL_NAMES, DEFAULT_RESULTS, DemoConfig, NEEDS_SETUP, TASKS, Task, TxSettings, baseline_for, demo_settings, initial_knob_values, offered_schemes, optional_features, own_settings, rate_knobs, scheme_settings, semantic_schemes)  # noqa: F401  (re-exported)
+from genscom.demo.captions import hit_token_limit, tidy_caption
+from genscom.demo.tasks import check_task
 
 
 class _SchemeCache:
@@ -64,14 +66,17 @@ class _SchemeCache:
     def _key(name: str, settings: dict[str, Any]) -> str:
         return name + json.dumps(settings, sort_keys=True, default=str)
 
-    def get(self, name: str, settings: dict[str, Any], *, keep: bool = True) -> Scheme:
+    def get(self, name: str, settings: dict[str, Any], *, keep: bool = True,
+            own: dict[str, Any] | None = None) -> Scheme:
+        """The scheme ``name`` built with ``settings`` plus ``own`` (this end's own keywords, constant per process
+        and left out of the key: :func:`~genscom.demo.options.own_settings`)."""
         from genscom.schemes.base import create_scheme
 
         key = self._key(name, settings)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        scheme = create_scheme(name, **settings)
+        scheme = create_scheme(name, **settings, **(own or {}))
         if keep:
             self.keep(name, settings, scheme)
         return scheme
@@ -157,12 +162,13 @@ class DemoTransmitter:
         from genscom.coding.mcs import channel_uses_for_bits
         from genscom.coding.source import encode_h264, encode_jpeg
 
+        check_task(settings.task, settings.scheme, self.config)  # a task is only sent with a scheme that serves it
         with self._lock:
             frames = item.frames
             emb = self.encoder.encode_clips(frames[None]).float().cpu()  # [1, d]
             batch = SourceBatch(frames=frames[None], embeddings=emb, ids=[item.key])
             kw = scheme_settings(settings.scheme, settings=settings, config=self.config)
-            scheme = self.schemes.get(settings.scheme, kw)
+            scheme = self.schemes.get(settings.scheme, kw, own=own_settings(settings.scheme, self.config))
             # what the transmitter knows: the receiver's pilot estimate of the SNR, fed back (counted by the schemes)
             sensing = link_feedback(_channel(settings.channel), float(settings.snr_db),
                                     generator=torch.Generator().manual_seed(settings.seed))
@@ -236,6 +242,7 @@ class RxResult:
     baseline_block_errors: int = 0
     baseline_channel_uses: int = 0
     baseline_embedding: torch.Tensor | None = None
+    regenerated: torch.Tensor | None = None  # [H, W, 3] uint8 frame drawn from the received embedding (regen)
     version: int = 0
 
     def summary(self) -> dict[str, Any]:
@@ -250,6 +257,7 @@ class RxResult:
                 "baseline": {"scheme": self.baseline_name, "failed": self.baseline_failed,
                              "block_errors": self.baseline_block_errors, "channel_uses": self.baseline_channel_uses,
                              "frames": None if self.baseline_frames is None else list(self.baseline_frames.shape)},
+                "regenerated": None if self.regenerated is None else list(self.regenerated.shape),
                 "version": self.version}
 
 
@@ -315,7 +323,8 @@ class DemoReceiver:
         with self._lock:
             sem = next(t for t in msg.transmissions if t.role == "semantic")
             base = next((t for t in msg.transmissions if t.role == "baseline"), None)
-            scheme = self.schemes.get(sem.scheme, sem.settings, keep=False)
+            own = own_settings(sem.scheme, self.config)  # e.g. regen's decoder: the receiver's own, never the sender's
+            scheme = self.schemes.get(sem.scheme, sem.settings, keep=False, own=own)
             delivered, sent, rec = self._deliver(scheme, sem, channel, msg.snr_db, gen, int(msg.seed))
             caps = delivered.extras.get("captions")
             emb = None if delivered.embeddings is None else delivered.embeddings[0].float().cpu()
@@ -323,7 +332,11 @@ class DemoReceiver:
                 raise WireRejected(400, "the delivered embedding is not finite; the message is rejected")
             res = RxResult(message=msg, scheme_name=getattr(scheme, "name", sem.scheme), embedding=emb,
                            failed=bool(delivered.failed[0]), channel_uses=int(delivered.channel_uses[0]),
-                           captions=list(caps) if caps else None, sent=sent, received=rec)
+                           captions=[tidy_caption(c, truncated=hit_token_limit(scheme, c)) for c in caps] if caps
+                           else None, sent=sent, received=rec)
+            if delivered.frames is not None:  # a generating scheme drew the frame at this receiver
+                drawn = delivered.frames[0]  # [T, H, W, 3]
+                res.regenerated = drawn[drawn.shape[0] // 2].cpu()
             bs = None
             if base is not None:
                 bs = self.schemes.get(base.scheme, base.settings, keep=False)

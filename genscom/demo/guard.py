@@ -15,7 +15,7 @@ The demo wire (:mod:`genscom.demo.wire`) crosses a network, so the receiver trea
    budget, the embedding dimension of the receiver's encoder, finite numbers only. Scheme names and
    settings come from an allowlist (the demo's schemes, their declared rate knobs with bounded values);
    anything else, including any path or file name, is rejected with 400. Settings the receiver needs
-   beyond rate knobs (the ``agent`` scheme's card) are the receiver's own.
+   beyond rate knobs (the ``agent`` scheme's card, the ``regen`` scheme's image decoder) are the receiver's own.
 
 Example:
     >>> signer = MessageSigner(LinkKey.from_file("link.key"))

@@ -22,6 +22,10 @@ Task = Literal["retrieval", "caption", "image regeneration"]
 TASKS: tuple[str, ...] = ("retrieval", "caption", "image regeneration")
 CHANNEL_NAMES: tuple[str, ...] = ("awgn", "rayleigh", "rician")
 BASELINE_SCHEMES = frozenset({"jpeg-ldpc", "h264-ldpc"})
+#: schemes that send pixels, not an embedding: the demo leaves them out (its receiver ranks and regenerates
+#: from embeddings; ``genscom bench regen`` compares them)
+PIXEL_SCHEMES = frozenset({"deepjscc"})
+DEFAULT_REGEN_DECODER = "regen-mini-attr"
 DEFAULT_RESULTS = "results/retrieval/retrieval.json"
 
 
@@ -30,7 +34,8 @@ class DemoConfig:
     """Settings of the demo (both processes).
 
     Attributes:
-        profile: encoder profile (``"mini"`` offline default; ``"tiny"`` for tests).
+        profile: encoder profile (``"mini-attr"`` offline default: the benchmarks' profile, with a shipped
+            channel adapter and image decoder; ``"tiny"`` for tests).
         gallery_size: synthetic test clips in the offline gallery / receiver gallery.
         seed: dataset and channel seed.
         num_frames: frames sampled per clip (``T``).
@@ -46,9 +51,13 @@ class DemoConfig:
             accepts (also bounds rate knobs without their own maximum, e.g. ``budget``, ``k``).
         max_message_mb: largest wire message, in MB (10^6 bytes); the receiver answers 413 above it.
         scheme_cache_size: scheme instances kept per process (LRU).
+        regen_decoder: the image decoder of the ``regen`` scheme (image-regeneration task): a folder or a name on
+            the adapter search path (:mod:`genscom.assets`); each end uses its own, a sender never names one.
+            ``None``: no image task. The scheme is offered only when the decoder was trained on ``profile``.
+        regen_steps: DDIM steps of the image decoder (``None``: the decoder's own default).
     """
 
-    profile: str = "mini"
+    profile: str = "mini-attr"
     gallery_size: int = 24
     seed: int = 0
     num_frames: int = 8
@@ -63,6 +72,8 @@ class DemoConfig:
     max_channel_uses: int = 1 << 20  # ~1 M: an 8-frame 128 px H.264 clip needs ~0.3 M at qpsk-1/2
     max_message_mb: float = 64.0
     scheme_cache_size: int = 8
+    regen_decoder: str | None = DEFAULT_REGEN_DECODER
+    regen_steps: int | None = None
 
     def __post_init__(self) -> None:
         for name, lo in (("gallery_size", 2), ("num_frames", 1), ("max_side", 16), ("max_channel_uses", 1),
@@ -76,6 +87,12 @@ class DemoConfig:
             raise ValueError(f"max_message_mb must be a positive number of MB, got {self.max_message_mb!r}")
         if not isinstance(self.request_timeout_s, (int, float)) or not self.request_timeout_s > 0:
             raise ValueError(f"request_timeout_s must be positive seconds, got {self.request_timeout_s!r}")
+        if self.regen_steps is not None and (isinstance(self.regen_steps, bool) or not isinstance(self.regen_steps, int)
+                                             or not 1 <= self.regen_steps <= 1000):
+            raise ValueError(f"regen_steps must be an integer in [1, 1000] or None, got {self.regen_steps!r}")
+        if self.regen_decoder is not None and not isinstance(self.regen_decoder, str):
+            raise TypeError(f"regen_decoder must be a folder or a name (str) or None, got "
+                            f"{type(self.regen_decoder).__name__}")
         from genscom.coding.mcs import get_mcs
 
         get_mcs(self.mcs)  # raises ValueError listing the MCS names
@@ -124,8 +141,9 @@ class TxSettings:
 
 
 # ---------------------------------------------------------------------------- optional parts
-def optional_features() -> dict[str, str | None]:
-    """``{feature: None if available else the reason}`` for adapted/agent schemes and diffusion heads.
+def optional_features(config: DemoConfig | None = None) -> dict[str, str | None]:
+    """``{feature: None if available else the reason}`` for the adapted and agent schemes and, with ``config``,
+    the image decoder of the ``regen`` scheme (``"diffusion"``, :func:`~genscom.demo.regen.regen_unavailable`).
 
     Importing registers the ``adapted``, ``adapted+mu`` and ``agent`` schemes when their
     modules import cleanly (already-registered schemes are left alone).
@@ -144,34 +162,39 @@ def optional_features() -> dict[str, str | None]:
             out[feature] = None if all(n in SCHEMES for n in names) else f"{module} registers no {names[0]!r} scheme"
         except Exception as exc:  # noqa: BLE001 - a half-finished optional part must not break the demo
             out[feature] = f"not installed ({type(exc).__name__}: {exc})"
-    try:
-        import genscom.generation as gen
+    if config is not None:
+        from genscom.demo.regen import regen_unavailable
 
-        out["diffusion"] = None if hasattr(gen, "create_decoder") or hasattr(gen, "ImageDecoder") \
-            else "no diffusion head is installed (genscom.generation has none yet)"
-    except Exception as exc:  # noqa: BLE001
-        out["diffusion"] = f"not installed ({type(exc).__name__})"
+        out["diffusion"] = regen_unavailable(config)
     return out
 
 
 def semantic_schemes() -> list[str]:
-    """Registered schemes that send an embedding (every scheme except the bitstream baselines)."""
+    """Registered schemes that send an embedding (every scheme except the bitstream baselines and
+    :data:`PIXEL_SCHEMES`)."""
     from genscom.schemes.base import list_schemes
 
     optional_features()
-    return [n for n in list_schemes() if n not in BASELINE_SCHEMES]
+    return [n for n in list_schemes() if n not in BASELINE_SCHEMES and n not in PIXEL_SCHEMES]
 
 
 #: Schemes the demo cannot set up from its own configuration (and never from the sender's settings).
 NEEDS_SETUP = {"memory": "the demo has no knowledge-base setting (the receiver never opens one named by a sender)",
-               "agent": "needs an agent card (DemoConfig.agent_card / --agent-card)"}
+               "agent": "needs an agent card (DemoConfig.agent_card / --agent-card)",
+               "regen": "needs an image decoder trained on the demo's profile "
+                        "(DemoConfig.regen_decoder / --regen-decoder)"}
 
 
 def offered_schemes(config: DemoConfig) -> list[str]:
     """The schemes the demo offers with ``config``: :func:`semantic_schemes` less those it cannot set up
-    (``memory`` always, ``agent`` without an agent card). The receiver accepts only these on the wire."""
-    return [n for n in semantic_schemes()
-            if not (n == "memory" or (n == "agent" and not config.agent_card))]
+    (``memory`` always, ``agent`` without an agent card, ``regen`` without an image decoder trained on the
+    demo's profile). The receiver accepts only these on the wire."""
+    from genscom.demo.regen import regen_unavailable
+
+    names = [n for n in semantic_schemes() if not (n == "memory" or (n == "agent" and not config.agent_card))]
+    if "regen" in names and regen_unavailable(config) is not None:
+        names.remove("regen")
+    return names
 
 
 def rate_knobs(name: str) -> tuple[RateKnob, ...]:
@@ -183,6 +206,21 @@ def initial_knob_values(name: str, config: DemoConfig) -> dict[str, Any]:
     """The panel's starting value of each rate knob of ``name``: the knob's default, except that an
     ``mcs`` knob starts at ``config.mcs`` (the MCS the demo's digital links use)."""
     return {k.name: (config.mcs if k.name == "mcs" and config.mcs in k.choices else k.default) for k in rate_knobs(name)}
+
+
+def own_settings(name: str, config: DemoConfig) -> dict[str, Any]:
+    """Constructor keywords each end takes from its *own* configuration and that never cross the wire (the
+    ``regen`` scheme's image decoder, its steps and seed): :func:`scheme_settings` plus these build the scheme."""
+    if name == "regen":
+        from genscom.demo.regen import regen_settings
+
+        return regen_settings(config)
+    if name in ("adapted", "adapted+mu"):  # the shipped adapter trained for the demo's profile, when there is one
+        from genscom.assets import list_adapters
+
+        adapter = f"{config.profile}-k192"
+        return {"adapter": adapter} if adapter in list_adapters() else {}
+    return {}
 
 
 def demo_settings(name: str, *, settings: TxSettings, config: DemoConfig) -> dict[str, Any]:
@@ -217,4 +255,4 @@ def baseline_for(frames: torch.Tensor, config: DemoConfig) -> tuple[str, dict[st
     return "jpeg-ldpc", {"quality": config.jpeg_quality, "mcs": config.mcs, "fidelity": "full"}
 
 
-__all__ = ['BASELINE_SCHEMES', 'CHANNEL_NAMES', 'DEFAULT_RESULTS', 'DemoConfig', 'NEEDS_SETUP', 'TASKS', 'Task', 'TxSettings', 'baseline_for', 'demo_settings', 'initial_knob_values', 'offered_schemes', 'optional_features', 'rate_knobs', 'scheme_settings', 'semantic_schemes']
+__all__ = ['BASELINE_SCHEMES', 'CHANNEL_NAMES', 'DEFAULT_REGEN_DECODER', 'DEFAULT_RESULTS', 'DemoConfig', 'NEEDS_SETUP', 'PIXEL_SCHEMES', 'TASKS', 'Task', 'TxSettings', 'baseline_for', 'demo_settings', 'initial_knob_values', 'offered_schemes', 'optional_features', 'own_settings', 'rate_knobs', 'scheme_settings', 'semantic_schemes']

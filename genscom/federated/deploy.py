@@ -48,9 +48,55 @@ The app directory is generated, not shipped: :func:`write_app` writes ``APP_DIR/
 
 (so ``flwr run APP_DIR genscom-local -c "num-rounds=5"`` overrides any of them), and
 :func:`write_connection` writes the SuperLink connection to ``$FLWR_HOME/config.toml``
-(``[superlink.genscom-local] address = "127.0.0.1:9093", insecure = true``). flwr 1.42 reads SuperLink
-connections only from there; a ``[tool.flwr.federations]`` table in the app's ``pyproject.toml`` is legacy
-and ``flwr run`` migrates it into ``config.toml``, so none is written.
+(``[superlink.genscom-local] address = "127.0.0.1:9093", insecure = false, root-certificates =
+"/abs/certs/ca.pem"``). flwr 1.42 reads SuperLink connections only from there; a ``[tool.flwr.federations]``
+table in the app's ``pyproject.toml`` is legacy and ``flwr run`` migrates it into ``config.toml``, so none is
+written.
+
+Security (the default; ``insecure=True`` / ``--insecure`` turns all of it off, for a trusted localhost only):
+
+* **TLS.** :func:`generate_certificates` (the ``cryptography`` package; no openssl CLI) makes a self-signed CA
+  (``certs/ca.pem``, key ``ca.key``; reused while it exists) and the SuperLink's certificate
+  (``superlink.pem``, key ``superlink.key``; SAN 127.0.0.1, ::1, localhost, ``--host`` and ``cert_hosts``); private
+  keys are created 0600. The SuperLink runs with ``--ssl-ca-certfile ca.pem --ssl-certfile superlink.pem
+  --ssl-keyfile superlink.key`` (HTTPS on its one port, for the Fleet, Control and Runtime APIs; it passes
+  ``--root-certificates ca.pem`` on to its own ``flower-superexec``), SuperNodes with ``--root-certificates
+  ca.pem``, and ``flwr run``/``ls``/``log``/``supernode register`` through the connection above. TLS
+  authenticates the SuperLink to its peers, not the peers to it (no client certificates).
+* **SuperNode authentication.** The SuperLink runs with ``--enable-supernode-auth``: it refuses SuperNodes
+  that register themselves (``RegisterNode``: error 2001, registration disabled) and activates only a
+  SuperNode whose public key was registered beforehand through the Control API (``flwr supernode register
+  KEY.pub CONNECTION``, :func:`register_supernode`); every Fleet request is signed with the node's key (signed
+  timestamp, checked by flwr's ``NodeAuthMiddleware``, HTTP 401 otherwise). :func:`generate_node_key` makes
+  one EC P-384 key pair per SuperNode in OpenSSH format (what ``flower-supernode
+  --auth-supernode-private-key`` and ``flwr supernode register`` load); :func:`run_local_deployment` registers
+  exactly the local SuperNodes' keys and ``allowed_keys`` (remote ones) before any SuperNode starts. A
+  SuperNode with any other key gets ``ActivateNode`` refused (HTTP 412, error 2004 "Failed to activate
+  SuperNode") and exits (code 305); it never receives work. (``--auth-list-public-keys`` of older flwr is
+  refused by 1.42.)
+* **Not authenticated by flwr 1.42 (open source).** The Control API (``flwr run``, ``flwr supernode
+  register``, ``flwr ls``) shares the port and has no user authentication without Flower's enterprise OIDC
+  plugin: whoever can reach ``host:port`` can submit runs and register SuperNode keys. The Runtime API
+  (same port) hands a run's ServerApp task to whoever asks for it first (``AcquireTask``; later calls use
+  that task's token): ``--superexec-auth-secret-file`` is ignored with ``--isolation subprocess``. Hence
+  ``--host`` defaults to 127.0.0.1; on a network, firewall the port to the SuperNodes' machines. The SuperNode's own
+  Runtime API (``--port``, for its ``flwr-clientapp`` processes) listens on 127.0.0.1 only, plain HTTP.
+
+What is bounded, and by whom:
+
+* flwr's ``Control`` API refuses a FAB over 10 MB (``FAB_MAX_SIZE``); pushed message objects must match
+  their content hash and belong to a message the SuperLink expects; arrays travel in chunks of at most
+  ``FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE`` (5 MB). flwr 1.42's HTTP server (uvicorn + FastAPI) sets no limit on a
+  request body, and its protobuf middleware reads the whole body before the node-authentication check:
+  an oversized request is not refused by size at the transport level. ``GRPC_MAX_MESSAGE_LENGTH`` (2 GB)
+  applies only to the legacy gRPC Fleet/Control servers, which are off by default and not used here;
+  there is no command-line flag to lower either.
+* genscom's ``ServerApp`` (:func:`~genscom.federated.engine.make_graph_strategy`, ``_check_update``) drops a
+  reply that is malformed (missing arrays or metrics, a bad ``num-examples``) or whose state has unknown or
+  missing entries, a wrong shape or non-finite values: an accepted update is exactly the size of the global
+  adapter, so what is averaged is bounded; a round with too few good replies leaves the adapter unchanged.
+* SuperNodes accept work only from the SuperLink they verified by TLS, and run only the app the SuperLink
+  sends (FAB installs install no dependencies here, see below).
 
 Offline, nothing installed at run time: the SuperLink is started with
 ``--disable-runtime-dependency-installation`` (otherwise it runs ``uv sync`` for every run: network); the
@@ -64,17 +110,24 @@ By hand, one machine, three terminals plus one to submit (``genscom fed serve --
 of it)::
 
     export FLWR_HOME=/tmp/flwr FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
-    flower-superlink --insecure --disable-runtime-dependency-installation --port 9093
-    flower-supernode --insecure --superlink 127.0.0.1:9093 --port 9101 --node-config "partition-id=0 num-partitions=2"
-    flower-supernode --insecure --superlink 127.0.0.1:9093 --port 9102 --node-config "partition-id=1 num-partitions=2"
     python -c "from pathlib import Path; from genscom.federated.deploy import *; \
         from genscom.federated.engine import quick_graph_config as q; \
+        generate_certificates(Path('certs')); \
+        generate_node_key(Path('certs/n0')); generate_node_key(Path('certs/n1')); \
         write_app(Path('app'), q(clients=2, rounds=2, out_dir='/tmp/fed-deploy')); \
-        write_connection(Path('/tmp/flwr'), '127.0.0.1:9093')"
+        write_connection(Path('/tmp/flwr'), '127.0.0.1:9093', root_certificates=Path('certs/ca.pem'))"
+    flower-superlink --ssl-ca-certfile certs/ca.pem --ssl-certfile certs/superlink.pem \
+        --ssl-keyfile certs/superlink.key --enable-supernode-auth --disable-runtime-dependency-installation --port 9093
+    flwr supernode register certs/n0.pub genscom-local; flwr supernode register certs/n1.pub genscom-local
+    flower-supernode --root-certificates certs/ca.pem --auth-supernode-private-key certs/n0 \
+        --superlink 127.0.0.1:9093 --port 9101 --node-config "partition-id=0 num-partitions=2"
+    flower-supernode --root-certificates certs/ca.pem --auth-supernode-private-key certs/n1 \
+        --superlink 127.0.0.1:9093 --port 9102 --node-config "partition-id=1 num-partitions=2"
     flwr run app genscom-local --stream
 
 The SuperNodes' ``--port`` is their own Runtime API (default 9094): two on one machine need two ports.
-``--insecure`` means plain HTTP without TLS or SuperNode authentication: for localhost or a trusted network.
+``--insecure`` on all of them instead (and ``insecure = true`` in the connection) means plain HTTP without TLS
+or SuperNode authentication: for a trusted localhost only.
 
 Example:
     >>> from genscom.federated.engine import quick_graph_config
@@ -300,11 +353,17 @@ def write_app(app_dir: Path, cfg: GraphFedConfig) -> Path:
     return path
 
 
-def write_connection(flwr_home: Path, address: str, *, name: str = CONNECTION, insecure: bool = True) -> Path:
+def write_connection(flwr_home: Path, address: str, *, name: str = CONNECTION, insecure: bool = False,
+                     root_certificates: Path | None = None) -> Path:
     """Add SuperLink connection ``name`` (``address`` = ``HOST:PORT``) to ``flwr_home/config.toml``; return it.
 
-    Other connections there are kept; ``name`` becomes the default connection only if none is set.
+    ``root_certificates``: the CA certificate (absolute path written) that ``flwr run``/``ls``/``supernode
+    register`` verify the SuperLink against; ``insecure=True`` instead writes ``insecure = true`` (plain HTTP).
+    Neither: TLS verified against the system's CAs. Other connections there are kept; ``name`` becomes the
+    default connection only if none is set.
     """
+    if insecure and root_certificates is not None:
+        raise ValueError("insecure=True takes no root_certificates")
     import tomli
     import tomli_w
 
@@ -312,7 +371,10 @@ def write_connection(flwr_home: Path, address: str, *, name: str = CONNECTION, i
     doc: dict[str, Any] = tomli.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     superlink = doc.setdefault("superlink", {})
     superlink.setdefault("default", name)
-    superlink[name] = {"address": address, "insecure": bool(insecure)}
+    conn: dict[str, Any] = {"address": address, "insecure": bool(insecure)}
+    if root_certificates is not None:
+        conn["root-certificates"] = str(Path(root_certificates).resolve())
+    superlink[name] = conn
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(doc), encoding="utf-8")
     return path
@@ -343,28 +405,59 @@ def flwr_executable(name: str) -> str:
     return found
 
 
-def superlink_command(*, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> list[str]:
-    """``flower-superlink``: insecure (plain HTTP), ServerApps in subprocesses, no dependency installation.
+def superlink_command(*, port: int = DEFAULT_PORT, host: str = "127.0.0.1", tls: TlsFiles | None = None,
+                      insecure: bool = False) -> list[str]:
+    """``flower-superlink``: TLS with SuperNode authentication, ServerApps in subprocesses, no dependency installation.
 
-    ``host:port`` is its one HTTP address for SuperNodes, ``flwr run`` and its own ServerApp processes
-    (``0.0.0.0`` to accept SuperNodes from other machines).
+    ``host:port`` is its one HTTPS address for SuperNodes, ``flwr run`` and its own ServerApp processes
+    (``0.0.0.0`` to accept SuperNodes from other machines). ``tls`` (:func:`generate_certificates`) gives
+    ``--ssl-ca-certfile --ssl-certfile --ssl-keyfile`` and ``--enable-supernode-auth`` (only SuperNodes whose
+    public key was registered, :func:`register_supernode`, may connect). ``insecure=True`` instead: ``--insecure``,
+    plain HTTP, any SuperNode accepted (trusted localhost only).
+
+    Raises:
+        ValueError: neither ``tls`` nor ``insecure``, or both.
     """
-    return [flwr_executable("flower-superlink"), "--insecure", "--isolation", "subprocess",
+    if insecure == (tls is not None):
+        raise ValueError("pass tls (TLS + SuperNode authentication) or insecure=True, exactly one")
+    security = (["--insecure"] if tls is None else
+                ["--ssl-ca-certfile", str(tls.ca_cert), "--ssl-certfile", str(tls.server_cert),
+                 "--ssl-keyfile", str(tls.server_key), "--enable-supernode-auth"])
+    return [flwr_executable("flower-superlink"), *security, "--isolation", "subprocess",
             "--disable-runtime-dependency-installation", "--host", host, "--port", str(int(port))]
 
 
 def supernode_command(superlink: str, *, partition_id: int, num_partitions: int, runtime_port: int,
-                      max_wait_time: float | None = None) -> list[str]:
+                      max_wait_time: float | None = None, root_certificates: Path | None = None,
+                      auth_private_key: Path | None = None, insecure: bool = False) -> list[str]:
     """``flower-supernode`` playing user ``partition_id`` of ``num_partitions``, connected to ``superlink``.
 
     Args:
-        superlink: the SuperLink's ``HOST:PORT``.
+        superlink: the SuperLink's ``HOST:PORT`` (HOST must be a name in its certificate).
         runtime_port: this SuperNode's own Runtime API port on 127.0.0.1 (distinct per SuperNode on a machine).
         max_wait_time: give up after this many seconds without reaching the SuperLink (``None``: never).
+        root_certificates: the CA certificate the SuperLink's certificate must verify against
+            (``--root-certificates``).
+        auth_private_key: this SuperNode's EC private key, OpenSSH format (``--auth-supernode-private-key``;
+            :func:`generate_node_key`); its public key must be registered at the SuperLink.
+        insecure: ``--insecure`` instead of both (plain HTTP, no authentication; trusted localhost only).
+
+    Raises:
+        ValueError: a bad partition; neither both ``root_certificates`` and ``auth_private_key`` nor ``insecure``.
     """
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id {partition_id} is not in 0..{num_partitions - 1}")
-    cmd = [flwr_executable("flower-supernode"), "--insecure", "--superlink", superlink, "--isolation", "subprocess",
+    if insecure:
+        if root_certificates is not None or auth_private_key is not None:
+            raise ValueError("insecure=True takes no root_certificates / auth_private_key")
+        security = ["--insecure"]
+    elif root_certificates is None or auth_private_key is None:
+        raise ValueError("a secure SuperNode needs root_certificates (the SuperLink's CA) and auth_private_key "
+                         "(its registered key); or pass insecure=True")
+    else:
+        security = ["--root-certificates", str(root_certificates), "--auth-supernode-private-key",
+                    str(auth_private_key)]
+    cmd = [flwr_executable("flower-supernode"), *security, "--superlink", superlink, "--isolation", "subprocess",
            "--port", str(int(runtime_port)),
            "--node-config", f"partition-id={int(partition_id)} num-partitions={int(num_partitions)}"]
     if max_wait_time is not None:
@@ -377,6 +470,177 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- TLS certificates and SuperNode keys
+CA_CERT, CA_KEY = "ca.pem", "ca.key"                       # in the certs folder
+SERVER_CERT, SERVER_KEY = "superlink.pem", "superlink.key"
+NODE_KEYS_DIR = "supernodes"                               # node-K (OpenSSH EC private key) and node-K.pub
+CERT_DAYS = 365
+LOCAL_NAMES = ("127.0.0.1", "::1", "localhost")  # how this machine reaches a SuperLink on 0.0.0.0 / ::
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The SuperLink's TLS files (PEM): the CA certificate every peer trusts, the server certificate and key."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only (0600 from creation on, not chmod-ed afterwards)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    os.chmod(path, 0o600)
+
+
+def _san_entries(names: Sequence[str]) -> list[Any]:
+    import ipaddress
+
+    from cryptography import x509
+
+    out: list[Any] = []
+    for name in dict.fromkeys(n.strip() for n in names if n and n.strip()):  # unique, order kept
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(name.strip("[]"))))
+        except ValueError:
+            out.append(x509.DNSName(name))
+    return out
+
+
+def generate_certificates(certs_dir: Path, *, hosts: Sequence[str] = (), days: int = CERT_DAYS) -> TlsFiles:
+    """A self-signed CA and a SuperLink server certificate it signs, in ``certs_dir``; their paths.
+
+    The CA (``ca.pem``, key ``ca.key``) is made once and reused while both files exist, so SuperNodes elsewhere
+    that were given ``ca.pem`` keep trusting later SuperLinks; the server certificate (``superlink.pem``, key
+    ``superlink.key``, EC P-256, ``days`` valid) is issued anew on every call with the subject alternative names
+    127.0.0.1, ::1, localhost and ``hosts`` (IP addresses or DNS names: the names SuperNodes use in ``--superlink``;
+    ``0.0.0.0``/``::`` are skipped). Private keys are written 0600. Built with ``cryptography`` (no openssl CLI).
+    """
+    import datetime as _dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    certs_dir = Path(certs_dir)
+    certs_dir.mkdir(parents=True, exist_ok=True)
+    ca_cert_path, ca_key_path = certs_dir / CA_CERT, certs_dir / CA_KEY
+    now = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(minutes=5)  # tolerate small clock skew
+    pem, no_enc = serialization.Encoding.PEM, serialization.NoEncryption()
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    ca_key = ca_cert = None
+    if ca_cert_path.is_file() and ca_key_path.is_file():
+        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+        if ca_cert.not_valid_after_utc < now + _dt.timedelta(days=1):
+            ca_key = ca_cert = None  # (nearly) expired: make a new one
+    if ca_key is None or ca_cert is None:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "genscom"),
+                             x509.NameAttribute(NameOID.COMMON_NAME, "genscom federated CA")])
+        ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+                   .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + _dt.timedelta(days=max(int(days), 1) * 2))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                                key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                                decipher_only=False), critical=True)
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+                   .sign(ca_key, hashes.SHA256()))
+        _write_private(ca_key_path, ca_key.private_bytes(pem, pkcs8, no_enc))
+        ca_cert_path.write_bytes(ca_cert.public_bytes(pem))
+    names = [*LOCAL_NAMES, *(h for h in hosts if h and h not in ("0.0.0.0", "::", "[::]"))]
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "genscom"),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, "genscom SuperLink")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(min(now + _dt.timedelta(days=max(int(days), 1)),
+                                                       ca_cert.not_valid_after_utc))
+            .add_extension(x509.SubjectAlternativeName(_san_entries(names)), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=True, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    files = TlsFiles(ca_cert=ca_cert_path, server_cert=certs_dir / SERVER_CERT, server_key=certs_dir / SERVER_KEY)
+    _write_private(files.server_key, key.private_bytes(pem, pkcs8, no_enc))
+    files.server_cert.write_bytes(cert.public_bytes(pem))
+    return files
+
+
+def generate_node_key(private_key_path: Path, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """A SuperNode authentication key pair: EC P-384, OpenSSH format (what flwr 1.42 loads:
+    ``flower-supernode --auth-supernode-private-key`` reads ``load_ssh_private_key``, ``flwr supernode
+    register`` reads ``load_ssh_public_key``); the private key 0600 at ``private_key_path``, the public key at
+    ``<private_key_path>.pub``. An existing pair is kept unless ``overwrite``. Returns ``(private, public)``.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    priv_path = Path(private_key_path)
+    pub_path = priv_path.with_name(priv_path.name + ".pub")
+    if priv_path.is_file() and not overwrite:
+        key = serialization.load_ssh_private_key(priv_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{priv_path} is not an EC private key (flwr SuperNode authentication needs one)")
+    else:
+        key = ec.generate_private_key(ec.SECP384R1())
+        _write_private(priv_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                    serialization.NoEncryption()))
+    pub_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                       serialization.PublicFormat.OpenSSH) + b"\n")
+    return priv_path, pub_path
+
+
+def register_supernodes(public_keys: Sequence[Path], *, env: Mapping[str, str], connection: str = CONNECTION,
+                        timeout_s: float = 60.0) -> dict[str, int]:
+    """``flwr supernode register KEY.pub CONNECTION --name NAME`` for every key, all at once; key path -> node id.
+
+    With ``--enable-supernode-auth`` the SuperLink refuses SuperNodes that register themselves; only keys
+    registered through the Control API (this) may activate. NAME is the file name without ``.pub``.
+    """
+    jobs = []
+    for key in public_keys:
+        key = Path(key).resolve()
+        args = ["supernode", "register", str(key), connection, "--name", key.name.removesuffix(".pub")]
+        jobs.append((str(key), args, subprocess.Popen([flwr_executable("flwr"), *args, "--format", "json"],
+                                                      env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                      stdin=subprocess.DEVNULL, text=True)))
+    out: dict[str, int] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        for key, args, proc in jobs:
+            try:
+                stdout, stderr = proc.communicate(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(f"`flwr {' '.join(args)}` did not answer within {timeout_s:.0f} s") from None
+            out[key] = int(_flwr_answer(args, proc.returncode, stdout, stderr)["node-id"])
+    finally:
+        for _, _, proc in jobs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return out
+
+
+def register_supernode(public_key: Path, *, env: Mapping[str, str], connection: str = CONNECTION,
+                       timeout_s: float = 60.0) -> int:
+    """:func:`register_supernodes` for one key: its node id."""
+    return next(iter(register_supernodes([public_key], env=env, connection=connection,
+                                         timeout_s=timeout_s).values()))
 
 
 # --------------------------------------------------------------------------- processes
@@ -505,7 +769,12 @@ def _flwr_cli(args: Sequence[str], *, env: Mapping[str, str], timeout_s: float) 
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise TimeoutError(f"`flwr {' '.join(args)}` did not answer within {timeout_s:.0f} s") from None
-    text = proc.stdout.strip()
+    return _flwr_answer(args, proc.returncode, proc.stdout, proc.stderr)
+
+
+def _flwr_answer(args: Sequence[str], returncode: int | None, stdout: str, stderr: str) -> dict[str, Any]:
+    """The JSON answer of ``flwr ARGS --format json`` from its output (``success`` false: ``RuntimeError``)."""
+    text = stdout.strip()
     start = text.find("{")
     try:
         answer = json.loads(text[start:]) if start >= 0 else None
@@ -513,8 +782,8 @@ def _flwr_cli(args: Sequence[str], *, env: Mapping[str, str], timeout_s: float) 
         answer = None
     if not isinstance(answer, dict) or not answer.get("success", False):
         msg = (answer or {}).get("error-message") if isinstance(answer, dict) else None
-        raise RuntimeError(f"`flwr {' '.join(args)}` failed (exit {proc.returncode}): "
-                           f"{msg or (text + ' ' + proc.stderr.strip()).strip()[-1500:]}")
+        raise RuntimeError(f"`flwr {' '.join(args)}` failed (exit {returncode}): "
+                           f"{msg or (text + ' ' + stderr.strip()).strip()[-1500:]}")
     return answer
 
 
@@ -595,11 +864,16 @@ class DeployResult:
     seconds: float = 0.0              # wall time, SuperLink start to run finished
     logs: dict[str, str] = field(default_factory=dict)           # process name -> its log file
     returncodes: dict[str, int | None] = field(default_factory=dict)  # process name -> exit status once stopped
+    secure: bool = True               # TLS + SuperNode authentication (False: --insecure)
+    certs_dir: str | None = None      # the CA, SuperLink certificate and local SuperNode keys (secure only)
+    node_ids: dict[str, int] = field(default_factory=dict)  # registered public key file -> SuperLink node id
 
 
 def run_local_deployment(cfg: GraphFedConfig, *, workdir: Path, port: int | None = None, host: str = "127.0.0.1",
                          local_clients: int | None = None, timeout_s: float | None = 600.0,
-                         on_event: Callable[[str], None] | None = None) -> DeployResult:
+                         on_event: Callable[[str], None] | None = None, insecure: bool = False,
+                         certs_dir: Path | None = None, cert_hosts: Sequence[str] = (),
+                         allowed_keys: Sequence[Path] = ()) -> DeployResult:
     """Start a SuperLink (and SuperNodes) here, submit the graph adapter run, wait for it, stop them all.
 
     Args:
@@ -612,6 +886,15 @@ def run_local_deployment(cfg: GraphFedConfig, *, workdir: Path, port: int | None
             the others must connect from elsewhere (``genscom fed client``) before the run can start.
         timeout_s: for the whole run (``None``: no limit).
         on_event: called with one-line progress messages.
+        insecure: plain HTTP, no SuperNode authentication (``--insecure`` everywhere): a trusted localhost only.
+            Default: TLS and SuperNode authentication, as below.
+        certs_dir: the CA (``ca.pem``: give it to remote SuperNodes; reused while it exists), the SuperLink's
+            certificate and key, and ``supernodes/node-K[.pub]``, the local SuperNodes' key pairs (default
+            ``workdir/certs``). :func:`generate_certificates`, :func:`generate_node_key`.
+        cert_hosts: more names (IP or DNS) for the SuperLink's certificate, besides 127.0.0.1, ::1, localhost
+            and ``host``: those remote SuperNodes use in ``--superlink``.
+        allowed_keys: public key files (OpenSSH, EC) of remote SuperNodes, registered with the local ones
+            (:func:`register_supernode`) before any SuperNode starts; any other key is refused.
 
     Returns:
         :class:`DeployResult`.
@@ -645,23 +928,48 @@ def run_local_deployment(cfg: GraphFedConfig, *, workdir: Path, port: int | None
                 raise OSError(f"port {port} is in use; pick another SuperLink port") from None
     local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # where this machine reaches it
     address = f"{local_host}:{port}"
-    write_connection(flwr_home, address)
+    allowed = [Path(k).resolve() for k in allowed_keys]
+    if insecure and allowed:
+        raise ValueError("allowed_keys needs the secure mode (insecure=False): --insecure authenticates nobody")
+    missing = [str(k) for k in allowed if not k.is_file()]
+    if missing:
+        raise FileNotFoundError(f"SuperNode public key file(s) not found: {missing}")
+    tls: TlsFiles | None = None
+    node_keys: list[Path] = []
+    if insecure:
+        write_connection(flwr_home, address, insecure=True)
+        certs = None
+    else:
+        certs = Path(certs_dir).resolve() if certs_dir is not None else workdir / "certs"
+        tls = generate_certificates(certs, hosts=[host, *cert_hosts])
+        node_keys = [generate_node_key(certs / NODE_KEYS_DIR / f"node-{k}")[0] for k in range(n_local)]
+        write_connection(flwr_home, address, root_certificates=tls.ca_cert)
     env = deploy_env(flwr_home)
     procs: list[FlowerProcess] = []
+    node_ids: dict[str, int] = {}
     try:
-        link = start_process("superlink", superlink_command(port=port, host=host), env=env, log_dir=log_dir,
-                             cwd=workdir)
+        link = start_process("superlink", superlink_command(port=port, host=host, tls=tls, insecure=insecure),
+                             env=env, log_dir=log_dir, cwd=workdir)
         procs.append(link)
         wait_for_port(local_host, port, timeout_s=60.0, proc=link)
-        say(f"SuperLink on {host}:{port} (pid {link.popen.pid})")
+        say(f"SuperLink on {host}:{port} (pid {link.popen.pid}, "
+            + ("INSECURE: plain HTTP, any SuperNode accepted)" if insecure else
+               f"TLS, SuperNode authentication; CA {tls.ca_cert if tls else ''})"))
+        node_ids = register_supernodes([*(k.with_name(k.name + ".pub") for k in node_keys), *allowed], env=env)
+        if node_ids:
+            say(f"registered {len(node_ids)} SuperNode public key(s); any other SuperNode is refused")
         for k in range(n_local):
-            cmd = supernode_command(address, partition_id=k, num_partitions=cfg.clients, runtime_port=free_port())
+            cmd = supernode_command(address, partition_id=k, num_partitions=cfg.clients, runtime_port=free_port(),
+                                    insecure=insecure, root_certificates=None if tls is None else tls.ca_cert,
+                                    auth_private_key=node_keys[k] if node_keys else None)
             procs.append(start_process(f"supernode-{k}", cmd, env=env, log_dir=log_dir, cwd=workdir))
         if n_local:
             say(f"{n_local} SuperNode(s) here: partitions 0..{n_local - 1} of {cfg.clients}")
         if n_local < cfg.clients:
             say(f"waiting for partitions {n_local}..{cfg.clients - 1}: genscom fed client --superlink "
-                f"<this host>:{port} --partition-id K --num-partitions {cfg.clients}")
+                f"<this host>:{port} --partition-id K --num-partitions {cfg.clients}"
+                + (" --insecure" if insecure else f" --root-certificates <copy of {tls.ca_cert if tls else ''}> "
+                   "--auth-key <its private key, whose .pub was given here as an allowed key>"))
         run_id = submit_run(app_dir, env=env)
         say(f"submitted run {run_id} (flwr run {app_dir} {CONNECTION})")
         left = None if timeout_s is None else max(timeout_s - (time.monotonic() - t0), 1.0)
@@ -674,7 +982,9 @@ def run_local_deployment(cfg: GraphFedConfig, *, workdir: Path, port: int | None
             raise RuntimeError(f"run {run_id} completed but wrote no {results}:\n{_tails(procs)}")
         history = json.loads(results.read_text(encoding="utf-8"))["history"]
         result = DeployResult(run_id=run_id, status=status, out_dir=cfg.out_dir, history=history,
-                              seconds=time.monotonic() - t0, logs={p.name: str(p.log_path) for p in procs})
+                              seconds=time.monotonic() - t0, logs={p.name: str(p.log_path) for p in procs},
+                              secure=not insecure, certs_dir=None if certs is None else str(certs),
+                              node_ids=node_ids)
     finally:
         for p in reversed(procs):  # SuperNodes first, the SuperLink last
             p.stop()
@@ -683,7 +993,9 @@ def run_local_deployment(cfg: GraphFedConfig, *, workdir: Path, port: int | None
 
 
 __all__ = ["CLIENT_APP_REF", "CONNECTION", "DEFAULT_PORT", "RUN_CONFIG_FIELDS", "SERVER_APP_REF", "DeployResult",
-           "FlowerProcess", "client_app", "config_from_run_config", "deploy_env", "free_port", "run_config_from_config",
+           "FlowerProcess", "TlsFiles", "client_app", "config_from_run_config", "deploy_env", "free_port",
+           "generate_certificates", "generate_node_key", "register_supernode", "register_supernodes",
+           "run_config_from_config",
            "run_local_deployment", "run_logs", "run_status", "server_app", "start_process", "submit_run",
            "superlink_command", "supernode_command", "wait_for_port", "wait_for_run", "write_app", "write_connection",
            "write_results"]

@@ -1,0 +1,70 @@
+"""Whether the demo can offer the ``regen`` scheme: an image decoder of its own that fits its encoder.
+
+The decoder is the demo's own setting (:attr:`~genscom.demo.options.DemoConfig.regen_decoder`: a folder, or a
+name on the adapter search path, :mod:`genscom.assets`); a sender never names it (:mod:`genscom.demo.guard`).
+It fits when the encoder profile it was trained on (``config.json`` ``extra.profile``) is the demo's profile.
+Only ``config.json`` is read here; the weights are loaded when the scheme is built.
+
+Example:
+    >>> regen_unavailable(DemoConfig(profile="mini"))  # doctest: +SKIP
+    'the image decoder regen-mini-attr was trained on mini-attr embeddings; start the demo with --profile mini-attr'
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from genscom.demo.options import DemoConfig
+
+
+def decoder_config(name_or_path: str) -> tuple[Path, dict[str, Any]]:
+    """``(folder, the decoder's config dict)`` of a :class:`~genscom.generation.diffusion.DiffusionDecoder` folder.
+
+    Raises:
+        FileNotFoundError: no such folder or name on the adapter search path (the message lists the path).
+        ValueError: the folder holds no readable diffusion-decoder ``config.json``.
+    """
+    from genscom.assets import find_adapter
+
+    folder = find_adapter(name_or_path)
+    try:
+        cfg = json.loads((folder / "config.json").read_text())["diffusion_decoder"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{folder} is not a diffusion decoder folder (config.json with a 'diffusion_decoder' "
+                         "entry); pass one written by `genscom train decoder`") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{folder}/config.json: 'diffusion_decoder' must be an object; retrain or re-save it")
+    return folder, cfg
+
+
+def regen_unavailable(config: DemoConfig) -> str | None:
+    """``None`` when the demo can run ``regen`` with ``config``, else the reason in plain words (with the fix)."""
+    name = config.regen_decoder
+    if not name:
+        return "no image decoder is set (start the demo with --regen-decoder NAME_OR_FOLDER)"
+    try:
+        _, cfg = decoder_config(name)
+    except FileNotFoundError:
+        return (f"the image decoder {name} is not installed (train it with `genscom train decoder`, or pass a "
+                "folder with --regen-decoder)")
+    except ValueError as exc:
+        return str(exc)
+    profile = (cfg.get("extra") or {}).get("profile")
+    if profile is not None and profile != config.profile:
+        return (f"the image decoder {Path(name).name} was trained on {profile} embeddings; start the demo with "
+                f"--profile {profile}")
+    if importlib.util.find_spec("diffusers") is None:
+        return "the image decoder needs diffusers (pip install 'genscom[gen]')"
+    return None
+
+
+def regen_settings(config: DemoConfig) -> dict[str, Any]:
+    """Constructor keywords of ``regen`` that come from the demo's own configuration (never from the wire)."""
+    return {"decoder": str(config.regen_decoder), "steps": config.regen_steps, "seed": config.seed}
+
+
+__all__ = ["decoder_config", "regen_settings", "regen_unavailable"]

@@ -482,6 +482,7 @@ def train_deepjscc_cmd(
 def train_classifier_cmd(
     epochs: int = typer.Option(16, "--epochs"),
     n_items: int = typer.Option(4000, "--n-items", help="real train-split frames"),
+    n_test: int = typer.Option(1000, "--n-test", help="real test-split frames it is scored on"),
     seed: int = typer.Option(0, "--seed"),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="weights folder (default "
                                                                          "runs/attr-classifier-<timestamp>/)"),
@@ -490,7 +491,8 @@ def train_classifier_cmd(
     """Train the attribute classifier that scores regenerated frames (on real train frames only)."""
     from genscom.generation.recipes import RecipeConfig, train_classifier_run
 
-    cfg = RecipeConfig(epochs=epochs, n_items=n_items, seed=seed, output_dir=str(output_dir) if output_dir else None)
+    cfg = RecipeConfig(epochs=epochs, n_items=n_items, n_test=n_test, seed=seed,
+                       output_dir=str(output_dir) if output_dir else None)
     console.print(f"saved {train_classifier_run(cfg, overwrite=overwrite, command=_command_line())}")
 
 

@@ -91,7 +91,15 @@ def test_default_runs_leave_shipped_weights_untouched(cwd: Path, tiny_cards: Pat
     finally:
         sys.path.pop(0)
     script.main(["--card", ft["card"], "--n-train", "8", "--steps", "1", "--batch-size", "2", "--warmup-steps", "1"])
+    # the regeneration trainers: the diffusion decoder, its DeepJSCC peer and the attribute classifier
+    dec = dict(n_items=8, steps=1, batch_size=4, warmup_steps=0, checkpoint_every=0, sample_every=0,
+               decoder={"block_out_channels": [8, 16], "cross_attention_dim": 8, "attention_head_dim": 4})
+    cli("train", "decoder", "--config", config(cwd / "d.yaml", dec))
+    cli("train", "deepjscc", "--n-items", "8", "--steps", "1", "--batch-size", "4")
+    cli("train", "classifier", "--n-items", "8", "--n-test", "4", "--epochs", "1")
     assert tree_hash(SHIPPED) == before
+    for prefix in ("decoder-regen", "deepjscc", "attr-classifier"):
+        assert (only_run(prefix) / "model.safetensors").is_file(), prefix
     adapter = only_run("adapter-tiny-k8")
     assert {"model.safetensors", "config.json", "README.md", "train_log.json"} <= {p.name for p in adapter.iterdir()}
     assert (only_run("encoder-mini") / "model.safetensors").is_file()

@@ -39,6 +39,7 @@ class RecipeConfig:
     snr_max_db: float = 20.0
     channel_uses: int = 192
     epochs: int = 16
+    n_test: int = 1000  # real test frames the classifier is scored on
     output_dir: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def train_deepjscc_run(cfg: RecipeConfig, *, overwrite: bool = False, command: s
 
 
 def train_classifier_run(cfg: RecipeConfig, *, overwrite: bool = False, command: str | None = None) -> Path:
-    """Train the attribute classifier on real train frames, report its accuracy on 1000 real test frames, and
+    """Train the attribute classifier on real train frames, report its accuracy on ``n_test`` real test frames, and
     write it to the run folder; return it."""
     from genscom.data import create_dataset
     from genscom.generation.attributes import (AttributeClassifierConfig, attribute_accuracy, dataset_frames,
@@ -104,7 +105,7 @@ def train_classifier_run(cfg: RecipeConfig, *, overwrite: bool = False, command:
     out = resolve_run_dir(cfg.output_dir, "attr-classifier", resume=False)
     check_output_dir(out, overwrite=overwrite)
     train = create_dataset(cfg.dataset, split="train", n_items=cfg.n_items, seed=cfg.dataset_seed)
-    test = create_dataset(cfg.dataset, split="test", n_items=1000, seed=cfg.dataset_seed)
+    test = create_dataset(cfg.dataset, split="test", n_items=cfg.n_test, seed=cfg.dataset_seed)
     t0 = time.perf_counter()
     clf = train_attribute_classifier(dataset_frames(train), largest_object_labels(train),
                                      AttributeClassifierConfig(epochs=cfg.epochs),
@@ -114,7 +115,7 @@ def train_classifier_run(cfg: RecipeConfig, *, overwrite: bool = False, command:
     clf.save_pretrained(out)
     _card("AttributeClassifier", out, cfg, command,
           [("trained on", f"{cfg.n_items} real train frames, {cfg.epochs} epochs"),
-           ("accuracy on 1000 real test frames", ", ".join(f"{k} {v:.3f}" for k, v in acc.items())),
+           (f"accuracy on {cfg.n_test} real test frames", ", ".join(f"{k} {v:.3f}" for k, v in acc.items())),
            ("seconds", f"{seconds:.0f}")],
           {"config": cfg.to_dict(), "seconds": round(seconds, 1), "test_accuracy": acc})
     return out

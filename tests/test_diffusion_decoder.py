@@ -149,3 +149,20 @@ def test_prediction_type_sets_the_training_target(kind: str) -> None:
 def test_unknown_prediction_type_is_refused() -> None:
     with pytest.raises(ValueError, match="prediction_type"):
         DiffusionDecoderConfig(prediction_type="x0")
+
+
+def test_global_condition_modulates_the_unet_and_drops_to_the_null_vector() -> None:
+    on, off = tiny(global_cond=True), tiny(global_cond=False)
+    assert on.unet.class_embedding is not None and off.unet.class_embedding is None
+    c = cond(3)
+    g = on.global_vector(c, 3, drop=torch.tensor([False, True, False]))
+    torch.testing.assert_close(g[0], torch.nn.functional.normalize(c[0], dim=0))
+    torch.testing.assert_close(g[1], on.null_global)  # a dropped row takes the learned null vector
+    assert off.global_vector(c, 3) is None
+    # with the attention tokens held fixed, the global vector alone changes the prediction
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([10])
+    with torch.no_grad():
+        tok = on.tokens(c[:1], 1)
+        a = on._unet(x, t, tok, on.global_vector(c[:1], 1))
+        b = on._unet(x, t, tok, on.global_vector(c[1:2], 1))
+    assert not torch.allclose(a, b)

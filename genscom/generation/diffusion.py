@@ -50,7 +50,9 @@ class DiffusionDecoderConfig:
     ``sample_steps``: DDIM steps at generation; ``guidance_scale``: classifier-free guidance (1 = none);
     ``cond_dropout``: probability of the null condition at training; ``prediction_type``: what the UNet predicts,
     ``"epsilon"`` (the noise), ``"v_prediction"`` (``sqrt(a) eps - sqrt(1 - a) x0``) or ``"sample"`` (``x0``),
-    as diffusers' schedulers name them.
+    as diffusers' schedulers name them; ``global_cond``: also add a projection of the embedding to the UNet's
+    timestep embedding (``class_embed_type="projection"``, as Stable unCLIP conditions on image embeddings), so
+    every ResNet block is modulated by it, not only the attention blocks (much faster to learn).
     """
 
     image_size: int = 64
@@ -68,6 +70,7 @@ class DiffusionDecoderConfig:
     guidance_scale: float = 2.0
     cond_dropout: float = 0.1
     prediction_type: str = "epsilon"
+    global_cond: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (dataset, encoder profile)
 
     def __post_init__(self) -> None:
@@ -132,11 +135,15 @@ class DiffusionDecoder(nn.Module):
             sample_size=c.image_size, in_channels=3, out_channels=3, block_out_channels=c.block_out_channels,
             layers_per_block=c.layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up),
             cross_attention_dim=c.cross_attention_dim, attention_head_dim=c.attention_head_dim,
-            norm_num_groups=c.norm_num_groups)
+            norm_num_groups=c.norm_num_groups,
+            **({"class_embed_type": "projection", "projection_class_embeddings_input_dim": c.cond_dim}
+               if c.global_cond else {}))
         self.cond_proj = nn.Sequential(nn.Linear(c.cond_dim, c.cross_attention_dim * c.cond_tokens), nn.SiLU(),
                                        nn.Linear(c.cross_attention_dim * c.cond_tokens,
                                                  c.cross_attention_dim * c.cond_tokens))
         self.null_cond = nn.Parameter(torch.zeros(c.cond_tokens, c.cross_attention_dim))
+        if c.global_cond:  # the null condition's global vector (classifier-free guidance)
+            self.null_global = nn.Parameter(torch.zeros(c.cond_dim))
 
     # -- conditioning -------------------------------------------------------------------------------
     def check_cond(self, cond: torch.Tensor) -> torch.Tensor:
@@ -165,9 +172,25 @@ class DiffusionDecoder(nn.Module):
             tok = torch.where(drop.view(-1, 1, 1), null, tok)
         return tok
 
+    def global_vector(self, cond: torch.Tensor | None, batch: int, drop: torch.Tensor | None = None
+                      ) -> torch.Tensor | None:
+        """The global condition ``[B, cond_dim]`` (the normalised embedding, or the learned null vector where
+        ``cond`` is None or ``drop [B]`` is set); ``None`` without ``config.global_cond``."""
+        if not self.config.global_cond:
+            return None
+        null = self.null_global.unsqueeze(0).expand(batch, -1)
+        if cond is None:
+            return null
+        e = nn.functional.normalize(self.check_cond(cond), dim=-1)
+        return e if drop is None else torch.where(drop.view(-1, 1), null, e)
+
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, glob: torch.Tensor | None) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=tokens, class_labels=glob).sample
+
     def forward(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
-        return self.unet(noisy, t, encoder_hidden_states=self.tokens(cond, noisy.shape[0], drop)).sample
+        b = noisy.shape[0]
+        return self._unet(noisy, t, self.tokens(cond, b, drop), self.global_vector(cond, b, drop))
 
     # -- training ------------------------------------------------------------------------------------
     def train_scheduler(self) -> Any:
@@ -222,15 +245,15 @@ class DiffusionDecoder(nn.Module):
         sched.set_timesteps(steps)
         b = cond.shape[0]
         x = torch.randn((b, 3, c.image_size, c.image_size), generator=generator).to(dev)
-        tok = self.tokens(cond.to(dev), b)
-        null = self.tokens(None, b)
+        tok, glob = self.tokens(cond.to(dev), b), self.global_vector(cond.to(dev), b)
+        null, null_glob = self.tokens(None, b), self.global_vector(None, b)
         for t in sched.timesteps:
             tt = torch.full((b,), int(t), dtype=torch.long, device=dev)
             if w == 1.0:
-                eps = self.unet(x, tt, encoder_hidden_states=tok).sample
+                eps = self._unet(x, tt, tok, glob)
             else:
-                both = self.unet(torch.cat([x, x]), torch.cat([tt, tt]),
-                                 encoder_hidden_states=torch.cat([null, tok])).sample
+                both = self._unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([null, tok]),
+                                  None if glob is None else torch.cat([null_glob, glob]))
                 eps_u, eps_c = both.chunk(2)
                 eps = eps_u + w * (eps_c - eps_u)
             x = sched.step(eps, t, x).prev_sample

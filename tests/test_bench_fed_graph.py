@@ -43,6 +43,13 @@ def test_tiny_graph_bench_writes_every_method_and_round(bench) -> None:
             assert k in r
         assert 0.0 < r["metrics"]["RSUM"] <= 600.0
         assert 0.0 <= r["metrics"]["i2t_R@1"] <= 1.0 and 0.0 <= r["metrics"]["t2i_R@1"] <= 1.0
+        for k in ("RSUM_personal", "i2t_R@1_personal", "t2i_R@1_personal"):  # every method, every round
+            assert k in r["metrics"], (r["scheme"], r["round"], k)
+        assert 0.0 < r["metrics"]["RSUM_personal"] <= 600.0
+        assert 0.0 <= r["metrics"]["i2t_R@1_personal"] <= 1.0 and 0.0 <= r["metrics"]["t2i_R@1_personal"] <= 1.0
+        if r["scheme"] == "local-only":  # each user's own adapter: personal is the headline number
+            for k in ("RSUM", "i2t_R@1", "t2i_R@1"):
+                assert r["metrics"][f"{k}_personal"] == r["metrics"][k]
         has_noise = "noise_precision" in r["metrics"]
         assert has_noise == (r["scheme"] == "graph-error-aware" and r["round"] > 0), r
         if has_noise:
@@ -56,7 +63,12 @@ def test_tiny_graph_bench_writes_every_method_and_round(bench) -> None:
     final = {r["scheme"]: r["metrics"]["RSUM"] for r in recs if r["round"] == 2}
     first = {r["scheme"]: r["metrics"]["RSUM"] for r in recs if r["round"] == 0}
     assert final["graph-fedavg"] != first["graph-fedavg"] and final["centralised"] != first["centralised"]
+    # federated users' own models drift from the average: personalised differs from global after training
+    fin = {r["scheme"]: r["metrics"] for r in recs if r["round"] == 2}
+    assert fin["graph-fedavg"]["RSUM_personal"] != fin["graph-fedavg"]["RSUM"]
     assert (out / "fed_graph.png").stat().st_size > 1000 and (out / "fed_graph.md").is_file()
+    md = (out / "fed_graph.md").read_text()
+    assert "RSUM_personal" in md and "t2i_R@1_personal" in md
     assert len(res["records"]) == len(recs) == 5 * 3
 
 
@@ -69,7 +81,9 @@ def test_one_session_federation_matches_run_graph_federated(bench) -> None:
     rows = [r for r in bench[1]["records"] if r.scheme == "graph-error-aware"]
     assert [r.extra["round"] for r in rows] == [h["round"] for h in ref] == [0, 1, 2]
     for r, h in zip(rows, ref):
-        for k in ("RSUM", "i2t_R@1", "t2i_R@1", "noise_precision", "noise_recall"):
+        assert "RSUM_personal" in h
+        for k in ("RSUM", "i2t_R@1", "t2i_R@1", "noise_precision", "noise_recall", "RSUM_personal",
+                  "i2t_R@1_personal", "t2i_R@1_personal"):
             if k in h:
                 assert r.metrics[k] == pytest.approx(h[k], abs=1e-6), (k, h["round"])
         if h["round"] > 0:
@@ -82,6 +96,7 @@ def test_local_only_and_centralised_without_the_engine() -> None:
     for m, hist in rows.items():
         assert [h["round"] for h in hist] == [0, 1, 2]
         assert all(0.0 < h["RSUM"] <= 600.0 for h in hist) and "bytes_up" not in hist[-1]
+        assert all(0.0 < h["RSUM_personal"] <= 600.0 for h in hist)
     # local-only round 0 is the initial adapter on each user's own pair, averaged: not the pooled mean's value
     assert rows["local-only"][2]["RSUM"] != rows["local-only"][0]["RSUM"]
 

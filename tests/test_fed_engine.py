@@ -17,7 +17,7 @@ pytest.importorskip("flwr")
 pytest.importorskip("ray")
 pytest.importorskip("sklearn")
 
-from genscom.federated.engine import GraphFedConfig, build_data, run_graph_federated  # noqa: E402
+from genscom.federated.engine import GraphFedConfig, build_data, finetune_heads, run_graph_federated  # noqa: E402
 from genscom.federated.graph_adapter import GraphMultimodalAdapter, aggregate, build_graph_adapter  # noqa: E402
 
 # 3 users: 0 = (img:stats, txt:tfidf, clean), 1 = (img:pca, txt:tfidf, mild), 2 = (img:stats, txt:hash, severe)
@@ -142,6 +142,71 @@ def test_min_fit_fraction_keeps_the_global_adapter_and_runs_resume(fail_run, dat
     assert json.loads((out / "state.json").read_text())["round"] == 3
 
 
+def _own_model_rsum(state, cfg_model, data, user) -> dict[str, float]:
+    """RSUM and R@1 of a client's returned state on its own tower pair, recomputed here (strict ranks)."""
+    model = GraphMultimodalAdapter(cfg_model)
+    model.load_user_state(state)  # shared part + this user's heads: all that its own pair uses
+    model.eval()
+    img, txt = data.test.image[user.image_tower], data.test.text[user.text_tower]
+    bs = TINY["batch_size"]
+    with torch.no_grad():
+        outs = [model(img[s:s + bs], txt[s:s + bs], image_encoder=user.image_tower, text_encoder=user.text_tower)
+                for s in range(0, len(img), bs)]
+    zi = torch.cat([o.image_tokens for o in outs]).double()
+    zt = torch.cat([o.text_tokens for o in outs]).double()
+    sim = zt @ zi.t()  # rows: text queries
+    own = torch.arange(len(zi))
+
+    def recalls(s: torch.Tensor) -> list[float]:
+        rank = (s > s[own, own][:, None]).sum(1)  # items scored above the true one
+        return [float((rank < k).double().mean()) for k in (1, 5, 10)]
+
+    t2i, i2t = recalls(sim), recalls(sim.t())
+    return {"RSUM": 100.0 * (sum(t2i) + sum(i2t)), "i2t_R@1": i2t[0], "t2i_R@1": t2i[0]}
+
+
+def test_personalised_metric_is_each_clients_own_returned_model(clean_run, data) -> None:
+    out, res = clean_run
+    init = build_graph_adapter(res.model.config, seed=TINY["seed"])
+    for rnd, r in enumerate(res.history):
+        for k in ("RSUM_personal", "i2t_R@1_personal", "t2i_R@1_personal"):
+            assert k in r, (rnd, k)
+        assert 0.0 < r["RSUM_personal"] <= 600.0
+        assert 0.0 <= r["i2t_R@1_personal"] <= 1.0 and 0.0 <= r["t2i_R@1_personal"] <= 1.0
+    # round 0: the initial adapter on each user's own pair, mean over users
+    exp0 = [_own_model_rsum(init.state_dict(), init.config, data, u) for u in data.users]
+    for k in ("RSUM", "i2t_R@1", "t2i_R@1"):
+        assert res.history[0][f"{k}_personal"] == pytest.approx(sum(e[k] for e in exp0) / 3, abs=1e-4), k
+    # rounds 1, 2: each client's returned state (before aggregation), on its own pair, equally weighted
+    for log, r in zip(res.rounds_log, res.history[1:]):
+        exp = [_own_model_rsum(s, init.config, data, data.users[c]) for c, s, _ in log["updates"]]
+        assert len(exp) == 3
+        for k in ("RSUM", "i2t_R@1", "t2i_R@1"):
+            assert r[f"{k}_personal"] == pytest.approx(sum(e[k] for e in exp) / 3, abs=1e-4), (r["round"], k)
+        assert "RSUM_personal_ft" not in r  # no heads-only fine-tune by default
+    # personalised differs from the global adapter's number (users' models drift from the average)
+    assert res.history[-1]["RSUM_personal"] != res.history[-1]["RSUM"]
+
+
+def test_finetune_heads_trains_only_the_heads_on_a_copy(data) -> None:
+    from genscom.federated.engine import adapter_config
+    from genscom.federated.labels import ConfidenceTracker
+
+    cfg = GraphFedConfig(**TINY)
+    model = build_graph_adapter(adapter_config(cfg, data.encoders), seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    u = data.users[1]
+    tracker = ConfidenceTracker(len(u.image), patience=2)
+    ft = finetune_heads(model, u, tracker, epochs=1, mask=False, generator=torch.Generator().manual_seed(0))
+    _assert_same(model.state_dict(), before)  # the original is untouched
+    assert int(tracker.round_confidence().isfinite().sum()) == 0  # the caller's tracker saw nothing
+    after = ft.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(f"heads.{u.image_tower}.") or k.startswith(f"heads.{u.text_tower}.")
+                           for k in changed), changed
+    assert all(p.requires_grad for p in ft.parameters())
+
+
 def test_config_and_cli_refuse_bad_input(tmp_path) -> None:
     from typer.testing import CliRunner
 
@@ -151,6 +216,12 @@ def test_config_and_cli_refuse_bad_input(tmp_path) -> None:
         GraphFedConfig(min_fit_fraction=0.0)
     with pytest.raises(ValueError, match="groups"):
         GraphFedConfig(groups=("clean", "awful"))
+    with pytest.raises(ValueError, match="threshold_method"):
+        GraphFedConfig(threshold_method="median")
+    with pytest.raises(ValueError, match="threshold_momentum"):
+        GraphFedConfig(threshold_momentum=1.0)
+    with pytest.raises(ValueError, match="personal_finetune_epochs"):
+        GraphFedConfig(personal_finetune_epochs=-1)
     runner = CliRunner()
     (tmp_path / "old.txt").write_text("shipped")
     res = runner.invoke(app, ["fed", "run", "--quick", "--out", str(tmp_path)])

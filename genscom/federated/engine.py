@@ -34,12 +34,27 @@ R@1/5/10) of image<->text retrieval there (:func:`~genscom.metrics.retrieval.ret
 ``t2v`` = t2i, ``v2t`` = i2t), averaged over the tower pairs; ``skb_R@1`` is the share of image and
 text tokens whose nearest SKB entry is their own item's.
 
+Personalised evaluation (client side, same held-out items, ``personal_eval=True``): after its local epochs
+each client evaluates **its own updated model** (the global shared part and its heads after local training,
+i.e. exactly the state it replies with: the model this user operates with until the next round) on its own
+tower pair (:func:`evaluate_user`) and adds ``personal_RSUM``, ``personal_i2t_R@1``, ``personal_t2i_R@1`` to
+its reply's ``MetricRecord``; the strategy averages them over the good replies, equally weighted (one user, one
+vote), into ``RSUM_personal``, ``i2t_R@1_personal``, ``t2i_R@1_personal``. What is aggregated into the global
+adapter is unchanged. Round 0: the initial adapter on every user's own pair, mean over users
+(:func:`evaluate_personal_mean`). With ``personal_finetune_epochs > 0`` a client also fine-tunes its input
+heads only, on a copy (:func:`finetune_heads`; the reply is unchanged), and reports ``*_personal_ft``.
+
+Federated threshold: :func:`~genscom.federated.labels.global_threshold` of the merged histograms
+(``threshold_method`` ``"otsu"`` by default, or ``"quantile"`` at ``threshold_quantile``), optionally smoothed
+across rounds (``threshold_momentum``: EMA weight of the previous threshold; 0 = this round's alone).
+
 Per-round record (``history``, ``fed_run.json``): ``round``, ``RSUM``, ``i2t_R@1``, ``t2i_R@1``, ``skb_R@1``,
 ``per_tower_pair``; when the round aggregated: ``loss``, ``excluded`` (share of pair-visits masked),
 ``noise_precision`` / ``noise_recall`` (pooled over users: pairs currently flagged, i.e. on an inconsistent
 streak or pruned, against the injected swaps; 1.0 / 0.0 while nothing is flagged, e.g. in the warm-up;
 absent with ``error_aware=False``),
-``pruned``, ``threshold`` (the federated one for the next round), ``bytes_up`` (the good replies' arrays:
+``pruned``, ``threshold`` (the federated one for the next round), ``RSUM_personal``, ``i2t_R@1_personal``,
+``t2i_R@1_personal`` (above; also in round 0), ``bytes_up`` (the good replies' arrays:
 shared part + own heads) and ``bytes_down`` (the global adapter x clients sampled); always ``clients_ok``,
 ``failures``, ``aggregated``, ``seconds``. Round 0 is the initial adapter.
 
@@ -70,6 +85,7 @@ from genscom.federated.labels import (ConfidenceStats, ConfidenceTracker, confid
 logger = logging.getLogger(__name__)
 
 STATE_NAME = "state.json"
+PERSONAL_METRICS = ("RSUM", "i2t_R@1", "t2i_R@1")  # what clients report of their own updated model
 RESULTS_NAME = "fed_run.json"
 
 
@@ -100,6 +116,11 @@ class GraphFedConfig:
     backend_cpus: int = 2            # CPUs given to Ray; each client actor takes 1
     seed: int = 0
     out_dir: str | None = None       # rounds/, state.json and fed_run.json; None: nothing saved
+    personal_eval: bool = True       # each client evaluates its own updated model on the held-out items
+    personal_finetune_epochs: int = 0  # >0: also a heads-only local fine-tune (on a copy) -> *_personal_ft
+    threshold_method: str = "otsu"   # federated threshold: "otsu" or "quantile" (labels.global_threshold)
+    threshold_quantile: float = 0.1  # the quantile with threshold_method="quantile"
+    threshold_momentum: float = 0.0  # EMA of the federated threshold across rounds (0: this round's alone)
 
     def __post_init__(self) -> None:
         self.groups = tuple(self.groups)
@@ -121,6 +142,15 @@ class GraphFedConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"{k} must be a positive number, got {v!r}")
         self.fail_rounds = {int(c): sorted(int(r) for r in rs) for c, rs in dict(self.fail_rounds).items()}
+        ft = self.personal_finetune_epochs
+        if isinstance(ft, bool) or not isinstance(ft, int) or ft < 0:
+            raise ValueError(f"personal_finetune_epochs must be an integer >= 0, got {ft!r}")
+        if self.threshold_method not in ("otsu", "quantile"):
+            raise ValueError(f"threshold_method must be 'otsu' or 'quantile', got {self.threshold_method!r}")
+        if not 0 <= self.threshold_quantile <= 1:
+            raise ValueError(f"threshold_quantile must be in [0, 1], got {self.threshold_quantile!r}")
+        if not 0 <= self.threshold_momentum < 1:
+            raise ValueError(f"threshold_momentum must be in [0, 1), got {self.threshold_momentum!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -179,9 +209,28 @@ def local_train(model: GraphMultimodalAdapter, user: UserShard, tracker: Confide
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     return {"loss": sum(losses) / max(len(losses), 1), "num-examples": int(len(active)),
             "excluded": masked / max(seen, 1)}
+
+
+def finetune_heads(model: GraphMultimodalAdapter, user: UserShard, tracker: ConfidenceTracker, *, epochs: int,
+                   mask: bool, generator: torch.Generator) -> GraphMultimodalAdapter:
+    """A copy of ``model`` whose input heads only (the shared part frozen) trained ``epochs`` more on the user's
+    active pairs (same loss and masking as :func:`local_train`); ``model`` and ``tracker`` are not changed."""
+    import copy
+
+    from genscom.federated.graph_adapter import HEADS_PREFIX
+
+    ft = copy.deepcopy(model)
+    for name, p in ft.named_parameters():
+        p.requires_grad_(name.startswith(HEADS_PREFIX))
+    scratch = ConfidenceTracker(len(user.image), threshold=tracker.threshold, patience=tracker.patience)
+    scratch.pruned = tracker.pruned.clone()
+    local_train(ft, user, scratch, epochs=epochs, mask=mask, generator=generator)
+    for p in ft.parameters():
+        p.requires_grad_(True)
+    return ft
 
 
 def _client_train(message: Any, context: Any, *, cfg: GraphFedConfig, data: GraphFedData) -> Any:
@@ -207,13 +256,22 @@ def _client_train(message: Any, context: Any, *, cfg: GraphFedConfig, data: Grap
     if error_aware:  # track after the warm-up, with a federated threshold (a fresh adapter's scores say nothing)
         tracker.end_round()
     flagged = tracker.inconsistent() if cfg.error_aware else torch.zeros_like(user.noisy)
+    personal: dict[str, float] = {}
+    if cfg.personal_eval:  # the model this user operates with: global shared part + its heads after local epochs
+        ev = evaluate_user(model, data, user, batch_size=cfg.batch_size)
+        personal.update({f"personal_{k}": float(ev[k]) for k in PERSONAL_METRICS})
+    if cfg.personal_finetune_epochs > 0:  # heads-only fine-tune on a copy: the reply's state is unchanged
+        ft = finetune_heads(model, user, tracker, epochs=cfg.personal_finetune_epochs, mask=error_aware,
+                            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + pid * 1009 + rnd + 7))
+        ev = evaluate_user(ft, data, user, batch_size=cfg.batch_size)
+        personal.update({f"personal_ft_{k}": float(ev[k]) for k in PERSONAL_METRICS})
     context.state["tracker"] = ArrayRecord(torch_state_dict={"streak": tracker.streak.clone(),
                                                              "pruned": tracker.pruned.long()})
     metrics = MetricRecord({"num-examples": stats["num-examples"], "loss": stats["loss"],
                             "excluded": stats["excluded"], "client": pid,
                             "tp": int((flagged & user.noisy).sum()), "flagged": int(flagged.sum()),
                             "noisy": int(user.noisy.sum()), "pruned": int(tracker.pruned.sum()),
-                            "conf-hist": [int(v) for v in hist]})
+                            "conf-hist": [int(v) for v in hist], **personal})
     state = model.user_state(user.encoders)
     return Message(RecordDict({"arrays": ArrayRecord(torch_state_dict=state), "metrics": metrics}),
                    reply_to=message)
@@ -328,7 +386,15 @@ def make_graph_strategy(cfg: GraphFedConfig, *, keep_updates: bool = False) -> A
             hists = [ConfidenceStats(counts=torch.tensor(list(m["conf-hist"]), dtype=torch.long)) for m in metrics]
             merged = merge_stats(hists)
             if cfg.error_aware and merged.total > 0:
-                self.threshold = global_threshold(merged)
+                t = global_threshold(merged, method=cfg.threshold_method, quantile=cfg.threshold_quantile)
+                mom = cfg.threshold_momentum if self.threshold is not None else 0.0
+                self.threshold = mom * float(self.threshold or 0.0) + (1.0 - mom) * t
+            personal: dict[str, float] = {}  # users' own updated models, equally weighted
+            for pre, suf in (("personal_", "_personal"), ("personal_ft_", "_personal_ft")):
+                for k in PERSONAL_METRICS:
+                    vals = [float(m[pre + k]) for m in metrics if pre + k in m]
+                    if vals and len(vals) == len(metrics):
+                        personal[k + suf] = sum(vals) / len(vals)
             total = sum(n for _, n in updates)
             tp, fl, nz = (sum(int(m[k]) for m in metrics) for k in ("tp", "flagged", "noisy"))
             out = MetricRecord({"loss": sum(float(m["loss"]) * n for m, (_, n) in zip(metrics, updates)) / total,
@@ -339,7 +405,7 @@ def make_graph_strategy(cfg: GraphFedConfig, *, keep_updates: bool = False) -> A
                                 "pruned": sum(int(m["pruned"]) for m in metrics),
                                 "threshold": float(self.threshold) if self.threshold is not None else 0.0,
                                 "bytes_up": sum(up_bytes), "bytes_down": self.bytes_down * self.sent,
-                                "num-examples": total})
+                                "num-examples": total, **personal})
             self.last["aggregated"] = True
             return ArrayRecord(torch_state_dict=new), out
 
@@ -371,6 +437,25 @@ def evaluate_adapter(model: GraphMultimodalAdapter, data: GraphFedData, *, batch
     mean = {k: sum(p[k] for p in per.values()) / len(per) for k in keys}
     model.train()
     return {**mean, "per_tower_pair": per}
+
+
+def user_view(data: GraphFedData, users: Iterable[UserShard]) -> GraphFedData:
+    """``data`` restricted to ``users`` (same held-out items): :func:`evaluate_adapter` then scores their pairs."""
+    return GraphFedData(users=list(users), test=data.test, encoders=data.encoders, towers=data.towers)
+
+
+def evaluate_user(model: GraphMultimodalAdapter, data: GraphFedData, user: UserShard, *,
+                  batch_size: int) -> dict[str, Any]:
+    """Held-out metrics of ``model`` on ``user``'s own tower pair (what that user sees through it)."""
+    return evaluate_adapter(model, user_view(data, [user]), batch_size=batch_size)
+
+
+def evaluate_personal_mean(model: GraphMultimodalAdapter, data: GraphFedData, *,
+                           batch_size: int) -> dict[str, float]:
+    """``<metric>_personal``: every user evaluating ``model`` on its own tower pair, mean over users (equal
+    weights). With the global adapter this is the round-0 value of the personalised metric."""
+    rows = [evaluate_user(model, data, u, batch_size=batch_size) for u in data.users]
+    return {f"{k}_personal": sum(float(r[k]) for r in rows) / len(rows) for k in PERSONAL_METRICS}
 
 
 # --------------------------------------------------------------------------- server
@@ -429,7 +514,9 @@ def graph_server_app(cfg: GraphFedConfig, data: GraphFedData, result: GraphFedRe
         else:
             done, history = 0, []
             model = build_graph_adapter(adapter_config(cfg, data.encoders), seed=cfg.seed)
-            history.append({"round": 0, **evaluate_adapter(model, data, batch_size=cfg.batch_size)})
+            history.append({"round": 0, **evaluate_adapter(model, data, batch_size=cfg.batch_size),
+                            **(evaluate_personal_mean(model, data, batch_size=cfg.batch_size)
+                               if cfg.personal_eval else {})})
             if on_round:
                 on_round(history[-1])
         arrays = ArrayRecord(torch_state_dict=model.state_dict())
@@ -503,5 +590,6 @@ def run_graph_federated(cfg: GraphFedConfig, *, data: GraphFedData | None = None
     return result
 
 
-__all__ = ["GraphFedConfig", "GraphFedResult", "adapter_config", "build_data", "evaluate_adapter", "local_train",
+__all__ = ["PERSONAL_METRICS", "GraphFedConfig", "GraphFedResult", "adapter_config", "build_data", "evaluate_adapter",
+           "evaluate_personal_mean", "evaluate_user", "finetune_heads", "local_train", "user_view",
            "graph_client_app", "graph_server_app", "make_graph_strategy", "quick_graph_config", "run_graph_federated"]

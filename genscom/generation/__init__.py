@@ -1,6 +1,12 @@
-"""Regeneration at the receiver: a conditional diffusion decoder (``genscom.generation.diffusion``, needs the
-``[gen]`` extra: diffusers) that draws a frame from a received embedding.
+"""Regeneration at the receiver, and the models that judge and rival it.
 
-No trained decoder ships yet, so the demo's image task still reports that none is installed; importing this
-package does not import diffusers.
+* :mod:`genscom.generation.diffusion`: the conditional diffusion decoder (diffusers ``UNet2DConditionModel``,
+  needs the ``[gen]`` extra) that draws a frame from a received embedding; the shipped one is
+  ``regen-mini-attr`` (``genscom/adapters``), used by the ``regen`` scheme (:mod:`genscom.schemes.regen`);
+* :mod:`genscom.generation.train`: ``genscom train decoder``;
+* :mod:`genscom.generation.deepjscc`: the pixel DeepJSCC peer (``deepjscc`` scheme);
+* :mod:`genscom.generation.attributes`: the attribute classifier that scores regenerated frames;
+* :mod:`genscom.generation.recipes`: ``genscom train deepjscc`` and ``genscom train classifier``.
+
+Importing this package imports neither diffusers nor the submodules.
 """

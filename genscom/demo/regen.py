@@ -15,10 +15,17 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from genscom.demo.options import DemoConfig
+
+class DemoConfig(Protocol):
+    """What this module reads of :class:`genscom.demo.options.DemoConfig` (kept as a protocol: options imports
+    this module, not the other way round)."""
+
+    profile: str
+    regen_decoder: str | None
+    regen_steps: int | None
+    seed: int
 
 
 def decoder_config(name_or_path: str) -> tuple[Path, dict[str, Any]]:

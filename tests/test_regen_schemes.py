@@ -101,3 +101,22 @@ def test_train_deepjscc_is_seeded_and_learns() -> None:
     m2, l2 = train_deepjscc(imgs, cfg, train, generator=torch.Generator().manual_seed(0))
     assert l1 == l2
     assert sum(l1[-10:]) / 10 < 0.8 * sum(l1[:10]) / 10, (l1[:10], l1[-10:])
+
+
+def test_regen_over_the_learned_adapter_link() -> None:
+    from genscom.adaptation.adapter import AdapterConfig, build_adapter
+
+    adapter = build_adapter(AdapterConfig(dim=D, k=6, hidden=16, depth=1, group_size=3, cond_dim=8), seed=0).eval()
+    scheme = create_scheme("regen", decoder=_decoder(), link="adapted", adapter=adapter)
+    assert scheme.name == "regen-adapted-k6" and scheme.adapts  # the adapter encodes for the fed-back SNR
+    awgn = create_channel("awgn")
+    out = scheme.send(SourceBatch(embeddings=_emb(0)), awgn, 20.0, generator=torch.Generator().manual_seed(1))
+    assert out.frames.shape == (B, 1, S, S, 3) and out.embeddings.shape == (B, D)
+    direct = create_scheme("adapted", adapter=adapter).send(SourceBatch(embeddings=_emb(0)), awgn, 20.0,
+                                                            generator=torch.Generator().manual_seed(1))
+    assert out.channel_uses.tolist() == direct.channel_uses.tolist()  # the picture costs nothing on the air
+    torch.testing.assert_close(out.embeddings, direct.embeddings)
+    with pytest.raises(ValueError, match="repeat applies"):
+        create_scheme("regen", decoder=_decoder(), link="adapted", adapter=adapter, repeat=2)
+    with pytest.raises(ValueError, match="link must be"):
+        create_scheme("regen", decoder=_decoder(), link="h264")

@@ -1,7 +1,8 @@
 """Schemes that deliver a *picture* from a few hundred channel uses.
 
 ``regen``: the semantic embedding crosses the channel as analog symbols (:class:`SemanticAnalogScheme`, the
-same link and the same cost), and the receiver regenerates a frame from what it received with a conditional
+same link and the same cost; or, with ``link="adapted"``, through the learned channel adapter of the decoder's
+encoder profile), and the receiver regenerates a frame from what it received with a conditional
 diffusion decoder (:class:`~genscom.generation.diffusion.DiffusionDecoder`). ``Delivered.frames`` holds the
 regenerated frame, ``Delivered.embeddings`` the received embedding.
 
@@ -24,7 +25,7 @@ import torch
 from genscom.channels.base import ChannelOutput
 from genscom.channels.fading import equalize_received
 from genscom.channels.sensing import LinkFeedback
-from genscom.schemes.analog import AnalogPayload, SemanticAnalogScheme
+from genscom.schemes.analog import SemanticAnalogScheme
 from genscom.schemes.base import (Delivered, Payload, RateKnob, Scheme, SourceBatch, expect_payload, frame_uses,
                                   register_scheme)
 
@@ -70,13 +71,15 @@ class RegenScheme(Scheme):
     Args:
         decoder: a :class:`~genscom.generation.diffusion.DiffusionDecoder`, its folder, or a name on the adapter
             search path (default ``regen-mini-attr``, trained by genscom on ``mini-attr`` embeddings).
+        link: how the embedding crosses the channel: ``"semantic-analog"`` (default) or ``"adapted"`` (the
+            learned channel adapter ``adapter``, default ``<profile>-k192``, at ``k`` channel uses).
         repeat, equalizer: the analog link's (:class:`SemanticAnalogScheme`); ``repeat`` is the rate knob.
         steps, guidance_scale: DDIM steps and classifier-free guidance (default: the decoder's config).
         seed: the sampling noise of item ``i`` of a batch is drawn from one generator seeded with ``seed``, so
             the same received embeddings give the same pictures.
         batch_size: images sampled at once.
 
-    Cost: exactly :class:`SemanticAnalogScheme`'s (``ceil(d/2) * repeat`` data symbols plus pilots): the
+    Cost: exactly the link's (``ceil(d/2) * repeat`` data symbols plus pilots for ``semantic-analog``): the
     decoder runs at the receiver and sends nothing.
     """
 
@@ -86,17 +89,33 @@ class RegenScheme(Scheme):
     def rate_knobs(cls) -> tuple[RateKnob, ...]:
         return SemanticAnalogScheme.rate_knobs()
 
-    def __init__(self, *, decoder: "str | Path | DiffusionDecoder" = DEFAULT_DECODER, repeat: int = 1,
+    def __init__(self, *, decoder: "str | Path | DiffusionDecoder" = DEFAULT_DECODER,
+                 link: Literal["semantic-analog", "adapted"] = "semantic-analog", repeat: int = 1,
+                 adapter: Any = None, k: int | None = None,
                  equalizer: Literal["zf", "mmse"] = "mmse", steps: int | None = None,
                  guidance_scale: float | None = None, seed: int = 0, batch_size: int = 64,
                  device: str | torch.device = "cpu") -> None:
-        self.link = SemanticAnalogScheme(repeat=repeat, equalizer=equalizer)
         self.decoder = load_decoder(decoder, device=device)
+        self.link: Scheme
+        if link == "semantic-analog":
+            self.link = SemanticAnalogScheme(repeat=repeat, equalizer=equalizer)
+        elif link == "adapted":
+            from genscom.schemes.adapted import AdaptedScheme
+
+            if repeat != 1:
+                raise ValueError("repeat applies to link='semantic-analog'; the adapter's rate is k")
+            self.link = AdaptedScheme(adapter=adapter if adapter is not None else f"{self.profile or 'mini-attr'}-k192",
+                                      k=k, equalizer=equalizer, device=device)
+        else:
+            raise ValueError(f"link must be 'semantic-analog' or 'adapted', got {link!r}")
+        self.adapts = self.link.adapts
         self.steps, self.guidance_scale, self.seed = steps, guidance_scale, int(seed)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
-        if repeat > 1:
+        if link == "adapted":
+            self.name = f"regen-{self.link.name}"
+        elif repeat > 1:
             self.name = f"regen-x{repeat}"
 
     @property
@@ -105,7 +124,7 @@ class RegenScheme(Scheme):
         return self.decoder.config.extra.get("profile")
 
     def transmit(self, batch: SourceBatch, *, sensing: LinkFeedback | None = None,
-                 generator: torch.Generator | None = None) -> AnalogPayload:
+                 generator: torch.Generator | None = None) -> Payload:
         if batch.embeddings is not None and batch.embeddings.shape[-1] != self.decoder.config.cond_dim:
             raise ValueError(f"scheme 'regen': the decoder was trained on {self.decoder.config.cond_dim}-dimensional "
                              f"{self.profile or ''} embeddings, got {batch.embeddings.shape[-1]}; encode with that "
@@ -123,10 +142,21 @@ class RegenScheme(Scheme):
 
     def receive(self, received: ChannelOutput | None, payload: Payload, *,
                 generator: torch.Generator | None = None) -> Delivered:
-        d = self.link.receive(received, expect_payload(payload, AnalogPayload, self.name), generator=generator)
-        assert d.embeddings is not None  # the analog link always delivers embeddings
+        d = self.link.receive(received, payload, generator=generator)  # the link checks its payload type
+        assert d.embeddings is not None  # both links always deliver embeddings
         return Delivered(embeddings=d.embeddings, frames=self.regenerate(d.embeddings), failed=d.failed,
-                         channel_uses=d.channel_uses, extras={"regenerated": True})
+                         channel_uses=d.channel_uses, extras={**d.extras, "regenerated": True})
+
+    def deliver(self, payload: Payload, channel: Any, snr_db: float | None, *,
+                generator: torch.Generator | None = None) -> Delivered:
+        """The link's own delivery (pilots, its equaliser), then the picture from what it delivered."""
+        d = self.link.deliver(payload, channel, snr_db, generator=generator)
+        assert d.embeddings is not None
+        return Delivered(embeddings=d.embeddings, frames=self.regenerate(d.embeddings), failed=d.failed,
+                         channel_uses=d.channel_uses, extras={**d.extras, "regenerated": True})
+
+    def sent_symbols(self, payload: Payload) -> torch.Tensor:
+        return self.link.sent_symbols(payload)
 
 
 def load_deepjscc(model: "str | Path | DeepJSCC", device: str | torch.device = "cpu") -> "DeepJSCC":

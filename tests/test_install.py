@@ -22,7 +22,8 @@ import pytest
 from genscom.assets import ENV_ADAPTERS, SHIPPED_ADAPTERS, adapter_search_path, find_adapter, list_adapters
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_NAMES = ["mini-attr-k192", "mini-k192", "smollm2-generating", "smollm2-understanding"]  # genscom/adapters/*/
+SHIPPED_NAMES = ["attr-classifier", "deepjscc-k192", "mini-attr-k192", "mini-k192", "regen-mini-attr",
+                 "smollm2-generating", "smollm2-understanding"]  # genscom/adapters/*/
 
 # Run in the subprocess: drop the editable finder (it would map ``genscom`` to the checkout), then load
 # every shipped weight file the way the library finds it.
@@ -172,8 +173,7 @@ def test_list_adapters_merges_folders_and_skips_non_adapters(tmp_path: Path, mon
     (tmp_path / "a" / "notes").mkdir()          # no config: not an adapter
     (tmp_path / "a" / "stray.json").write_text("{}")
     monkeypatch.setenv(ENV_ADAPTERS, str(tmp_path / "missing"))  # a folder that does not exist is skipped
-    assert list_adapters([tmp_path / "a"]) == ["lora-x", "mini-attr-k192", "mini-k192", "smollm2-generating",
-                                                "smollm2-understanding"]
+    assert list_adapters([tmp_path / "a"]) == sorted({"lora-x", *SHIPPED_NAMES})
 
 
 def test_unknown_adapter_error_lists_names_and_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

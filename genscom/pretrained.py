@@ -69,3 +69,20 @@ def load_module_folder(folder: str | os.PathLike[str], *, key: str, build: Calla
 
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_module_folder", "save_module_folder"]
+
+
+def resolve_pretrained(obj: Any, cls: type[M], *, what: str, device: str | torch.device = "cpu") -> M:
+    """``obj`` as a loaded ``cls`` in eval mode: an instance (moved to ``device``), a folder, or a name on the
+    adapter search path (:func:`genscom.assets.find_adapter`) loaded with ``cls.from_pretrained``.
+
+    Raises:
+        TypeError: anything else, naming ``what`` and the accepted kinds.
+    """
+    from genscom.assets import find_adapter
+
+    if isinstance(obj, cls):
+        return obj.to(device).eval()
+    if not isinstance(obj, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a {cls.__name__}, a folder or an adapter name, got {type(obj).__name__}")
+    return cls.from_pretrained(find_adapter(obj), device=device).eval()  # type: ignore[attr-defined]
+

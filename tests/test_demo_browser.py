@@ -27,23 +27,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 TIMEOUT_MS = 60_000
 
 
-def _tiny_decoder(folder) -> str | None:
-    """A tiny random image decoder for the tiny profile (16-d), 16x16 frames, 2 DDIM steps; ``None`` without diffusers."""
-    try:
-        import torch
-
-        from genscom.generation.diffusion import DiffusionDecoder, DiffusionDecoderConfig
-    except ImportError:
-        return None
-    torch.manual_seed(0)
-    DiffusionDecoder(DiffusionDecoderConfig(image_size=16, cond_dim=16, block_out_channels=(8, 16), cross_attention_dim=8,
-                                            attention_head_dim=4, sample_steps=2, extra={"profile": "tiny"})
-                     ).save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tiny_regen_decoder):
     tmp = tmp_path_factory.mktemp("demo")
     results = tmp / "retrieval.json"
     results.write_text(json.dumps({"benchmark": "retrieval", "meta": {"seed": 0}, "records": [
@@ -52,7 +37,7 @@ def server(tmp_path_factory):
         for s, off in (("semantic-analog", 0.0), ("h264-ldpc", -0.2)) for snr, r in ((-10.0, 0.1), (0.0, 0.4), (10.0, 0.6))
         for r in [max(0.0, r + off)]]}))
     cfg = DemoConfig(profile="tiny", gallery_size=8, num_frames=2, max_side=64, max_upload_mb=0.02,
-                     results_path=str(results), regen_decoder=_tiny_decoder(tmp / "regen-tiny"))
+                     results_path=str(results), regen_decoder=tiny_regen_decoder(tmp / "regen-tiny"))
     parts = build_demo("combined", cfg)
     srv = serve(parts, port=free_port())
     yield srv, tmp

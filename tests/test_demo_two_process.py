@@ -91,20 +91,7 @@ def test_unreachable_receiver_message():
         send_to_receiver(url, b"x", timeout_s=5)
 
 
-def _tiny_decoder(folder):
-    """A tiny random image decoder for the tiny profile (16-d embeddings), or ``None`` without diffusers."""
-    try:
-        from genscom.generation.diffusion import DiffusionDecoder, DiffusionDecoderConfig
-    except ImportError:
-        return None
-    torch.manual_seed(0)
-    DiffusionDecoder(DiffusionDecoderConfig(image_size=16, cond_dim=16, block_out_channels=(8, 16), cross_attention_dim=8,
-                                            attention_head_dim=4, sample_steps=2, extra={"profile": "tiny"})
-                     ).save_pretrained(folder)
-    return folder
-
-
-def test_two_processes_over_localhost(tx, tmp_path):
+def test_two_processes_over_localhost(tx, tmp_path, tiny_regen_decoder):
     """An RX process (``python -m genscom.demo rx``) decodes what this TX process POSTs to it, signed with the
     shared key file; an unsigned post is refused. With its own image decoder (``--regen-decoder``) it regenerates
     the image of a ``regen`` transmission; the wire carries only the payload and the rate knob."""
@@ -119,7 +106,7 @@ def test_two_processes_over_localhost(tx, tmp_path):
     port = free_port()
     cmd = [sys.executable, "-m", "genscom.demo", "rx", "--port", str(port), "--profile", "tiny", "--gallery-size", "6",
            "--num-frames", "2", "--max-side", "64", "--key-file", str(key_file)]
-    decoder = _tiny_decoder(tmp_path / "regen-tiny")
+    decoder = tiny_regen_decoder(tmp_path / "regen-tiny")
     if decoder is not None:
         cmd += ["--regen-decoder", str(decoder)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

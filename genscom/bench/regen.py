@@ -110,6 +110,10 @@ class Scorer:
     labels: dict[str, torch.Tensor]
     classifier: Any
     encoder: Any
+    source_u8: torch.Tensor = field(init=False)  # [N, S, S, 3] uint8, for PSNR / SSIM
+
+    def __post_init__(self) -> None:
+        self.source_u8 = (self.source * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
 
     def __call__(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """``frames`` uint8 ``[N, 1, S, S, 3]`` -> ``{metric: [N] float}``."""
@@ -120,8 +124,7 @@ class Scorer:
         ok = {k: (pred[k] == self.labels[k]).float() for k in ("shape", "colour", "count")}
         with torch.no_grad():
             emb = self.encoder.encode_clips(frames).float()
-        src_u8 = (self.source * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-        out_u8 = frames[:, 0]
+        src_u8, out_u8 = self.source_u8, frames[:, 0]
         return {"attr_acc": ok["shape"] * ok["colour"], "shape_acc": ok["shape"], "colour_acc": ok["colour"],
                 "count_acc": ok["count"],
                 "emb_cos": torch.nn.functional.cosine_similarity(emb, self.source_emb, dim=-1),

@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,9 +36,11 @@ def decoder_config(name_or_path: str) -> tuple[Path, dict[str, Any]]:
     """
     from genscom.assets import find_adapter
 
+    from genscom.loading import read_json
+
     folder = find_adapter(name_or_path)
-    try:
-        cfg = json.loads((folder / "config.json").read_text())["diffusion_decoder"]
+    try:  # bounded and parsed by genscom.loading; any failure of it is a GenscomError (a ValueError)
+        cfg = read_json(folder / "config.json", expected="a diffusion decoder config.json")["diffusion_decoder"]
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(f"{folder} is not a diffusion decoder folder (config.json with a 'diffusion_decoder' "
                          "entry); pass one written by `genscom train decoder`") from None

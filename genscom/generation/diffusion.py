@@ -159,14 +159,19 @@ class DiffusionDecoder(nn.Module):
             raise ValueError("cond holds NaN or Inf values; mark the item as failed instead of regenerating it")
         return cond.float()
 
+    def _unit(self, cond: torch.Tensor | None) -> torch.Tensor | None:
+        """``cond`` checked (:meth:`check_cond`) and L2-normalised, or ``None``."""
+        return None if cond is None else nn.functional.normalize(self.check_cond(cond), dim=-1)
+
     def tokens(self, cond: torch.Tensor | None, batch: int, drop: torch.Tensor | None = None) -> torch.Tensor:
         """Condition tokens ``[B, cond_tokens, cross_attention_dim]``; ``cond=None`` or ``drop [B]`` -> null."""
+        return self._tokens(self._unit(cond), batch, drop)
+
+    def _tokens(self, e: torch.Tensor | None, batch: int, drop: torch.Tensor | None) -> torch.Tensor:
         c = self.config
         null = self.null_cond.unsqueeze(0).expand(batch, -1, -1)
-        if cond is None:
+        if e is None:
             return null
-        cond = self.check_cond(cond)
-        e = nn.functional.normalize(cond, dim=-1)
         tok = self.cond_proj(e).view(batch, c.cond_tokens, c.cross_attention_dim)
         if drop is not None:
             tok = torch.where(drop.view(-1, 1, 1), null, tok)
@@ -176,12 +181,14 @@ class DiffusionDecoder(nn.Module):
                       ) -> torch.Tensor | None:
         """The global condition ``[B, cond_dim]`` (the normalised embedding, or the learned null vector where
         ``cond`` is None or ``drop [B]`` is set); ``None`` without ``config.global_cond``."""
+        return self._global(self._unit(cond), batch, drop)
+
+    def _global(self, e: torch.Tensor | None, batch: int, drop: torch.Tensor | None) -> torch.Tensor | None:
         if not self.config.global_cond:
             return None
         null = self.null_global.unsqueeze(0).expand(batch, -1)
-        if cond is None:
+        if e is None:
             return null
-        e = nn.functional.normalize(self.check_cond(cond), dim=-1)
         return e if drop is None else torch.where(drop.view(-1, 1), null, e)
 
     def _unet(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, glob: torch.Tensor | None) -> torch.Tensor:
@@ -189,8 +196,8 @@ class DiffusionDecoder(nn.Module):
 
     def forward(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
-        b = noisy.shape[0]
-        return self._unet(noisy, t, self.tokens(cond, b, drop), self.global_vector(cond, b, drop))
+        b, e = noisy.shape[0], self._unit(cond)
+        return self._unet(noisy, t, self._tokens(e, b, drop), self._global(e, b, drop))
 
     # -- training ------------------------------------------------------------------------------------
     def train_scheduler(self) -> Any:
@@ -245,8 +252,9 @@ class DiffusionDecoder(nn.Module):
         sched.set_timesteps(steps)
         b = cond.shape[0]
         x = torch.randn((b, 3, c.image_size, c.image_size), generator=generator).to(dev)
-        tok, glob = self.tokens(cond.to(dev), b), self.global_vector(cond.to(dev), b)
-        null, null_glob = self.tokens(None, b), self.global_vector(None, b)
+        e = nn.functional.normalize(cond.to(dev), dim=-1)  # checked above
+        tok, glob = self._tokens(e, b, None), self._global(e, b, None)
+        null, null_glob = self._tokens(None, b, None), self._global(None, b, None)
         for t in sched.timesteps:
             tt = torch.full((b,), int(t), dtype=torch.long, device=dev)
             if w == 1.0:

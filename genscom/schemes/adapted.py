@@ -36,7 +36,6 @@ import torch
 
 from genscom.adaptation import extraction as X
 from genscom.adaptation.adapter import ChannelAdapter
-from genscom.assets import find_adapter
 from genscom.channels.base import Channel, ChannelOutput
 from genscom.channels.sensing import LinkFeedback, pass_with_pilots
 from genscom.schemes.base import (Delivered, Payload, RateKnob, Scheme, SourceBatch, expect_payload, feedback_bits,
@@ -52,11 +51,9 @@ DEFAULT_ADAPTER = "mini-k192"
 def resolve_adapter(adapter: str | Path | ChannelAdapter, device: str | torch.device = "cpu") -> ChannelAdapter:
     """An adapter object, a folder path, or a name on the adapter search path (:mod:`genscom.assets`)
     -> a loaded :class:`ChannelAdapter`."""
-    if isinstance(adapter, ChannelAdapter):
-        return adapter.to(device).eval()
-    if not isinstance(adapter, (str, Path)):
-        raise TypeError(f"adapter must be a ChannelAdapter, a folder or an adapter name, got {type(adapter).__name__}")
-    return ChannelAdapter.from_pretrained(find_adapter(adapter), device=device)
+    from genscom.pretrained import resolve_pretrained
+
+    return resolve_pretrained(adapter, ChannelAdapter, what="adapter", device=device)
 
 
 @dataclass

@@ -37,21 +37,12 @@ DEFAULT_DECODER = "regen-mini-attr"
 DEFAULT_DEEPJSCC = "deepjscc-k192"
 
 
-def _find(name_or_path: str | Path) -> Path:
-    from genscom.assets import find_adapter
-
-    return find_adapter(name_or_path)
-
-
 def load_decoder(decoder: "str | Path | DiffusionDecoder", device: str | torch.device = "cpu") -> "DiffusionDecoder":
     """A :class:`DiffusionDecoder` object, folder, or name on the adapter search path, in eval mode."""
     from genscom.generation.diffusion import DiffusionDecoder
+    from genscom.pretrained import resolve_pretrained
 
-    if isinstance(decoder, DiffusionDecoder):
-        return decoder.to(device).eval()
-    if not isinstance(decoder, (str, Path)):
-        raise TypeError(f"decoder must be a DiffusionDecoder, a folder or a name, got {type(decoder).__name__}")
-    return DiffusionDecoder.from_pretrained(_find(decoder), device=device).eval()
+    return resolve_pretrained(decoder, DiffusionDecoder, what="decoder", device=device)
 
 
 def frames_from_images(images: torch.Tensor) -> torch.Tensor:
@@ -142,16 +133,17 @@ class RegenScheme(Scheme):
 
     def receive(self, received: ChannelOutput | None, payload: Payload, *,
                 generator: torch.Generator | None = None) -> Delivered:
-        d = self.link.receive(received, payload, generator=generator)  # the link checks its payload type
-        assert d.embeddings is not None  # both links always deliver embeddings
-        return Delivered(embeddings=d.embeddings, frames=self.regenerate(d.embeddings), failed=d.failed,
-                         channel_uses=d.channel_uses, extras={**d.extras, "regenerated": True})
+        # the link checks its own payload type
+        return self._with_picture(self.link.receive(received, payload, generator=generator))
 
     def deliver(self, payload: Payload, channel: Any, snr_db: float | None, *,
                 generator: torch.Generator | None = None) -> Delivered:
         """The link's own delivery (pilots, its equaliser), then the picture from what it delivered."""
-        d = self.link.deliver(payload, channel, snr_db, generator=generator)
-        assert d.embeddings is not None
+        return self._with_picture(self.link.deliver(payload, channel, snr_db, generator=generator))
+
+    def _with_picture(self, d: Delivered) -> Delivered:
+        """The link's delivery plus the frame regenerated from its embeddings."""
+        assert d.embeddings is not None  # both links always deliver embeddings
         return Delivered(embeddings=d.embeddings, frames=self.regenerate(d.embeddings), failed=d.failed,
                          channel_uses=d.channel_uses, extras={**d.extras, "regenerated": True})
 
@@ -162,12 +154,9 @@ class RegenScheme(Scheme):
 def load_deepjscc(model: "str | Path | DeepJSCC", device: str | torch.device = "cpu") -> "DeepJSCC":
     """A :class:`DeepJSCC` object, folder, or name on the adapter search path, in eval mode."""
     from genscom.generation.deepjscc import DeepJSCC
+    from genscom.pretrained import resolve_pretrained
 
-    if isinstance(model, DeepJSCC):
-        return model.to(device).eval()
-    if not isinstance(model, (str, Path)):
-        raise TypeError(f"model must be a DeepJSCC, a folder or a name, got {type(model).__name__}")
-    return DeepJSCC.from_pretrained(_find(model), device=device)
+    return resolve_pretrained(model, DeepJSCC, what="model", device=device)
 
 
 @dataclass

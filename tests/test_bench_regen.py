@@ -10,7 +10,8 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from genscom.bench.regen import RegenBenchConfig, Scorer, grey_frames, jpeg_fits_budget, run_regen_bench  # noqa: E402
+from genscom.bench.regen import (RegenBenchConfig, Scorer, grey_frames, jpeg_fits_budget, read_accuracy,  # noqa: E402
+                                 run_regen_bench)
 from genscom.data.synthetic import SyntheticClips  # noqa: E402
 from genscom.encoders import create_encoder  # noqa: E402
 from genscom.generation.attributes import (AttributeClassifier, AttributeClassifierConfig,  # noqa: E402
@@ -99,3 +100,19 @@ def test_config_rejects_grid_snrs_outside_snrs():
         RegenBenchConfig(snrs=(0.0, 10.0), grid_snrs=(5.0,))
     with pytest.raises(ValueError, match="jpeg_qualities"):
         RegenBenchConfig(jpeg_qualities=(0,))
+
+
+def test_read_accuracy_scores_the_readers_arg_max_and_is_empty_without_a_reader(parts):
+    dim = parts["dim"]
+    dec = DiffusionDecoder(DiffusionDecoderConfig(image_size=S, cond_dim=dim, block_out_channels=(8, 16),
+                                                  cross_attention_dim=8, attention_head_dim=4,
+                                                  reader_classes={"shape": 6, "colour": 8}, reader_hidden=8)).eval()
+    emb = torch.randn(20, dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        read = {k: v.argmax(-1) for k, v in dec.read(emb).items()}
+    # labels that agree with the reader on the first 12 shapes and the first 15 colours (both: the first 12)
+    labels = {"shape": torch.where(torch.arange(20) < 12, read["shape"], (read["shape"] + 1) % 6),
+              "colour": torch.where(torch.arange(20) < 15, read["colour"], (read["colour"] + 1) % 8)}
+    assert read_accuracy(dec, emb, labels) == {"read_attr_acc": 0.6, "read_shape_acc": 0.6, "read_colour_acc": 0.75}
+    assert read_accuracy(parts["decoder"], emb, labels) == {}
+    assert read_accuracy(dec, None, labels) == {}

@@ -166,3 +166,40 @@ def test_global_condition_modulates_the_unet_and_drops_to_the_null_vector() -> N
         a = on._unet(x, t, tok, on.global_vector(c[:1], 1))
         b = on._unet(x, t, tok, on.global_vector(c[1:2], 1))
     assert not torch.allclose(a, b)
+
+
+def test_semantic_reader_joins_the_condition_and_learns_from_labels() -> None:
+    classes = {"shape": 3, "colour": 4}
+    dec = tiny(reader_classes=classes, reader_hidden=16)
+    c = cond(4)
+    logits = dec.read(c)
+    assert {k: tuple(v.shape) for k, v in logits.items()} == {"shape": (4, 3), "colour": (4, 4)}
+    g = dec.global_vector(c, 4)
+    assert g.shape == (4, D + 7)
+    torch.testing.assert_close(g[:, :D], torch.nn.functional.normalize(c, dim=-1))
+    torch.testing.assert_close(g[:, D:D + 3], logits["shape"].softmax(-1))  # probabilities, in config order
+    torch.testing.assert_close(g[:, D:].sum(-1), torch.full((4,), 2.0))
+    with pytest.raises(ValueError, match="lack"):
+        dec.loss(torch.rand(4, 3, 16, 16), c, generator=torch.Generator().manual_seed(0))
+    # the cross-entropy term: a reader that learns the labels lowers the loss by what an independent CE says
+    labels = {"shape": torch.tensor([0, 1, 2, 0]), "colour": torch.tensor([3, 2, 1, 0])}
+    opt = torch.optim.Adam(dec.reader.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        ce = sum(torch.nn.functional.cross_entropy(v, labels[k]) for k, v in dec.read(c).items())
+        first = float(ce.detach()) if first is None else first
+        opt.zero_grad()
+        dec.loss(torch.rand(4, 3, 16, 16), c, generator=torch.Generator().manual_seed(0), labels=labels).backward()
+        opt.step()
+    read = dec.read(c)
+    assert all(torch.equal(read[k].argmax(-1), labels[k]) for k in classes)
+    with_ce = float(dec.loss(torch.zeros(4, 3, 16, 16), c, generator=torch.Generator().manual_seed(3),
+                             labels=labels))
+    expect_ce = sum(float(torch.nn.functional.cross_entropy(v, labels[k])) for k, v in dec.read(c).items())
+    assert expect_ce < first
+    dec.config.reader_weight = 0.0
+    mse_only = float(dec.loss(torch.zeros(4, 3, 16, 16), c, generator=torch.Generator().manual_seed(3), labels=labels))
+    assert with_ce - mse_only == pytest.approx(expect_ce, rel=1e-4)
+    for bad in ({"shape": 1}, {"shape": True}, [("shape", 3)]):
+        with pytest.raises(ValueError, match="reader_classes"):
+            DiffusionDecoderConfig(reader_classes=bad)

@@ -8,8 +8,8 @@ import torch
 pytest.importorskip("diffusers", reason="the diffusion decoder needs diffusers (pip install 'genscom[gen]')")
 
 from genscom.errors import OutputExistsError  # noqa: E402
-from genscom.generation.diffusion import DiffusionDecoder  # noqa: E402
-from genscom.generation.train import DecoderData, TrainDecoderConfig, train_decoder  # noqa: E402
+from genscom.generation.diffusion import DiffusionDecoder, DiffusionDecoderConfig  # noqa: E402
+from genscom.generation.train import DecoderData, TrainDecoderConfig, train_decoder, warm_start  # noqa: E402
 
 TINY = {"block_out_channels": [8, 16], "cross_attention_dim": 8, "attention_head_dim": 4, "cond_tokens": 2,
         "norm_num_groups": 4, "num_train_timesteps": 50, "sample_steps": 2}
@@ -62,3 +62,44 @@ def test_bad_configs_are_rejected() -> None:
         TrainDecoderConfig(batch_size=0)
     with pytest.raises(ValueError, match="cond must be"):
         DecoderData(images=torch.zeros(2, 3, 4, 4, dtype=torch.uint8), cond=torch.zeros(3, 8))
+
+
+def test_a_reader_trains_on_the_data_labels_and_refuses_missing_or_out_of_range_ones(tmp_path) -> None:
+    reader = {**TINY, "reader_classes": {"shape": 3}, "reader_hidden": 8}
+    d = data()
+    with pytest.raises(ValueError, match="shape"):
+        train_decoder(cfg(tmp_path / "a", decoder=reader, steps=1, sample_every=0), data=d, progress=False)
+    d.labels = {"shape": torch.tensor([0, 1, 2, 3, 0, 1, 2, 0])}
+    with pytest.raises(ValueError, match="at least 4"):
+        train_decoder(cfg(tmp_path / "b", decoder=reader, steps=1, sample_every=0), data=d, progress=False)
+    d.labels = {"shape": torch.tensor([0, 1, 2, 2, 0, 1, 2, 0])}
+    out = train_decoder(cfg(tmp_path / "c", decoder=reader, steps=2, sample_every=0), data=d, progress=False)
+    dec = DiffusionDecoder.from_pretrained(out)
+    assert dec.config.reader_classes == {"shape": 3}
+    assert dec.read(torch.randn(2, 8))["shape"].shape == (2, 3)
+    with pytest.raises(ValueError, match="int64"):
+        DecoderData(images=d.images, cond=d.cond, labels={"shape": torch.zeros(8)})
+
+
+def test_warm_start_widens_the_condition_layers_and_keeps_what_the_source_computes(tmp_path) -> None:
+    src_dir = train_decoder(cfg(tmp_path / "src", steps=2, sample_every=0), data=data(), progress=False)
+    src = DiffusionDecoder.from_pretrained(src_dir)
+    d = data()
+    d.labels = {"shape": torch.tensor([0, 1, 2, 2, 0, 1, 2, 0])}
+    reader = {**TINY, "reader_classes": {"shape": 3}, "reader_hidden": 8}
+    dec = DiffusionDecoder(DiffusionDecoderConfig.from_dict({**src.config.to_dict(), **reader}))
+    assert sorted(warm_start(dec, src)) == ["cond_proj.0.weight", "null_global",
+                                            "unet.class_embedding.linear_1.weight"]
+    c = torch.randn(3, 8)
+    a = src.generate(c, generator=torch.Generator().manual_seed(0))
+    b = dec.generate(c, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)  # the new reader inputs start with zero weight
+    other = DiffusionDecoder(DiffusionDecoderConfig.from_dict({**src.config.to_dict(), "block_out_channels": [4, 8]}))
+    with pytest.raises(ValueError, match="architecture differs"):
+        warm_start(other, src)
+    # through the trainer: init_from is checked before any data is prepared
+    with pytest.raises(FileNotFoundError, match="neither a folder nor a name"):
+        train_decoder(cfg(tmp_path / "x", init_from=str(tmp_path / "missing")), data=d, progress=False)
+    out = train_decoder(cfg(tmp_path / "w", decoder=reader, init_from=str(src_dir), steps=1, sample_every=0),
+                        data=d, progress=False)
+    assert DiffusionDecoder.from_pretrained(out).config.reader_classes == {"shape": 3}

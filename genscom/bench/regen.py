@@ -21,6 +21,9 @@ Metrics per row (means over items, 95 % bootstrap half-widths over items in ``ci
   (:mod:`genscom.generation.attributes`, trained on *real* train frames; its accuracy on the real test frames
   is ``meta.classifier_acc_real``, the ceiling); ``shape_acc``, ``colour_acc``, ``count_acc`` separately;
 * ``emb_cos``: cosine between the ``mini-attr`` embeddings of the source frame and of the delivered frame;
+* ``extra.read_attr_acc`` (``regen`` rows of a decoder with a semantic reader): how often the shape and colour
+  the decoder *read* from the received embedding were right, before it drew anything; ``attr_acc`` below it
+  is what the drawing lost;
 * ``psnr_db`` and ``ssim`` against the source frame, for reference (MS-SSIM is not defined at 64 x 64 with
   its five standard scales: it needs 161 pixels a side).
 
@@ -263,6 +266,8 @@ def run_regen_bench(cfg: RegenBenchConfig, *, command: str = "", console: Any = 
                     items = got if got is not None else [None] * n
                     got = torch.stack([c[:1] if c is not None else grey_frames(1, size)[0] for c in items])
                 failure = float(out.failed.float().mean())
+                if name == "regen":
+                    extra = {**extra, **read_accuracy(regen.decoder, out.embeddings, labels)}
                 add(name, float(snr), got, float(out.channel_uses.float().mean()), failure, dict(extra))
                 if float(snr) in {float(s) for s in cfg.grid_snrs}:
                     key = name if name != "jpeg-ldpc" else f"jpeg-ldpc q{extra['quality']}"
@@ -307,6 +312,20 @@ def run_regen_bench(cfg: RegenBenchConfig, *, command: str = "", console: Any = 
     return {"records": records, "json": path, "meta": meta}
 
 
+def read_accuracy(decoder: Any, received: torch.Tensor | None, labels: dict[str, torch.Tensor]) -> dict[str, float]:
+    """What a decoder with a semantic reader read from the received embeddings, before drawing:
+    ``{"read_attr_acc", "read_shape_acc", "read_colour_acc"}`` against ``labels`` (``{}`` without a reader)."""
+    classes = getattr(getattr(decoder, "config", None), "reader_classes", {}) or {}
+    if received is None or not {"shape", "colour"} <= set(classes):
+        return {}
+    with torch.no_grad():
+        logits = decoder.read(received.float().to(next(decoder.parameters()).device))
+    right = {k: logits[k].argmax(-1).cpu() == labels[k] for k in ("shape", "colour")}
+    return {"read_attr_acc": round(float((right["shape"] & right["colour"]).float().mean()), 4),
+            "read_shape_acc": round(float(right["shape"].float().mean()), 4),
+            "read_colour_acc": round(float(right["colour"].float().mean()), 4)}
+
+
 def _label(r: Record) -> str:
     e = r.extra
     if r.scheme == "jpeg-ldpc":
@@ -341,5 +360,5 @@ def save_grid(source: torch.Tensor, grid: dict[tuple[str, float], torch.Tensor],
     return save_figure(fig, path)
 
 
-__all__ = ["RegenBenchConfig", "Scorer", "grey_frames", "jpeg_fits_budget", "quick_regen_config", "run_regen_bench",
-           "save_grid"]
+__all__ = ["RegenBenchConfig", "Scorer", "grey_frames", "jpeg_fits_budget", "quick_regen_config", "read_accuracy",
+           "run_regen_bench", "save_grid"]

@@ -52,7 +52,13 @@ class DiffusionDecoderConfig:
     ``"epsilon"`` (the noise), ``"v_prediction"`` (``sqrt(a) eps - sqrt(1 - a) x0``) or ``"sample"`` (``x0``),
     as diffusers' schedulers name them; ``global_cond``: also add a projection of the embedding to the UNet's
     timestep embedding (``class_embed_type="projection"``, as Stable unCLIP conditions on image embeddings), so
-    every ResNet block is modulated by it, not only the attention blocks (much faster to learn).
+    every ResNet block is modulated by it, not only the attention blocks (much faster to learn);
+    ``reader_classes``: a *semantic reader*, one
+    classification head per named scene attribute (``{"shape": 6, "colour": 8, ...}``, empty: none), an MLP
+    (``reader_hidden`` wide) on the received embedding whose class probabilities join the condition (tokens and
+    global vector), trained with cross-entropy (weight ``reader_weight``) beside the diffusion loss when the
+    training data has those labels: the UNet then gets the scene's discrete facts as near one-hot inputs instead
+    of having to untangle them from the embedding itself, which is what it learns slowest.
     """
 
     image_size: int = 64
@@ -71,13 +77,16 @@ class DiffusionDecoderConfig:
     cond_dropout: float = 0.1
     prediction_type: str = "epsilon"
     global_cond: bool = True
+    reader_classes: dict[str, int] = field(default_factory=dict)
+    reader_hidden: int = 256
+    reader_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (dataset, encoder profile)
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
         for name in ("image_size", "cond_dim", "layers_per_block", "cross_attention_dim", "attention_head_dim",
                      "attention_levels",
-                     "cond_tokens", "norm_num_groups", "num_train_timesteps", "sample_steps"):
+                     "cond_tokens", "norm_num_groups", "num_train_timesteps", "sample_steps", "reader_hidden"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"DiffusionDecoderConfig.{name} must be a positive integer, got {v!r}")
@@ -95,12 +104,24 @@ class DiffusionDecoderConfig:
         if not (math.isfinite(float(self.guidance_scale)) and float(self.guidance_scale) >= 1.0):
             raise ValueError(f"DiffusionDecoderConfig.guidance_scale must be >= 1 (1 = no guidance), "
                              f"got {self.guidance_scale!r}")
+        if not isinstance(self.reader_classes, dict) or any(
+                not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int) or v < 2
+                for k, v in self.reader_classes.items()):
+            raise ValueError(f"DiffusionDecoderConfig.reader_classes must map attribute names to class counts >= 2, "
+                             f"got {self.reader_classes!r}")
+        if not (math.isfinite(float(self.reader_weight)) and float(self.reader_weight) >= 0):
+            raise ValueError(f"DiffusionDecoderConfig.reader_weight must be >= 0, got {self.reader_weight!r}")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"DiffusionDecoderConfig.prediction_type must be one of {PREDICTION_TYPES}, "
                              f"got {self.prediction_type!r}")
         if self.sample_steps > self.num_train_timesteps:
             raise ValueError(f"DiffusionDecoderConfig.sample_steps={self.sample_steps} exceeds "
                              f"num_train_timesteps={self.num_train_timesteps}")
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the condition features: the embedding plus the reader's class probabilities."""
+        return self.cond_dim + sum(self.reader_classes.values())
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -136,14 +157,19 @@ class DiffusionDecoder(nn.Module):
             layers_per_block=c.layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up),
             cross_attention_dim=c.cross_attention_dim, attention_head_dim=c.attention_head_dim,
             norm_num_groups=c.norm_num_groups,
-            **({"class_embed_type": "projection", "projection_class_embeddings_input_dim": c.cond_dim}
+            **({"class_embed_type": "projection", "projection_class_embeddings_input_dim": c.feature_dim}
                if c.global_cond else {}))
-        self.cond_proj = nn.Sequential(nn.Linear(c.cond_dim, c.cross_attention_dim * c.cond_tokens), nn.SiLU(),
+        self.reader = None
+        if c.reader_classes:
+            self.reader = nn.Sequential(nn.Linear(c.cond_dim, c.reader_hidden), nn.GELU(),
+                                        nn.Linear(c.reader_hidden, c.reader_hidden), nn.GELU(),
+                                        nn.Linear(c.reader_hidden, sum(c.reader_classes.values())))
+        self.cond_proj = nn.Sequential(nn.Linear(c.feature_dim, c.cross_attention_dim * c.cond_tokens), nn.SiLU(),
                                        nn.Linear(c.cross_attention_dim * c.cond_tokens,
                                                  c.cross_attention_dim * c.cond_tokens))
         self.null_cond = nn.Parameter(torch.zeros(c.cond_tokens, c.cross_attention_dim))
         if c.global_cond:  # the null condition's global vector (classifier-free guidance)
-            self.null_global = nn.Parameter(torch.zeros(c.cond_dim))
+            self.null_global = nn.Parameter(torch.zeros(c.feature_dim))
 
     # -- conditioning -------------------------------------------------------------------------------
     def check_cond(self, cond: torch.Tensor) -> torch.Tensor:
@@ -163,9 +189,28 @@ class DiffusionDecoder(nn.Module):
         """``cond`` checked (:meth:`check_cond`) and L2-normalised, or ``None``."""
         return None if cond is None else nn.functional.normalize(self.check_cond(cond), dim=-1)
 
+    def read(self, cond: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The semantic reader's logits ``{attribute: [B, classes]}`` for ``cond [B, cond_dim]`` (``{}`` without
+        ``config.reader_classes``); ``logits.argmax(-1)`` is what the receiver reads from the embedding."""
+        return self._read(nn.functional.normalize(self.check_cond(cond), dim=-1))
+
+    def _read(self, e: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.reader is None:
+            return {}
+        return dict(zip(self.config.reader_classes, self.reader(e).split(list(self.config.reader_classes.values()),
+                                                                          dim=-1)))
+
+    def _features(self, e: torch.Tensor | None, logits: dict[str, torch.Tensor] | None = None
+                  ) -> torch.Tensor | None:
+        """``[B, feature_dim]``: the unit embedding and the reader's class probabilities (``None`` stays None)."""
+        if e is None or self.reader is None:
+            return e
+        logits = self._read(e) if logits is None else logits
+        return torch.cat([e, *(v.softmax(-1) for v in logits.values())], dim=-1)
+
     def tokens(self, cond: torch.Tensor | None, batch: int, drop: torch.Tensor | None = None) -> torch.Tensor:
         """Condition tokens ``[B, cond_tokens, cross_attention_dim]``; ``cond=None`` or ``drop [B]`` -> null."""
-        return self._tokens(self._unit(cond), batch, drop)
+        return self._tokens(self._features(self._unit(cond)), batch, drop)
 
     def _tokens(self, e: torch.Tensor | None, batch: int, drop: torch.Tensor | None) -> torch.Tensor:
         c = self.config
@@ -179,9 +224,10 @@ class DiffusionDecoder(nn.Module):
 
     def global_vector(self, cond: torch.Tensor | None, batch: int, drop: torch.Tensor | None = None
                       ) -> torch.Tensor | None:
-        """The global condition ``[B, cond_dim]`` (the normalised embedding, or the learned null vector where
-        ``cond`` is None or ``drop [B]`` is set); ``None`` without ``config.global_cond``."""
-        return self._global(self._unit(cond), batch, drop)
+        """The global condition ``[B, feature_dim]`` (the normalised embedding and the reader's probabilities, or
+        the learned null vector where ``cond`` is None or ``drop [B]`` is set); ``None`` without
+        ``config.global_cond``."""
+        return self._global(self._features(self._unit(cond)), batch, drop)
 
     def _global(self, e: torch.Tensor | None, batch: int, drop: torch.Tensor | None) -> torch.Tensor | None:
         if not self.config.global_cond:
@@ -196,8 +242,8 @@ class DiffusionDecoder(nn.Module):
 
     def forward(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
-        b, e = noisy.shape[0], self._unit(cond)
-        return self._unet(noisy, t, self._tokens(e, b, drop), self._global(e, b, drop))
+        b, f = noisy.shape[0], self._features(self._unit(cond))
+        return self._unet(noisy, t, self._tokens(f, b, drop), self._global(f, b, drop))
 
     # -- training ------------------------------------------------------------------------------------
     def train_scheduler(self) -> Any:
@@ -207,10 +253,17 @@ class DiffusionDecoder(nn.Module):
                              beta_schedule=self.config.beta_schedule, prediction_type=self.config.prediction_type)
 
     def loss(self, images: torch.Tensor, cond: torch.Tensor, *, generator: torch.Generator | None = None,
-             scheduler: Any = None) -> torch.Tensor:
-        """MSE of a DDPM step's prediction (``config.prediction_type``: noise, velocity or clean image): ``images [B,3,H,W]`` in ``[0,1]``, ``cond [B, cond_dim]``; the
+             scheduler: Any = None, labels: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """MSE of a DDPM step's prediction (``config.prediction_type``: noise, velocity or clean image), plus
+        ``reader_weight`` x the reader's cross-entropy on ``labels`` (``{attribute: int64 [B]}``, needed when
+        the config has ``reader_classes``). ``images [B,3,H,W]`` in ``[0,1]``, ``cond [B, cond_dim]``; the
         timesteps, noise and condition dropout are drawn from ``generator`` (CPU)."""
         self._check_images(images)
+        if self.reader is not None:
+            missing = [k for k in self.config.reader_classes if labels is None or k not in labels]
+            if missing:
+                raise ValueError(f"this decoder reads {sorted(self.config.reader_classes)} but the training labels "
+                                 f"lack {missing}; train on a dataset with those labels or drop reader_classes")
         sched = scheduler or self.train_scheduler()
         b = images.shape[0]
         dev = images.device
@@ -221,7 +274,11 @@ class DiffusionDecoder(nn.Module):
         noisy = sched.add_noise(x0, noise, t)
         kind = self.config.prediction_type
         target = noise if kind == "epsilon" else x0 if kind == "sample" else sched.get_velocity(x0, noise, t)
-        return nn.functional.mse_loss(self(noisy, t, cond.to(dev), drop), target)
+        loss = nn.functional.mse_loss(self(noisy, t, cond.to(dev), drop), target)
+        logits = self._read(nn.functional.normalize(self.check_cond(cond).to(dev), dim=-1)) if labels else {}
+        for k, v in logits.items():
+            loss = loss + self.config.reader_weight * nn.functional.cross_entropy(v, labels[k].to(dev).long())
+        return loss
 
     def _check_images(self, images: torch.Tensor) -> None:
         s = self.config.image_size
@@ -252,8 +309,8 @@ class DiffusionDecoder(nn.Module):
         sched.set_timesteps(steps)
         b = cond.shape[0]
         x = torch.randn((b, 3, c.image_size, c.image_size), generator=generator).to(dev)
-        e = nn.functional.normalize(cond.to(dev), dim=-1)  # checked above
-        tok, glob = self._tokens(e, b, None), self._global(e, b, None)
+        f = self._features(nn.functional.normalize(cond.to(dev), dim=-1))  # checked above
+        tok, glob = self._tokens(f, b, None), self._global(f, b, None)
         null, null_glob = self._tokens(None, b, None), self._global(None, b, None)
         for t in sched.timesteps:
             tt = torch.full((b,), int(t), dtype=torch.long, device=dev)

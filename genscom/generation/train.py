@@ -61,6 +61,7 @@ class TrainDecoderConfig:
     output_dir: str | None = None
     device: str = "cpu"
     cpu_threads: int | None = None
+    init_from: str | None = None  # warm start: a decoder folder or adapter name (see warm_start)
 
     def __post_init__(self) -> None:
         for name in ("n_items", "steps", "batch_size", "log_every", "n_samples"):
@@ -89,11 +90,13 @@ class TrainDecoderConfig:
 @dataclass
 class DecoderData:
     """``images [N, 3, H, W]`` uint8 and ``cond [N, d]`` float32 clean clip embeddings of the same items;
-    ``cond_frame [N, d]`` (optional): the embeddings of ``images`` alone (one-frame clips)."""
+    ``cond_frame [N, d]`` (optional): the embeddings of ``images`` alone (one-frame clips); ``labels``
+    (optional): scene attributes ``{name: int64 [N]}`` for the decoder's semantic reader."""
 
     images: torch.Tensor
     cond: torch.Tensor
     cond_frame: torch.Tensor | None = None
+    labels: dict[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4 or self.images.shape[1] != 3 or self.images.dtype != torch.uint8:
@@ -103,6 +106,21 @@ class DecoderData:
         if self.cond_frame is not None and self.cond_frame.shape != self.cond.shape:
             raise ValueError(f"cond_frame must have cond's shape {tuple(self.cond.shape)}, "
                              f"got {tuple(self.cond_frame.shape)}")
+        for k, v in (self.labels or {}).items():
+            if v.dim() != 1 or v.shape[0] != self.images.shape[0] or v.dtype != torch.int64:
+                raise ValueError(f"labels[{k!r}] must be int64 [{self.images.shape[0]}], got {v.dtype} "
+                                 f"{tuple(v.shape)}")
+
+    def check_reader(self, classes: dict[str, int]) -> None:
+        """``ValueError`` unless every attribute of ``classes`` has labels in ``0..classes-1``."""
+        for k, n in classes.items():
+            v = (self.labels or {}).get(k)
+            if v is None:
+                raise ValueError(f"decoder.reader_classes names {k!r} but the training data has labels "
+                                 f"{sorted(self.labels or {})}; drop it from reader_classes")
+            if v.numel() and (int(v.min()) < 0 or int(v.max()) >= n):
+                raise ValueError(f"labels of {k!r} span {int(v.min())}..{int(v.max())} but reader_classes gives "
+                                 f"{n} classes; set reader_classes.{k} to at least {int(v.max()) + 1}")
 
     def condition(self, idx: torch.Tensor, frame_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Clean conditions of items ``idx [B]``: the clip embedding, or the frame embedding where
@@ -114,7 +132,9 @@ class DecoderData:
 
 
 def prepare_data(config: TrainDecoderConfig, *, progress: bool = True) -> DecoderData:
-    """Middle frames, clip and frame ``profile`` embeddings of ``n_items`` train clips (cached)."""
+    """Middle frames, clip and frame ``profile`` embeddings of ``n_items`` train clips (cached), and the
+    largest object's shape / colour and the object count (:func:`largest_object_labels`) when the decoder
+    config asks for a semantic reader."""
     from genscom.data import create_dataset
     from genscom.encoders import create_encoder
     from genscom.training import cached_tensors, default_cache_dir
@@ -133,7 +153,13 @@ def prepare_data(config: TrainDecoderConfig, *, progress: bool = True) -> Decode
     path = default_cache_dir() / f"decoder-{config.profile}-{config.dataset}-n{config.n_items}-s{config.dataset_seed}.pt"
     blob = cached_tensors(path, compute, shapes={"images": config.n_items, "cond": config.n_items,
                                                  "cond_frame": config.n_items})
-    return DecoderData(images=blob["images"], cond=blob["cond"], cond_frame=blob["cond_frame"])
+    labels = None
+    if config.decoder.get("reader_classes"):
+        from genscom.generation.attributes import largest_object_labels
+
+        ds = create_dataset(config.dataset, split="train", n_items=config.n_items, seed=config.dataset_seed)
+        labels = largest_object_labels(ds)
+    return DecoderData(images=blob["images"], cond=blob["cond"], cond_frame=blob["cond_frame"], labels=labels)
 
 
 def received(cond: torch.Tensor, snr_db: float | None, generator: torch.Generator) -> torch.Tensor:
@@ -157,6 +183,10 @@ def train_decoder(config: TrainDecoderConfig, *, resume: bool = False, progress:
     out = resolve_run_dir(config.output_dir, f"decoder-{config.name}", resume=resume)
     config = dataclasses.replace(config, output_dir=str(out))
     check_output_dir(out, overwrite=overwrite, resuming=resume and (out / CHECKPOINT_NAME).is_file())
+    if config.init_from is not None:  # checked before any data is prepared
+        from genscom.pretrained import resolve_pretrained
+
+        resolve_pretrained(config.init_from, DiffusionDecoder, what="init_from")
     threads = torch.get_num_threads()
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
@@ -181,9 +211,14 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
         raise ValueError(f"only {n} training items; need >= batch_size={config.batch_size}")
     dcfg = DiffusionDecoderConfig(**{"image_size": int(data.images.shape[-1]), "cond_dim": int(data.cond.shape[1]),
                                      **config.decoder, "extra": {"profile": config.profile, "dataset": config.dataset}})
+    data.check_reader(dcfg.reader_classes)
     accelerator = make_accelerator(config.device)
     torch.manual_seed(config.seed)
     model = DiffusionDecoder(dcfg)
+    if config.init_from is not None and ckpt is None:
+        from genscom.pretrained import resolve_pretrained
+
+        warm_start(model, resolve_pretrained(config.init_from, DiffusionDecoder, what="init_from"))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
     step, losses, before = 0, [], 0.0
@@ -219,7 +254,8 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
         frame_rows = torch.rand(config.batch_size, generator=gen) < config.p_frame_cond
         cond = received(data.condition(idx, frame_rows), None if clean else snr, gen)
         images = data.images[idx].float().div(255.0)
-        loss = core.loss(images.to(dev), cond.to(dev), generator=gen, scheduler=sched)
+        labels = None if not dcfg.reader_classes else {k: data.labels[k][idx] for k in dcfg.reader_classes}
+        loss = core.loss(images.to(dev), cond.to(dev), generator=gen, scheduler=sched, labels=labels)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         opt.step()
@@ -252,6 +288,39 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
 
 
 @torch.no_grad()
+def warm_start(model: DiffusionDecoder, source: DiffusionDecoder) -> list[str]:
+    """Copy ``source``'s weights into ``model`` (fine-tuning a trained decoder); returns the widened tensors.
+
+    Tensors of the same shape are copied. A tensor that ``model`` widened along its last (input) dimension,
+    as adding a semantic reader widens the condition projections and the null global vector, keeps
+    ``source``'s values in its first columns and zeros in the new ones, so the warm-started decoder computes
+    exactly what ``source`` did until training moves the new weights. Tensors only ``model`` has (the reader)
+    keep their initialisation.
+
+    Raises:
+        ValueError: any other shape difference (another architecture), naming the tensors.
+    """
+    own = model.state_dict()
+    widened, bad = [], []
+    for name, value in source.state_dict().items():
+        target = own.get(name)
+        if target is None:
+            bad.append(f"{name} (not in the new decoder)")
+        elif target.shape == value.shape:
+            target.copy_(value)
+        elif target.shape[:-1] == value.shape[:-1] and target.shape[-1] > value.shape[-1]:
+            target.zero_()
+            target[..., :value.shape[-1]].copy_(value)
+            widened.append(name)
+        else:
+            bad.append(f"{name} {tuple(value.shape)} -> {tuple(target.shape)}")
+    if bad:
+        raise ValueError(f"init_from: the decoder's architecture differs from this config's ({', '.join(bad[:4])}"
+                         f"{', ...' if len(bad) > 4 else ''}); drop init_from or use the same decoder settings")
+    return widened
+
+
+@torch.no_grad()
 def sample_grid(decoder: DiffusionDecoder, data: DecoderData, path: str | Path, *, n: int = 6, seed: int = 0,
                 snrs_db: tuple[float | None, ...] = (None, 0.0)) -> Path:
     """A PNG grid: the first ``n`` frames, then one row regenerated per ``snrs_db`` entry (``None``: clean)."""
@@ -276,4 +345,5 @@ def sample_grid(decoder: DiffusionDecoder, data: DecoderData, path: str | Path, 
     return atomic_write_bytes(path, buf.getvalue())
 
 
-__all__ = ["DecoderData", "TrainDecoderConfig", "prepare_data", "received", "sample_grid", "train_decoder"]
+__all__ = ["DecoderData", "TrainDecoderConfig", "prepare_data", "received", "sample_grid", "train_decoder",
+           "warm_start"]

@@ -524,6 +524,22 @@ def bench_rate(
     run_rate_bench(RateBenchConfig(**kw), command=_command_line(), console=console)
 
 
+def _seed_list(seeds: Optional[str], seed: Optional[int]) -> list[Optional[int]]:
+    """``--seeds 0,1,2`` as integers (>= 2 distinct, not with ``--seed``); ``[seed]`` without ``--seeds``."""
+    if seeds is None:
+        return [seed]
+    if seed is not None:
+        raise typer.BadParameter("give --seed or --seeds, not both", param_hint="--seeds")
+    try:
+        out = [int(x) for x in _split_names(seeds)]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, e.g. 0,1,2; got {seeds!r}",
+                                 param_hint="--seeds") from None
+    if len(out) < 2 or len(set(out)) != len(out):
+        raise typer.BadParameter(f"expected at least two distinct seeds, got {seeds!r}", param_hint="--seeds")
+    return out
+
+
 @bench_app.command("fed")
 def bench_fed(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of FedConfig fields"),
@@ -551,10 +567,13 @@ def bench_fed(
     groups: Optional[str] = typer.Option(None, "--groups", help="graph task: noise groups, e.g. clean,mild,severe"),
     methods: Optional[str] = typer.Option(None, "--methods", help="graph task: comma-separated subset of "
                                           "graph-error-aware,graph-fedavg,homogeneous-fedavg,local-only,centralised"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="graph task: run each seed (e.g. 0,1,2) into "
+                                        "<out>/seed-<s>/, then write the mean and 95% interval over seeds to <out>"),
 ) -> None:
     """Federated adapter updates (Flower): channel task (default) or graph task; per round, table, JSON, PNG."""
     if task == "graph":
-        from genscom.bench.fed_graph import GROUPS, METHODS, quick_graph_bench_config, run_graph_bench
+        from genscom.bench.fed_graph import (GROUPS, METHODS, quick_graph_bench_config, run_graph_bench,
+                                             summarise_seeds)
         from genscom.federated.engine import GraphFedConfig
 
         unused = [f for f, v in (("--config", config), ("--users", users), ("--local-steps", local_steps),
@@ -563,12 +582,19 @@ def bench_fed(
         if unused or resume:
             raise typer.BadParameter(f"{', '.join(unused + (['--resume'] if resume else []))} apply to --task "
                                      "channel only", param_hint="--task")
-        over = {k: v for k, v in dict(clients=clients, rounds=rounds, local_epochs=local_epochs,
-                                      seed=seed).items() if v is not None}
-        gcfg = quick_graph_bench_config(**over) if quick else GraphFedConfig(**over)
-        run_graph_bench(gcfg, groups=_split_names(groups) if groups else GROUPS,
-                        methods=_split_names(methods) if methods else METHODS, out_dir=out, quick=quick,
-                        command=_command_line(), console=console)
+        seed_list = _seed_list(seeds, seed)
+        over = {k: v for k, v in dict(clients=clients, rounds=rounds, local_epochs=local_epochs).items()
+                if v is not None}
+        paths = []
+        for s in seed_list:
+            gcfg = (quick_graph_bench_config if quick else GraphFedConfig)(**over, **({} if s is None else {"seed": s}))
+            res = run_graph_bench(gcfg, groups=_split_names(groups) if groups else GROUPS,
+                                  methods=_split_names(methods) if methods else METHODS,
+                                  out_dir=out if seeds is None else out / f"seed-{s}", quick=quick,
+                                  command=_command_line(), console=console)
+            paths.append(res["json"])
+        if seeds is not None:
+            summarise_seeds(paths, out, command=_command_line(), console=console)
         return
     if task != "channel":
         raise typer.BadParameter(f"expected channel or graph, got {task!r}", param_hint="--task")

@@ -203,3 +203,27 @@ def test_semantic_reader_joins_the_condition_and_learns_from_labels() -> None:
     for bad in ({"shape": 1}, {"shape": True}, [("shape", 3)]):
         with pytest.raises(ValueError, match="reader_classes"):
             DiffusionDecoderConfig(reader_classes=bad)
+
+
+def test_latent_decoder_denoises_autoencoder_latents_and_decodes_to_pixels() -> None:
+    dec = tiny(latent={"block_out_channels": [8, 16], "latent_channels": 3, "norm_num_groups": 4})
+    assert dec.vae is not None and dec.config.latent_factor == 2
+    assert dec.unet.config.sample_size == 8 and dec.unet.config.in_channels == 3
+    assert not any(p.requires_grad for p in dec.vae.parameters())  # frozen during diffusion training
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    z = dec.to_latents(images)
+    assert z.shape == (2, 3, 8, 8)
+    # the loss on images is the loss on their latents (the trainer passes precomputed latents)
+    a = dec.loss(images, cond(), generator=torch.Generator().manual_seed(5))
+    b = dec.loss(None, cond(), generator=torch.Generator().manual_seed(5), latents=z)
+    torch.testing.assert_close(a, b)
+    # the scaling factor scales the latents the UNet sees, and generate undoes it before decoding
+    dec.config.latent["scaling_factor"] = 2.0
+    torch.testing.assert_close(dec.to_latents(images), 2.0 * z)
+    out = dec.generate(cond(), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 16, 16) and float(out.min()) >= 0 and float(out.max()) <= 1
+    with pytest.raises(ValueError, match="latent"):
+        DiffusionDecoderConfig(latent={"down_block_types": ["x"]})
+    with pytest.raises(ValueError, match="divisible"):
+        DiffusionDecoderConfig(image_size=16, block_out_channels=(8, 16, 16, 16), norm_num_groups=4,
+                               latent={"block_out_channels": [8, 16, 16]})

@@ -103,3 +103,26 @@ def test_warm_start_widens_the_condition_layers_and_keeps_what_the_source_comput
     out = train_decoder(cfg(tmp_path / "w", decoder=reader, init_from=str(src_dir), steps=1, sample_every=0),
                         data=d, progress=False)
     assert DiffusionDecoder.from_pretrained(out).config.reader_classes == {"shape": 3}
+
+
+def test_a_latent_decoder_trains_its_autoencoder_first_and_resumes_bit_exactly(tmp_path) -> None:
+    latent = {**TINY, "latent": {"block_out_channels": [8, 16], "norm_num_groups": 4}}
+    kw = dict(decoder=latent, vae_steps=6, vae_batch_size=4, sample_every=0)
+    full = train_decoder(cfg(tmp_path / "full", **kw), data=data(), progress=False)
+    part = tmp_path / "part"
+    train_decoder(cfg(part, **kw), data=data(), progress=False, stop_after=2)
+    train_decoder(cfg(part, **kw), data=data(), progress=False, resume=True)
+    a, b = DiffusionDecoder.from_pretrained(full), DiffusionDecoder.from_pretrained(part)
+    for (na, ta), (nb, tb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert na == nb and torch.equal(ta, tb), na
+    scale = a.config.latent["scaling_factor"]
+    assert scale == b.config.latent["scaling_factor"] == a.vae.config.scaling_factor
+    # the scale makes the training latents unit-variance: recompute it from the saved autoencoder
+    a.config.latent["scaling_factor"] = 1.0
+    z = a.to_latents(data().images.float() / 255)
+    assert scale == pytest.approx(1.0 / float(z.std()), rel=1e-4)
+    torch.manual_seed(0)  # the autoencoder was trained: its weights left the seeded initialisation
+    init = DiffusionDecoder(DiffusionDecoderConfig.from_dict({**a.config.to_dict(), "latent": latent["latent"]}))
+    assert not torch.equal(init.vae.encoder.conv_in.weight, a.vae.encoder.conv_in.weight)
+    with pytest.raises(ValueError, match="vae_steps"):
+        TrainDecoderConfig(vae_steps=0)

@@ -444,6 +444,107 @@ def run_graph_bench(cfg: Any, *, groups: Sequence[str] = GROUPS, methods: Sequen
     return {"records": records, "json": path, "png": png, "results": results, "seconds": seconds}
 
 
-__all__ = ["GROUPS", "HOMOGENEOUS", "METHODS", "PERSONAL", "graph_records", "plot_graph_bench", "quick_graph_bench_config",
-           "run_centralised", "run_federations", "run_graph_bench", "run_graph_group", "run_graph_methods",
-           "run_local_only", "tower_params"]
+# ----------------------------------------------------------------------------- several seeds
+SEED_METRICS = ("RSUM", "RSUM_personal", "i2t_R@1", "t2i_R@1", "noise_precision", "noise_recall")
+# two-sided 95 % Student t quantiles by degrees of freedom (n_seeds - 1)
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def seed_interval(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95 % Student-t half-width over seeds (``0`` for one value; normal quantile beyond 10 seeds)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values to summarise")
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    return mean, _T95.get(n - 1, 1.96) * sd / n ** 0.5
+
+
+def summarise_seeds(paths: Sequence[str | Path], out_dir: str | Path, *, command: str = "",
+                    console: Any = None) -> dict[str, Any]:
+    """Final-round results of several ``fed_graph.json`` files (one per seed, same settings) as mean and 95 %
+    interval over seeds per (group, method): writes ``fed_graph_seeds.json`` (benchmark ``"fed"``; ``ci95`` is
+    the half-width over seeds, ``extra.per_seed`` the values), ``fed_graph_seeds.md`` and ``fed_graph_seeds.png``.
+
+    Raises:
+        ValueError: fewer than two files, or files whose settings (other than the seed) differ.
+    """
+    from rich.console import Console
+
+    from genscom.results import load_results
+
+    if len(paths) < 2:
+        raise ValueError(f"summarise_seeds needs results of >= 2 seeds, got {len(paths)}")
+    runs = [load_results(p) for p in paths]
+    configs = [{k: v for k, v in r["meta"].get("config", {}).items() if k != "seed"} for r in runs]
+    if any(c != configs[0] for c in configs[1:]):
+        raise ValueError("the results were run with different settings (other than the seed); summarise runs of "
+                         "one command with different --seed only")
+    seeds = [r["meta"]["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"two results share a seed ({seeds}); give one file per seed")
+    final: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        last = max(rec["round"] for rec in r["records"])
+        for rec in r["records"]:
+            if rec["round"] == last:
+                final.setdefault((rec["group"], rec["scheme"]), []).append(rec["metrics"])
+    records = []
+    for (group, scheme), rows in final.items():
+        if len(rows) != len(runs):
+            continue  # a method missing from some seeds is not summarised
+        metrics, ci, per_seed = {}, {}, {}
+        for k in SEED_METRICS:
+            vals = [float(m[k]) for m in rows if m.get(k) is not None]
+            if len(vals) == len(rows):
+                metrics[k], ci[k] = (round(x, 4) for x in seed_interval(vals))
+                per_seed[k] = [round(v, 4) for v in vals]
+        records.append(Record(scheme=scheme, channel="none", snr_db=None, channel_uses=None, metrics=metrics,
+                              ci95=ci, extra={"group": group, "round": last, "seeds": seeds, "per_seed": per_seed}))
+    meta = make_meta(command=command, seed=seeds[0], dataset="synthetic", n_items=runs[0]["meta"]["n_items"],
+                     profile="cpu", quick=bool(runs[0]["meta"]["quick"]), task="graph", seeds=seeds,
+                     sources=[str(p) for p in paths], config=runs[0]["meta"].get("config", {}),
+                     ci_note="mean over seeds; ci95 = 95 % Student-t half-width over seeds")
+    out = Path(out_dir)
+    path = write_results(out / "fed_graph_seeds.json", "fed", meta, records)
+    cols = ["group", "scheme", *SEED_METRICS]
+    atomic_write_text(out / "fed_graph_seeds.md", markdown_table(records, cols) + "\n")
+    png = plot_seed_summary(records, out / "fed_graph_seeds.png", n_seeds=len(seeds))
+    console = console or Console()
+    console.print(render_table(records, cols, title=f"graph adapter, final round, mean over seeds {seeds}"))
+    console.print(f"summary of {len(seeds)} seeds: {path}, {png}")
+    return {"records": records, "json": path, "png": png}
+
+
+def plot_seed_summary(records: Sequence[Record], path: str | Path, *, n_seeds: int) -> Path:
+    """Bars of the final global RSUM per group and method, with the 95 % interval over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(r.extra["group"] for r in records))
+    methods = list(dict.fromkeys(r.scheme for r in records))
+    by = {(r.extra["group"], r.scheme): r for r in records}
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(groups) * max(1, len(methods)) / 3, 3.6), dpi=120)
+    width = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        xs = [g_i + (i - (len(methods) - 1) / 2) * width for g_i in range(len(groups))]
+        ys = [by[(g, m)].metrics.get("RSUM", float("nan")) if (g, m) in by else float("nan") for g in groups]
+        es = [by[(g, m)].ci95.get("RSUM", 0.0) if (g, m) in by else 0.0 for g in groups]
+        ax.bar(xs, ys, width, yerr=es, capsize=2, color=f"C{i}", label=m)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel("final RSUM, global adapter (max 600)")
+    ax.set_title(f"mean over {n_seeds} seeds, 95 % interval", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+__all__ = ["GROUPS", "HOMOGENEOUS", "METHODS", "PERSONAL", "SEED_METRICS", "graph_records", "plot_graph_bench",
+           "plot_seed_summary", "quick_graph_bench_config", "run_centralised", "run_federations", "run_graph_bench",
+           "run_graph_group", "run_graph_methods", "run_local_only", "seed_interval", "summarise_seeds",
+           "tower_params"]

@@ -37,6 +37,9 @@ from genscom.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+LATENT_DEFAULTS: dict[str, Any] = {"block_out_channels": [32, 64, 64], "latent_channels": 4, "layers_per_block": 1,
+                                   "norm_num_groups": 16, "scaling_factor": 1.0}
+_LATENT_KEYS = frozenset(LATENT_DEFAULTS)
 
 
 @dataclass
@@ -58,7 +61,12 @@ class DiffusionDecoderConfig:
     (``reader_hidden`` wide) on the received embedding whose class probabilities join the condition (tokens and
     global vector), trained with cross-entropy (weight ``reader_weight``) beside the diffusion loss when the
     training data has those labels: the UNet then gets the scene's discrete facts as near one-hot inputs instead
-    of having to untangle them from the embedding itself, which is what it learns slowest.
+    of having to untangle them from the embedding itself, which is what it learns slowest; ``latent``: the
+    keyword arguments of a small :class:`diffusers.AutoencoderKL` (``block_out_channels``, ``latent_channels``,
+    ``layers_per_block``, ``norm_num_groups``, ``scaling_factor``), empty for pixel space: with it the UNet
+    denoises the autoencoder's ``[B, latent_channels, H/f, W/f]`` latents (``f = 2^(len(block_out_channels)-1)``,
+    scaled by ``scaling_factor`` to about unit variance) and :meth:`DiffusionDecoder.generate` decodes them,
+    as latent diffusion does (the autoencoder is trained first by ``genscom train decoder``, then frozen).
     """
 
     image_size: int = 64
@@ -80,6 +88,7 @@ class DiffusionDecoderConfig:
     reader_classes: dict[str, int] = field(default_factory=dict)
     reader_hidden: int = 256
     reader_weight: float = 1.0
+    latent: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (dataset, encoder profile)
 
     def __post_init__(self) -> None:
@@ -93,9 +102,19 @@ class DiffusionDecoderConfig:
         if not self.block_out_channels or any(c < 1 or c % self.norm_num_groups for c in self.block_out_channels):
             raise ValueError(f"DiffusionDecoderConfig.block_out_channels must be positive multiples of "
                              f"norm_num_groups={self.norm_num_groups}, got {self.block_out_channels}")
-        if self.image_size % (2 ** (len(self.block_out_channels) - 1)):
-            raise ValueError(f"DiffusionDecoderConfig.image_size={self.image_size} must be divisible by "
-                             f"2^(len(block_out_channels) - 1) = {2 ** (len(self.block_out_channels) - 1)}")
+        if not isinstance(self.latent, dict) or not set(self.latent) <= _LATENT_KEYS:
+            raise ValueError(f"DiffusionDecoderConfig.latent must be a mapping with keys from {sorted(_LATENT_KEYS)} "
+                             f"(AutoencoderKL settings), got {self.latent!r}")
+        if self.latent:
+            self.latent = {**LATENT_DEFAULTS, **self.latent}
+            self.latent["block_out_channels"] = [int(c) for c in self.latent["block_out_channels"]]
+        if self.latent and self.image_size % self.latent_factor:
+            raise ValueError(f"DiffusionDecoderConfig.image_size={self.image_size} must be divisible by the "
+                             f"autoencoder's downsampling factor {self.latent_factor}")
+        size = self.sample_size
+        if size % (2 ** (len(self.block_out_channels) - 1)):
+            raise ValueError(f"the UNet's input size {size} (image_size, divided by the autoencoder's factor) must be "
+                             f"divisible by 2^(len(block_out_channels) - 1) = {2 ** (len(self.block_out_channels) - 1)}")
         if self.cross_attention_dim % self.attention_head_dim:
             raise ValueError(f"DiffusionDecoderConfig.cross_attention_dim={self.cross_attention_dim} must be a multiple "
                              f"of attention_head_dim={self.attention_head_dim}")
@@ -117,6 +136,21 @@ class DiffusionDecoderConfig:
         if self.sample_steps > self.num_train_timesteps:
             raise ValueError(f"DiffusionDecoderConfig.sample_steps={self.sample_steps} exceeds "
                              f"num_train_timesteps={self.num_train_timesteps}")
+
+    @property
+    def latent_factor(self) -> int:
+        """Downsampling factor of the autoencoder (1 in pixel space)."""
+        return 2 ** (len(self.latent["block_out_channels"]) - 1) if self.latent else 1
+
+    @property
+    def sample_size(self) -> int:
+        """Side of what the UNet denoises: the image, or the autoencoder's latent."""
+        return self.image_size // self.latent_factor
+
+    @property
+    def sample_channels(self) -> int:
+        """Channels of what the UNet denoises: 3, or the autoencoder's ``latent_channels``."""
+        return int(self.latent["latent_channels"]) if self.latent else 3
 
     @property
     def feature_dim(self) -> int:
@@ -152,8 +186,19 @@ class DiffusionDecoder(nn.Module):
         a = min(c.attention_levels, n)  # cross-attention only at the `a` coarsest resolutions (cost: tokens^2)
         down = ["DownBlock2D"] * (n - a) + ["CrossAttnDownBlock2D"] * a
         up = ["CrossAttnUpBlock2D"] * a + ["UpBlock2D"] * (n - a)
+        self.vae = None
+        if c.latent:
+            from diffusers import AutoencoderKL
+
+            blocks = len(c.latent["block_out_channels"])
+            self.vae = AutoencoderKL(in_channels=3, out_channels=3, sample_size=c.image_size,
+                                     down_block_types=("DownEncoderBlock2D",) * blocks,
+                                     up_block_types=("UpDecoderBlock2D",) * blocks,
+                                     **{**c.latent, "block_out_channels": tuple(c.latent["block_out_channels"])})
+            self.vae.requires_grad_(False)
         self.unet = UNet2DConditionModel(
-            sample_size=c.image_size, in_channels=3, out_channels=3, block_out_channels=c.block_out_channels,
+            sample_size=c.sample_size, in_channels=c.sample_channels, out_channels=c.sample_channels,
+            block_out_channels=c.block_out_channels,
             layers_per_block=c.layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up),
             cross_attention_dim=c.cross_attention_dim, attention_head_dim=c.attention_head_dim,
             norm_num_groups=c.norm_num_groups,
@@ -245,6 +290,25 @@ class DiffusionDecoder(nn.Module):
         b, f = noisy.shape[0], self._features(self._unit(cond))
         return self._unet(noisy, t, self._tokens(f, b, drop), self._global(f, b, drop))
 
+    # -- latent space --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def to_latents(self, images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+        """What the UNet denoises for ``images [B, 3, H, W]`` in ``[0, 1]``: the autoencoder's scaled posterior
+        means ``[B, C, H/f, W/f]``, or ``2 x images - 1`` in pixel space."""
+        self._check_images(images)
+        if self.vae is None:
+            return images.float() * 2.0 - 1.0
+        sf = float(self.config.latent["scaling_factor"])
+        out = [self.vae.encode(x.float() * 2.0 - 1.0).latent_dist.mean * sf for x in images.split(batch_size)]
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def from_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` in ``[0, 1]`` from what the UNet denoises (:meth:`to_latents`' inverse)."""
+        if self.vae is not None:
+            x = self.vae.decode(x / float(self.config.latent["scaling_factor"])).sample
+        return ((x.clamp(-1, 1) + 1) / 2).float()
+
     # -- training ------------------------------------------------------------------------------------
     def train_scheduler(self) -> Any:
         from diffusers import DDPMScheduler
@@ -252,22 +316,22 @@ class DiffusionDecoder(nn.Module):
         return DDPMScheduler(num_train_timesteps=self.config.num_train_timesteps,
                              beta_schedule=self.config.beta_schedule, prediction_type=self.config.prediction_type)
 
-    def loss(self, images: torch.Tensor, cond: torch.Tensor, *, generator: torch.Generator | None = None,
-             scheduler: Any = None, labels: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def loss(self, images: torch.Tensor | None, cond: torch.Tensor, *, generator: torch.Generator | None = None,
+             scheduler: Any = None, labels: dict[str, torch.Tensor] | None = None,
+             latents: torch.Tensor | None = None) -> torch.Tensor:
         """MSE of a DDPM step's prediction (``config.prediction_type``: noise, velocity or clean image), plus
         ``reader_weight`` x the reader's cross-entropy on ``labels`` (``{attribute: int64 [B]}``, needed when
         the config has ``reader_classes``). ``images [B,3,H,W]`` in ``[0,1]``, ``cond [B, cond_dim]``; the
-        timesteps, noise and condition dropout are drawn from ``generator`` (CPU)."""
-        self._check_images(images)
+        timesteps, noise and condition dropout are drawn from ``generator`` (CPU). ``latents``: precomputed
+        :meth:`to_latents` of the images (a trainer encodes its data once); ``images`` is then ignored."""
         if self.reader is not None:
             missing = [k for k in self.config.reader_classes if labels is None or k not in labels]
             if missing:
                 raise ValueError(f"this decoder reads {sorted(self.config.reader_classes)} but the training labels "
                                  f"lack {missing}; train on a dataset with those labels or drop reader_classes")
         sched = scheduler or self.train_scheduler()
-        b = images.shape[0]
-        dev = images.device
-        x0 = images.float() * 2.0 - 1.0
+        x0 = self.to_latents(images) if latents is None else latents.float()
+        b, dev = x0.shape[0], x0.device
         noise = torch.randn(x0.shape, generator=generator).to(dev)
         t = torch.randint(0, self.config.num_train_timesteps, (b,), generator=generator).to(dev)
         drop = (torch.rand(b, generator=generator) < self.config.cond_dropout).to(dev)
@@ -305,10 +369,10 @@ class DiffusionDecoder(nn.Module):
             raise ValueError(f"guidance_scale must be >= 1, got {guidance_scale!r}")
         dev = next(self.parameters()).device
         sched = DDIMScheduler(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                              clip_sample=True, prediction_type=c.prediction_type)
+                              clip_sample=self.vae is None, prediction_type=c.prediction_type)
         sched.set_timesteps(steps)
         b = cond.shape[0]
-        x = torch.randn((b, 3, c.image_size, c.image_size), generator=generator).to(dev)
+        x = torch.randn((b, c.sample_channels, c.sample_size, c.sample_size), generator=generator).to(dev)
         f = self._features(nn.functional.normalize(cond.to(dev), dim=-1))  # checked above
         tok, glob = self._tokens(f, b, None), self._global(f, b, None)
         null, null_glob = self._tokens(None, b, None), self._global(None, b, None)
@@ -322,7 +386,7 @@ class DiffusionDecoder(nn.Module):
                 eps_u, eps_c = both.chunk(2)
                 eps = eps_u + w * (eps_c - eps_u)
             x = sched.step(eps, t, x).prev_sample
-        return ((x.clamp(-1, 1) + 1) / 2).float()
+        return self.from_latents(x)
 
     # -- files ---------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32) -> Path:

@@ -62,9 +62,14 @@ class TrainDecoderConfig:
     device: str = "cpu"
     cpu_threads: int | None = None
     init_from: str | None = None  # warm start: a decoder folder or adapter name (see warm_start)
+    # latent decoders (decoder.latent set): the autoencoder is trained first, then frozen
+    vae_steps: int = 2000
+    vae_batch_size: int = 32
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
 
     def __post_init__(self) -> None:
-        for name in ("n_items", "steps", "batch_size", "log_every", "n_samples"):
+        for name in ("n_items", "steps", "batch_size", "log_every", "n_samples", "vae_steps", "vae_batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"TrainDecoderConfig.{name} must be a positive integer, got {v!r}")
@@ -72,8 +77,11 @@ class TrainDecoderConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"TrainDecoderConfig.{name} must be an integer >= 0 (0: never), got {v!r}")
-        if not (float(self.lr) > 0):
-            raise ValueError(f"TrainDecoderConfig.lr must be > 0, got {self.lr!r}")
+        for name in ("lr", "vae_lr"):
+            if not (float(getattr(self, name)) > 0):
+                raise ValueError(f"TrainDecoderConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if not float(self.vae_kl_weight) >= 0:
+            raise ValueError(f"TrainDecoderConfig.vae_kl_weight must be >= 0, got {self.vae_kl_weight!r}")
         if not float(self.snr_min_db) < float(self.snr_max_db):
             raise ValueError(f"TrainDecoderConfig needs snr_min_db < snr_max_db, got {self.snr_min_db}, {self.snr_max_db}")
         for name in ("p_clean", "p_frame_cond"):
@@ -215,14 +223,20 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
     accelerator = make_accelerator(config.device)
     torch.manual_seed(config.seed)
     model = DiffusionDecoder(dcfg)
+    warm = None
     if config.init_from is not None and ckpt is None:
         from genscom.pretrained import resolve_pretrained
 
-        warm_start(model, resolve_pretrained(config.init_from, DiffusionDecoder, what="init_from"))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+        warm = resolve_pretrained(config.init_from, DiffusionDecoder, what="init_from")
+        warm_start(model, warm)
+    if model.vae is not None and ckpt is None and (warm is None or warm.vae is None):
+        train_autoencoder(model, data.images, config, progress=progress)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
     step, losses, before = 0, [], 0.0
     if ckpt is not None:
+        if model.vae is not None:
+            set_latent_scale(model, float(ckpt["latent_scale"]))
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["rng"])
@@ -237,9 +251,14 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
             save_checkpoint(out / CHECKPOINT_NAME, {
                 "step": step, "model": core.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
                 "losses": torch.tensor(losses, dtype=torch.float64),
-                "train_seconds": before + time.perf_counter() - t_loop}, config=config.to_dict())
+                "train_seconds": before + time.perf_counter() - t_loop,
+                **({"latent_scale": float(core.config.latent["scaling_factor"])} if core.vae is not None else {})},
+                config=config.to_dict())
         accelerator.wait_for_everyone()
 
+    latents = None
+    if core.vae is not None:  # encode the data once: the autoencoder is frozen from here on
+        latents = torch.cat([core.to_latents(x.float().div(255.0).to(dev)).cpu() for x in data.images.split(256)])
     t_loop = time.perf_counter()
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     bar = tqdm(total=config.steps, initial=step, desc=f"train decoder {config.name}",
@@ -253,9 +272,13 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
         snr = float(config.snr_min_db + (config.snr_max_db - config.snr_min_db) * torch.rand((), generator=gen))
         frame_rows = torch.rand(config.batch_size, generator=gen) < config.p_frame_cond
         cond = received(data.condition(idx, frame_rows), None if clean else snr, gen)
-        images = data.images[idx].float().div(255.0)
         labels = None if not dcfg.reader_classes else {k: data.labels[k][idx] for k in dcfg.reader_classes}
-        loss = core.loss(images.to(dev), cond.to(dev), generator=gen, scheduler=sched, labels=labels)
+        if latents is None:
+            images = data.images[idx].float().div(255.0)
+            loss = core.loss(images.to(dev), cond.to(dev), generator=gen, scheduler=sched, labels=labels)
+        else:
+            loss = core.loss(None, cond.to(dev), generator=gen, scheduler=sched, labels=labels,
+                             latents=latents[idx].to(dev))
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         opt.step()
@@ -287,6 +310,54 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
     return out
 
 
+def set_latent_scale(model: DiffusionDecoder, scale: float) -> None:
+    """Set the latent scaling factor in the decoder's config and its autoencoder's (saved with the weights)."""
+    model.config.latent["scaling_factor"] = float(scale)
+    model.vae.register_to_config(scaling_factor=float(scale))
+
+
+def train_autoencoder(model: DiffusionDecoder, images: torch.Tensor, config: TrainDecoderConfig, *,
+                      progress: bool = True) -> list[float]:
+    """Train ``model.vae`` (diffusers ``AutoencoderKL``) on ``images`` uint8 ``[N, 3, H, W]``, then freeze it and
+    set the latent scaling factor to ``1 / std`` of the posterior means (as Stable Diffusion's 0.18215).
+
+    Loss per step: L1 + MSE of the reconstruction from a posterior sample (in ``[-1, 1]``) + ``vae_kl_weight`` x
+    KL. ``vae_steps`` steps of ``vae_batch_size``, AdamW at ``vae_lr``, seeded by ``config.seed``; the phase is
+    short and restarts from scratch if interrupted (the decoder's checkpoint holds the finished autoencoder).
+    Returns the per-step losses.
+    """
+    from tqdm.auto import tqdm
+
+    vae = model.vae
+    dev = next(model.parameters()).device
+    vae.requires_grad_(True).train()
+    gen = torch.Generator().manual_seed(config.seed + 7919)
+    opt = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
+    losses: list[float] = []
+    bar = tqdm(range(config.vae_steps), desc="train autoencoder", disable=not progress)
+    for step in bar:
+        set_lr(opt, lr_at(step, lr=config.vae_lr, warmup_steps=min(100, config.vae_steps // 10),
+                          total_steps=config.vae_steps, min_lr_ratio=0.1))
+        idx = torch.randint(0, images.shape[0], (config.vae_batch_size,), generator=gen)
+        x = (images[idx].float() / 127.5 - 1.0).to(dev)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(dev)
+        rec = vae.decode(z).sample
+        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + config.vae_kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+    vae.requires_grad_(False).eval()
+    with torch.no_grad():
+        set_latent_scale(model, 1.0)
+        z = torch.cat([model.to_latents(x.float().div(255.0).to(dev)).cpu() for x in images.split(256)])
+        set_latent_scale(model, 1.0 / max(float(z.std()), 1e-6))
+    return losses
+
+
 @torch.no_grad()
 def warm_start(model: DiffusionDecoder, source: DiffusionDecoder) -> list[str]:
     """Copy ``source``'s weights into ``model`` (fine-tuning a trained decoder); returns the widened tensors.
@@ -302,6 +373,8 @@ def warm_start(model: DiffusionDecoder, source: DiffusionDecoder) -> list[str]:
     """
     own = model.state_dict()
     widened, bad = [], []
+    if model.vae is not None and source.vae is not None:
+        set_latent_scale(model, float(source.config.latent["scaling_factor"]))
     for name, value in source.state_dict().items():
         target = own.get(name)
         if target is None:
@@ -345,5 +418,5 @@ def sample_grid(decoder: DiffusionDecoder, data: DecoderData, path: str | Path, 
     return atomic_write_bytes(path, buf.getvalue())
 
 
-__all__ = ["DecoderData", "TrainDecoderConfig", "prepare_data", "received", "sample_grid", "train_decoder",
-           "warm_start"]
+__all__ = ["DecoderData", "TrainDecoderConfig", "prepare_data", "received", "sample_grid", "set_latent_scale",
+           "train_autoencoder", "train_decoder", "warm_start"]

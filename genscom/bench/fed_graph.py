@@ -510,7 +510,12 @@ def summarise_seeds(paths: Sequence[str | Path], out_dir: str | Path, *, command
     out = Path(out_dir)
     path = write_results(out / "fed_graph_seeds.json", "fed", meta, records)
     cols = ["group", "scheme", *SEED_METRICS]
-    atomic_write_text(out / "fed_graph_seeds.md", markdown_table(records, cols) + "\n")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in records:
+        cells = [r.extra["group"], r.scheme] + [f"{r.metrics[k]:.3f} ± {r.ci95[k]:.3f}" if k in r.metrics else "-"
+                                                for k in SEED_METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    atomic_write_text(out / "fed_graph_seeds.md", "\n".join(lines) + "\n")
     png = plot_seed_summary(records, out / "fed_graph_seeds.png", n_seeds=len(seeds))
     console = console or Console()
     console.print(render_table(records, cols, title=f"graph adapter, final round, mean over seeds {seeds}"))

@@ -68,7 +68,6 @@ def load_module_folder(folder: str | os.PathLike[str], *, key: str, build: Calla
     return model.to(device).eval(), meta
 
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_module_folder", "save_module_folder"]
 
 
 def resolve_pretrained(obj: Any, cls: type[M], *, what: str, device: str | torch.device = "cpu") -> M:
@@ -86,3 +85,5 @@ def resolve_pretrained(obj: Any, cls: type[M], *, what: str, device: str | torch
         raise TypeError(f"{what} must be a {cls.__name__}, a folder or an adapter name, got {type(obj).__name__}")
     return cls.from_pretrained(find_adapter(obj), device=device).eval()  # type: ignore[attr-defined]
 
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_module_folder", "resolve_pretrained", "save_module_folder"]

@@ -137,10 +137,10 @@ def test_prediction_type_sets_the_training_target(kind: str) -> None:
     t = torch.randint(0, dec.config.num_train_timesteps, (2,), generator=g)
     x0 = images * 2 - 1
     target = {"epsilon": noise, "sample": x0, "v_prediction": sched.get_velocity(x0, noise, t)}[kind]
-    dec.forward = lambda noisy, tt, c, drop=None: target  # type: ignore[method-assign]
+    dec._unet = lambda noisy, tt, tok, glob: target  # type: ignore[method-assign]
     assert float(dec.loss(images, cond(), generator=torch.Generator().manual_seed(4))) == pytest.approx(0.0, abs=1e-10)
     if kind != "epsilon":
-        dec.forward = lambda noisy, tt, c, drop=None: noise  # type: ignore[method-assign]
+        dec._unet = lambda noisy, tt, tok, glob: noise  # type: ignore[method-assign]
         assert float(dec.loss(images, cond(), generator=torch.Generator().manual_seed(4))) > 1e-3
     out = tiny(prediction_type=kind).generate(cond(), generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 3, 16, 16) and bool(torch.isfinite(out).all())

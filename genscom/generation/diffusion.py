@@ -237,7 +237,7 @@ class DiffusionDecoder(nn.Module):
     def read(self, cond: torch.Tensor) -> dict[str, torch.Tensor]:
         """The semantic reader's logits ``{attribute: [B, classes]}`` for ``cond [B, cond_dim]`` (``{}`` without
         ``config.reader_classes``); ``logits.argmax(-1)`` is what the receiver reads from the embedding."""
-        return self._read(nn.functional.normalize(self.check_cond(cond), dim=-1))
+        return self._read(self._unit(cond))
 
     def _read(self, e: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.reader is None:
@@ -285,10 +285,15 @@ class DiffusionDecoder(nn.Module):
     def _unet(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, glob: torch.Tensor | None) -> torch.Tensor:
         return self.unet(x, t, encoder_hidden_states=tokens, class_labels=glob).sample
 
+    def _predict(self, noisy: torch.Tensor, t: torch.Tensor, f: torch.Tensor | None,
+                 drop: torch.Tensor | None) -> torch.Tensor:
+        """The UNet's prediction for condition features ``f`` (:meth:`_features`; ``None``: the null condition)."""
+        b = noisy.shape[0]
+        return self._unet(noisy, t, self._tokens(f, b, drop), self._global(f, b, drop))
+
     def forward(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
-        b, f = noisy.shape[0], self._features(self._unit(cond))
-        return self._unet(noisy, t, self._tokens(f, b, drop), self._global(f, b, drop))
+        return self._predict(noisy, t, self._features(self._unit(cond)), drop)
 
     # -- latent space --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -338,8 +343,9 @@ class DiffusionDecoder(nn.Module):
         noisy = sched.add_noise(x0, noise, t)
         kind = self.config.prediction_type
         target = noise if kind == "epsilon" else x0 if kind == "sample" else sched.get_velocity(x0, noise, t)
-        loss = nn.functional.mse_loss(self(noisy, t, cond.to(dev), drop), target)
-        logits = self._read(nn.functional.normalize(self.check_cond(cond).to(dev), dim=-1)) if labels else {}
+        e = self._unit(cond.to(dev))
+        logits = self._read(e)  # once: it feeds the condition and its own cross-entropy
+        loss = nn.functional.mse_loss(self._predict(noisy, t, self._features(e, logits), drop), target)
         for k, v in logits.items():
             loss = loss + self.config.reader_weight * nn.functional.cross_entropy(v, labels[k].to(dev).long())
         return loss

@@ -191,22 +191,23 @@ def train_decoder(config: TrainDecoderConfig, *, resume: bool = False, progress:
     out = resolve_run_dir(config.output_dir, f"decoder-{config.name}", resume=resume)
     config = dataclasses.replace(config, output_dir=str(out))
     check_output_dir(out, overwrite=overwrite, resuming=resume and (out / CHECKPOINT_NAME).is_file())
-    if config.init_from is not None:  # checked before any data is prepared
+    warm = None
+    if config.init_from is not None:  # loaded (and so checked) before any data is prepared
         from genscom.pretrained import resolve_pretrained
 
-        resolve_pretrained(config.init_from, DiffusionDecoder, what="init_from")
+        warm = resolve_pretrained(config.init_from, DiffusionDecoder, what="init_from")
     threads = torch.get_num_threads()
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     try:
         return _train(config, out, resume=resume, progress=progress, data=data, stop_after=stop_after,
-                      command=command)
+                      command=command, warm=warm)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: bool, data: DecoderData | None,
-           stop_after: int | None, command: str | None) -> Path:
+           stop_after: int | None, command: str | None, warm: DiffusionDecoder | None = None) -> Path:
     from tqdm.auto import tqdm
 
     ckpt = load_checkpoint(out / CHECKPOINT_NAME, resume=resume, config=config.to_dict(), free=_RESUME_FREE,
@@ -223,11 +224,9 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
     accelerator = make_accelerator(config.device)
     torch.manual_seed(config.seed)
     model = DiffusionDecoder(dcfg)
-    warm = None
-    if config.init_from is not None and ckpt is None:
-        from genscom.pretrained import resolve_pretrained
-
-        warm = resolve_pretrained(config.init_from, DiffusionDecoder, what="init_from")
+    if ckpt is not None:
+        warm = None  # resuming: the checkpoint holds everything the warm start gave
+    elif warm is not None:
         warm_start(model, warm)
     if model.vae is not None and ckpt is None and (warm is None or warm.vae is None):
         train_autoencoder(model, data.images, config, progress=progress)
@@ -256,9 +255,8 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
                 config=config.to_dict())
         accelerator.wait_for_everyone()
 
-    latents = None
-    if core.vae is not None:  # encode the data once: the autoencoder is frozen from here on
-        latents = torch.cat([core.to_latents(x.float().div(255.0).to(dev)).cpu() for x in data.images.split(256)])
+    # encode the data once: the autoencoder is frozen from here on
+    latents = encode_images(core, data.images) if core.vae is not None else None
     t_loop = time.perf_counter()
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     bar = tqdm(total=config.steps, initial=step, desc=f"train decoder {config.name}",
@@ -310,6 +308,13 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
     return out
 
 
+def encode_images(model: DiffusionDecoder, images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+    """:meth:`DiffusionDecoder.to_latents` of uint8 ``images [N, 3, H, W]``, converted to float a batch at a time
+    (the whole set as float32 would be 4 x its uint8 size), on the model's device; returned on the CPU."""
+    dev = next(model.parameters()).device
+    return torch.cat([model.to_latents(x.float().div(255.0).to(dev)).cpu() for x in images.split(batch_size)])
+
+
 def set_latent_scale(model: DiffusionDecoder, scale: float) -> None:
     """Set the latent scaling factor in the decoder's config and its autoencoder's (saved with the weights)."""
     model.config.latent["scaling_factor"] = float(scale)
@@ -353,8 +358,7 @@ def train_autoencoder(model: DiffusionDecoder, images: torch.Tensor, config: Tra
     vae.requires_grad_(False).eval()
     with torch.no_grad():
         set_latent_scale(model, 1.0)
-        z = torch.cat([model.to_latents(x.float().div(255.0).to(dev)).cpu() for x in images.split(256)])
-        set_latent_scale(model, 1.0 / max(float(z.std()), 1e-6))
+        set_latent_scale(model, 1.0 / max(float(encode_images(model, images).std()), 1e-6))
     return losses
 
 
@@ -418,5 +422,6 @@ def sample_grid(decoder: DiffusionDecoder, data: DecoderData, path: str | Path, 
     return atomic_write_bytes(path, buf.getvalue())
 
 
-__all__ = ["DecoderData", "TrainDecoderConfig", "prepare_data", "received", "sample_grid", "set_latent_scale",
+__all__ = ["DecoderData", "TrainDecoderConfig", "encode_images", "prepare_data", "received", "sample_grid",
+           "set_latent_scale",
            "train_autoencoder", "train_decoder", "warm_start"]

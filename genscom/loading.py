@@ -12,7 +12,8 @@ reader                       reads (and refuses)
 :func:`load_torch`           ``torch.load(weights_only=True)`` checkpoints (pickles with code,
                              empty or truncated files)
 :func:`load_safetensors`     ``safetensors`` weights (broken headers, truncated data); also
-                             :func:`check_safetensors` (header only, for early validation)
+                             :func:`check_safetensors` (header only, for early validation) and
+                             :func:`safetensors_shapes` (the header's tensor shapes)
 :func:`read_json`            JSON files (size-bounded)
 :func:`read_yaml`            YAML with ``safe_load`` (python tags refused; alias bombs refused by
                              :data:`MAX_CONFIG_NODES`)
@@ -134,6 +135,21 @@ def check_safetensors(path: str | os.PathLike[str], *, expected: str = "a safete
             return list(f.keys())
     except Exception as exc:  # SafetensorError (bad JSON, offsets past the end), OSError
         raise BadFileError(p, problem=f"broken safetensors file ({_first_line(exc)})", expected=expected,
+                           fix=fix) from None
+
+
+def safetensors_shapes(path: str | os.PathLike[str], *, expected: str = "a safetensors weights file",
+                       fix: str = "re-create or re-download the weights") -> dict[str, tuple[int, ...]]:
+    """``{tensor name: shape}`` from a safetensors file's header, after :func:`check_safetensors`; reads no
+    tensor data. For comparing a file with the module a config declares before that module is allocated."""
+    from safetensors import safe_open
+
+    check_safetensors(path, expected=expected, fix=fix)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {n: tuple(int(d) for d in f.get_slice(n).get_shape()) for n in f.keys()}
+    except Exception as exc:  # SafetensorError, OSError
+        raise BadFileError(path, problem=f"broken safetensors file ({_first_line(exc)})", expected=expected,
                            fix=fix) from None
 
 
@@ -400,4 +416,5 @@ __all__ = [
     "MAX_CAPTION_CHARS", "MAX_CONFIG_BYTES", "MAX_CONFIG_NODES", "MAX_IMAGE_PIXELS", "MAX_JSON_BYTES",
     "MissingFileError", "check_caption", "check_file", "check_safetensors", "check_types", "load_config",
     "load_image", "load_numpy", "load_safetensors", "load_torch", "read_config_file", "read_json", "read_yaml",
+    "safetensors_shapes",
 ]

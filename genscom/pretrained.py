@@ -39,13 +39,50 @@ def save_module_folder(module: nn.Module, folder: str | os.PathLike[str], *, key
     return folder
 
 
+def _shape_mismatch(want: dict[str, tuple[int, ...]], have: dict[str, tuple[int, ...]]) -> str | None:
+    """The first difference between the module's tensor shapes and the file's, in words; ``None`` when equal."""
+    missing = [n for n in want if n not in have]
+    if missing:
+        return f"{len(missing)} tensor(s) the config declares are missing, e.g. {missing[0]!r}"
+    extra = [n for n in have if n not in want]
+    if extra:
+        return f"{len(extra)} tensor(s) the config does not declare, e.g. {extra[0]!r}"
+    for n, shape in want.items():
+        if have[n] != shape:
+            return f"{n!r} is {list(have[n])} in the file but {list(shape)} in the config"
+    return None
+
+
+def build_fitting(build: Callable[[], M], weights: str | os.PathLike[str], *, what: str, fix: str) -> M:
+    """``build()`` on the CPU, once the same ``build()`` on the ``meta`` device (no memory) has shown that the
+    module's tensor names and shapes are those in the safetensors header of ``weights``.
+
+    So a config that declares sizes its weights do not have is a :class:`~genscom.errors.BadFileError` on
+    ``weights``, decided from the header, not a multi-gigabyte allocation. ``build`` raises its own errors."""
+    from genscom.errors import BadFileError
+    from genscom.loading import safetensors_shapes
+
+    with torch.device("meta"):
+        want = {n: tuple(t.shape) for n, t in build().state_dict().items()}
+    have = safetensors_shapes(weights, expected=f"{what} weights (safetensors)", fix=fix)
+    problem = _shape_mismatch(want, have)
+    if problem is not None:
+        raise BadFileError(weights, problem=f"the tensors do not fit {CONFIG_NAME} ({problem})",
+                           expected="the weights saved with this config.json", fix=fix)
+    with torch.device("cpu"):
+        return build()
+
+
 def load_module_folder(folder: str | os.PathLike[str], *, key: str, build: Callable[[dict[str, Any]], M],
                        what: str, fix: str, device: str | torch.device = "cpu") -> tuple[M, dict[str, Any]]:
-    """Read a folder written by :func:`save_module_folder`: ``build(config[key])`` makes the module (its
-    ``KeyError``/``TypeError``/``ValueError`` become a :class:`~genscom.errors.BadFileError` on
-    ``config.json``), the weights are loaded as float32 (a mismatch is a ``BadFileError`` on the weights).
-    Returns ``(module in eval mode on device, the whole config.json)``. ``what`` names the module in messages
-    (``"adapter"``); ``fix`` tells the user what to do."""
+    """Read a folder written by :func:`save_module_folder`.
+
+    ``build(config[key])`` makes the module, first on the ``meta`` device (no memory), so that its tensor
+    shapes are compared with the safetensors header before anything is allocated: a config that declares sizes
+    its weights do not have is a :class:`~genscom.errors.BadFileError`, not a multi-gigabyte allocation. The
+    ``KeyError``/``TypeError``/``ValueError`` of ``build`` are a ``BadFileError`` on ``config.json``; the
+    weights are loaded as float32. Returns ``(module in eval mode on device, the whole config.json)``.
+    ``what`` names the module in messages (``"adapter"``); ``fix`` tells the user what to do."""
     from genscom.errors import BadFileError, first_line
     from genscom.loading import check_file, load_safetensors, read_json
 
@@ -54,11 +91,16 @@ def load_module_folder(folder: str | os.PathLike[str], *, key: str, build: Calla
     for p in (cfg_path, w_path):
         check_file(p, expected=f"a {what} folder ({CONFIG_NAME} + {WEIGHTS_NAME})", fix=fix)
     meta = read_json(cfg_path, expected=f'a {what} config.json ({{"{key}": {{...}}}})', fix=fix, max_bytes=2**20)
-    try:
-        model = build(meta[key])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadFileError(cfg_path, problem=f"invalid {what} config ({type(exc).__name__}: {exc})",
-                           expected=f'{{"{key}": {{config fields}}}} as written by save_pretrained', fix=fix) from None
+
+    def make() -> M:
+        try:
+            return build(meta[key])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadFileError(cfg_path, problem=f"invalid {what} config ({type(exc).__name__}: {exc})",
+                               expected=f'{{"{key}": {{config fields}}}} as written by save_pretrained',
+                               fix=fix) from None
+
+    model = build_fitting(make, w_path, what=what, fix=fix)
     state = load_safetensors(w_path, expected=f"{what} weights (safetensors)", fix=fix)
     try:
         model.load_state_dict({n: t.float() for n, t in state.items()})
@@ -66,8 +108,6 @@ def load_module_folder(folder: str | os.PathLike[str], *, key: str, build: Calla
         raise BadFileError(w_path, problem=f"the tensors do not fit {CONFIG_NAME} ({first_line(exc)})",
                            expected="the weights saved with this config.json", fix=fix) from None
     return model.to(device).eval(), meta
-
-
 
 
 def resolve_pretrained(obj: Any, cls: type[M], *, what: str, device: str | torch.device = "cpu") -> M:
@@ -86,4 +126,4 @@ def resolve_pretrained(obj: Any, cls: type[M], *, what: str, device: str | torch
     return cls.from_pretrained(find_adapter(obj), device=device).eval()  # type: ignore[attr-defined]
 
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_module_folder", "resolve_pretrained", "save_module_folder"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "build_fitting", "load_module_folder", "resolve_pretrained", "save_module_folder"]

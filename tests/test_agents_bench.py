@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from genscom.metrics.text import bleu4, caption_scores, names_object_and_colour
+from genscom.data.synthetic import CAPTION_VOCABULARY, make_captions, sample_attributes
+from genscom.metrics.text import attribute_flags, bleu4, caption_scores, names_object_and_colour
 
 ATTR = {"groups": [{"shape": "cross", "colour": "green", "count": 2, "size": "small", "motion": "left"}]}
 
@@ -26,6 +28,33 @@ def test_object_and_colour_named() -> None:
     assert names_object_and_colour("a green star and a red cross", ATTR) == (True, True, False)
     s = caption_scores(["small green crosses", "a blue ring"], [["x"], ["y"]], [ATTR, ATTR])
     assert s["object_colour_acc"] == 0.5 and s["object_acc"] == 0.5 and s["colour_acc"] == 0.5
+
+
+def test_attribute_flags_parse_count_size_motion() -> None:
+    v = CAPTION_VOCABULARY
+    assert attribute_flags("two little green crosses drifting to the left", ATTR, v) == \
+        {"count": True, "size": True, "motion": True}
+    assert attribute_flags("a small green cross moving right", ATTR, v) == {"count": False, "size": True, "motion": False}
+    assert attribute_flags("two big green crosses rising", ATTR, v) == {"count": True, "size": False, "motion": False}
+    # no size word: neither size nor count can be read; the earliest motion phrase wins
+    assert attribute_flags("green crosses sliding left then moving up", ATTR, v) == \
+        {"count": False, "size": False, "motion": True}
+    still = {**ATTR, "num_frames": 1}
+    assert attribute_flags("two small green crosses", still, v)["motion"] is None
+    s = caption_scores(["two small green crosses sliding left", "three big green crosses moving up"], [["x"], ["y"]],
+                       [ATTR, ATTR], vocabulary=v)
+    assert (s["count_acc"], s["size_acc"], s["motion_acc"]) == (0.5, 0.5, 0.5)
+    assert "count_acc" not in caption_scores(["a"], [["x"]], [ATTR])
+
+
+def test_attribute_flags_accept_every_reference_caption() -> None:
+    """Every caption the dataset's own grammar writes states its first group right (an independent round trip)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        attrs = sample_attributes(rng, num_frames=8)
+        for cap in make_captions(attrs, rng, 3):
+            assert attribute_flags(cap, attrs, CAPTION_VOCABULARY) == {"count": True, "size": True, "motion": True}, cap
+            assert names_object_and_colour(cap, attrs) == (True, True, True), cap
 
 
 def test_cider_ranks_captions() -> None:

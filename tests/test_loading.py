@@ -13,7 +13,7 @@ import yaml
 from genscom.encoders.registry import MINI_WEIGHTS_DIR, check_profile, create_encoder
 from genscom.errors import BadFileError, GenscomError, InputTooLargeError, OutputExistsError, one_line
 from genscom.loading import (MissingFileError, check_safetensors, load_config, load_safetensors, load_torch,
-                             read_config_file, read_yaml)
+                             read_config_file, read_yaml, safetensors_shapes)
 
 
 @dataclass
@@ -94,6 +94,39 @@ def test_tensor_files(tmp_path: Path) -> None:
     ckpt.write_bytes(b"")
     with pytest.raises(BadFileError, match="empty"):
         load_torch(ckpt)
+
+
+def test_safetensors_shapes_read_the_header_only(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.ones(2, 3), "b": torch.zeros(5, dtype=torch.float16)}, str(path))
+    assert safetensors_shapes(path) == {"a": (2, 3), "b": (5,)}
+    path.write_bytes(b"\x08" + bytes(7) + b"{broken}")
+    with pytest.raises(BadFileError, match="w.safetensors"):
+        safetensors_shapes(path)
+
+
+def test_module_folder_refuses_declared_sizes_before_allocating(tmp_path: Path) -> None:
+    """A config.json declaring sizes its weights lack is refused from the header, not allocated: these widths
+    would need about 4 TB of float32."""
+    import json
+
+    from genscom.adaptation.adapter import AdapterConfig, ChannelAdapter
+
+    folder = ChannelAdapter(AdapterConfig(dim=8, k=16, hidden=8, depth=1, group_size=4, cond_dim=4)).save_pretrained(
+        tmp_path / "adapter")
+    assert ChannelAdapter.from_pretrained(folder).config.hidden == 8
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["adapter"]["hidden"] = 1_000_000
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(BadFileError, match=r"model\.safetensors.*do not fit config\.json.*in the file but"):
+        ChannelAdapter.from_pretrained(folder)
+    cfg["adapter"]["hidden"] = 8
+    cfg["adapter"]["depth"] = 2  # a block the file does not have
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(BadFileError, match="missing"):
+        ChannelAdapter.from_pretrained(folder)
 
 
 def test_check_profile_and_tower_folders_as_profiles(tmp_path: Path) -> None:

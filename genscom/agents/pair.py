@@ -70,7 +70,7 @@ def caption_scores_for_pair(understanding: Any, generating: Any, *, n_items: int
     _, caps = generate(generating, e_hat, sensing, batch_size=batch_size, captions=True)
     refs = [ds.captions_of(i) for i in range(len(ds))]
     attrs = [ds.attributes_of(i) for i in range(len(ds))]
-    return caption_scores(caps or [], refs, attrs, encoder=enc)
+    return caption_scores(caps or [], refs, attrs, encoder=enc, vocabulary=getattr(ds, "caption_vocabulary", None))
 
 
 __all__ = ["caption_scores_for_pair", "generate", "sensing_for", "understand"]

@@ -8,8 +8,8 @@ Rows:
   the decoded pixels then go through the SAME agents run noiselessly at the
   receiver (perception -> understanding -> generating -> caption).
 
-Metrics: :func:`genscom.metrics.text.caption_scores` (object+colour, object, colour accuracy,
-BLEU-4, CIDEr-D with the ``[eval]`` extra, and ``text_sim`` in the perception encoder's text space).
+Metrics: :func:`genscom.metrics.text.caption_scores` (object+colour, object, colour, count, size and
+motion accuracy of the first object group, BLEU-4, CIDEr-D with the ``[eval]`` extra, and ``text_sim`` in the perception encoder's text space).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
     task = progress.add_task("caption points", total=1 + len(cfg.snrs) * (1 + len(cfg.baselines)))
 
     def add(name: str, snr: float | None, caps: list[str], uses: float, failure: float = 0.0) -> None:
-        m = caption_scores(caps, refs, attrs, encoder=enc)
+        m = caption_scores(caps, refs, attrs, encoder=enc, vocabulary=getattr(ds, "caption_vocabulary", None))
         records.append(Record(scheme=name, channel=cfg.channel if snr is not None else "none", snr_db=snr,
                               channel_uses=uses, cbr=uses / source_dim, failure_rate=failure, metrics=m))
         examples[f"{name}@{snr}"] = caps[:3]
@@ -121,8 +121,8 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
                      quick=False, card=cfg.card, channel=cfg.channel, snrs=list(cfg.snrs), examples=examples)
     out_dir = Path(cfg.out_dir)
     path = write_results(out_dir / "caption.json", "caption", meta, records)
-    cols = ["scheme", "channel", "snr_db", "channel_uses", "object_colour_acc", "object_acc", "colour_acc", "bleu4",
-            "cider", "text_sim"]
+    cols = ["scheme", "channel", "snr_db", "channel_uses", "object_colour_acc", "object_acc", "colour_acc", "count_acc",
+            "size_acc", "motion_acc", "bleu4", "cider", "text_sim"]
     cols = [c for c in cols if any(c in r.metrics or c in ("scheme", "channel", "snr_db", "channel_uses")
                                    for r in records)]
     console.print(render_table(records, cols, title="captions over the channel"))

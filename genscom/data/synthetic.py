@@ -87,6 +87,15 @@ _MOTION_PHRASES = {
     "rotating": ["rotating", "spinning", "turning in place", "rotating slowly"],
     "static": ["standing still", "not moving", "staying in place", "resting motionless"],
 }
+_SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
+_COUNT_DETERMINERS = {1: ("a", "one", "single"), 2: ("two",), 3: ("three",)}
+# The words the caption grammar uses for each attribute value, for parsing captions back
+# (genscom.metrics.text.attribute_flags): count determiners, size words, motion phrases.
+CAPTION_VOCABULARY: dict[str, dict[Any, tuple[str, ...]]] = {
+    "count": _COUNT_DETERMINERS,
+    "size": _SIZE_WORDS,
+    "motion": {k: tuple(v) for k, v in _MOTION_PHRASES.items()},
+}
 _BACKGROUND_PHRASES = {
     "striped": ["on a striped background", "over stripes", "against a striped backdrop"],
     "checkered": ["on a checkered background", "over a checkerboard", "against a checkered pattern"],
@@ -111,7 +120,7 @@ def _plural(shape: str, n: int) -> str:
 def _group_phrase(g: dict[str, Any], rng: np.random.Generator, *, with_motion: bool) -> str:
     n = g["count"]
     det = str(rng.choice(["a", "one", "a single"])) if n == 1 else COUNT_WORDS[n]
-    size = str(rng.choice({"small": ["small", "little"], "large": ["large", "big"]}[g["size"]]))
+    size = str(rng.choice(list(_SIZE_WORDS[g["size"]])))
     text = f"{det} {size} {g['colour']} {_plural(g['shape'], n)}"
     if with_motion:
         text += " " + str(rng.choice(_MOTION_PHRASES[g["motion"]]))
@@ -361,6 +370,7 @@ class SyntheticClips(ClipCaptionDataset):
     """
 
     name = "synthetic"
+    caption_vocabulary = CAPTION_VOCABULARY  # the grammar's words, for genscom.metrics.text.attribute_flags
 
     def __init__(self, split: str = "train", *, n_items: int | None = None, seed: int = 0, num_frames: int = 8,
                  size: int = 64, n_captions: int | None = None, antialias: bool = True,

@@ -197,6 +197,7 @@ class MiniVideoTower(nn.Module):
         """
         from genscom.errors import BadFileError, first_line
         from genscom.loading import check_file, load_safetensors, read_json
+        from genscom.pretrained import build_fitting
 
         directory = Path(directory)
         weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
@@ -209,10 +210,11 @@ class MiniVideoTower(nn.Module):
                                expected='a JSON mapping with "architecture": "MiniVideoTower"', fix=fix)
         known = {f.name for f in dataclasses.fields(MiniTowerConfig)}
         try:
-            model = cls(MiniTowerConfig.from_dict({k: v for k, v in raw.items() if k in known}))
+            config = MiniTowerConfig.from_dict({k: v for k, v in raw.items() if k in known})
         except (ValueError, TypeError, KeyError) as exc:
             raise BadFileError(config_path, problem=f"invalid tower config ({exc})",
                                expected="a config written by save_pretrained", fix=fix) from None
+        model = build_fitting(lambda: cls(config), weights, what="MiniVideoTower", fix=fix)
         state = load_safetensors(weights, expected="MiniVideoTower weights (safetensors)", fix=fix)
         try:
             model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},

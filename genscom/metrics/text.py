@@ -7,8 +7,10 @@
   comes from the evaluated set's references. METEOR needs a Java runtime and is not computed.
 * :func:`names_object_and_colour`: whether a caption names the first object group's shape, its
   colour, and the colour directly before the shape ("... green cross ...").
+* :func:`attribute_flags`: whether a caption states the first group's count, size and motion, parsed
+  with the dataset's caption grammar words.
 * :func:`caption_scores`: all of the above over a set (``object_colour_acc``, ``object_acc``,
-  ``colour_acc``, ``bleu4``, ``cider``), and ``text_sim``, the mean cosine between each caption's
+  ``colour_acc``, ``count_acc``, ``size_acc``, ``motion_acc``, ``bleu4``, ``cider``), and ``text_sim``, the mean cosine between each caption's
   and its first reference's embeddings in an encoder's text space.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -86,9 +88,48 @@ def names_object_and_colour(caption: str, attributes: dict[str, Any]) -> tuple[b
     return obj, col, both
 
 
+def _find_phrase(words: list[str], phrases: Mapping[Any, Sequence[str]]) -> Any:
+    """The value whose phrase (a word sequence) starts earliest in ``words``; ``None`` when none occurs."""
+    best, best_at = None, len(words)
+    for value, options in phrases.items():
+        for phrase in options:
+            p = phrase.split()
+            for i in range(min(best_at, len(words) - len(p) + 1)):
+                if words[i: i + len(p)] == p:
+                    best, best_at = value, i
+                    break
+    return best
+
+
+def attribute_flags(caption: str, attributes: dict[str, Any],
+                    vocabulary: Mapping[str, Mapping[Any, Sequence[str]]]) -> dict[str, bool | None]:
+    """Whether ``caption`` states the first object group's count, size and motion right.
+
+    The caption is parsed with the dataset's grammar words (``vocabulary``: ``{"count": {1: ("a", "one", ...)},
+    "size": {"small": ("small", "little"), ...}, "motion": {"left": ("moving left", ...), ...}}``, e.g.
+    :data:`genscom.data.synthetic.CAPTION_VOCABULARY`): the first size word is the first group's size, the word
+    before it its count, the earliest motion phrase its motion. A caption with no size word gets neither size nor
+    count right. ``motion`` is ``None`` for a still image (``num_frames == 1``: its captions name no motion).
+    """
+    grp = attributes["groups"][0]
+    words = _words(caption)
+    size_of = {w: v for v, ws in vocabulary["size"].items() for w in ws}
+    count_of = {w: v for v, ws in vocabulary["count"].items() for w in ws}
+    at = next((i for i, w in enumerate(words) if w in size_of), None)
+    size_ok = at is not None and size_of[words[at]] == grp["size"]
+    count_ok = at is not None and at > 0 and count_of.get(words[at - 1]) == grp["count"]
+    motion_ok: bool | None = None
+    if attributes.get("num_frames", 2) > 1:
+        motion_ok = _find_phrase(words, vocabulary["motion"]) == grp["motion"]
+    return {"count": count_ok, "size": size_ok, "motion": motion_ok}
+
+
 def caption_scores(captions: Sequence[str], references: Sequence[Sequence[str]],
-                   attributes: Sequence[dict[str, Any]] | None = None, *, encoder: Any = None) -> dict[str, float]:
-    """Caption metrics of the module docstring (``object*``/``colour*`` need ``attributes``, ``text_sim`` an encoder)."""
+                   attributes: Sequence[dict[str, Any]] | None = None, *, encoder: Any = None,
+                   vocabulary: Mapping[str, Mapping[Any, Sequence[str]]] | None = None) -> dict[str, float]:
+    """Caption metrics of the module docstring (``object*``/``colour*`` need ``attributes``; ``count_acc``,
+    ``size_acc`` and ``motion_acc`` need ``attributes`` and the grammar's ``vocabulary`` (see
+    :func:`attribute_flags`; ``motion_acc`` over the items that move); ``text_sim`` needs an encoder)."""
     out: dict[str, float] = {"bleu4": bleu4(captions, references)}
     c = cider(captions, references)
     if c is not None:
@@ -99,6 +140,13 @@ def caption_scores(captions: Sequence[str], references: Sequence[Sequence[str]],
         out["object_acc"] = sum(f[0] for f in flags) / n
         out["colour_acc"] = sum(f[1] for f in flags) / n
         out["object_colour_acc"] = sum(f[2] for f in flags) / n
+        if vocabulary is not None:
+            more = [attribute_flags(c, a, vocabulary) for c, a in zip(captions, attributes)]
+            out["count_acc"] = sum(bool(f["count"]) for f in more) / n
+            out["size_acc"] = sum(bool(f["size"]) for f in more) / n
+            moving = [f["motion"] for f in more if f["motion"] is not None]
+            if moving:
+                out["motion_acc"] = sum(moving) / len(moving)
     if encoder is not None:
         with torch.no_grad():
             a = torch.nn.functional.normalize(encoder.encode_text([c or "." for c in captions]).float(), dim=-1)
@@ -107,4 +155,4 @@ def caption_scores(captions: Sequence[str], references: Sequence[Sequence[str]],
     return out
 
 
-__all__ = ["bleu4", "caption_scores", "cider", "names_object_and_colour"]
+__all__ = ["attribute_flags", "bleu4", "caption_scores", "cider", "names_object_and_colour"]

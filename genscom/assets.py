@@ -46,9 +46,13 @@ def list_adapters(search: Iterable[str | os.PathLike[str]] | None = None) -> lis
     return sorted(names)
 
 
+TRAIN_COMMANDS = ("genscom train adapter | decoder | deepjscc | classifier, or genscom finetune agents")
+
+
 def find_adapter(name_or_path: str | os.PathLike[str], *,
-                 search: Iterable[str | os.PathLike[str]] | None = None) -> Path:
+                 search: Iterable[str | os.PathLike[str]] | None = None, train_command: str = TRAIN_COMMANDS) -> Path:
     """An existing adapter folder: ``name_or_path`` itself if it is a folder, else a name on the search path.
+    ``train_command`` is the command the error suggests for making one (e.g. ``"genscom train decoder"``).
 
     Raises:
         FileNotFoundError: neither; the message lists the folders searched and the names found.
@@ -64,7 +68,7 @@ def find_adapter(name_or_path: str | os.PathLike[str], *,
     searched = ", ".join(str(f) for f in adapter_search_path(search))
     raise FileNotFoundError(f"adapter {name!r} is neither a folder nor a name on the adapter search path "
                             f"({searched}); known names: {list_adapters(search)}. Pass a folder, add one to "
-                            f"${ENV_ADAPTERS}, or train one (`genscom train adapter`)")
+                            f"${ENV_ADAPTERS}, or train one (`{train_command}`)")
 
 
-__all__ = ["ENV_ADAPTERS", "SHIPPED_ADAPTERS", "adapter_search_path", "find_adapter", "list_adapters"]
+__all__ = ["ENV_ADAPTERS", "SHIPPED_ADAPTERS", "TRAIN_COMMANDS", "adapter_search_path", "find_adapter", "list_adapters"]

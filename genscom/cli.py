@@ -273,17 +273,20 @@ def bench_caption(
     snrs: Optional[str] = typer.Option(None, "--snrs", help="comma-separated SNRs in dB"),
     channel: str = typer.Option("awgn", "--channel"),
     baselines: str = typer.Option("jpeg-ldpc", "--baselines", help="comma-separated: jpeg-ldpc,h264-ldpc"),
+    mcs: str = typer.Option("adaptive", "--mcs", help="the baselines' MCS: 'adaptive' (chosen from the fed-back "
+                                                      "SNR estimate) or a fixed one such as qpsk-1/2"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
     out: Path = typer.Option(Path("results/caption"), "--out"),
 ) -> None:
-    """Caption quality vs SNR: the agents against JPEG/H.264 + LDPC followed by the same captioner."""
+    """Caption quality vs SNR: the agents against JPEG/H.264 + LDPC followed by the same captioner (at the
+    baselines' own channel uses, and JPEG at the agent's)."""
     from genscom.bench.caption import CaptionBenchConfig, run_caption_bench
     from genscom.utils import resolve_device
 
     _check_card(card)
     kw: dict = dict(card=card, n_items=n_items, channel=channel, seed=seed, out_dir=str(out),
-                    baselines=_split_names(baselines),
+                    baselines=_split_names(baselines), mcs=mcs,
                     device=str(resolve_device(device)))
     if snrs:
         kw["snrs"] = tuple(_parse_floats(snrs, "--snrs"))
@@ -520,7 +523,7 @@ def bench_rate(
     from genscom.adaptation.adapter import ChannelAdapter
     from genscom.assets import find_adapter
 
-    ChannelAdapter.from_pretrained(find_adapter(adapter))  # a broken folder fails here, before any data work
+    ChannelAdapter.from_pretrained(find_adapter(adapter, train_command="genscom train adapter"))  # a broken folder fails here, before any data work
     run_rate_bench(RateBenchConfig(**kw), command=_command_line(), console=console)
 
 

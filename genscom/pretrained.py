@@ -110,9 +110,11 @@ def load_module_folder(folder: str | os.PathLike[str], *, key: str, build: Calla
     return model.to(device).eval(), meta
 
 
-def resolve_pretrained(obj: Any, cls: type[M], *, what: str, device: str | torch.device = "cpu") -> M:
+def resolve_pretrained(obj: Any, cls: type[M], *, what: str, device: str | torch.device = "cpu",
+                       train_command: str | None = None) -> M:
     """``obj`` as a loaded ``cls`` in eval mode: an instance (moved to ``device``), a folder, or a name on the
-    adapter search path (:func:`genscom.assets.find_adapter`) loaded with ``cls.from_pretrained``.
+    adapter search path (:func:`genscom.assets.find_adapter`, whose error suggests ``train_command``) loaded with
+    ``cls.from_pretrained``.
 
     Raises:
         TypeError: anything else, naming ``what`` and the accepted kinds.
@@ -123,7 +125,8 @@ def resolve_pretrained(obj: Any, cls: type[M], *, what: str, device: str | torch
         return obj.to(device).eval()
     if not isinstance(obj, (str, os.PathLike)):
         raise TypeError(f"{what} must be a {cls.__name__}, a folder or an adapter name, got {type(obj).__name__}")
-    return cls.from_pretrained(find_adapter(obj), device=device).eval()  # type: ignore[attr-defined]
+    folder = find_adapter(obj) if train_command is None else find_adapter(obj, train_command=train_command)
+    return cls.from_pretrained(folder, device=device).eval()  # type: ignore[attr-defined]
 
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "build_fitting", "load_module_folder", "resolve_pretrained", "save_module_folder"]

@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, TypeVar
 
 import torch
@@ -95,6 +95,15 @@ def config_from_dict(cls: type[C], d: Any) -> C:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
     return cls(**d)
+
+
+def check_positive_ints(obj: Any, names: Iterable[str], *, owner: str = "") -> None:
+    """Raise ``ValueError`` for the first attribute of ``obj`` among ``names`` that is not an integer >= 1
+    (``True``/``False`` are refused too); the message names ``owner.name`` (or ``name`` without an owner)."""
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{owner + '.' if owner else ''}{name} must be a positive integer, got {v!r}")
 
 
 def check_snr_db(snr_db: Any, name: str = "snr_db") -> torch.Tensor:

@@ -90,10 +90,22 @@ def test_caption_bench_runs_end_to_end(tmp_path) -> None:
     g = Agent.from_card(load_card(tiny_card_dict(llm, "generating", prompt=str(repo / "prompts/generating.md"))),
                         llm=u.llm, seed=1)
     ds = create_dataset("synthetic", split="test", n_items=4, seed=0, cache=False)
-    cfg = CaptionBenchConfig(n_items=4, snrs=(0.0, 10.0), baselines=(), out_dir=str(tmp_path / "out"), batch_size=2)
+    cfg = CaptionBenchConfig(n_items=4, snrs=(-5.0, 20.0), baselines=("jpeg-ldpc",), out_dir=str(tmp_path / "out"),
+                             batch_size=2)
     res = run_caption_bench(cfg, agents=(u, g), encoder=StubEncoder(), dataset=ds)
-    assert [(r.scheme.startswith("agent"), r.snr_db) for r in res["records"]] == [(True, None), (True, 0.0), (True, 10.0)]
+    rows = [(r.scheme.split("-")[0], r.snr_db, r.extra.get("uses")) for r in res["records"]]
+    assert rows == [("agent", None, None), ("agent", -5.0, None), ("agent", 20.0, None), ("jpeg", -5.0, "own"),
+                    ("jpeg", 20.0, "own"), ("jpeg", -5.0, "equal budget"), ("jpeg", 20.0, "equal budget")]
+    agent_uses = res["records"][1].channel_uses
+    own = {r.snr_db: r for r in res["records"] if r.extra.get("uses") == "own"}
+    # the adaptive MCS: a denser code at +20 dB than at -5 dB, the bitstream decodes at both, at many more uses
+    assert own[20.0].channel_uses < own[-5.0].channel_uses and own[20.0].failure_rate == own[-5.0].failure_rate == 0
+    assert own[20.0].channel_uses > 5 * agent_uses
+    equal = [r for r in res["records"] if r.extra.get("uses") == "equal budget"]
+    assert all(r.failure_rate == 1.0 and r.channel_uses == agent_uses for r in equal)
     blob = json.loads((tmp_path / "out" / "caption.json").read_text())
-    assert blob["benchmark"] == "caption" and len(blob["records"]) == 3
+    assert blob["benchmark"] == "caption" and len(blob["records"]) == 7
     assert all(0.0 <= r["metrics"]["object_colour_acc"] <= 1.0 for r in blob["records"])
+    assert all({"count_acc", "size_acc", "motion_acc"} <= set(r["metrics"]) for r in blob["records"])
     assert (tmp_path / "out" / "caption.md").read_text().startswith("| scheme")
+    assert (tmp_path / "out" / "caption.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -167,6 +167,22 @@ def test_search_order_explicit_then_env_then_shipped(tmp_path: Path, monkeypatch
     assert find_adapter(in_a) == in_a and find_adapter(str(in_a)) == in_a  # a folder is taken as it is
 
 
+def test_a_missing_adapter_names_the_command_that_makes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genscom.generation.diffusion import DiffusionDecoder
+    from genscom.pretrained import resolve_pretrained
+    from genscom.schemes import create_scheme
+
+    monkeypatch.delenv(ENV_ADAPTERS, raising=False)
+    with pytest.raises(FileNotFoundError, match=r"`genscom train adapter \| decoder \| deepjscc \| classifier"):
+        find_adapter("no-such-thing")
+    with pytest.raises(FileNotFoundError, match="`genscom train decoder`"):
+        resolve_pretrained("no-such-decoder", DiffusionDecoder, what="decoder", train_command="genscom train decoder")
+    with pytest.raises(FileNotFoundError, match="`genscom train decoder`"):
+        create_scheme("regen", decoder="no-such-decoder")
+    with pytest.raises(FileNotFoundError, match="`genscom train adapter`"):
+        create_scheme("adapted", adapter="no-such-adapter")
+
+
 def test_list_adapters_merges_folders_and_skips_non_adapters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _adapter(tmp_path / "a", "mini-k192")
     _adapter(tmp_path / "a", "lora-x", config="adapter_config.json")

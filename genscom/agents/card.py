@@ -208,7 +208,7 @@ class AgentCard:
             return path
         from genscom.assets import find_adapter
 
-        return find_adapter(self.adapter)
+        return find_adapter(self.adapter, train_command="genscom finetune agents")
 
     def partner_card(self) -> "AgentCard":
         if self.partner is None:

@@ -48,7 +48,7 @@ from genscom.channels.analog import send_analog
 from genscom.loading import MissingFileError
 from genscom.training import (EpochSampler, check_launch, check_output_dir, contrastive_loss, load_checkpoint, lr_at,
                               make_accelerator, resolve_run_dir, save_checkpoint, set_lr)
-from genscom.utils import atomic_write_json
+from genscom.utils import atomic_write_json, check_positive_ints
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +95,8 @@ class FinetuneConfig:
     eval_snr: float = 20.0  # dB, over `channel`
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "n_eval"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("n_train", "steps", "batch_size", "grad_accum", "checkpoint_every", "log_every",
+                                   "n_eval"))
         if self.batch_size < 2 and self.retrieval_weight > 0:
             raise ValueError(f"batch_size must be >= 2 for the contrastive retrieval loss, got {self.batch_size}")
         for name in ("lr", "temperature"):

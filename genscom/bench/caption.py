@@ -4,9 +4,14 @@ Rows:
 
 * ``agent-<card>``: clip -> perception (mini) -> understanding agent -> analog symbols
   -> channel(snr) -> generating agent -> caption (greedy).
-* ``jpeg-ldpc`` / ``h264-ldpc`` (baselines): the real bitstream over LDPC + QAM;
-  the decoded pixels then go through the SAME agents run noiselessly at the
-  receiver (perception -> understanding -> generating -> caption).
+* ``jpeg-ldpc`` / ``h264-ldpc`` (baselines) at their **own** channel uses: the real bitstream over
+  LDPC + QAM (by default the adaptive MCS, chosen from the fed-back SNR estimate, its feedback
+  counted); the decoded pixels then go through the SAME agents run noiselessly at the receiver
+  (perception -> understanding -> generating -> caption).
+* ``jpeg-ldpc`` at the agent's channel uses (``extra.uses == "equal budget"``): when even the
+  smallest JPEG of any key frame does not fit that budget at the densest MCS
+  (:func:`genscom.bench.regen.jpeg_fits_budget`), nothing is decodable; the receiver captions a
+  grey clip and every item counts as a failure.
 
 Metrics: :func:`genscom.metrics.text.caption_scores` (object+colour, object, colour, count, size and
 motion accuracy of the first object group, BLEU-4, CIDEr-D with the ``[eval]`` extra, and ``text_sim`` in the perception encoder's text space).
@@ -22,7 +27,7 @@ from typing import Any
 
 import torch
 
-from genscom.bench.results import markdown_table, render_table
+from genscom.bench.results import markdown_table, plot_metric_vs_snr, render_table
 from genscom.metrics.text import caption_scores
 from genscom.results import Record, make_meta, write_results
 
@@ -36,7 +41,7 @@ class CaptionBenchConfig:
     snrs: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 20.0)
     channel: str = "awgn"
     baselines: tuple[str, ...] = ("jpeg-ldpc",)
-    mcs: str = "qpsk-1/2"
+    mcs: str = "adaptive"  # of the baselines: an MCS name, or "adaptive" (from the fed-back SNR estimate)
     seed: int = 0
     batch_size: int = 16
     out_dir: str = "results/caption"
@@ -82,12 +87,15 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
     from rich.progress import Progress
 
     progress = Progress(console=console)
-    task = progress.add_task("caption points", total=1 + len(cfg.snrs) * (1 + len(cfg.baselines)))
+    task = progress.add_task("caption points", total=1 + len(cfg.snrs) * (1 + len(cfg.baselines)
+                                                                    + ("jpeg-ldpc" in cfg.baselines)))
 
-    def add(name: str, snr: float | None, caps: list[str], uses: float, failure: float = 0.0) -> None:
+    def add(name: str, snr: float | None, caps: list[str], uses: float, failure: float = 0.0,
+            extra: dict[str, Any] | None = None) -> None:
         m = caption_scores(caps, refs, attrs, encoder=enc, vocabulary=getattr(ds, "caption_vocabulary", None))
         records.append(Record(scheme=name, channel=cfg.channel if snr is not None else "none", snr_db=snr,
-                              channel_uses=uses, cbr=uses / source_dim, failure_rate=failure, metrics=m))
+                              channel_uses=uses, cbr=uses / source_dim, failure_rate=failure, metrics=m,
+                              extra=extra or {}))
         examples[f"{name}@{snr}"] = caps[:3]
         progress.advance(task)
         progress.console.log(f"{name} @ {'noiseless' if snr is None else f'{snr:+g} dB'}: object+colour "
@@ -103,30 +111,80 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
         payload = agent.transmit(SourceBatch(embeddings=feats), sensing=link_feedback(channel, float(snr), generator=g))
         out = agent.deliver(payload, channel, float(snr), generator=g)
         add(agent.name, float(snr), out.extras["captions"], float(payload.channel_uses.float().mean()))
+    agent_uses = max(1, math.ceil(max((r.channel_uses for r in records if r.snr_db is not None), default=1.0)))
+
+    def caption_features(f: torch.Tensor) -> list[str]:
+        """What the receiver's captioner says of perception features ``f`` (the agents run noiselessly)."""
+        return agent.deliver(agent.transmit(SourceBatch(embeddings=f)), None, None).extras["captions"]
+
     # baselines: real bitstreams, then the same agents run noiselessly on the decoded pixels
+    from genscom.bench.retrieval import embed_delivered
+
     for base in cfg.baselines:
         scheme = create_scheme(base, mcs=cfg.mcs, **cfg.baseline_kwargs.get(base, {}))
-        bp = scheme.transmit(SourceBatch(frames=frames, embeddings=feats), sensing=LinkFeedback(channel=channel.name),
-                             generator=torch.Generator().manual_seed(cfg.seed))
+        batch = SourceBatch(frames=frames, embeddings=feats)
+        bp = None if cfg.mcs == "adaptive" else scheme.transmit(
+            batch, sensing=LinkFeedback(channel=channel.name), generator=torch.Generator().manual_seed(cfg.seed))
         for snr in cfg.snrs:
-            d = scheme.deliver(bp, channel, float(snr), generator=torch.Generator().manual_seed(cfg.seed + int(snr * 10)))
-            from genscom.bench.retrieval import embed_delivered
-
+            g = torch.Generator().manual_seed(cfg.seed + int(snr * 10))
+            if cfg.mcs == "adaptive":  # the MCS follows the fed-back SNR estimate (its bits counted)
+                bp = scheme.transmit(batch, sensing=link_feedback(channel, float(snr), generator=g), generator=g)
+            d = scheme.deliver(bp, channel, float(snr), generator=g)
             with torch.no_grad():
                 dec = embed_delivered(d, lambda x: enc.encode_clips(x).float().cpu(), {}, feats.shape[1])
-            caps = agent.deliver(agent.transmit(SourceBatch(embeddings=dec)), None, None).extras["captions"]
-            add(base, float(snr), caps, float(d.channel_uses.float().mean()), float(d.failed.float().mean()))
+            add(base, float(snr), caption_features(dec), float(d.channel_uses.float().mean()),
+                float(d.failed.float().mean()), {"mcs": cfg.mcs, "uses": "own"})
+    if "jpeg-ldpc" in cfg.baselines:  # JPEG at the agent's budget: nothing decodable, a grey clip is captioned
+        from genscom.bench.regen import GREY, jpeg_fits_budget
+
+        fit = jpeg_fits_budget(frames, agent_uses)
+        if fit["fits"]:  # pragma: no cover - not reachable with 64 x 64 clips and 128 uses; say so, do not guess
+            raise NotImplementedError(f"a JPEG fits the agent's {agent_uses}-use budget ({fit}); run the link at it")
+        with torch.no_grad():
+            grey = enc.encode_clips(torch.full_like(frames, GREY)).float()
+        caps = caption_features(grey)
+        for snr in cfg.snrs:
+            add("jpeg-ldpc", float(snr), caps, float(agent_uses), 1.0,
+                {"uses": "equal budget", "note": f"smallest JPEG needs {fit['uses_needed']} uses"})
     progress.stop()
     meta = make_meta(command=command, seed=cfg.seed, dataset="synthetic", n_items=len(ds), profile=u.card.perception,
                      quick=False, card=cfg.card, channel=cfg.channel, snrs=list(cfg.snrs), examples=examples)
     out_dir = Path(cfg.out_dir)
     path = write_results(out_dir / "caption.json", "caption", meta, records)
-    cols = ["scheme", "channel", "snr_db", "channel_uses", "object_colour_acc", "object_acc", "colour_acc", "count_acc",
-            "size_acc", "motion_acc", "bleu4", "cider", "text_sim"]
+    cols = ["scheme", "channel", "snr_db", "channel_uses", "failure_rate", "object_colour_acc", "object_acc",
+            "colour_acc", "count_acc", "size_acc", "motion_acc", "bleu4", "cider", "text_sim"]
     cols = [c for c in cols if any(c in r.metrics or c in ("scheme", "channel", "snr_db", "channel_uses")
                                    for r in records)]
     console.print(render_table(records, cols, title="captions over the channel"))
     from genscom.utils import atomic_write_text
 
     atomic_write_text(out_dir / "caption.md", markdown_table(records, cols) + "\n")
-    return {"records": records, "json": path}
+    png = plot_caption_accuracy(records, out_dir / "caption.png")
+    return {"records": records, "json": path, "png": png}
+
+
+def _series_label(r: Record) -> str:
+    uses = r.extra.get("uses")
+    if uses == "equal budget":
+        return f"{r.scheme} at the agent's uses (nothing decodable)"
+    return f"{r.scheme} + same captioner" + (f" ({r.extra['mcs']} MCS)" if "mcs" in r.extra else "") \
+        if uses == "own" else r.scheme
+
+
+def plot_caption_accuracy(records: list[Record], path: str | Path) -> Path:
+    """Object+colour accuracy vs SNR, one line per scheme (and per channel-use regime of a baseline); the
+    noiseless agent as a horizontal line. Saved as PNG."""
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    hlines: dict[str, float] = {}
+    for r in records:
+        acc = r.metrics.get("object_colour_acc")
+        if acc is None:
+            continue
+        if r.snr_db is None:
+            hlines[f"{r.scheme}, noiseless"] = float(acc)
+            continue
+        xs, ys = series.setdefault(_series_label(r), ([], []))
+        xs.append(float(r.snr_db))
+        ys.append(float(acc))
+    return plot_metric_vs_snr(series, path, ylabel="object + colour accuracy (first object group)",
+                              title="captions over the channel", hlines=hlines)

@@ -192,7 +192,7 @@ def run_regen_bench(cfg: RegenBenchConfig, *, command: str = "", console: Any = 
     console = console or Console()
     t_start = time.perf_counter()
     search = list(cfg.adapters_dir)
-    regen = RegenScheme(decoder=decoder if decoder is not None else find_adapter(cfg.decoder, search=search),
+    regen = RegenScheme(decoder=decoder if decoder is not None else find_adapter(cfg.decoder, search=search, train_command="genscom train decoder"),
                         steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=cfg.seed,
                         batch_size=cfg.batch_size, device=cfg.device)
     regen.name = "regen"
@@ -206,7 +206,7 @@ def run_regen_bench(cfg: RegenBenchConfig, *, command: str = "", console: Any = 
     labels = largest_object_labels(ds)
     enc = encoder if encoder is not None else create_encoder(profile, device=cfg.device).eval()
     clf = classifier if classifier is not None else AttributeClassifier.from_pretrained(
-        find_adapter(cfg.classifier, search=search)).eval()
+        find_adapter(cfg.classifier, search=search, train_command="genscom train classifier")).eval()
     with torch.no_grad():
         src_emb = enc.encode_clips(src_frames).float()
         sent_emb = src_emb if cfg.source == "frame" else enc.encode_clips(frames).float()
@@ -216,7 +216,7 @@ def run_regen_bench(cfg: RegenBenchConfig, *, command: str = "", console: Any = 
                                                                          "count_acc")}
     schemes: list[tuple[str, Any, dict[str, Any]]] = [("regen", regen, {"source": cfg.source})]
     if cfg.deepjscc is not None or deepjscc is not None:
-        djscc = DeepJSCCScheme(model=deepjscc if deepjscc is not None else find_adapter(cfg.deepjscc, search=search),
+        djscc = DeepJSCCScheme(model=deepjscc if deepjscc is not None else find_adapter(cfg.deepjscc, search=search, train_command="genscom train deepjscc"),
                                device=cfg.device)
         schemes.append(("deepjscc", djscc, {}))
     for q in cfg.jpeg_qualities:

@@ -88,7 +88,7 @@ from genscom.channels.sensing import PilotLayout, pass_with_pilots_csi
 from genscom.coding.ldpc import DEFAULT_K, DEFAULT_NUM_ITER, Decoder, LDPCCode, check_k, resolve_decoder
 from genscom.coding.mcs import MCS, NR_MCS, LEGACY_MCS, check_pilots, check_repeat, get_mcs
 from genscom.coding.qam import QAM, DemapMethod
-from genscom.utils import atomic_write_json, atomic_write_text
+from genscom.utils import atomic_write_json, atomic_write_text, check_positive_ints
 
 log = logging.getLogger(__name__)
 
@@ -326,10 +326,8 @@ class CalibrationConfig:
                 raise ValueError(f"{name} must be a positive number of dB within snr_range, got {v!r}")
         if self.fine_step_db > self.coarse_step_db:
             raise ValueError(f"fine_step_db ({self.fine_step_db}) must not exceed coarse_step_db ({self.coarse_step_db})")
-        for name in ("target_block_errors", "max_codewords", "pilot_codewords", "batch_codewords", "max_points"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("target_block_errors", "max_codewords", "pilot_codewords", "batch_codewords",
+                                   "max_points"))
         if self.pilot_codewords > self.max_codewords:
             raise ValueError(f"pilot_codewords ({self.pilot_codewords}) must not exceed max_codewords "
                              f"({self.max_codewords})")

@@ -38,7 +38,7 @@ def decoder_config(name_or_path: str) -> tuple[Path, dict[str, Any]]:
 
     from genscom.loading import read_json
 
-    folder = find_adapter(name_or_path)
+    folder = find_adapter(name_or_path, train_command="genscom train decoder")
     try:  # bounded and parsed by genscom.loading; any failure of it is a GenscomError (a ValueError)
         cfg = read_json(folder / "config.json", expected="a diffusion decoder config.json")["diffusion_decoder"]
     except (OSError, ValueError, KeyError, TypeError):

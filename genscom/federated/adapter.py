@@ -40,6 +40,7 @@ from genscom.adaptation.adapter import AdapterConfig, ChannelAdapter, build_adap
 from genscom.adaptation.train import (AdapterData, AdapterTrainModule, TrainAdapterConfig, batch_loss, evaluate,
                                       prepare_data, sample_batch)
 from genscom.training import load_checkpoint, save_checkpoint
+from genscom.utils import check_positive_ints
 
 logger = logging.getLogger(__name__)
 
@@ -145,10 +146,7 @@ class FedConfig:
         names = [u.name for u in self.users]
         if len(set(names)) != len(names):
             raise ValueError(f"user names must be unique, got {names}")
-        for k in ("items_per_user", "val_per_user", "rounds", "local_steps", "batch_size", "coherence"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("items_per_user", "val_per_user", "rounds", "local_steps", "batch_size", "coherence"))
         if self.batch_size < 2 or self.items_per_user < self.batch_size:
             raise ValueError(f"batch_size must be >= 2 and <= items_per_user ({self.items_per_user}), "
                              f"got {self.batch_size}")

@@ -81,6 +81,7 @@ from genscom.federated.graph_adapter import (GraphAdapterConfig, GraphMultimodal
 from genscom.federated.graph_data import NOISE_FRACTIONS, GraphFedData, UserShard, build_graph_fed_data
 from genscom.federated.labels import (ConfidenceStats, ConfidenceTracker, confident_mask, global_threshold,
                                       merge_stats, pair_confidence)
+from genscom.utils import check_positive_ints
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +125,8 @@ class GraphFedConfig:
 
     def __post_init__(self) -> None:
         self.groups = tuple(self.groups)
-        for k in ("clients", "rounds", "local_epochs", "n_train", "n_test", "num_frames", "skb_dim", "hidden_dim",
-                  "patience", "backend_cpus"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("clients", "rounds", "local_epochs", "n_train", "n_test", "num_frames", "skb_dim",
+                                   "hidden_dim", "patience", "backend_cpus"))
         if isinstance(self.warmup_rounds, bool) or not isinstance(self.warmup_rounds, int) or self.warmup_rounds < 0:
             raise ValueError(f"warmup_rounds must be an integer >= 0, got {self.warmup_rounds!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genscom.pretrained import CONFIG_NAME, WEIGHTS_NAME  # noqa: F401  (re-exported: the folder layout)
+from genscom.utils import check_positive_ints
 
 HEADS_PREFIX = "heads."
 CROSS_GATE_TEMPERATURE = 0.1  # sigmoid(s' / 0.1): a cosine of 0.3 gates ~0.95, -0.3 ~0.05
@@ -105,10 +106,8 @@ class GraphAdapterConfig:
                                  "use e.g. 'img:mini' or 'txt:minilm'")
             if not _is_int(dim) or dim < 1:
                 raise ValueError(f"encoders[{name!r}] must be a positive integer feature dim, got {dim!r}")
-        for k in ("skb_dim", "hidden_dim", "num_layers", "intra_topk", "cross_topk", "ffn_mult", "batch_size"):
-            v = getattr(self, k)
-            if not _is_int(v) or v < 1:
-                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("skb_dim", "hidden_dim", "num_layers", "intra_topk", "cross_topk", "ffn_mult",
+                                   "batch_size"))
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (the triplet loss needs in-batch negatives), "
                              f"got {self.batch_size}")

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genscom.data.synthetic import COLOURS, COUNT_WORDS, SHAPES
+from genscom.utils import check_positive_ints
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +150,8 @@ class AttributeClassifierConfig:
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
-        for name in ("image_size", "hidden", "n_shapes", "n_colours", "n_counts", "epochs",
-                     "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"AttributeClassifierConfig.{name} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("image_size", "hidden", "n_shapes", "n_colours", "n_counts", "epochs", "batch_size"),
+                            owner="AttributeClassifierConfig")
         if not self.channels or any(c < 1 for c in self.channels):
             raise ValueError(f"AttributeClassifierConfig.channels must be positive widths, got {self.channels}")
         if self.image_size < 2 ** len(self.channels):

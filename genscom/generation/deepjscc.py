@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from genscom.utils import check_positive_ints
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,7 @@ class DeepJSCCConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # provenance (dataset, SNR range, steps)
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "channel_uses", "filters", "n_down"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"DeepJSCCConfig.{name} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("image_size", "channel_uses", "filters", "n_down"), owner="DeepJSCCConfig")
         side = self.image_size / 2 ** self.n_down
         if side != int(side):
             raise ValueError(f"DeepJSCCConfig.image_size={self.image_size} must be divisible by 2^n_down = "
@@ -183,10 +181,7 @@ class TrainDeepJSCCConfig:
     log_every: int = 250
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"TrainDeepJSCCConfig.{name} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("steps", "batch_size", "log_every"), owner="TrainDeepJSCCConfig")
         if not float(self.lr) > 0:
             raise ValueError(f"TrainDeepJSCCConfig.lr must be > 0, got {self.lr!r}")
         if not float(self.snr_min_db) <= float(self.snr_max_db):

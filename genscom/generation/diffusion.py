@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from genscom.pretrained import CONFIG_NAME, WEIGHTS_NAME
+from genscom.utils import check_positive_ints
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -93,12 +94,9 @@ class DiffusionDecoderConfig:
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
-        for name in ("image_size", "cond_dim", "layers_per_block", "cross_attention_dim", "attention_head_dim",
-                     "attention_levels",
-                     "cond_tokens", "norm_num_groups", "num_train_timesteps", "sample_steps", "reader_hidden"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"DiffusionDecoderConfig.{name} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("image_size", "cond_dim", "layers_per_block", "cross_attention_dim",
+                                   "attention_head_dim", "attention_levels", "cond_tokens", "norm_num_groups",
+                                   "num_train_timesteps", "sample_steps", "reader_hidden"), owner="DiffusionDecoderConfig")
         if not self.block_out_channels or any(c < 1 or c % self.norm_num_groups for c in self.block_out_channels):
             raise ValueError(f"DiffusionDecoderConfig.block_out_channels must be positive multiples of "
                              f"norm_num_groups={self.norm_num_groups}, got {self.block_out_channels}")

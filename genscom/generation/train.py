@@ -26,6 +26,7 @@ import torch
 from genscom.generation.diffusion import DiffusionDecoder, DiffusionDecoderConfig
 from genscom.training import (check_output_dir, lr_at, load_checkpoint, loss_curve, make_accelerator,
                               resolve_run_dir, save_checkpoint, set_lr, write_run)
+from genscom.utils import check_positive_ints
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +70,8 @@ class TrainDecoderConfig:
     vae_kl_weight: float = 1e-6
 
     def __post_init__(self) -> None:
-        for name in ("n_items", "steps", "batch_size", "log_every", "n_samples", "vae_steps", "vae_batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"TrainDecoderConfig.{name} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("n_items", "steps", "batch_size", "log_every", "n_samples", "vae_steps",
+                                   "vae_batch_size"), owner="TrainDecoderConfig")
         for name in ("checkpoint_every", "sample_every", "warmup_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -195,7 +194,8 @@ def train_decoder(config: TrainDecoderConfig, *, resume: bool = False, progress:
     if config.init_from is not None:  # loaded (and so checked) before any data is prepared
         from genscom.pretrained import resolve_pretrained
 
-        warm = resolve_pretrained(config.init_from, DiffusionDecoder, what="init_from")
+        warm = resolve_pretrained(config.init_from, DiffusionDecoder, what="init_from",
+                                  train_command="genscom train decoder")
     threads = torch.get_num_threads()
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)

@@ -49,7 +49,7 @@ from genscom.privacy.errors import (
     KeyFilePermissionError,
     KeyFormatError,
 )
-from genscom.utils import atomic_write
+from genscom.utils import atomic_write, check_positive_ints
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +89,7 @@ class ScryptParams:
     p: int = field(default=1, metadata={"help": "parallelisation (lanes run one after another here)"})
 
     def __post_init__(self) -> None:
-        for name in ("n", "r", "p"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ScryptParams.{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("n", "r", "p"), owner="ScryptParams")
         if self.n < 2 or self.n & (self.n - 1):
             raise ValueError(f"ScryptParams.n must be a power of two >= 2, got {self.n}; e.g. 2**15")
 

@@ -53,7 +53,8 @@ def resolve_adapter(adapter: str | Path | ChannelAdapter, device: str | torch.de
     -> a loaded :class:`ChannelAdapter`."""
     from genscom.pretrained import resolve_pretrained
 
-    return resolve_pretrained(adapter, ChannelAdapter, what="adapter", device=device)
+    return resolve_pretrained(adapter, ChannelAdapter, what="adapter", device=device,
+                              train_command="genscom train adapter")
 
 
 @dataclass

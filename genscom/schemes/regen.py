@@ -42,7 +42,8 @@ def load_decoder(decoder: "str | Path | DiffusionDecoder", device: str | torch.d
     from genscom.generation.diffusion import DiffusionDecoder
     from genscom.pretrained import resolve_pretrained
 
-    return resolve_pretrained(decoder, DiffusionDecoder, what="decoder", device=device)
+    return resolve_pretrained(decoder, DiffusionDecoder, what="decoder", device=device,
+                              train_command="genscom train decoder")
 
 
 def frames_from_images(images: torch.Tensor) -> torch.Tensor:
@@ -156,7 +157,7 @@ def load_deepjscc(model: "str | Path | DeepJSCC", device: str | torch.device = "
     from genscom.generation.deepjscc import DeepJSCC
     from genscom.pretrained import resolve_pretrained
 
-    return resolve_pretrained(model, DeepJSCC, what="model", device=device)
+    return resolve_pretrained(model, DeepJSCC, what="model", device=device, train_command="genscom train deepjscc")
 
 
 @dataclass

@@ -12,14 +12,14 @@ Heavy dependencies load on first use: ``import genscom`` is cheap.
 
 from typing import Any
 
-__version__ = "0.1.0"
+from genscom._version import __version__
 
 __all__ = ["__version__", "list_cards", "load_agent"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing genscom must not import torch/transformers
     if name == "load_agent":
-        from genscom.agents.link import load_agent
+        from genscom.schemes.agent_link import load_agent
 
         return load_agent
     if name == "list_cards":

@@ -114,7 +114,7 @@ def _root(ctx: typer.Context,
 @app.command()
 def version() -> None:
     """Print the genscom version."""
-    from genscom import __version__
+    from genscom._version import __version__
 
     console.print(__version__)
 

@@ -80,7 +80,7 @@ def library_versions() -> dict[str, str]:
 
 def make_meta(*, command: str, seed: int, dataset: str, n_items: int, profile: str, quick: bool,
               **extra: Any) -> dict[str, Any]:
-    from genscom import __version__
+    from genscom._version import __version__
 
     meta: dict[str, Any] = {
         "genscom_version": __version__,

@@ -13,7 +13,7 @@ import yaml
 
 import genscom
 from genscom.agents.card import ENV_CARDS, SHIPPED_CARDS, find_card, list_cards, load_card
-from genscom.agents.link import AgentLink, Retrieved, as_clips, load_agent
+from genscom.schemes.agent_link import AgentLink, Retrieved, as_clips, load_agent
 from genscom.agents.testing import make_tiny_llm, tiny_card_dict
 
 REPO = Path(__file__).resolve().parents[1]

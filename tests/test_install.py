@@ -237,3 +237,13 @@ def test_package_data_globs_cover_the_shipped_files() -> None:
             rel = f.relative_to(pkg).as_posix()
             assert any(fnmatch.fnmatchcase(rel, g) and rel.count("/") == g.count("/") for g in globs), (
                 f"genscom/{rel} matches no package-data glob in pyproject.toml: {globs}")
+
+
+def test_version_is_the_packaged_one() -> None:
+    import tomllib
+
+    import genscom
+    from genscom._version import __version__
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert genscom.__version__ == __version__ == meta["project"]["version"]

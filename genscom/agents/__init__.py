@@ -1,7 +1,7 @@
 """LLM agents: understanding (content -> embedding) and generating (embedding -> task content), with LoRA.
 
-``load_agent(card)`` (also ``genscom.load_agent``) returns an :class:`AgentLink` that
-captions, embeds and retrieves clips over a channel; ``list_cards()`` / ``find_card(name)``
+``genscom.load_agent(card)`` (:mod:`genscom.schemes.agent_link`, above the schemes it uses) returns
+an ``AgentLink`` that captions, embeds and retrieves clips over a channel; ``list_cards()`` / ``find_card(name)``
 look cards up on the card search path; ``load_card(path or name)`` reads an agent card;
 ``Agent.from_card(card)`` builds one role; ``load_agent_pair(card)`` builds both roles on one
 LLM (two LoRA adapters);
@@ -14,8 +14,8 @@ from genscom.agents.card import AgentCard, LoraSpec, card_search_path, find_card
 from genscom.agents.prompts import ChannelSensing, TaskRequirement, load_prompt, render_prompt
 
 __all__ = [
-    "Agent", "AgentCard", "AgentLink", "ChannelSensing", "FinetuneConfig", "LoraSpec", "Retrieved", "TaskRequirement",
-    "card_search_path", "find_card", "finetune_agents", "list_cards", "load_agent", "load_agent_pair", "load_card",
+    "Agent", "AgentCard", "ChannelSensing", "FinetuneConfig", "LoraSpec", "TaskRequirement",
+    "card_search_path", "find_card", "finetune_agents", "list_cards", "load_agent_pair", "load_card",
     "load_prompt", "render_prompt",
 ]
 
@@ -25,10 +25,6 @@ def __getattr__(name: str):  # lazy: importing genscom.agents must not import tr
         from genscom.agents import agent
 
         return getattr(agent, name)
-    if name in ("AgentLink", "Retrieved", "load_agent"):
-        from genscom.agents import link
-
-        return getattr(link, name)
     if name in ("FinetuneConfig", "finetune_agents"):
         from genscom.agents import finetune
 

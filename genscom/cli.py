@@ -355,6 +355,8 @@ def finetune_agents_cmd(
     caption_weight: Optional[float] = typer.Option(None, "--caption-weight", help="weight of the caption LM loss"),
     retrieval_weight: Optional[float] = typer.Option(None, "--retrieval-weight", help="weight of the retrieval "
                                                                                       "InfoNCE loss"),
+    attribute_weight: Optional[float] = typer.Option(None, "--attribute-weight", help="weight of the cross-entropy "
+                                                     "of the generating card's attributes head (if it has one)"),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="InfoNCE temperature"),
     log_every: Optional[int] = typer.Option(None, "--log-every", help="log the losses every N steps"),
     n_eval: Optional[int] = typer.Option(None, "--n-eval", help="val items per evaluation"),

@@ -242,3 +242,78 @@ def test_script_and_cli_build_the_same_config(tmp_path: Path, monkeypatch: pytes
         with pytest.raises(SystemExit) as info:
             _script().main(bad)
         assert info.value.code == 2
+
+
+# ----------------------------------------------------------------------------- the attributes head
+ATTR_CLASSES = {"shape": ["circle", "square", "star", "ring"], "colour": ["red", "blue", "green", "white"]}
+
+
+def _attr_pair(tiny_llm: Path, **extra: object) -> tuple[Agent, Agent]:
+    u = Agent.from_card(load_card(tiny_card_dict(tiny_llm, "understanding", prompt=str(REPO / "prompts/understanding.md"))))
+    g = Agent.from_card(load_card(tiny_card_dict(
+        tiny_llm, "generating", prompt=str(REPO / "prompts/generating.md"),
+        heads=["retrieval", "caption", "image-conditioning", "attributes"], attribute_classes=ATTR_CLASSES, **extra)),
+        llm=u.llm, seed=1)
+    return u, g
+
+
+def test_attributes_head_card_shapes_and_names(tiny_llm: Path) -> None:
+    with pytest.raises(ValueError, match="attribute_classes"):
+        load_card(tiny_card_dict(tiny_llm, "generating", prompt="p.md", heads=["caption", "attributes"]))
+    with pytest.raises(ValueError, match="attribute_classes"):
+        load_card(tiny_card_dict(tiny_llm, "generating", prompt="p.md", attribute_classes=ATTR_CLASSES))
+    with pytest.raises(ValueError, match="at least two distinct"):
+        load_card(tiny_card_dict(tiny_llm, "generating", prompt="p.md", heads=["attributes"],
+                                 attribute_classes={"shape": ["circle", "circle"]}))
+    # a card without `heads` does not get the opt-in attributes head
+    assert "attributes" not in load_card(tiny_card_dict(tiny_llm, "generating", prompt="p.md")).heads
+    _, g = _attr_pair(tiny_llm)
+    from genscom.agents.prompts import ChannelSensing
+
+    out = g(torch.randn(3, 12), sensing=ChannelSensing(snr_db=5.0, channel="awgn"))
+    assert {k: tuple(v.shape) for k, v in out.attributes.items()} == {"shape": (3, 4), "colour": (3, 4)}
+    read = g.read_attributes(torch.randn(3, 12))
+    assert sorted(read) == ["colour", "shape"] and all(len(v) == 3 for v in read.values())
+    assert set(read["shape"]) <= set(ATTR_CLASSES["shape"]) and set(read["colour"]) <= set(ATTR_CLASSES["colour"])
+
+
+def test_attribute_labels_follow_the_first_group() -> None:
+    from genscom.agents.finetune import attribute_labels
+    from genscom.data import create_dataset
+
+    ds = create_dataset("synthetic", split="train", n_items=12, seed=0, cache=False)
+    labels = attribute_labels(ds, {"shape": ATTR_CLASSES["shape"], "count": ["1", "2", "3"]})
+    for i in range(len(ds)):
+        g0 = ds.attributes_of(i)["groups"][0]
+        want = ATTR_CLASSES["shape"].index(g0["shape"]) if g0["shape"] in ATTR_CLASSES["shape"] else -100
+        assert int(labels["shape"][i]) == want
+        assert int(labels["count"][i]) == g0["count"] - 1
+    assert (labels["shape"] == -100).any()  # triangles and crosses are not among these classes: ignored
+
+
+def test_finetune_trains_the_attributes_head_and_warm_starts_it(tiny_llm: Path, data: CaptionData,
+                                                                tmp_path: Path) -> None:
+    kw = dict(batch_size=4, warmup_steps=1, checkpoint_every=100, snr_min=10, snr_max=20)
+    # a pair without the head, trained and saved; a card that adds the head warm-starts from it
+    finetune_agents(FinetuneConfig(steps=2, lr=3e-3, out_dir=str(tmp_path / "a"), adapters_dir=str(tmp_path / "ad"),
+                                   **kw), data=data, agents=_pair(tiny_llm))
+    u, g = _attr_pair(tiny_llm, name="tiny-generating")
+    from genscom.errors import BadFileError
+
+    with pytest.raises(BadFileError, match="does not fit"):
+        g.load_pretrained(tmp_path / "ad" / "tiny-generating")  # strict: the folder has no attributes head
+    labels = {"shape": torch.arange(8) % 4, "colour": torch.arange(8) % 4}  # the data's captions name these
+    with_labels = CaptionData(features=data.features, captions=data.captions, text_emb=data.text_emb, labels=labels)
+    with pytest.raises(ValueError, match="no labels"):
+        finetune_agents(FinetuneConfig(steps=1, out_dir=str(tmp_path / "x"), **kw), data=data, agents=(u, g))
+    res = finetune_agents(FinetuneConfig(steps=30, lr=3e-3, out_dir=str(tmp_path / "b"), adapters_dir=None,
+                                         init_from=str(tmp_path / "ad"), **kw), data=with_labels, agents=(u, g))
+    att = [h["attributes"] for h in res["history"]]
+    assert att[0] > 0 and sum(att[-5:]) / 5 < 0.7 * sum(att[:5]) / 5, att
+    saved = tmp_path / "b" / "adapters" / "tiny-generating"
+    fresh = _attr_pair(tiny_llm, name="tiny-generating")[1]
+    fresh.load_pretrained(saved)  # now the folder has the head: strict loading fits
+    torch.testing.assert_close(fresh.heads["attributes"].fc.weight, g.heads["attributes"].fc.weight)
+    with pytest.raises(ValueError, match="labels"):
+        CaptionData(features=data.features, captions=data.captions, text_emb=data.text_emb,
+                    labels={"shape": torch.zeros(3, dtype=torch.int64)})

@@ -11,8 +11,10 @@ Both run the same recipe around a shared, frozen LLM with one LoRA adapter per r
   (L2-normalised), the compact understanding embedding sent on the channel.
 * generating: input = the received embedding ``[B, embedding_dim]``; heads
   ``retrieval`` -> ``[B, text_dim]`` (L2-normalised, in the encoder's text space),
-  ``image-conditioning`` -> ``[B, n_query_tokens, image_cond_dim]`` and ``caption``
-  (greedy text generation after the cue ``"Caption:"``; teacher-forced LM loss in training).
+  ``image-conditioning`` -> ``[B, n_query_tokens, image_cond_dim]``, ``caption``
+  (greedy text generation after the cue ``"Caption:"``; teacher-forced LM loss in training) and, when the
+  card asks for it, ``attributes`` (:class:`~genscom.agents.heads.AttributeHead`: the first object group's
+  attributes read from the received embedding itself, without the LLM; :meth:`Agent.read_attributes`).
 
 The heads read the query tokens' last hidden states (layer-normed) plus a zero-initialised
 linear skip of the (layer-normed, item-averaged) input: a residual path that
@@ -43,7 +45,7 @@ from torch import nn
 
 from genscom.agents.backbone import SharedLLM
 from genscom.agents.card import AgentCard, load_card
-from genscom.agents.heads import ImageConditioningHead, SoftPromptProjector, VectorHead
+from genscom.agents.heads import AttributeHead, ImageConditioningHead, SoftPromptProjector, VectorHead
 from genscom.agents.llm import PEFT_CONFIG, base_model_of, same_llm
 from genscom.agents.prompts import ChannelSensing, TaskRequirement, load_prompt, render_prompt
 from genscom.errors import BadFileError, first_line
@@ -66,6 +68,7 @@ class AgentOutput:
         image_conditioning: ``[B, n_query_tokens, image_cond_dim]`` float32 (generating).
         caption_loss: scalar mean token cross-entropy when captions were given (generating).
         query_hidden: ``[B, n_query_tokens, hidden]`` float32 hidden states of the query tokens.
+        attributes: ``{attribute: [B, n_classes]}`` logits of the ``attributes`` head (generating).
     """
 
     embedding: torch.Tensor | None = None
@@ -73,6 +76,7 @@ class AgentOutput:
     image_conditioning: torch.Tensor | None = None
     caption_loss: torch.Tensor | None = None
     query_hidden: torch.Tensor | None = None
+    attributes: dict[str, torch.Tensor] | None = None
 
 
 def _seeded(seed: int, fn: Any) -> Any:
@@ -116,6 +120,8 @@ class Agent(nn.Module):
                 heads["retrieval"] = VectorHead(h, card.text_dim)
             if "image-conditioning" in card.heads:
                 heads["image_conditioning"] = ImageConditioningHead(h, card.image_cond_dim)
+            if "attributes" in card.heads:
+                heads["attributes"] = AttributeHead(d_in, {k: len(v) for k, v in card.attribute_classes.items()})
             self.heads = nn.ModuleDict(heads)
 
         _seeded(seed, build)
@@ -240,6 +246,8 @@ class Agent(nn.Module):
             out.retrieval = self.heads["retrieval"](qh, skip=skip)
         if "image_conditioning" in self.heads:
             out.image_conditioning = self.heads["image_conditioning"](qh, skip=skip)
+        if "attributes" in self.heads:
+            out.attributes = self.heads["attributes"](x)
         if want_caption:
             start = hidden.shape[1] - n_cap  # position of the first caption token
             logits = llm.logits(hidden[:, start - 1: start - 1 + n_cap])  # predicts caption tokens
@@ -253,6 +261,16 @@ class Agent(nn.Module):
         if self.role != "understanding":
             raise ValueError(f"understand() needs an understanding agent; {self.card.name!r} is {self.role!r}")
         return self(features, sensing=sensing, task=task).embedding  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def read_attributes(self, received: torch.Tensor) -> dict[str, list[str]]:
+        """``attributes`` head: the most likely class of each attribute of the first object group, read from the
+        received embeddings ``[B, embedding_dim]`` without running the LLM -> ``{attribute: B class names}``."""
+        if "attributes" not in self.heads:
+            raise ValueError(f"agent {self.card.name!r} has no attributes head (heads={self.card.heads}); use a card "
+                             "with `attributes` in heads and its attribute_classes")
+        logits = self.heads["attributes"](self._inputs(received))
+        return {k: [self.card.attribute_classes[k][int(i)] for i in v.argmax(-1).tolist()] for k, v in logits.items()}
 
     @torch.no_grad()
     def generate_captions(self, received: torch.Tensor, *, sensing: ChannelSensing,
@@ -336,8 +354,11 @@ class Agent(nn.Module):
             raise
         return folder
 
-    def load_pretrained(self, folder: str | os.PathLike[str]) -> None:
-        """Load weights written by :meth:`save_pretrained` (role and shapes must match)."""
+    def load_pretrained(self, folder: str | os.PathLike[str], *, new_heads: bool = False) -> None:
+        """Load weights written by :meth:`save_pretrained` (role and shapes must match).
+
+        ``new_heads=True`` (a warm start, e.g. fine-tuning's ``init_from``): heads of this card that the folder
+        does not hold keep their fresh initialisation; everything the folder holds must still fit."""
         folder = Path(folder)
         check_agent_folder(folder, role=self.role)
         base = base_model_of(folder)
@@ -349,7 +370,12 @@ class Agent(nn.Module):
         state = load_safetensors(path, device=str(self.queries.device), expected="the agent's modules (safetensors "
                                  "written by Agent.save_pretrained)", fix=_ADAPTER_FIX)
         try:
-            self.load_state_dict(state, strict=True)
+            missing, unexpected = self.load_state_dict(state, strict=not new_heads)
+            absent = {k.split(".")[1] for k in missing if k.startswith("heads.")} - \
+                {k.split(".")[1] for k in state if k.startswith("heads.")}  # heads the folder has none of
+            fresh = [k for k in missing if not (k.startswith("heads.") and k.split(".")[1] in absent)]
+            if new_heads and (fresh or unexpected):
+                raise RuntimeError(f"missing {fresh[:3]}, unexpected {unexpected[:3]}")
         except RuntimeError as exc:
             raise BadFileError(path, problem=f"does not fit agent {self.card.name!r} (sizes or names differ: "
                                              f"{first_line(exc, limit=200)})",

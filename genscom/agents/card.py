@@ -48,10 +48,15 @@ from genscom.utils import load_config
 
 Role = Literal["understanding", "generating"]
 Quantization = Literal["none", "nf4", "int8"]
-HeadName = Literal["embedding", "retrieval", "caption", "image-conditioning"]
+HeadName = Literal["embedding", "retrieval", "caption", "image-conditioning", "attributes"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 ROLE_HEADS: dict[str, tuple[str, ...]] = {
+    "understanding": ("embedding",),
+    "generating": ("retrieval", "caption", "image-conditioning", "attributes"),
+}
+# the heads a card without a `heads` field gets (``attributes`` needs ``attribute_classes``, so it is opt-in)
+DEFAULT_HEADS: dict[str, tuple[str, ...]] = {
     "understanding": ("embedding",),
     "generating": ("retrieval", "caption", "image-conditioning"),
 }
@@ -105,6 +110,9 @@ class AgentCard:
         n_soft_tokens: soft tokens made by the projector from each input vector.
         n_query_tokens: learned query tokens whose hidden states feed the heads.
         image_cond_dim: size of each image-conditioning vector (one per query token).
+        attribute_classes: for the ``attributes`` head: ``{attribute: [class names]}`` of the first object group
+            (e.g. ``{"shape": ["circle", ...], "colour": ["red", ...]}``); the head reads them from the received
+            embedding, and fine-tuning trains it with cross-entropy on the data's labels.
         max_caption_tokens: generation length limit of the caption head.
         adapter: folder of trained weights (PEFT adapter + heads) or ``None``.
         partner: the card of the other end (for schemes that need both), or ``None``.
@@ -128,6 +136,7 @@ class AgentCard:
     n_soft_tokens: int = 4
     n_query_tokens: int = 4
     image_cond_dim: int = 64
+    attribute_classes: dict[str, list[str]] = field(default_factory=dict)
     max_caption_tokens: int = 24
     adapter: str | None = None
     partner: str | None = None
@@ -165,10 +174,11 @@ class AgentCard:
             raise ValueError(f"agent card field 'adapter_name' must be an identifier-like name, got {self.adapter_name!r}")
         allowed = ROLE_HEADS[self.role]
         if not self.heads:
-            self.heads = list(allowed)
+            self.heads = list(DEFAULT_HEADS[self.role])
         if not isinstance(self.heads, list) or any(h not in allowed for h in self.heads):
             raise ValueError(f"agent card field 'heads' for role {self.role!r} must be a list drawn from {list(allowed)}, "
                              f"got {self.heads!r}")
+        self._check_attribute_classes()
         for name in ("perception_dim", "embedding_dim", "text_dim", "n_soft_tokens", "n_query_tokens",
                      "image_cond_dim", "max_caption_tokens"):
             _pos_int(name, getattr(self, name))
@@ -176,6 +186,18 @@ class AgentCard:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v.strip()):
                 raise ValueError(f"agent card field {name!r} must be a path string or null, got {v!r}")
+
+    def _check_attribute_classes(self) -> None:
+        classes = self.attribute_classes
+        if not isinstance(classes, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, list) and len(v) >= 2 and len(set(map(str, v))) == len(v)
+                for k, v in classes.items()):
+            raise ValueError("agent card field 'attribute_classes' must map attribute names to lists of at least two "
+                             f"distinct class names (e.g. {{shape: [circle, square]}}), got {classes!r}")
+        self.attribute_classes = {k: [str(c) for c in v] for k, v in classes.items()}
+        if ("attributes" in self.heads) != bool(self.attribute_classes):
+            raise ValueError("agent card: the 'attributes' head and the 'attribute_classes' field go together; "
+                             f"got heads={self.heads} and attribute_classes={self.attribute_classes or '{}'}")
 
     # -- paths -----------------------------------------------------------------
     def resolve(self, rel: str) -> Path:

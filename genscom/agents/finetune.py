@@ -4,6 +4,7 @@ Objective per batch (SNR drawn uniformly in ``[snr_min, snr_max]`` dB per batch)
 
     features --understanding agent--> e --semantic-analog + channel(snr)--> e_hat --generating agent-->
         caption_weight * LM loss(reference caption)  +  retrieval_weight * InfoNCE(retrieval, text embedding)
+        (+ attribute_weight * cross-entropy of the ``attributes`` head, when the generating card has one)
 
 Both LoRA adapters (one LLM, two adapter names; QLoRA when the cards say
 ``quantization: nf4``), the projectors, query tokens and heads are trained
@@ -81,6 +82,7 @@ class FinetuneConfig:
     channel: str = "awgn"
     caption_weight: float = 1.0
     retrieval_weight: float = 1.0
+    attribute_weight: float = 1.0  # cross-entropy of the generating card's `attributes` head (when it has one)
     temperature: float = 0.05
     seed: int = 0
     out_dir: str | None = None  # run folder (checkpoint.pt, finetune.json); None: runs/finetune-agents-<timestamp>/
@@ -107,7 +109,8 @@ class FinetuneConfig:
             raise ValueError(f"eval_every must be an integer >= 0 (0 = no evaluation), got {self.eval_every!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        for name in ("snr_min", "snr_max", "caption_weight", "retrieval_weight", "weight_decay", "eval_snr"):
+        for name in ("snr_min", "snr_max", "caption_weight", "retrieval_weight", "attribute_weight", "weight_decay",
+                     "eval_snr"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
@@ -129,12 +132,15 @@ class CaptionData:
         captions: ``N`` lists of reference captions.
         text_emb: ``[n_captions, d_t]`` L2-normalised text embeddings of all captions, flattened in item order.
         caption_offsets: ``[N + 1]`` int64: captions of item ``i`` are rows ``offsets[i]:offsets[i+1]``.
+        labels: ``{attribute: [N] int64}`` class indices of the first object group (``-100``: unknown), for the
+            ``attributes`` head; ``None`` without labels.
     """
 
     features: torch.Tensor
     captions: list[list[str]]
     text_emb: torch.Tensor
     caption_offsets: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    labels: dict[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.captions)
@@ -148,19 +154,40 @@ class CaptionData:
             self.caption_offsets = offsets
         if self.text_emb.shape[0] != int(offsets[-1]):
             raise ValueError(f"text_emb has {self.text_emb.shape[0]} rows but there are {int(offsets[-1])} captions")
+        for k, v in (self.labels or {}).items():
+            if v.shape != (n,) or v.dtype != torch.int64:
+                raise ValueError(f"labels[{k!r}] must be int64 [{n}], got {v.dtype} {tuple(v.shape)}")
 
     def __len__(self) -> int:
         return len(self.captions)
 
 
-def build_caption_data(encoder: Any, dataset: Any, *, batch_size: int = 64) -> CaptionData:
-    """Encode a clip-caption dataset once: clip features (``encode_clips``) and caption text embeddings."""
+def attribute_labels(dataset: Any, classes: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+    """``{attribute: [N] int64}``: the index in ``classes[attribute]`` of each item's first object group's value
+    (``dataset.attributes_of(i)["groups"][0]``, compared as strings); ``-100`` (ignored by the loss) where an item
+    has no such value or a class the list does not name."""
+    out = {k: torch.full((len(dataset),), -100, dtype=torch.int64) for k in classes}
+    index = {k: {c: j for j, c in enumerate(v)} for k, v in classes.items()}
+    for i in range(len(dataset)):
+        groups = dataset.attributes_of(i).get("groups") or [{}]
+        for k in classes:
+            j = index[k].get(str(groups[0].get(k)))
+            if j is not None:
+                out[k][i] = j
+    return out
+
+
+def build_caption_data(encoder: Any, dataset: Any, *, batch_size: int = 64,
+                       attribute_classes: dict[str, list[str]] | None = None) -> CaptionData:
+    """Encode a clip-caption dataset once: clip features (``encode_clips``) and caption text embeddings (and,
+    with ``attribute_classes``, the labels of :func:`attribute_labels`)."""
     with torch.no_grad():
         feats = encoder.encode_clips(dataset.stacked_frames(), batch_size=batch_size).float().cpu()
         caps = [list(dataset.captions_of(i)) for i in range(len(dataset))]
         flat = [c for cs in caps for c in cs]
         text = F.normalize(encoder.encode_text(flat, batch_size=256).float().cpu(), dim=-1)
-    return CaptionData(features=feats, captions=caps, text_emb=text)
+    labels = attribute_labels(dataset, attribute_classes) if attribute_classes else None
+    return CaptionData(features=feats, captions=caps, text_emb=text, labels=labels)
 
 
 class AgentPairModule(nn.Module):
@@ -173,7 +200,8 @@ class AgentPairModule(nn.Module):
         self.llm_model = understanding.llm.peft  # registers the LoRA parameters
 
     def forward(self, features: torch.Tensor, captions: list[str], text: torch.Tensor, *, snr_db: float,
-                channel: Any, generator: torch.Generator, cfg: FinetuneConfig) -> dict[str, torch.Tensor]:
+                channel: Any, generator: torch.Generator, cfg: FinetuneConfig,
+                labels: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """One batch across the analog link (:func:`~genscom.channels.analog.send_analog`, the
         ``semantic-analog`` scheme's physical layer) at ``snr_db``; returns the weighted loss and its parts."""
         sensing = ChannelSensing(snr_db=float(snr_db), channel=cfg.channel)
@@ -184,8 +212,12 @@ class AgentPairModule(nn.Module):
         cap = out.caption_loss if out.caption_loss is not None else zero
         ret = contrastive_loss(out.retrieval, text.to(out.retrieval.device), scale=1.0 / cfg.temperature) \
             if cfg.retrieval_weight > 0 and out.retrieval is not None else zero
-        return {"loss": cfg.caption_weight * cap + cfg.retrieval_weight * ret, "caption": cap.detach(),
-                "retrieval": ret.detach()}
+        att = zero
+        if cfg.attribute_weight > 0 and out.attributes is not None and labels is not None:
+            att = sum((F.cross_entropy(out.attributes[k], labels[k].to(out.attributes[k].device), ignore_index=-100)
+                       for k in out.attributes), zero)
+        return {"loss": cfg.caption_weight * cap + cfg.retrieval_weight * ret + cfg.attribute_weight * att,
+                "caption": cap.detach(), "retrieval": ret.detach(), "attributes": att.detach()}
 
 
 def _trainable(pair: AgentPairModule) -> list[nn.Parameter]:
@@ -261,12 +293,16 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
         agents = load_agent_pair(cfg.card, device=cfg.device, load_adapter=False, seed=cfg.seed)
     u, g = agents
     if cfg.init_from is not None and not resume:
-        for agent in (u, g):
-            agent.load_pretrained(Path(cfg.init_from) / agent.card.name)
+        for agent in (u, g):  # heads the card adds to the folder's (e.g. `attributes`) start fresh
+            agent.load_pretrained(Path(cfg.init_from) / agent.card.name, new_heads=True)
     if u.role != "understanding" or g.role != "generating" or u.llm is not g.llm:
         raise ValueError("agents must be (understanding, generating) sharing one SharedLLM (use load_agent_pair)")
     if data is None:
-        data = _default_data(cfg, u)
+        data = _default_data(cfg, u, g)
+    if "attributes" in g.card.heads and cfg.attribute_weight > 0 and data.labels is None:
+        raise ValueError(f"card {g.card.name!r} has an attributes head but the training data has no labels; build "
+                         "it with build_caption_data(..., attribute_classes=card.attribute_classes), or set "
+                         "attribute_weight 0")
     u.llm.set_trainable({u.adapter_name, g.adapter_name})
     pair = AgentPairModule(u, g)
     pair.train()
@@ -301,7 +337,7 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
         shown: dict[str, str] = {}
 
         def progress(step: int, total: int, metrics: dict[str, float]) -> None:  # noqa: ARG001
-            shown.update({k: f"{v:.3f}" for k, v in metrics.items() if k in ("loss", "caption", "retrieval")})
+            shown.update({k: f"{v:.3f}" for k, v in metrics.items() if k in ("loss", "caption", "retrieval", "attributes")})
             bar.set_postfix(shown, refresh=False)
             if "eval_object_colour_acc" in metrics:
                 shown["val obj+col"] = f"{metrics['eval_object_colour_acc']:.2f}"
@@ -315,7 +351,7 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
     while step < cfg.steps:
         set_lr(optimizer, lr_at(step, lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
                                 schedule=cfg.lr_schedule))
-        sums = {"loss": 0.0, "caption": 0.0, "retrieval": 0.0}
+        sums = {"loss": 0.0, "caption": 0.0, "retrieval": 0.0, "attributes": 0.0}
         for _ in range(cfg.grad_accum):
             # the same draws on every rank (gen stays identical, so rank 0's checkpoint resumes all of them)
             idx = sampler.next(cfg.batch_size * world)  # the global batch
@@ -329,7 +365,8 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
             with accelerator.accumulate(pair):
                 with accelerator.autocast():
                     out = pair(feats[idx].to(accelerator.device), caps, data.text_emb[choice], snr_db=snr,
-                               channel=channel, generator=noise, cfg=cfg)
+                               channel=channel, generator=noise, cfg=cfg,
+                               labels=None if data.labels is None else {k: v[idx] for k, v in data.labels.items()})
                 accelerator.backward(out["loss"])
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(_trainable(model), 1.0)
@@ -445,7 +482,7 @@ RESUME_FREE_FIELDS = frozenset({"steps", "checkpoint_every", "log_every", "out_d
                                 "eval_every", "n_eval", "eval_snr"})
 
 
-def _default_data(cfg: FinetuneConfig, u: Agent) -> CaptionData:
+def _default_data(cfg: FinetuneConfig, u: Agent, g: Agent) -> CaptionData:
     from genscom.data import create_dataset
     from genscom.encoders import create_encoder
 
@@ -456,7 +493,7 @@ def _default_data(cfg: FinetuneConfig, u: Agent) -> CaptionData:
         kwargs["root"] = cfg.data_root
     ds = create_dataset(cfg.dataset, split="train", **kwargs)
     encoder = create_encoder(cfg.profile or u.card.perception, device=cfg.device)
-    data = build_caption_data(encoder, ds)
+    data = build_caption_data(encoder, ds, attribute_classes=g.card.attribute_classes or None)
     if data.features.shape[-1] != u.card.perception_dim:
         raise ValueError(f"perception features have size {data.features.shape[-1]} but card {u.card.name!r} has "
                          f"perception_dim={u.card.perception_dim}; match the card to the encoder profile")

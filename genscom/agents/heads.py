@@ -46,6 +46,25 @@ class VectorHead(nn.Module):
         return F.normalize(z, dim=-1)
 
 
+class AttributeHead(nn.Module):
+    """The received embedding ``[B, n, d_in]`` (its mean over ``n``) -> one logit vector per attribute.
+
+    Reads the first object group's attributes (``{"shape": [B, n_shapes], "colour": [B, n_colours], ...}``)
+    straight from what the receiver got, not through the LLM: a cheap semantic reader whose cross-entropy, in
+    joint fine-tuning, pushes the understanding agent to keep those attributes in the embedding it sends.
+    """
+
+    def __init__(self, d_in: int, classes: dict[str, int], hidden: int = 512) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_in)
+        self.fc = nn.Linear(d_in, hidden)
+        self.out = nn.ModuleDict({name: nn.Linear(hidden, n) for name, n in classes.items()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = F.gelu(self.fc(self.norm(x.mean(dim=1))))
+        return {name: layer(h) for name, layer in self.out.items()}
+
+
 class ImageConditioningHead(nn.Module):
     """Query hidden states ``[B, Q, hidden]`` -> conditioning vectors ``[B, Q, d_cond]`` for an image decoder."""
 

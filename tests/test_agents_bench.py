@@ -107,5 +107,8 @@ def test_caption_bench_runs_end_to_end(tmp_path) -> None:
     assert blob["benchmark"] == "caption" and len(blob["records"]) == 7
     assert all(0.0 <= r["metrics"]["object_colour_acc"] <= 1.0 for r in blob["records"])
     assert all({"count_acc", "size_acc", "motion_acc"} <= set(r["metrics"]) for r in blob["records"])
+    assert all(0.0 <= r["ci95"]["object_colour_acc"] <= 0.5 for r in blob["records"])
+    table = (tmp_path / "out" / "caption.md").read_text()
+    assert "| failure_rate |" in table and "| uses |" in table and "equal budget" in table
     assert (tmp_path / "out" / "caption.md").read_text().startswith("| scheme")
     assert (tmp_path / "out" / "caption.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -95,7 +95,7 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
         m = caption_scores(caps, refs, attrs, encoder=enc, vocabulary=getattr(ds, "caption_vocabulary", None))
         records.append(Record(scheme=name, channel=cfg.channel if snr is not None else "none", snr_db=snr,
                               channel_uses=uses, cbr=uses / source_dim, failure_rate=failure, metrics=m,
-                              extra=extra or {}))
+                              ci95=accuracy_intervals(caps, attrs, seed=cfg.seed), extra=extra or {}))
         examples[f"{name}@{snr}"] = caps[:3]
         progress.advance(task)
         progress.console.log(f"{name} @ {'noiseless' if snr is None else f'{snr:+g} dB'}: object+colour "
@@ -148,19 +148,39 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
                 {"uses": "equal budget", "note": f"smallest JPEG needs {fit['uses_needed']} uses"})
     progress.stop()
     meta = make_meta(command=command, seed=cfg.seed, dataset="synthetic", n_items=len(ds), profile=u.card.perception,
-                     quick=False, card=cfg.card, channel=cfg.channel, snrs=list(cfg.snrs), examples=examples)
+                     quick=False, card=cfg.card, channel=cfg.channel, snrs=list(cfg.snrs), examples=examples,
+                     ci_note=f"95% percentile bootstrap over items (n_boot={N_BOOT}) of object_colour_acc, object_acc "
+                             "and colour_acc; ci95 = max(mean - lo, hi - mean)")
     out_dir = Path(cfg.out_dir)
     path = write_results(out_dir / "caption.json", "caption", meta, records)
-    cols = ["scheme", "channel", "snr_db", "channel_uses", "failure_rate", "object_colour_acc", "object_acc",
+    cols = ["scheme", "channel", "snr_db", "channel_uses", "uses", "failure_rate", "object_colour_acc", "object_acc",
             "colour_acc", "count_acc", "size_acc", "motion_acc", "bleu4", "cider", "text_sim"]
-    cols = [c for c in cols if any(c in r.metrics or c in ("scheme", "channel", "snr_db", "channel_uses")
-                                   for r in records)]
+    cols = [c for c in cols if any(c in r.metrics or c in r.to_json() for r in records)]
     console.print(render_table(records, cols, title="captions over the channel"))
     from genscom.utils import atomic_write_text
 
     atomic_write_text(out_dir / "caption.md", markdown_table(records, cols) + "\n")
     png = plot_caption_accuracy(records, out_dir / "caption.png")
     return {"records": records, "json": path, "png": png}
+
+
+N_BOOT = 1000
+
+
+def accuracy_intervals(captions: list[str], attributes: list[dict[str, Any]], *, seed: int = 0) -> dict[str, float]:
+    """95 % percentile-bootstrap half-widths over items of ``object_colour_acc``, ``object_acc`` and ``colour_acc``
+    (the per-item flags of :func:`genscom.metrics.text.names_object_and_colour`); ``{}`` without attributes."""
+    from genscom.metrics.stats import bootstrap_ci, half_width
+    from genscom.metrics.text import names_object_and_colour
+
+    if not attributes or "groups" not in attributes[0]:
+        return {}
+    flags = torch.tensor([names_object_and_colour(c, a) for c, a in zip(captions, attributes)], dtype=torch.float32)
+    out = {}
+    for j, name in enumerate(("object_acc", "colour_acc", "object_colour_acc")):
+        mean, lo, hi = bootstrap_ci(flags[None, :, j], n_boot=N_BOOT, generator=torch.Generator().manual_seed(seed))
+        out[name] = round(half_width(mean, lo, hi), 4)
+    return out
 
 
 def _series_label(r: Record) -> str:

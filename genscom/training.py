@@ -164,10 +164,12 @@ class EpochSampler:
 
 # --------------------------------------------------------------------------- checkpoints
 def check_resumable(saved: dict[str, Any], now: dict[str, Any], *, free: "set[str] | frozenset[str]",
-                    hint: str) -> None:
+                    hint: str, defaults: dict[str, Any] | None = None) -> None:
     """Raise ``ValueError`` when a checkpoint's config differs from the current one in a field
     that changes the run (fields in ``free`` may differ); the message names each field, both
-    values, and ``hint`` says how to fix it."""
+    values, and ``hint`` says how to fix it. A field the saved config lacks (the trainer gained it
+    after the checkpoint was written) counts as its value in ``defaults``, the value the old run had."""
+    saved = {**(defaults or {}), **saved}
     diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
     if diff:
         pairs = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in diff)
@@ -193,7 +195,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, config: dict[str
 
 
 def load_checkpoint(path: str | Path, *, resume: bool, config: dict[str, Any], free: "set[str] | frozenset[str]",
-                    hint: str = "use the same config, or start a new run without --resume") -> dict[str, Any] | None:
+                    hint: str = "use the same config, or start a new run without --resume",
+                    defaults: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The checkpoint to continue from, or ``None`` for a fresh run.
 
     Removes stale temporary files of ``path`` first. With ``resume=False`` an existing checkpoint
@@ -203,7 +206,8 @@ def load_checkpoint(path: str | Path, *, resume: bool, config: dict[str, Any], f
     Raises:
         FileNotFoundError: ``resume=True`` and there is no checkpoint.
         BadFileError: the file is not a genscom checkpoint (empty, truncated, a pickle, another format).
-        ValueError: its config differs (:func:`check_resumable`).
+        ValueError: its config differs (:func:`check_resumable`; ``defaults`` stand in for the fields a
+            checkpoint from before a field existed lacks, see :func:`config_defaults`).
     """
     path = Path(path)
     remove_stale_temporaries(path)
@@ -219,8 +223,21 @@ def load_checkpoint(path: str | Path, *, resume: bool, config: dict[str, Any], f
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
         raise BadFileError(path, problem="holds no training config (it was not written by a genscom trainer)",
                            expected="a genscom training checkpoint", fix=fix)
-    check_resumable(ckpt["config"], config, free=free, hint=hint)
+    check_resumable(ckpt["config"], config, free=free, hint=hint, defaults=defaults)
     return ckpt
+
+
+def config_defaults(cls: type) -> dict[str, Any]:
+    """``{field: default}`` of a config dataclass (fields with a plain default or a default factory)."""
+    import dataclasses
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return out
 
 
 # --------------------------------------------------------------------------- derived-data cache
@@ -406,7 +423,7 @@ def make_accelerator(device: str, *, mixed_precision: Literal["no", "bf16", "fp1
 
 __all__ = [
     "RUNS_ROOT", "RUN_CARD_MARK", "EpochSampler", "cached_tensors", "check_launch", "check_output_dir",
-    "check_resumable",
+    "check_resumable", "config_defaults",
     "contrastive_loss", "decay_groups", "default_cache_dir", "latest_run_dir", "load_checkpoint", "loss_curve", "lr_at", "make_accelerator",
     "new_run_dir", "remove_stale_temporaries", "resolve_run_dir", "run_card", "save_checkpoint", "set_lr",
     "weight_files", "write_run",

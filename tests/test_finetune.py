@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -317,3 +319,63 @@ def test_finetune_trains_the_attributes_head_and_warm_starts_it(tiny_llm: Path, 
     with pytest.raises(ValueError, match="labels"):
         CaptionData(features=data.features, captions=data.captions, text_emb=data.text_emb,
                     labels={"shape": torch.zeros(3, dtype=torch.int64)})
+
+
+def test_attribute_labels_are_checked_and_sparse_batches_stay_finite(tiny_llm: Path, data: CaptionData,
+                                                                      tmp_path: Path) -> None:
+    kw = dict(batch_size=4, warmup_steps=1, checkpoint_every=100, snr_min=10, snr_max=20, adapters_dir=None)
+    none = torch.full((8,), -100, dtype=torch.int64)
+
+    def run(labels: dict[str, torch.Tensor], out: str, steps: int = 1) -> dict:
+        d = CaptionData(features=data.features, captions=data.captions, text_emb=data.text_emb, labels=labels)
+        return finetune_agents(FinetuneConfig(steps=steps, lr=3e-3, out_dir=str(tmp_path / out), **kw), data=d,
+                               agents=_attr_pair(tiny_llm))
+
+    with pytest.raises(ValueError, match=r"no labels for attribute\(s\) \['colour'\]"):
+        run({"shape": torch.arange(8) % 4}, "a")
+    with pytest.raises(ValueError, match=r"every label is -100"):
+        run({"shape": torch.arange(8) % 4, "colour": none}, "b")
+    # one labelled item of eight: most batches of four have no colour label at all, and must add 0, not NaN
+    sparse = none.clone()
+    sparse[0] = 2
+    res = run({"shape": torch.arange(8) % 4, "colour": sparse}, "c", steps=6)
+    assert all(math.isfinite(h["loss"]) and math.isfinite(h["attributes"]) for h in res["history"])
+
+
+def test_resume_takes_fields_added_later_at_their_defaults() -> None:
+    from genscom.training import check_resumable, config_defaults
+
+    now = dataclasses.asdict(FinetuneConfig())
+    old = {k: v for k, v in now.items() if k != "attribute_weight"}  # written before the field existed
+    check_resumable(old, now, free=set(), hint="h", defaults=config_defaults(FinetuneConfig))
+    with pytest.raises(ValueError, match="attribute_weight"):
+        check_resumable(old, {**now, "attribute_weight": 2.0}, free=set(), hint="h",
+                        defaults=config_defaults(FinetuneConfig))
+    with pytest.raises(ValueError, match="attribute_weight"):
+        check_resumable(old, now, free=set(), hint="h")  # without defaults a missing field is a difference
+
+
+def test_warm_start_adds_only_the_heads_the_card_adds(tiny_llm: Path, tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from genscom.errors import BadFileError
+
+    _, g0 = _pair(tiny_llm)
+    folder = g0.save_pretrained(tmp_path / "tiny-generating")
+    _, g = _attr_pair(tiny_llm, name="tiny-generating")
+    g.load_pretrained(folder, new_heads=True)  # the attributes head is new: it starts fresh
+    torch.testing.assert_close(g.queries, g0.queries)
+    # a folder that lost a head its own agent.json lists is broken, warm start or not
+    modules = folder / "agent_modules.safetensors"
+    save_file({k: v for k, v in load_file(str(modules)).items() if not k.startswith("heads.retrieval.")}, str(modules))
+    with pytest.raises(BadFileError, match="does not fit"):
+        _attr_pair(tiny_llm, name="tiny-generating")[1].load_pretrained(folder, new_heads=True)
+    # an attributes head trained on other classes does not load
+    folder2 = g.save_pretrained(tmp_path / "with-attr")
+    meta = json.loads((folder2 / "agent.json").read_text())
+    meta["card"]["attribute_classes"]["shape"] = list(reversed(meta["card"]["attribute_classes"]["shape"]))
+    (folder2 / "agent.json").write_text(json.dumps(meta))
+    with pytest.raises(BadFileError, match="trained on classes"):
+        _attr_pair(tiny_llm, name="tiny-generating")[1].load_pretrained(folder2)

@@ -31,6 +31,7 @@ callers with per-item SNRs group items (see :mod:`genscom.schemes.agent`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -55,6 +56,8 @@ from genscom.utils import give_default_permissions
 CAPTION_CUE = "\nCaption:"
 AGENT_MODULES_FILE = "agent_modules.safetensors"
 AGENT_META_FILE = "agent.json"
+
+logger = logging.getLogger(__name__)
 _DEFAULT_TASK = {"understanding": "understanding", "generating": "retrieval"}
 
 
@@ -357,10 +360,20 @@ class Agent(nn.Module):
     def load_pretrained(self, folder: str | os.PathLike[str], *, new_heads: bool = False) -> None:
         """Load weights written by :meth:`save_pretrained` (role and shapes must match).
 
-        ``new_heads=True`` (a warm start, e.g. fine-tuning's ``init_from``): heads of this card that the folder
-        does not hold keep their fresh initialisation; everything the folder holds must still fit."""
+        ``new_heads=True`` (a warm start, e.g. fine-tuning's ``init_from``): heads this card adds to the card
+        recorded in the folder's ``agent.json`` keep their fresh initialisation (logged); everything else must
+        fit. A folder whose ``attributes`` head was trained on other ``attribute_classes`` does not load."""
         folder = Path(folder)
         check_agent_folder(folder, role=self.role)
+        saved_card = read_json(folder / AGENT_META_FILE, expected="an agent adapter's agent.json",
+                               fix=_ADAPTER_FIX, max_bytes=2**20).get("card") or {}
+        saved_classes = saved_card.get("attribute_classes") or {}
+        if "attributes" in self.heads and saved_classes and saved_classes != self.card.attribute_classes:
+            raise BadFileError(folder / AGENT_META_FILE, problem=f"its attributes head was trained on classes "
+                               f"{saved_classes}, card {self.card.name!r} has {self.card.attribute_classes}",
+                               expected="the same attribute_classes, in the same order", fix=_ADAPTER_FIX)
+        added = {h.replace("-", "_") for h in self.card.heads} - \
+            {h.replace("-", "_") for h in saved_card.get("heads", self.card.heads)}  # heads the card adds
         base = base_model_of(folder)
         if base is not None and not same_llm(base, self.card.llm):
             warnings.warn(f"{str(folder / PEFT_CONFIG)!r} records base model {base!r}, but card {self.card.name!r} "
@@ -370,12 +383,12 @@ class Agent(nn.Module):
         state = load_safetensors(path, device=str(self.queries.device), expected="the agent's modules (safetensors "
                                  "written by Agent.save_pretrained)", fix=_ADAPTER_FIX)
         try:
-            missing, unexpected = self.load_state_dict(state, strict=not new_heads)
-            absent = {k.split(".")[1] for k in missing if k.startswith("heads.")} - \
-                {k.split(".")[1] for k in state if k.startswith("heads.")}  # heads the folder has none of
-            fresh = [k for k in missing if not (k.startswith("heads.") and k.split(".")[1] in absent)]
-            if new_heads and (fresh or unexpected):
+            missing, unexpected = self.load_state_dict(state, strict=not (new_heads and added))
+            fresh = [k for k in missing if not (k.startswith("heads.") and k.split(".")[1] in added)]
+            if fresh or unexpected:
                 raise RuntimeError(f"missing {fresh[:3]}, unexpected {unexpected[:3]}")
+            if added:
+                logger.info("%s: head(s) %s are new to %s and start fresh", self.card.name, sorted(added), folder)
         except RuntimeError as exc:
             raise BadFileError(path, problem=f"does not fit agent {self.card.name!r} (sizes or names differ: "
                                              f"{first_line(exc, limit=200)})",

@@ -47,8 +47,8 @@ from genscom.agents.card import AgentCard, load_card
 from genscom.agents.prompts import ChannelSensing
 from genscom.channels.analog import send_analog
 from genscom.loading import MissingFileError
-from genscom.training import (EpochSampler, check_launch, check_output_dir, contrastive_loss, load_checkpoint, lr_at,
-                              make_accelerator, resolve_run_dir, save_checkpoint, set_lr)
+from genscom.training import (EpochSampler, check_launch, check_output_dir, config_defaults, contrastive_loss,
+                              load_checkpoint, lr_at, make_accelerator, resolve_run_dir, save_checkpoint, set_lr)
 from genscom.utils import atomic_write_json, check_positive_ints
 
 logger = logging.getLogger(__name__)
@@ -214,10 +214,27 @@ class AgentPairModule(nn.Module):
             if cfg.retrieval_weight > 0 and out.retrieval is not None else zero
         att = zero
         if cfg.attribute_weight > 0 and out.attributes is not None and labels is not None:
-            att = sum((F.cross_entropy(out.attributes[k], labels[k].to(out.attributes[k].device), ignore_index=-100)
-                       for k in out.attributes), zero)
+            for k, logits in out.attributes.items():
+                y = labels[k].to(logits.device)
+                if bool((y != -100).any()):  # a batch whose items all lack this attribute adds nothing (not NaN)
+                    att = att + F.cross_entropy(logits, y, ignore_index=-100)
         return {"loss": cfg.caption_weight * cap + cfg.retrieval_weight * ret + cfg.attribute_weight * att,
                 "caption": cap.detach(), "retrieval": ret.detach(), "attributes": att.detach()}
+
+
+def _check_labels(data: CaptionData, card: AgentCard) -> None:
+    """The training data must label every attribute of ``card``'s attributes head, each for some item."""
+    fix = ("build the data with build_caption_data(..., attribute_classes=card.attribute_classes) from a dataset "
+           "whose attributes_of(i)['groups'][0] holds these attributes, or set attribute_weight 0")
+    if data.labels is None:
+        raise ValueError(f"card {card.name!r} has an attributes head but the training data has no labels; {fix}")
+    missing = sorted(set(card.attribute_classes) - set(data.labels))
+    if missing:
+        raise ValueError(f"the training data has no labels for attribute(s) {missing} of card {card.name!r}; {fix}")
+    empty = sorted(k for k in card.attribute_classes if not bool((data.labels[k] != -100).any()))
+    if empty:
+        raise ValueError(f"no training item has a label among card {card.name!r}'s classes for attribute(s) {empty} "
+                         f"(every label is -100); {fix}")
 
 
 def _trainable(pair: AgentPairModule) -> list[nn.Parameter]:
@@ -276,6 +293,7 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
     check_output_dir(adapters_dir, overwrite=overwrite, flag="--adapters-dir",
                      resuming=resume and own and ckpt_path.is_file())
     ck = load_checkpoint(ckpt_path, resume=resume, config=asdict(cfg), free=RESUME_FREE_FIELDS,
+                         defaults=config_defaults(FinetuneConfig),
                          hint="resume with the config the run started with")
     cards = [a.card for a in agents] if agents is not None else _pair_cards(cfg.card)
     if cfg.init_from is not None and not resume:
@@ -299,10 +317,8 @@ def finetune_agents(cfg: FinetuneConfig, *, data: CaptionData | None = None, age
         raise ValueError("agents must be (understanding, generating) sharing one SharedLLM (use load_agent_pair)")
     if data is None:
         data = _default_data(cfg, u, g)
-    if "attributes" in g.card.heads and cfg.attribute_weight > 0 and data.labels is None:
-        raise ValueError(f"card {g.card.name!r} has an attributes head but the training data has no labels; build "
-                         "it with build_caption_data(..., attribute_classes=card.attribute_classes), or set "
-                         "attribute_weight 0")
+    if "attributes" in g.card.heads and cfg.attribute_weight > 0:
+        _check_labels(data, g.card)
     u.llm.set_trainable({u.adapter_name, g.adapter_name})
     pair = AgentPairModule(u, g)
     pair.train()

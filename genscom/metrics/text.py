@@ -129,7 +129,7 @@ def caption_scores(captions: Sequence[str], references: Sequence[Sequence[str]],
                    vocabulary: Mapping[str, Mapping[Any, Sequence[str]]] | None = None) -> dict[str, float]:
     """Caption metrics of the module docstring (``object*``/``colour*`` need ``attributes``; ``count_acc``,
     ``size_acc`` and ``motion_acc`` need ``attributes`` and the grammar's ``vocabulary`` (see
-    :func:`attribute_flags`; ``motion_acc`` over the items that move); ``text_sim`` needs an encoder)."""
+    :func:`attribute_flags`; ``motion_acc`` over the clips, ``num_frames > 1``, static ones included); ``text_sim`` needs an encoder)."""
     out: dict[str, float] = {"bleu4": bleu4(captions, references)}
     c = cider(captions, references)
     if c is not None:

@@ -364,9 +364,7 @@ class Agent(nn.Module):
         recorded in the folder's ``agent.json`` keep their fresh initialisation (logged); everything else must
         fit. A folder whose ``attributes`` head was trained on other ``attribute_classes`` does not load."""
         folder = Path(folder)
-        check_agent_folder(folder, role=self.role)
-        saved_card = read_json(folder / AGENT_META_FILE, expected="an agent adapter's agent.json",
-                               fix=_ADAPTER_FIX, max_bytes=2**20).get("card") or {}
+        saved_card = check_agent_folder(folder, role=self.role).get("card") or {}
         saved_classes = saved_card.get("attribute_classes") or {}
         if "attributes" in self.heads and saved_classes and saved_classes != self.card.attribute_classes:
             raise BadFileError(folder / AGENT_META_FILE, problem=f"its attributes head was trained on classes "
@@ -399,9 +397,9 @@ class Agent(nn.Module):
 _ADAPTER_FIX = "train the adapters with `genscom finetune agents`, or point the card's `adapter` at another folder"
 
 
-def check_agent_folder(folder: str | os.PathLike[str], *, role: str | None = None) -> None:
+def check_agent_folder(folder: str | os.PathLike[str], *, role: str | None = None) -> dict[str, Any]:
     """Check an agent adapter folder cheaply (no model needed): ``agent.json`` parses (and names ``role``),
-    and both safetensors files have sound headers.
+    and both safetensors files have sound headers. Returns the parsed ``agent.json``.
 
     Raises:
         FileNotFoundError: the folder or a file is missing.
@@ -423,6 +421,7 @@ def check_agent_folder(folder: str | os.PathLike[str], *, role: str | None = Non
     for name in (AGENT_MODULES_FILE, "adapter_model.safetensors"):
         check_safetensors(folder / name, expected=f"{name} written by Agent.save_pretrained", fix=_ADAPTER_FIX)
     base_model_of(folder)  # adapter_config.json parses, its base model is a string or null
+    return meta
 
 
 def load_agent_pair(card: AgentCard | str | os.PathLike[str], *, device: str | torch.device = "cpu",

@@ -73,14 +73,14 @@ def build_fitting(build: Callable[[], M], weights: str | os.PathLike[str], *, wh
         return build()
 
 
-def load_module_folder(folder: str | os.PathLike[str], *, key: str, build: Callable[[dict[str, Any]], M],
+def load_module_folder(folder: str | os.PathLike[str], *, key: str | None, build: Callable[[dict[str, Any]], M],
                        what: str, fix: str, device: str | torch.device = "cpu") -> tuple[M, dict[str, Any]]:
-    """Read a folder written by :func:`save_module_folder`.
+    """Read a folder written by :func:`save_module_folder` (or any ``config.json`` + ``model.safetensors`` pair).
 
-    ``build(config[key])`` makes the module, first on the ``meta`` device (no memory), so that its tensor
+    ``build(config[key])`` (``build(config)`` when ``key`` is ``None``: a flat config) makes the module, first on the ``meta`` device (no memory), so that its tensor
     shapes are compared with the safetensors header before anything is allocated: a config that declares sizes
     its weights do not have is a :class:`~genscom.errors.BadFileError`, not a multi-gigabyte allocation. The
-    ``KeyError``/``TypeError``/``ValueError`` of ``build`` are a ``BadFileError`` on ``config.json``; the
+    ``KeyError``/``TypeError``/``ValueError`` of ``build`` are a ``BadFileError`` on ``config.json``; floating
     weights are loaded as float32. Returns ``(module in eval mode on device, the whole config.json)``.
     ``what`` names the module in messages (``"adapter"``); ``fix`` tells the user what to do."""
     from genscom.errors import BadFileError, first_line
@@ -90,20 +90,22 @@ def load_module_folder(folder: str | os.PathLike[str], *, key: str, build: Calla
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     for p in (cfg_path, w_path):
         check_file(p, expected=f"a {what} folder ({CONFIG_NAME} + {WEIGHTS_NAME})", fix=fix)
-    meta = read_json(cfg_path, expected=f'a {what} config.json ({{"{key}": {{...}}}})', fix=fix, max_bytes=2**20)
+    shape = f'{{"{key}": {{config fields}}}}' if key is not None else "a JSON mapping of config fields"
+    meta = read_json(cfg_path, expected=f"a {what} config.json ({shape})", fix=fix, max_bytes=2**20)
 
     def make() -> M:
         try:
-            return build(meta[key])
+            if not isinstance(meta, dict):
+                raise TypeError(f"expected a JSON mapping, got {type(meta).__name__}")
+            return build(meta if key is None else meta[key])
         except (KeyError, TypeError, ValueError) as exc:
             raise BadFileError(cfg_path, problem=f"invalid {what} config ({type(exc).__name__}: {exc})",
-                               expected=f'{{"{key}": {{config fields}}}} as written by save_pretrained',
-                               fix=fix) from None
+                               expected=f"{shape} as written by save_pretrained", fix=fix) from None
 
     model = build_fitting(make, w_path, what=what, fix=fix)
     state = load_safetensors(w_path, expected=f"{what} weights (safetensors)", fix=fix)
     try:
-        model.load_state_dict({n: t.float() for n, t in state.items()})
+        model.load_state_dict({n: t.float() if t.is_floating_point() else t for n, t in state.items()})
     except RuntimeError as exc:
         raise BadFileError(w_path, problem=f"the tensors do not fit {CONFIG_NAME} ({first_line(exc)})",
                            expected="the weights saved with this config.json", fix=fix) from None

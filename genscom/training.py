@@ -163,6 +163,20 @@ class EpochSampler:
 
 
 # --------------------------------------------------------------------------- checkpoints
+def _plain(value: Any) -> Any:
+    """``value`` in the form a config takes after ``to_dict``/``asdict``: dataclasses as dicts, tuples as lists
+    (so that a tuple default and its list form, or a dataclass default and its dict, compare equal)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def check_resumable(saved: dict[str, Any], now: dict[str, Any], *, free: "set[str] | frozenset[str]",
                     hint: str, defaults: dict[str, Any] | None = None) -> None:
     """Raise ``ValueError`` when a checkpoint's config differs from the current one in a field
@@ -170,7 +184,7 @@ def check_resumable(saved: dict[str, Any], now: dict[str, Any], *, free: "set[st
     values, and ``hint`` says how to fix it. A field the saved config lacks (the trainer gained it
     after the checkpoint was written) counts as its value in ``defaults``, the value the old run had."""
     saved = {**(defaults or {}), **saved}
-    diff = sorted(k for k in now if k not in free and saved.get(k) != now[k])
+    diff = sorted(k for k in now if k not in free and _plain(saved.get(k)) != _plain(now[k]))
     if diff:
         pairs = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in diff)
         raise ValueError(f"cannot resume: config field(s) differ from the checkpoint's ({pairs}); {hint}")

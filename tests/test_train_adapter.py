@@ -201,6 +201,22 @@ def test_resume_checks(tmp_path):
         train_adapter(_config(tmp_path, lr=1e-2), data=data, progress=False, resume=True)
 
 
+def test_resume_of_a_checkpoint_written_before_fields_existed(tmp_path):
+    """A checkpoint whose config lacks fields added later (here the tuple-valued ``channels`` and ``csi``)
+    resumes when the run uses their defaults, and is refused when it does not."""
+    data = _data()
+    train_adapter(_config(tmp_path, steps=6), data=data, progress=False, stop_after=3)
+    path = tmp_path / "run" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    for name in ("channels", "csi"):
+        del ckpt["config"][name]
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="channels"):
+        train_adapter(_config(tmp_path, steps=6, channels=("awgn",)), data=data, progress=False, resume=True)
+    train_adapter(_config(tmp_path, steps=6), data=data, progress=False, resume=True)
+    assert len(torch.load(path, weights_only=True)["losses"]) == 6
+
+
 @pytest.mark.parametrize("kw, match", [
     ({"adapter": {**TINY_ADAPTER, "k": 0}}, "k must be a positive integer"),
     ({"adapter": {"bogus": 1}}, "known fields"),

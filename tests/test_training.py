@@ -160,3 +160,21 @@ def test_cached_tensors_computes_once_and_recomputes_bad_files(tmp_path: Path) -
     path.write_bytes(b"truncated")
     cached_tensors(path, compute, shapes={"x": 3})  # unreadable: recomputed, then rewritten
     assert len(calls) == 3 and torch.load(path, weights_only=True)["x"].shape == (3,)
+
+
+def test_check_resumable_compares_plain_forms() -> None:
+    """A tuple and its list, or a dataclass and its ``asdict``, are the same config value; other values differ."""
+    import dataclasses
+
+    from genscom.training import check_resumable
+
+    @dataclasses.dataclass
+    class Inner:
+        width: int = 4
+
+    check_resumable({"snrs": [0.0, 5.0], "inner": {"width": 4}}, {"snrs": (0.0, 5.0), "inner": {"width": 4}},
+                    free=set(), hint="h")
+    check_resumable({}, {"snrs": [0.0], "inner": {"width": 4}}, free=set(), hint="h",
+                    defaults={"snrs": (0.0,), "inner": Inner()})
+    with pytest.raises(ValueError, match=r"inner: checkpoint \{'width': 4\}, now \{'width': 8\}"):
+        check_resumable({"inner": {"width": 4}}, {"inner": {"width": 8}}, free=set(), hint="h")

@@ -66,8 +66,8 @@ from genscom.data.base import caption_index
 from genscom.loading import read_json
 from genscom.metrics.retrieval import retrieval_metrics
 from genscom.results import machine_description
-from genscom.training import (cached_tensors, check_output_dir, contrastive_loss, decay_groups, default_cache_dir,
-                              load_checkpoint, loss_curve, lr_at, make_accelerator, resolve_run_dir, run_card,
+from genscom.training import (cached_tensors, check_output_dir, config_defaults, contrastive_loss, decay_groups,
+                              default_cache_dir, load_checkpoint, loss_curve, lr_at, make_accelerator, resolve_run_dir, run_card,
                               save_checkpoint, set_lr, write_run)
 
 logger = logging.getLogger(__name__)
@@ -583,6 +583,7 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
     rank, world = accelerator.process_index, accelerator.num_processes
     ckpt_path = config.run_path / CHECKPOINT_NAME
     ckpt = load_checkpoint(ckpt_path, resume=resume, config=config.to_dict(), free=_RESUME_FREE,
+                           defaults=config_defaults(type(config)),
                            hint="use the same config or drop --resume")
 
     if data is None:

@@ -195,34 +195,18 @@ class MiniVideoTower(nn.Module):
             FileNotFoundError: a file is missing (the message names the command that makes them).
             BadFileError: ``config.json`` or ``model.safetensors`` is unreadable or does not fit.
         """
-        from genscom.errors import BadFileError, first_line
-        from genscom.loading import check_file, load_safetensors, read_json
-        from genscom.pretrained import build_fitting
+        from genscom.pretrained import load_module_folder
 
         directory = Path(directory)
-        weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
         fix = f"make the weights with `{TRAIN_HINT.format(path=directory)}` or pass another folder"
-        for p in (config_path, weights):
-            check_file(p, expected="a mini tower folder (config.json + model.safetensors)", fix=fix)
-        raw = read_json(config_path, expected="a MiniVideoTower config (JSON mapping)", fix=fix, max_bytes=2**20)
-        if not isinstance(raw, dict) or raw.pop("architecture", "MiniVideoTower") != "MiniVideoTower":
-            raise BadFileError(config_path, problem="does not describe a MiniVideoTower",
-                               expected='a JSON mapping with "architecture": "MiniVideoTower"', fix=fix)
         known = {f.name for f in dataclasses.fields(MiniTowerConfig)}
-        try:
-            config = MiniTowerConfig.from_dict({k: v for k, v in raw.items() if k in known})
-        except (ValueError, TypeError, KeyError) as exc:
-            raise BadFileError(config_path, problem=f"invalid tower config ({exc})",
-                               expected="a config written by save_pretrained", fix=fix) from None
-        model = build_fitting(lambda: cls(config), weights, what="MiniVideoTower", fix=fix)
-        state = load_safetensors(weights, expected="MiniVideoTower weights (safetensors)", fix=fix)
-        try:
-            model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
-                                  strict=True)
-        except RuntimeError as exc:
-            raise BadFileError(weights, problem=f"the tensors do not fit {CONFIG_NAME} "
-                                                f"({first_line(exc)})",
-                               expected="the weights saved with this config.json", fix=fix) from None
+
+        def build(raw: dict[str, Any]) -> MiniVideoTower:
+            if raw.get("architecture", "MiniVideoTower") != "MiniVideoTower":
+                raise ValueError(f'"architecture" is {raw.get("architecture")!r}, not "MiniVideoTower"')
+            return cls(MiniTowerConfig.from_dict({k: v for k, v in raw.items() if k in known}))
+
+        model, _ = load_module_folder(directory, key=None, build=build, what="MiniVideoTower", fix=fix)
         return model.to(device=device, dtype=dtype).eval()
 
 

@@ -59,8 +59,8 @@ from genscom.encoders.text import TransformerTextTower
 from genscom.encoders.video import l2_normalize, mean_pool
 from genscom.metrics.retrieval import retrieval_metrics
 from genscom.results import library_versions, machine_description
-from genscom.training import (EpochSampler, cached_tensors, check_output_dir, contrastive_loss, decay_groups,
-                              default_cache_dir, load_checkpoint, loss_curve, lr_at, make_accelerator,
+from genscom.training import (EpochSampler, cached_tensors, check_output_dir, config_defaults, contrastive_loss,
+                              decay_groups, default_cache_dir, load_checkpoint, loss_curve, lr_at, make_accelerator,
                               resolve_run_dir, run_card, save_checkpoint, set_lr, write_run)
 
 logger = logging.getLogger(__name__)
@@ -329,6 +329,7 @@ def train_encoder(config: TrainEncoderConfig, *, resume: bool = False, progress:
     accelerator = make_accelerator(config.device)
     device = accelerator.device
     ckpt = load_checkpoint(ckpt_path, resume=resume, config=config.to_dict(), free=_RESUME_FREE,
+                           defaults=config_defaults(type(config)),
                            hint="use the same config or resume=False")
     if ckpt is not None and ckpt["config"].get("steps") != config.steps:
         logger.warning("resuming with steps=%s (checkpoint run had %s): the cosine schedule changes",

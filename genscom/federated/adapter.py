@@ -39,7 +39,7 @@ import torch
 from genscom.adaptation.adapter import AdapterConfig, ChannelAdapter, build_adapter
 from genscom.adaptation.train import (AdapterData, AdapterTrainModule, TrainAdapterConfig, batch_loss, evaluate,
                                       prepare_data, sample_batch)
-from genscom.training import load_checkpoint, save_checkpoint
+from genscom.training import config_defaults, load_checkpoint, save_checkpoint
 from genscom.utils import check_positive_ints
 
 logger = logging.getLogger(__name__)
@@ -347,7 +347,7 @@ def run_federated(cfg: FedConfig, *, data: AdapterData | None = None, encoder: A
     t0 = time.perf_counter()
     # the checkpoint, the init_from adapter and the profile are checked before any data is prepared
     ckpt_path = Path(cfg.run_dir) / CHECKPOINT_NAME
-    ck = load_checkpoint(ckpt_path, resume=resume, config=cfg.to_dict(),
+    ck = load_checkpoint(ckpt_path, resume=resume, config=cfg.to_dict(), defaults=config_defaults(type(cfg)),
                          free=frozenset({"rounds", "run_dir", "output_dir", "cache_dir"}),
                          hint="resume with the config the run started with")
     init_from = ChannelAdapter.from_pretrained(cfg.init_from) if cfg.init_from else None

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from genscom.generation.diffusion import DiffusionDecoder, DiffusionDecoderConfig
-from genscom.training import (check_output_dir, lr_at, load_checkpoint, loss_curve, make_accelerator,
+from genscom.training import (check_output_dir, config_defaults, lr_at, load_checkpoint, loss_curve, make_accelerator,
                               resolve_run_dir, save_checkpoint, set_lr, write_run)
 from genscom.utils import check_positive_ints
 
@@ -211,6 +211,7 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
     from tqdm.auto import tqdm
 
     ckpt = load_checkpoint(out / CHECKPOINT_NAME, resume=resume, config=config.to_dict(), free=_RESUME_FREE,
+                           defaults=config_defaults(type(config)),
                            hint="use the same config or drop --resume")
     t0 = time.perf_counter()
     if data is None:

@@ -74,6 +74,20 @@ def test_shipped_adapters_were_trained_for_their_cards(path: Path) -> None:
     assert (folder / "adapter_model.safetensors").is_file() and (folder / "agent_modules.safetensors").is_file()
 
 
+def test_adapter_folders_record_a_shipped_prompt_portably(tmp_path: Path) -> None:
+    """An adapter's agent.json names a shipped prompt as prompts/<file> (any machine), another prompt as given."""
+    shipped = (REPO / "genscom" / "cards" / "prompts" / "generating.md").resolve()
+    card = load_card(REPO / "agents" / "smollm2-generating.yaml", prompt=str(shipped))
+    assert card.to_dict()["prompt"] == str(shipped)
+    assert card.to_dict(portable=True)["prompt"] == "prompts/generating.md"
+    own = tmp_path / "mine.md"
+    own.write_text(shipped.read_text() + "Answer briefly.\n")
+    mine = load_card(REPO / "agents" / "smollm2-generating.yaml", prompt=str(own))
+    assert mine.to_dict(portable=True)["prompt"] == str(own)
+    checkout = load_card(REPO / "agents" / "smollm2-generating.yaml", prompt=PROMPTS["generating"])
+    assert checkout.to_dict(portable=True)["prompt"] == "prompts/generating.md"  # the checkout's copy
+
+
 @pytest.mark.parametrize("field,value,match", [
     ("role", "talker", "role"),
     ("quantization", "int3", "quantization"),

@@ -339,7 +339,7 @@ class Agent(nn.Module):
                 save_file(cast(load_file(str(lora))), str(lora))
             save_file(cast(self.state_dict()), str(tmp / AGENT_MODULES_FILE))
             give_default_permissions(tmp)  # mkdtemp makes 0700
-            meta = {"role": self.role, "adapter_name": self.adapter_name, "card": self.card.to_dict(),
+            meta = {"role": self.role, "adapter_name": self.adapter_name, "card": self.card.to_dict(portable=True),
                     "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "as trained"}
             (tmp / AGENT_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             if folder.exists():

@@ -238,9 +238,16 @@ class AgentCard:
                              "(e.g. partner: smollm2-understanding.yaml)")
         return load_card(self.resolve(self.partner))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, portable: bool = False) -> dict[str, Any]:
+        """The card's fields. ``portable=True`` (what an adapter folder records): a prompt that is one of the
+        shipped prompts (same name, same bytes) is written as ``prompts/<file>``, which resolves on any machine,
+        not as this machine's absolute path."""
         d = asdict(self)
         d.pop("source")
+        if portable:
+            path, shipped = self.resolve(self.prompt), SHIPPED_CARDS / "prompts" / Path(self.prompt).name
+            if path.is_file() and shipped.is_file() and path.read_bytes() == shipped.read_bytes():
+                d["prompt"] = f"prompts/{shipped.name}"
         return d
 
 

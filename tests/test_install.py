@@ -45,14 +45,15 @@ import genscom
 from genscom.adaptation.adapter import ChannelAdapter
 from genscom.assets import SHIPPED_ADAPTERS, find_adapter, list_adapters
 from genscom.encoders.mini import MiniVideoTower
-from genscom.encoders.registry import MINI_ATTR_WEIGHTS_DIR, MINI_WEIGHTS_DIR
+from genscom.encoders.registry import MINI_ATTR_V2_WEIGHTS_DIR, MINI_ATTR_WEIGHTS_DIR, MINI_WEIGHTS_DIR
 
 folder = find_adapter("mini-k192")
 adapter = ChannelAdapter.from_pretrained(folder)
 emb = torch.nn.functional.normalize(torch.randn(2, adapter.config.dim, generator=torch.Generator().manual_seed(0)), dim=-1)
 with torch.no_grad():
     out = adapter(emb, 10.0, channel=None).embeddings
-towers = {str(d): MiniVideoTower.from_pretrained(d).config.embed_dim for d in (MINI_WEIGHTS_DIR, MINI_ATTR_WEIGHTS_DIR)}
+towers = {str(d): MiniVideoTower.from_pretrained(d).config.embed_dim for d in (MINI_WEIGHTS_DIR, MINI_ATTR_WEIGHTS_DIR,
+                                                                        MINI_ATTR_V2_WEIGHTS_DIR)}
 
 # the agent cards by name (no LLM is loaded), their prompts and adapters, the peft base model, the link tables
 from genscom.agents.agent import check_agent_folder

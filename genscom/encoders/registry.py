@@ -9,6 +9,9 @@ profile   towers                                                                
           auxiliary attribute supervision (object shape, colour, count, size,   the repo
           motion, background): keeps what captions name, e.g. the shape. The
           agents' perception.
+``mini-attr-v2``  ``mini-attr`` trained on with a heavier attribute loss: reads   shipped in
+          the object's shape better. The ``smollm2-attr-v2`` agents'             the repo
+          perception.
 ``tiny``  random tiny BERT (hashing tokenizer) + tiny mini tower, 16-d. Tests.   none
 ``hf``    any CLIP/SigLIP hub id or local folder (``pretrained=...``)            hub/local
 ========  ====================================================================  ==========
@@ -42,6 +45,7 @@ ENCODER_PROFILES: Registry[EncoderBuilder] = Registry("encoder profile")
 DEFAULT_PROFILE = "mini"
 MINI_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "mini"
 MINI_ATTR_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "mini-attr"
+MINI_ATTR_V2_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "mini-attr-v2"
 DEFAULT_HF_ID = "openai/clip-vit-base-patch32"
 
 Pretrained = bool | str | os.PathLike[str] | None
@@ -91,16 +95,25 @@ def build_mini(*, pretrained: Pretrained = None, device: str | torch.device = "c
     return enc.to(device=device, dtype=dtype).eval()
 
 
-@register_profile("mini-attr")
-def build_mini_attr(*, pretrained: Pretrained = None, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32) -> Encoder:
-    """Frozen MiniLM text tower + the mini tower fine-tuned with attribute supervision
-    (``genscom/encoders/weights/mini-attr``; see its README.md for the recipe and figures)."""
-    if pretrained is False:
-        raise ValueError("profile 'mini-attr' is a trained tower; for a random one use create_encoder('mini', "
-                         "pretrained=False)")
-    return build_mini(pretrained=pretrained, device=device, dtype=dtype, _shipped=MINI_ATTR_WEIGHTS_DIR,
-                      _name="mini-attr")
+def _trained_tower_profile(name: str, folder: Path, what: str) -> None:
+    """Register profile ``name``: frozen MiniLM + the shipped trained tower in ``folder`` (``what`` for its doc)."""
+
+    def build(*, pretrained: Pretrained = None, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32) -> Encoder:
+        if pretrained is False:
+            raise ValueError(f"profile {name!r} is a trained tower; for a random one use create_encoder('mini', "
+                             "pretrained=False)")
+        return build_mini(pretrained=pretrained, device=device, dtype=dtype, _shipped=folder, _name=name)
+
+    build.__name__ = f"build_{name.replace('-', '_')}"
+    build.__doc__ = (f"Frozen MiniLM text tower + {what} (``genscom/encoders/weights/{folder.name}``; see its "
+                     "README.md for the recipe and figures).")
+    register_profile(name)(build)
+
+
+_trained_tower_profile("mini-attr", MINI_ATTR_WEIGHTS_DIR, "the mini tower fine-tuned with attribute supervision")
+_trained_tower_profile("mini-attr-v2", MINI_ATTR_V2_WEIGHTS_DIR,
+                       "``mini-attr`` fine-tuned further with a heavier attribute loss")
 
 
 def tiny_configs() -> tuple[Any, Any]:

@@ -242,12 +242,13 @@ def test_bad_inputs_raise_clear_errors() -> None:
 
 
 def test_unknown_profile_lists_the_profiles() -> None:
-    with pytest.raises(ValueError, match="hf, mini, mini-attr, tiny"):
+    with pytest.raises(ValueError, match="hf, mini, mini-attr, mini-attr-v2, tiny"):
         create_encoder("no-such-profile")
     with pytest.raises(ValueError, match="no pretrained weights"):
         create_encoder("tiny", pretrained=True)
-    with pytest.raises(ValueError, match="trained tower"):
-        create_encoder("mini-attr", pretrained=False)
+    for trained in ("mini-attr", "mini-attr-v2"):
+        with pytest.raises(ValueError, match="trained tower"):
+            create_encoder(trained, pretrained=False)
 
 
 def test_missing_mini_weights_name_path_and_command(tmp_path: Path) -> None:

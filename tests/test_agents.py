@@ -80,6 +80,8 @@ def test_adapter_folders_record_a_shipped_prompt_portably(tmp_path: Path) -> Non
     card = load_card(REPO / "agents" / "smollm2-generating.yaml", prompt=str(shipped))
     assert card.to_dict()["prompt"] == str(shipped)
     assert card.to_dict(portable=True)["prompt"] == "prompts/generating.md"
+    trained = load_card(REPO / "agents" / "smollm2-generating.yaml", adapter=str(tmp_path / "runs" / "g-final"))
+    assert trained.to_dict(portable=True)["adapter"] == "g-final"
     own = tmp_path / "mine.md"
     own.write_text(shipped.read_text() + "Answer briefly.\n")
     mine = load_card(REPO / "agents" / "smollm2-generating.yaml", prompt=str(own))

@@ -202,18 +202,22 @@ def test_resume_checks(tmp_path):
 
 
 def test_resume_of_a_checkpoint_written_before_fields_existed(tmp_path):
-    """A checkpoint whose config lacks fields added later (here the tuple-valued ``channels`` and ``csi``)
-    resumes when the run uses their defaults, and is refused when it does not."""
+    """A checkpoint whose config lacks a field resumes only with what the old run did: the default for the
+    tuple-valued ``channels``, but ``csi="perfect"`` (runs before the field used the true SNR and h), not
+    today's default ``"pilot"``."""
     data = _data()
-    train_adapter(_config(tmp_path, steps=6), data=data, progress=False, stop_after=3)
+    train_adapter(_config(tmp_path, steps=6, csi="perfect"), data=data, progress=False, stop_after=3)
     path = tmp_path / "run" / "checkpoint.pt"
     ckpt = torch.load(path, weights_only=True)
-    for name in ("channels", "csi"):
+    for name in ("channels", "csi", "pilots_per_block", "feedback_bits", "feedback_pilots"):
         del ckpt["config"][name]
     torch.save(ckpt, path)
     with pytest.raises(ValueError, match="channels"):
-        train_adapter(_config(tmp_path, steps=6, channels=("awgn",)), data=data, progress=False, resume=True)
-    train_adapter(_config(tmp_path, steps=6), data=data, progress=False, resume=True)
+        train_adapter(_config(tmp_path, steps=6, csi="perfect", channels=("awgn",)), data=data, progress=False,
+                      resume=True)
+    with pytest.raises(ValueError, match="csi: checkpoint 'perfect', now 'pilot'"):
+        train_adapter(_config(tmp_path, steps=6), data=data, progress=False, resume=True)
+    train_adapter(_config(tmp_path, steps=6, csi="perfect"), data=data, progress=False, resume=True)
     assert len(torch.load(path, weights_only=True)["losses"]) == 6
 
 

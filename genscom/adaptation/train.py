@@ -74,6 +74,9 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # fields that may change between a run and its resumption (they do not change the trajectory)
+# What a run did before a field existed, where today's default differs: a checkpoint without the field resumes
+# only with this value (pilot CSI came in 81058e7; runs before it used the true SNR and h).
+_BEFORE_FIELDS = {"csi": "perfect"}
 _RESUME_FREE = {"steps", "output_dir", "run_dir", "cache_dir", "text_cache_dir", "cpu_threads", "storage_dtype", "checkpoint_every", "log_every", "device",
                 "eval_snrs_db"}
 
@@ -583,7 +586,7 @@ def _train(config: TrainAdapterConfig, *, resume: bool, progress: bool, data: Ad
     rank, world = accelerator.process_index, accelerator.num_processes
     ckpt_path = config.run_path / CHECKPOINT_NAME
     ckpt = load_checkpoint(ckpt_path, resume=resume, config=config.to_dict(), free=_RESUME_FREE,
-                           defaults=config_defaults(type(config)),
+                           defaults={**config_defaults(type(config)), **_BEFORE_FIELDS},
                            hint="use the same config or drop --resume")
 
     if data is None:

@@ -241,9 +241,11 @@ class AgentCard:
     def to_dict(self, *, portable: bool = False) -> dict[str, Any]:
         """The card's fields. ``portable=True`` (what an adapter folder records): a prompt that is one of the
         shipped prompts (same name, same bytes) is written as ``prompts/<file>``, which resolves on any machine,
-        not as this machine's absolute path."""
+        not as this machine's absolute path; an absolute ``adapter`` path as its folder name."""
         d = asdict(self)
         d.pop("source")
+        if portable and self.adapter is not None and Path(self.adapter).is_absolute():
+            d["adapter"] = Path(self.adapter).name
         if portable:
             path, shipped = self.resolve(self.prompt), SHIPPED_CARDS / "prompts" / Path(self.prompt).name
             if path.is_file() and shipped.is_file() and path.read_bytes() == shipped.read_bytes():

@@ -31,6 +31,8 @@ from genscom.utils import check_positive_ints
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# What a run did before a field existed, where today's default differs (frame conditioning came in 515ff49).
+_BEFORE_FIELDS = {"p_frame_cond": 0.0}
 _RESUME_FREE = frozenset({"steps", "checkpoint_every", "sample_every", "log_every", "output_dir", "device",
                           "cpu_threads"})
 
@@ -211,7 +213,7 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
     from tqdm.auto import tqdm
 
     ckpt = load_checkpoint(out / CHECKPOINT_NAME, resume=resume, config=config.to_dict(), free=_RESUME_FREE,
-                           defaults=config_defaults(type(config)),
+                           defaults={**config_defaults(type(config)), **_BEFORE_FIELDS},
                            hint="use the same config or drop --resume")
     t0 = time.perf_counter()
     if data is None:

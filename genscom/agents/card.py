@@ -317,5 +317,7 @@ def find_card(name_or_path: str | os.PathLike[str], *,
     from genscom.loading import MissingFileError
 
     searched = ", ".join(str(f) for f in card_search_path(search)) or "(none)"
-    raise MissingFileError(f"agent card {name!r} is neither a file nor a name on the card search path ({searched}); "
-                           f"known names: {list_cards(search)}. Pass a card file, or add its folder to ${ENV_CARDS}")
+    # the fix first: the message is one line of at most 600 characters, and the lists after it grow with the cards
+    raise MissingFileError(f"agent card {name!r} is neither a file nor a name on the card search path; pass a card "
+                           f"file, or add its folder to ${ENV_CARDS}. Searched: {searched}. "
+                           f"Known names: {', '.join(list_cards(search))}")

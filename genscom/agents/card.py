@@ -244,9 +244,9 @@ class AgentCard:
         not as this machine's absolute path; an absolute ``adapter`` path as its folder name."""
         d = asdict(self)
         d.pop("source")
-        if portable and self.adapter is not None and Path(self.adapter).is_absolute():
-            d["adapter"] = Path(self.adapter).name
         if portable:
+            if self.adapter is not None and Path(self.adapter).is_absolute():
+                d["adapter"] = Path(self.adapter).name
             path, shipped = self.resolve(self.prompt), SHIPPED_CARDS / "prompts" / Path(self.prompt).name
             if path.is_file() and shipped.is_file() and path.read_bytes() == shipped.read_bytes():
                 d["prompt"] = f"prompts/{shipped.name}"

@@ -77,9 +77,10 @@ def load_module_folder(folder: str | os.PathLike[str], *, key: str | None, build
                        what: str, fix: str, device: str | torch.device = "cpu") -> tuple[M, dict[str, Any]]:
     """Read a folder written by :func:`save_module_folder` (or any ``config.json`` + ``model.safetensors`` pair).
 
-    ``build(config[key])`` (``build(config)`` when ``key`` is ``None``: a flat config) makes the module, first on the ``meta`` device (no memory), so that its tensor
-    shapes are compared with the safetensors header before anything is allocated: a config that declares sizes
-    its weights do not have is a :class:`~genscom.errors.BadFileError`, not a multi-gigabyte allocation. The
+    ``build(config[key])`` (``build(config)`` when ``key`` is ``None``: a flat config) makes the module, first
+    on the ``meta`` device (no memory), so that its tensor shapes are compared with the safetensors header before
+    anything is allocated: a config that declares sizes its weights do not have is a
+    :class:`~genscom.errors.BadFileError`, not a multi-gigabyte allocation. The
     ``KeyError``/``TypeError``/``ValueError`` of ``build`` are a ``BadFileError`` on ``config.json``; floating
     weights are loaded as float32. Returns ``(module in eval mode on device, the whole config.json)``.
     ``what`` names the module in messages (``"adapter"``); ``fix`` tells the user what to do."""

@@ -67,8 +67,8 @@ from genscom.loading import read_json
 from genscom.metrics.retrieval import retrieval_metrics
 from genscom.results import machine_description
 from genscom.training import (cached_tensors, check_output_dir, config_defaults, contrastive_loss, decay_groups,
-                              default_cache_dir, load_checkpoint, loss_curve, lr_at, make_accelerator, resolve_run_dir, run_card,
-                              save_checkpoint, set_lr, write_run)
+                              default_cache_dir, load_checkpoint, loss_curve, lr_at, make_accelerator,
+                              resolve_run_dir, run_card, save_checkpoint, set_lr, write_run)
 
 logger = logging.getLogger(__name__)
 

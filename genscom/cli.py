@@ -276,6 +276,14 @@ def bench_caption(
     mcs: str = typer.Option("adaptive", "--mcs", help="the baselines' MCS: 'adaptive' (chosen from the fed-back "
                                                       "SNR estimate) or a fixed one such as qpsk-1/2"),
     seed: int = typer.Option(0, "--seed"),
+    repeat: str = typer.Option("1", "--repeat", help="the agent's repetitions of its embedding: an integer, or "
+                                                     "'adaptive' (chosen from the fed-back SNR estimate)"),
+    target_snr: float = typer.Option(5.0, "--target-snr", help="with --repeat adaptive: the effective SNR (dB) "
+                                                               "the repetitions aim at"),
+    max_repeat: int = typer.Option(8, "--max-repeat", help="with --repeat adaptive: the most repetitions"),
+    fusion: Optional[float] = typer.Option(None, "--fusion", help="weight of the attributes head in caption "
+                                                                  "decoding (default: the card's attribute_fusion; "
+                                                                  "0: the LM alone)"),
     device: str = typer.Option("cpu", "--device"),
     out: Path = typer.Option(Path("results/caption"), "--out"),
 ) -> None:
@@ -285,8 +293,14 @@ def bench_caption(
     from genscom.utils import resolve_device
 
     _check_card(card)
+    rep: int | str = repeat.strip().lower()
+    if rep != "adaptive":
+        if not str(rep).isdigit() or int(rep) < 1:
+            raise typer.BadParameter(f"--repeat must be an integer >= 1 or 'adaptive', got {repeat!r}")
+        rep = int(rep)
     kw: dict = dict(card=card, n_items=n_items, channel=channel, seed=seed, out_dir=str(out),
-                    baselines=_split_names(baselines), mcs=mcs,
+                    baselines=_split_names(baselines), mcs=mcs, repeat=rep, target_snr_db=target_snr,
+                    max_repeat=max_repeat, fusion=fusion,
                     device=str(resolve_device(device)))
     if snrs:
         kw["snrs"] = tuple(_parse_floats(snrs, "--snrs"))

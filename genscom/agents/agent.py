@@ -106,6 +106,7 @@ class Agent(nn.Module):
         h = llm.hidden_size
         d_in = card.perception_dim if card.role == "understanding" else card.embedding_dim
         self.d_in = d_in
+        self._fusion_ids: dict[str, list[list[int]]] | None = None  # class-word tokens, built on first fusion
 
         def build() -> None:
             self.projector = SoftPromptProjector(d_in, h, card.n_soft_tokens, token_rms=llm.token_rms)
@@ -275,21 +276,46 @@ class Agent(nn.Module):
         logits = self.heads["attributes"](self._inputs(received))
         return {k: [self.card.attribute_classes[k][int(i)] for i in v.argmax(-1).tolist()] for k, v in logits.items()}
 
+    def _fusion(self, x: torch.Tensor, weight: float) -> Any:
+        """The :class:`~genscom.agents.decoding.AttributeFusion` of the ``attributes`` head read from ``x``
+        ``[B, n, d_in]`` (class words tokenised once per agent)."""
+        from genscom.agents.decoding import AttributeFusion, class_token_ids
+
+        if "attributes" not in self.heads:
+            raise ValueError(f"agent {self.card.name!r} has no attributes head (heads={self.card.heads}); attribute "
+                             "fusion needs one: use fusion=0")
+        attrs = self.card.fusion_attributes
+        if self._fusion_ids is None:
+            self._fusion_ids = {a: class_token_ids(self.llm.tokenizer, a, self.card.attribute_classes[a])
+                                for a in attrs}
+        logits = self.heads["attributes"](x)
+        return AttributeFusion(self._fusion_ids, {a: logits[a].float().log_softmax(-1) for a in attrs}, weight)
+
     @torch.no_grad()
     def generate_captions(self, received: torch.Tensor, *, sensing: ChannelSensing,
-                          task: TaskRequirement | None = None, max_new_tokens: int | None = None) -> list[str]:
-        """Caption head: greedy decoding after the role prompt, the soft prefix and the cue -> ``B`` strings."""
+                          task: TaskRequirement | None = None, max_new_tokens: int | None = None,
+                          fusion: float | None = None) -> list[str]:
+        """Caption head: greedy decoding after the role prompt, the soft prefix and the cue -> ``B`` strings.
+
+        ``fusion``: weight of the ``attributes`` head in the decoding (:mod:`genscom.agents.decoding`);
+        ``None`` takes the card's ``attribute_fusion``, ``0`` decodes the LM alone.
+        """
         if "caption" not in self.card.heads:
             raise ValueError(f"agent {self.card.name!r} has no caption head (heads={self.card.heads})")
         x = self._inputs(received)
+        weight = self.card.attribute_fusion if fusion is None else fusion
+        processors = [self._fusion(x, weight)] if weight else []
         prompt, rest, _ = self._prefix(x, sensing, task or TaskRequirement("caption"), with_cue=True)
         prefix = torch.cat([prompt.expand(rest.shape[0], -1, -1), rest], dim=1)
         llm = self.llm
         tok = llm.tokenizer
+        from transformers import LogitsProcessorList
+
         out = llm.hf.generate(inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long,
                                                                              device=prefix.device),
                               max_new_tokens=max_new_tokens or self.card.max_caption_tokens, do_sample=False,
-                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                              logits_processor=LogitsProcessorList(processors))
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
 
     # -- persistence ---------------------------------------------------------------

@@ -114,6 +114,9 @@ class AgentCard:
             (e.g. ``{"shape": ["circle", ...], "colour": ["red", ...]}``); the head reads them from the received
             embedding, and fine-tuning trains it with cross-entropy on the data's labels.
         max_caption_tokens: generation length limit of the caption head.
+        attribute_fusion: weight of the ``attributes`` head in caption decoding (shallow fusion over the class
+            words of ``fusion_attributes``, :mod:`genscom.agents.decoding`); ``0`` decodes the LM alone.
+        fusion_attributes: the attributes fused (each a key of ``attribute_classes``).
         adapter: folder of trained weights (PEFT adapter + heads) or ``None``.
         partner: the card of the other end (for schemes that need both), or ``None``.
         description: free text.
@@ -138,6 +141,8 @@ class AgentCard:
     image_cond_dim: int = 64
     attribute_classes: dict[str, list[str]] = field(default_factory=dict)
     max_caption_tokens: int = 24
+    attribute_fusion: float = 0.0
+    fusion_attributes: list[str] = field(default_factory=lambda: ["shape", "colour"])
     adapter: str | None = None
     partner: str | None = None
     description: str = ""
@@ -198,6 +203,20 @@ class AgentCard:
         if ("attributes" in self.heads) != bool(self.attribute_classes):
             raise ValueError("agent card: the 'attributes' head and the 'attribute_classes' field go together; "
                              f"got heads={self.heads} and attribute_classes={self.attribute_classes or '{}'}")
+        w = self.attribute_fusion
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 100:
+            raise ValueError(f"agent card field 'attribute_fusion' must be a number in [0, 100] (0: off), got {w!r}")
+        self.attribute_fusion = float(w)
+        if not isinstance(self.fusion_attributes, list) or not all(isinstance(a, str) for a in self.fusion_attributes):
+            raise ValueError(f"agent card field 'fusion_attributes' must be a list of attribute names, "
+                             f"got {self.fusion_attributes!r}")
+        if w > 0:
+            missing = [a for a in self.fusion_attributes if a not in self.attribute_classes]
+            if "caption" not in self.heads or not self.fusion_attributes or missing:
+                raise ValueError("agent card: attribute_fusion > 0 needs the 'caption' and 'attributes' heads and "
+                                 "fusion_attributes drawn from attribute_classes "
+                                 f"({sorted(self.attribute_classes)}); got heads={self.heads}, "
+                                 f"fusion_attributes={self.fusion_attributes}; set attribute_fusion: 0 to turn it off")
 
     # -- paths -----------------------------------------------------------------
     def resolve(self, rel: str) -> Path:

@@ -32,16 +32,16 @@ def understand(agent: Any, features: torch.Tensor, sensing: ChannelSensing, *, b
 
 @torch.no_grad()
 def generate(agent: Any, received: torch.Tensor, sensing: ChannelSensing, *, batch_size: int,
-             captions: bool) -> tuple[torch.Tensor, list[str] | None]:
+             captions: bool, fusion: float | None = None) -> tuple[torch.Tensor, list[str] | None]:
     """Received embeddings ``[B, embedding_dim]`` -> retrieval embeddings ``[B, text_dim]`` and, with
-    ``captions=True``, one greedy caption per item."""
+    ``captions=True``, one greedy caption per item (``fusion``: the attribute-fusion weight, ``None``: the card's)."""
     agent.eval()
     embs, caps = [], []
     for i in range(0, len(received), batch_size):
         chunk = received[i: i + batch_size]
         embs.append(agent(chunk, sensing=sensing).retrieval.float().cpu())
         if captions:
-            caps.extend(agent.generate_captions(chunk, sensing=sensing))
+            caps.extend(agent.generate_captions(chunk, sensing=sensing, fusion=fusion))
     return torch.cat(embs), (caps if captions else None)
 
 

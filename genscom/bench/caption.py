@@ -48,12 +48,22 @@ class CaptionBenchConfig:
     device: str = "cpu"
     baseline_kwargs: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "jpeg-ldpc": {"quality": 50}, "h264-ldpc": {"crf": 28}})
+    repeat: int | str = 1  # the agent's repetitions: an integer, or "adaptive" (from the fed-back SNR estimate)
+    target_snr_db: float = 5.0  # with repeat="adaptive": the effective SNR the repetitions aim at
+    max_repeat: int = 8  # with repeat="adaptive": the most repetitions
+    fusion: float | None = None  # attribute-fusion weight of the caption decoding; None: the card's
 
     def __post_init__(self) -> None:
         if isinstance(self.n_items, bool) or not isinstance(self.n_items, int) or self.n_items < 1:
             raise ValueError(f"n_items must be a positive integer, got {self.n_items!r}")
         if not self.snrs or any(not math.isfinite(float(s)) for s in self.snrs):
             raise ValueError(f"snrs must be a non-empty list of finite dB values, got {self.snrs!r}")
+        if self.repeat != "adaptive" and (isinstance(self.repeat, bool) or not isinstance(self.repeat, int)
+                                          or self.repeat < 1):
+            raise ValueError(f"repeat must be an integer >= 1 or 'adaptive', got {self.repeat!r}")
+        if self.fusion is not None and (isinstance(self.fusion, bool) or not isinstance(self.fusion, (int, float))
+                                        or not 0 <= self.fusion <= 100):
+            raise ValueError(f"fusion must be a number in [0, 100] or None (the card's), got {self.fusion!r}")
 
 
 def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: Any = None,
@@ -80,7 +90,8 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
     with torch.no_grad():
         feats = enc.encode_clips(frames).float()
     source_dim = int(frames[0].numel())
-    agent = AgentScheme(agents=(u, g), captions=True, batch_size=cfg.batch_size)
+    agent = AgentScheme(agents=(u, g), captions=True, batch_size=cfg.batch_size, repeat=cfg.repeat,  # type: ignore[arg-type]
+                        target_snr_db=cfg.target_snr_db, max_repeat=cfg.max_repeat, fusion=cfg.fusion)
     records: list[Record] = []
     examples: dict[str, list[str]] = {}
 
@@ -112,7 +123,8 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
         out = agent.deliver(payload, channel, float(snr), generator=g)
         add(agent.name, float(snr), out.extras["captions"], float(payload.channel_uses.float().mean()))
     notes: list[str] = []
-    agent_uses = max(1, math.ceil(max((r.channel_uses for r in records if r.snr_db is not None), default=1.0)))
+    # the agent's channel uses at each SNR (they vary with an adaptive repeat): the baselines' equal budget
+    agent_uses = {r.snr_db: max(1, math.ceil(r.channel_uses)) for r in records if r.snr_db is not None}
 
     def caption_features(f: torch.Tensor) -> list[str]:
         """What the receiver's captioner says of perception features ``f`` (the agents run noiselessly)."""
@@ -138,22 +150,27 @@ def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: An
     if "jpeg-ldpc" in cfg.baselines:  # JPEG at the agent's budget: nothing decodable, a grey clip is captioned
         from genscom.bench.regen import GREY, jpeg_fits_budget
 
-        fit = jpeg_fits_budget(frames, agent_uses)
-        if fit["fits"]:  # a JPEG would fit: the row needs the link run at that budget, which is not built; say so
-            notes.append(f"no JPEG row at the agent's {agent_uses} uses: a JPEG fits that budget ({fit}), and "
-                         "running the link at a fixed budget is not implemented")
-            console.print(f"[yellow]{notes[-1]}[/yellow]")
-            progress.advance(task, len(cfg.snrs))
-        else:
-            with torch.no_grad():
-                grey = enc.encode_clips(torch.full_like(frames, GREY)).float()
-            caps = caption_features(grey)
-            for snr in cfg.snrs:
-                add("jpeg-ldpc", float(snr), caps, float(agent_uses), 1.0,
-                    {"uses": "equal budget", "note": f"smallest JPEG needs {fit['uses_needed']} uses"})
+        grey_caps: list[str] | None = None
+        for snr in cfg.snrs:
+            budget = agent_uses[float(snr)]
+            fit = jpeg_fits_budget(frames, budget)
+            if fit["fits"]:  # a JPEG would fit: the row needs the link run at that budget, which is not built
+                notes.append(f"no JPEG row at the agent's {budget} uses ({snr:+g} dB): a JPEG fits that budget "
+                             f"({fit}), and running the link at a fixed budget is not implemented")
+                console.print(f"[yellow]{notes[-1]}[/yellow]")
+                progress.advance(task)
+                continue
+            if grey_caps is None:
+                with torch.no_grad():
+                    grey_caps = caption_features(enc.encode_clips(torch.full_like(frames, GREY)).float())
+            add("jpeg-ldpc", float(snr), grey_caps, float(budget), 1.0,
+                {"uses": "equal budget", "note": f"smallest JPEG needs {fit['uses_needed']} uses"})
     progress.stop()
     meta = make_meta(command=command, seed=cfg.seed, dataset="synthetic", n_items=len(ds), profile=u.card.perception,
                      quick=False, card=cfg.card, channel=cfg.channel, snrs=list(cfg.snrs), examples=examples,
+                     repeat=cfg.repeat, target_snr_db=cfg.target_snr_db if cfg.repeat == "adaptive" else None,
+                     max_repeat=cfg.max_repeat if cfg.repeat == "adaptive" else None,
+                     fusion=agent.generating.card.attribute_fusion if cfg.fusion is None else cfg.fusion,
                      notes=notes,
                      ci_note=f"95% percentile bootstrap over items (n_boot={N_BOOT}) of object_colour_acc, object_acc "
                              "and colour_acc; ci95 = max(mean - lo, hi - mean)")

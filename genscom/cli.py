@@ -278,7 +278,7 @@ def bench_caption(
     seed: int = typer.Option(0, "--seed"),
     repeat: str = typer.Option("1", "--repeat", help="the agent's repetitions of its embedding: an integer, or "
                                                      "'adaptive' (chosen from the fed-back SNR estimate)"),
-    target_snr: float = typer.Option(5.0, "--target-snr", help="with --repeat adaptive: the effective SNR (dB) "
+    target_snr: float = typer.Option(0.0, "--target-snr", help="with --repeat adaptive: the effective SNR (dB) "
                                                                "the repetitions aim at"),
     max_repeat: int = typer.Option(8, "--max-repeat", help="with --repeat adaptive: the most repetitions"),
     fusion: Optional[float] = typer.Option(None, "--fusion", help="weight of the attributes head in caption "

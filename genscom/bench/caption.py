@@ -49,7 +49,7 @@ class CaptionBenchConfig:
     baseline_kwargs: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "jpeg-ldpc": {"quality": 50}, "h264-ldpc": {"crf": 28}})
     repeat: int | str = 1  # the agent's repetitions: an integer, or "adaptive" (from the fed-back SNR estimate)
-    target_snr_db: float = 5.0  # with repeat="adaptive": the effective SNR the repetitions aim at
+    target_snr_db: float = 0.0  # with repeat="adaptive": the effective SNR the repetitions aim at
     max_repeat: int = 8  # with repeat="adaptive": the most repetitions
     fusion: float | None = None  # attribute-fusion weight of the caption decoding; None: the card's
 

@@ -81,7 +81,7 @@ class AgentScheme(Scheme):
                          help="send the understanding embedding this many times (repeat x its channel uses)"),)
 
     def __init__(self, *, card: str | os.PathLike[str] | None = None, agents: tuple[Any, Any] | None = None,
-                 repeat: int | Literal["adaptive"] = 1, target_snr_db: float = 5.0, max_repeat: int = 8,
+                 repeat: int | Literal["adaptive"] = 1, target_snr_db: float = 0.0, max_repeat: int = 8,
                  equalizer: Literal["zf", "mmse"] = "mmse", captions: bool = False, fusion: float | None = None,
                  batch_size: int = 32, device: str | torch.device = "cpu", perception: Any = None) -> None:
         adaptive = repeat == "adaptive"

@@ -177,13 +177,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _with_defaults(saved: dict[str, Any], defaults: Any) -> dict[str, Any]:
+    """``saved`` with the keys it lacks taken from ``defaults``, recursively into nested configs."""
+    out = _plain(defaults)
+    if not isinstance(out, dict):
+        return saved
+    for k, v in saved.items():
+        out[k] = _with_defaults(v, out[k]) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def check_resumable(saved: dict[str, Any], now: dict[str, Any], *, free: "set[str] | frozenset[str]",
                     hint: str, defaults: dict[str, Any] | None = None) -> None:
     """Raise ``ValueError`` when a checkpoint's config differs from the current one in a field
     that changes the run (fields in ``free`` may differ); the message names each field, both
     values, and ``hint`` says how to fix it. A field the saved config lacks (the trainer gained it
-    after the checkpoint was written) counts as its value in ``defaults``, the value the old run had."""
-    saved = {**(defaults or {}), **saved}
+    after the checkpoint was written) counts as its value in ``defaults``, the value the old run had; so does
+    a key that a nested config (a dict in the checkpoint, a dataclass or dict in ``defaults``) lacks."""
+    saved = _with_defaults(saved, defaults or {})
     diff = sorted(k for k in now if k not in free and _plain(saved.get(k)) != _plain(now[k]))
     if diff:
         pairs = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in diff)

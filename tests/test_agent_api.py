@@ -67,6 +67,18 @@ def test_caption_embed_retrieve_shapes(agent: AgentLink, clips: torch.Tensor) ->
     torch.testing.assert_close(hits.scores[0], (q @ noiseless.t())[0].sort(descending=True).values)
 
 
+def test_an_adaptive_repeat_spends_more_channel_uses_only_below_its_target(cards: Path, clips: torch.Tensor) -> None:
+    link = load_agent("tiny-generating", search=[cards], repeat="adaptive")
+    assert link.scheme.name.endswith("-adaptive")
+    uses = {snr: link._deliver(clips, "awgn", snr, 0, captions=False).channel_uses.float().mean().item()
+            for snr in (-5.0, 20.0)}
+    fixed = load_agent("tiny-generating", search=[cards])
+    assert uses[20.0] == fixed._deliver(clips, "awgn", 20.0, 0, captions=False).channel_uses.float().mean().item()
+    # 6 symbols per send (12-d embedding); about 4 sends at -5 dB for the 0 dB target (the fed-back estimate is
+    # noisy and quantised: 3-5), one at 20 dB; the feedback and pilots are the same at both SNRs
+    assert uses[-5.0] - uses[20.0] in {6.0 * (r - 1) for r in (3, 4, 5)}
+
+
 def test_inputs_are_checked(agent: AgentLink, clips: torch.Tensor) -> None:
     assert as_clips(clips[:, 0]).shape == (3, 1, 16, 16, 3)            # images: T = 1
     assert as_clips([c.numpy() for c in clips]).shape == clips.shape   # a list of clips

@@ -178,3 +178,14 @@ def test_check_resumable_compares_plain_forms() -> None:
                     defaults={"snrs": (0.0,), "inner": Inner()})
     with pytest.raises(ValueError, match=r"inner: checkpoint \{'width': 4\}, now \{'width': 8\}"):
         check_resumable({"inner": {"width": 4}}, {"inner": {"width": 8}}, free=set(), hint="h")
+
+    @dataclasses.dataclass
+    class Outer:  # a nested config that gained the field `depth` after a checkpoint was written
+        width: int = 4
+        depth: int = 2
+
+    check_resumable({"inner": {"width": 4}}, {"inner": {"width": 4, "depth": 2}}, free=set(), hint="h",
+                    defaults={"inner": Outer()})
+    with pytest.raises(ValueError, match=r"inner: checkpoint \{'width': 4, 'depth': 2\}, now \{'width': 4, 'depth': 3\}"):
+        check_resumable({"inner": {"width": 4}}, {"inner": {"width": 4, "depth": 3}}, free=set(), hint="h",
+                        defaults={"inner": Outer()})

@@ -92,12 +92,14 @@ class AgentLink:
 
     @classmethod
     def from_agents(cls, understanding: Any, generating: Any, *, perception: Any = None, batch_size: int = 16,
-                    device: str | torch.device = "cpu") -> "AgentLink":
-        """Wrap an already-built pair (``perception``: its encoder, default the card's ``perception`` profile)."""
+                    device: str | torch.device = "cpu", repeat: int | str = 1) -> "AgentLink":
+        """Wrap an already-built pair (``perception``: its encoder, default the card's ``perception`` profile;
+        ``repeat``: the link's repetitions, an integer or ``"adaptive"``, see
+        :class:`~genscom.schemes.agent.AgentScheme`)."""
         from genscom.schemes.agent import AgentScheme
 
         return cls(AgentScheme(agents=(understanding, generating), batch_size=batch_size, device=device,
-                               perception=perception))
+                               perception=perception, repeat=repeat))  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return (f"AgentLink(understanding={self.understanding.card.name!r}, generating={self.card.name!r}, "
@@ -176,7 +178,7 @@ class AgentLink:
 
 def load_agent(card: str | os.PathLike[str] = DEFAULT_CARD, *, device: str | torch.device = "cpu",
                search: Iterable[str | os.PathLike[str]] | None = None, batch_size: int = 16,
-               perception: Any = None) -> AgentLink:
+               perception: Any = None, repeat: int | str = 1) -> AgentLink:
     """Load the agent pair a card describes (either end; its ``partner`` is the other) as an :class:`AgentLink`.
 
     Args:
@@ -185,6 +187,8 @@ def load_agent(card: str | os.PathLike[str] = DEFAULT_CARD, *, device: str | tor
         device: where the agents (and the perception encoder) run.
         batch_size: items per agent forward.
         perception: an already-built perception encoder (default: the card's ``perception`` profile).
+        repeat: sends of the understanding embedding: an integer, or ``"adaptive"`` (chosen from the fed-back
+            SNR: 1 at 0 dB and above, up to 8 below; the channel uses grow with it).
 
     Example:
         >>> agent = load_agent("smollm2-generating")  # doctest: +SKIP
@@ -194,7 +198,7 @@ def load_agent(card: str | os.PathLike[str] = DEFAULT_CARD, *, device: str | tor
     from genscom.agents.card import find_card
 
     u, g = load_agent_pair(find_card(card, search=search), device=device)
-    return AgentLink.from_agents(u, g, perception=perception, batch_size=batch_size, device=device)
+    return AgentLink.from_agents(u, g, perception=perception, batch_size=batch_size, device=device, repeat=repeat)
 
 
 __all__ = ["AgentLink", "DEFAULT_CARD", "Retrieved", "as_clips", "load_agent"]

@@ -158,6 +158,8 @@ def test_attribute_loss_and_init_from(tmp_path: Path, tiny_data: SyntheticClips)
     cfg = tiny_config(tmp_path, steps=1, lr=1e-12, warmup_steps=0, init_from=str(first),
                       output_dir=str(tmp_path / "ft"), checkpoint_every=0)
     second = train_encoder(cfg, progress=False, dataset=tiny_data)
+    assert "1 x the attribute cross-entropy" in (first / "README.md").read_text()  # the README says what it did
+    assert f"starting from `{first}`" in (second / "README.md").read_text()
     a, b = MiniVideoTower.from_pretrained(first), MiniVideoTower.from_pretrained(second)
     for x, y in zip(a.parameters(), b.parameters()):  # (BatchNorm running stats move in any train-mode step)
         torch.testing.assert_close(x, y, atol=1e-3, rtol=0)  # one step at lr ~0: the same weights

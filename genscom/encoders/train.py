@@ -504,6 +504,10 @@ def _readme(log: dict[str, Any], n_params: int, out: Path) -> str:
     return run_card(
         title="mini image/video tower",
         intro=["genscom's offline image/video tower, aligned to the frozen all-MiniLM-L6-v2 text space by",
-               "locked-text tuning (LiT) with a symmetric InfoNCE loss. Load it with",
-               f"`create_encoder(\"mini\", pretrained=\"{out}\")` (the shipped copy is the `mini` profile's default)."],
+               "locked-text tuning (LiT) with a symmetric InfoNCE loss"
+               + (f" plus {cfg['attribute_weight']:g} x the attribute cross-entropy" if cfg.get("attribute_weight")
+                  else "") + (f", starting from `{cfg['init_from']}`" if cfg.get("init_from") else "")
+               + ". Load it with",
+               f"`create_encoder(\"mini\", pretrained=\"{out}\")`: every tower this command trains has the `mini` "
+               "profile's architecture."],
         rows=rows, command=log["command"], api="train_encoder(TrainEncoderConfig(**config))", config=cfg)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,34 @@ def test_caption_bench_runs_end_to_end(tmp_path) -> None:
     assert "| failure_rate |" in table and "| uses |" in table and "equal budget" in table
     assert (tmp_path / "out" / "caption.md").read_text().startswith("| scheme")
     assert (tmp_path / "out" / "caption.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_caption_bench_adaptive_repeat_gives_each_snr_its_own_budget(tmp_path) -> None:
+    """With ``repeat="adaptive"`` the agent spends more channel uses at -5 dB than at +20 dB, and the JPEG row at
+    the agent's budget follows it SNR by SNR."""
+    from genscom.agents.agent import Agent
+    from genscom.agents.card import load_card
+    from genscom.agents.testing import StubEncoder, make_tiny_llm, tiny_card_dict
+    from genscom.bench.caption import CaptionBenchConfig, run_caption_bench
+    from genscom.data import create_dataset
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    llm = make_tiny_llm(tmp_path / "llm")
+    u = Agent.from_card(load_card(tiny_card_dict(llm, "understanding", prompt=str(repo / "prompts/understanding.md"))))
+    g = Agent.from_card(load_card(tiny_card_dict(llm, "generating", prompt=str(repo / "prompts/generating.md"))),
+                        llm=u.llm, seed=1)
+    ds = create_dataset("synthetic", split="test", n_items=2, seed=0, cache=False)
+    cfg = CaptionBenchConfig(n_items=2, snrs=(-5.0, 20.0), baselines=("jpeg-ldpc",), out_dir=str(tmp_path / "out"),
+                             batch_size=2, repeat="adaptive")
+    res = run_caption_bench(cfg, agents=(u, g), encoder=StubEncoder(), dataset=ds)
+    agent = {r.snr_db: r.channel_uses for r in res["records"] if r.scheme.startswith("agent") and r.snr_db is not None}
+    assert res["records"][0].scheme.endswith("-adaptive")
+    assert agent[-5.0] >= agent[20.0] + 2 * 6  # 3-4 sends of 6 symbols at -5 dB, one at +20 dB
+    equal = {r.snr_db: r.channel_uses for r in res["records"] if r.extra.get("uses") == "equal budget"}
+    assert equal == {s: float(math.ceil(u)) for s, u in agent.items()}
+    with pytest.raises(ValueError, match="repeat must be"):
+        CaptionBenchConfig(repeat="often")
+    with pytest.raises(ValueError, match="max_repeat"):
+        CaptionBenchConfig(repeat="adaptive", max_repeat=0)
+    with pytest.raises(ValueError, match="fusion"):
+        CaptionBenchConfig(fusion=-1.0)

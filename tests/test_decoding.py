@@ -132,6 +132,56 @@ def test_generate_captions_passes_the_heads_reading_to_generate(tiny_llm: Path, 
         g2.generate_captions(x, sensing=sensing, fusion=1.0)
 
 
+def test_fusion_inside_generate_follows_the_head_once_and_then_lets_the_lm_go_on(tiny_llm: Path) -> None:
+    """In a real ``generate`` from ``inputs_embeds``: the processor sees the generated tokens ``[B, t]``; a
+    confident head picks the colour word the LM would not, and after it the LM is left alone."""
+    from transformers import LogitsProcessorList
+
+    from genscom.agents.llm import load_llm
+
+    hf, tok = load_llm(str(tiny_llm))
+    red, blue, circle = (tok(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("red", "blue", "circle"))
+    seen: list[tuple[int, ...]] = []
+
+    def script(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """An LM that says a colour first (red, blue close behind), then red again, then the circle, then stops."""
+        seen.append(tuple(input_ids.shape))
+        out = torch.full_like(scores, -50.0)
+        t = input_ids.shape[1]
+        if t == 0:
+            out[:, red], out[:, blue] = 5.0, 4.0
+        elif t == 1:
+            out[:, red], out[:, blue] = 5.0, 4.0  # a second colour word: no longer fused
+        elif t == 2:
+            out[:, circle] = 5.0
+        else:
+            out[:, tok.eos_token_id] = 5.0
+        return out
+
+    ids = class_token_ids(tok, "colour", ["red", "blue"])
+    head = torch.tensor([[-9.0, 9.0], [9.0, -9.0]]).log_softmax(-1)  # item 0: blue, item 1: red
+    embeds = hf.get_input_embeddings()(torch.tensor([[3, 4], [5, 6]]))
+    outs = {}
+    for w in (0.0, 1.0):
+        procs = LogitsProcessorList([script, AttributeFusion({"colour": ids}, {"colour": head}, w)])
+        gen = hf.generate(inputs_embeds=embeds, attention_mask=torch.ones(2, 2, dtype=torch.long), max_new_tokens=5,
+                          do_sample=False, logits_processor=procs, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id)
+        outs[w] = [t.split() for t in tok.batch_decode(gen, skip_special_tokens=True)]
+    assert seen[:4] == [(2, 0), (2, 1), (2, 2), (2, 3)]  # only the generated tokens, none of the prefix
+    assert outs[0.0] == [["red", "red", "circle"], ["red", "red", "circle"]]
+    assert outs[1.0] == [["blue", "red", "circle"], ["red", "red", "circle"]]
+
+
+def test_fusion_repeats_the_head_for_beams() -> None:
+    head = torch.tensor([[-9.0, 9.0], [9.0, -9.0]]).log_softmax(-1)
+    fusion = AttributeFusion({"colour": [[3], [4]]}, {"colour": head}, 1.0)
+    scores = torch.zeros(4, 10)  # 2 items x 2 beams, item-major
+    assert fusion(torch.zeros(4, 0, dtype=torch.long), scores)[:, [3, 4]].argmax(-1).tolist() == [1, 1, 0, 0]
+    with pytest.raises(ValueError, match="multiple"):
+        fusion(torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 10))
+
+
 # -- repetitions of the agent link ---------------------------------------------------------------------
 def test_adaptive_repeat_follows_the_fed_back_snr_and_the_agents_are_told_the_effective_snr(tiny_llm: Path,
                                                                                          monkeypatch) -> None:
@@ -161,8 +211,20 @@ def test_adaptive_repeat_follows_the_fed_back_snr_and_the_agents_are_told_the_ef
         assert told["g"][-1] == pytest.approx(snr + 10 * math.log10(r))
     fixed = AgentScheme(agents=(u, g), repeat=2, batch_size=4)
     assert fixed.repeat_for(-5.0) == 2 and fixed.name.endswith("-x2")
+    monkeypatch.setattr(fixed, "understand", lambda f, snr, ch: told["u"].append(snr) or torch.randn(len(f), 12))
+    monkeypatch.setattr(fixed, "generate", lambda e, snr, ch: told["g"].append(snr) or (torch.zeros(len(e), 16), None))
+    p = fixed.transmit(SourceBatch(embeddings=feats), sensing=LinkFeedback(channel="awgn", snr_db=-5.0, bits=6))
+    fixed.deliver(p, AWGNChannel(), -5.0, generator=torch.Generator().manual_seed(0))
+    assert told["u"][-1] == told["g"][-1] == pytest.approx(-5.0 + 10 * math.log10(2))  # two copies: +3 dB
+    assert AgentScheme(agents=(u, g), repeat=3, max_repeat=0).repeat_for(0.0) == 3  # max_repeat: adaptive only
+    with pytest.raises(ValueError, match="attributes head"):
+        AgentScheme(agents=(u, g), fusion=2.0)
+    with pytest.raises(ValueError, match="fusion must be"):
+        AgentScheme(agents=(u, g), fusion=-2.0)
     for bad in (0, "twice", True):
         with pytest.raises(ValueError, match="repeat must be"):
             AgentScheme(agents=(u, g), repeat=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_repeat"):
         AgentScheme(agents=(u, g), repeat="adaptive", max_repeat=0)
+    with pytest.raises(ValueError, match="target_snr_db"):
+        AgentScheme(agents=(u, g), repeat="adaptive", target_snr_db=float("nan"))

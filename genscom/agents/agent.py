@@ -285,6 +285,10 @@ class Agent(nn.Module):
             raise ValueError(f"agent {self.card.name!r} has no attributes head (heads={self.card.heads}); attribute "
                              "fusion needs one: use fusion=0")
         attrs = self.card.fusion_attributes
+        missing = [a for a in attrs if a not in self.card.attribute_classes]
+        if missing:
+            raise ValueError(f"agent {self.card.name!r}: fusion_attributes {missing} are not in its attribute_classes "
+                             f"({sorted(self.card.attribute_classes)}); fix the card's fusion_attributes or use fusion=0")
         if self._fusion_ids is None:
             self._fusion_ids = {a: class_token_ids(self.llm.tokenizer, a, self.card.attribute_classes[a])
                                 for a in attrs}

@@ -70,8 +70,9 @@ class AttributeFusion(LogitsProcessor):  # type: ignore[misc]
         log_probs: ``{attribute: [B, C] float}`` log-probabilities of the head (C classes, the same order).
         weight: exponent of the head's probabilities (>= 0; 0 leaves the scores unchanged).
 
-    Called by ``generate`` with the tokens generated so far ``[B, t]`` and scores ``[B, V]``; returns
-    log-probabilities ``[B, V]`` (greedy and beam search only need their order).
+    Called by ``generate`` with the tokens generated so far ``[B', t]`` and scores ``[B', V]``; returns
+    log-probabilities ``[B', V]``. ``B' = B`` for greedy decoding; with ``k`` beams or samples per item
+    ``B' = k B`` (rows item-major, as ``generate`` lays them out), and each item's head reading is repeated.
     """
 
     def __init__(self, token_ids: Mapping[str, list[list[int]]], log_probs: Mapping[str, torch.Tensor],
@@ -87,22 +88,31 @@ class AttributeFusion(LogitsProcessor):  # type: ignore[misc]
         self.token_ids = {k: [torch.tensor(t, dtype=torch.long) for t in v] for k, v in token_ids.items()}
         self.log_probs = {k: v.detach().float() for k, v in log_probs.items()}
         self.weight = float(weight)
+        self._on: tuple[torch.device, dict[str, Any]] | None = None  # the tensors moved to the scores' device
+
+    def _tensors(self, device: torch.device) -> dict[str, Any]:
+        if self._on is None or self._on[0] != device:
+            self._on = (device, {k: ([g.to(device) for g in groups], torch.cat(groups).to(device),
+                                     self.log_probs[k].to(device)) for k, groups in self.token_ids.items()})
+        return self._on[1]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        lm = scores.float().log_softmax(dim=-1)  # [B, V]
+        lm = scores.float().log_softmax(dim=-1)  # [B', V]
         if self.weight == 0:
             return lm
         out = lm.clone()
-        for attr, groups in self.token_ids.items():
-            head = self.log_probs[attr].to(lm.device)  # [B, C]
-            every = torch.cat(groups).to(lm.device)
-            named = torch.isin(input_ids, every).any(dim=-1) if input_ids.shape[1] else \
-                torch.zeros(len(lm), dtype=torch.bool, device=lm.device)  # [B]
-            per_class = torch.stack([lm[:, g.to(lm.device)].logsumexp(dim=-1) for g in groups],
-                                    dim=-1).clamp_min(-1e4)  # [B, C]; finite where another processor put -inf
-            total = per_class.logsumexp(dim=-1, keepdim=True)  # [B, 1]: P(LM names some class now)
+        for groups, every, head in self._tensors(lm.device).values():
+            if head.shape[0] != lm.shape[0]:  # k beams / samples per item
+                if lm.shape[0] % head.shape[0]:
+                    raise ValueError(f"scores have {lm.shape[0]} rows, not a multiple of the {head.shape[0]} items "
+                                     "the head read")
+                head = head.repeat_interleave(lm.shape[0] // head.shape[0], dim=0)
+            named = torch.isin(input_ids, every).any(dim=-1)  # [B']: this attribute already said
+            per_class = torch.stack([lm[:, g].logsumexp(dim=-1) for g in groups],
+                                    dim=-1).clamp_min(-1e4)  # [B', C]; finite where another processor put -inf
+            total = per_class.logsumexp(dim=-1, keepdim=True)  # [B', 1]: P(LM names some class now)
             fused = (per_class + self.weight * head).log_softmax(dim=-1) + total  # same total, new split
-            shift = (fused - per_class).masked_fill(named[:, None], 0.0)  # [B, C]
+            shift = (fused - per_class).masked_fill(named[:, None], 0.0)  # [B', C]
             for c, g in enumerate(groups):
-                out[:, g.to(lm.device)] += shift[:, c: c + 1]
+                out[:, g] += shift[:, c: c + 1]
         return out

@@ -478,9 +478,10 @@ class CaptionEvaluator:
         pair.eval()
         try:
             with torch.no_grad():
+                # the LM's own captions (fusion 0): what training changes, comparable across cards and runs
                 scores = caption_scores_for_pair(pair.understanding, pair.generating, snr_db=self.cfg.eval_snr,
                                                  channel=self.cfg.channel, seed=self.cfg.seed, encoder=self.encoder,
-                                                 dataset=self.dataset)
+                                                 dataset=self.dataset, fusion=0.0)
         finally:
             pair.train(was_training)
             pair.understanding.llm.hf.eval()  # the frozen base stays in eval mode

@@ -47,11 +47,12 @@ def generate(agent: Any, received: torch.Tensor, sensing: ChannelSensing, *, bat
 
 def caption_scores_for_pair(understanding: Any, generating: Any, *, n_items: int = 64, snr_db: float | None = 20.0,
                             channel: str = "awgn", seed: int = 0, batch_size: int = 16, encoder: Any = None,
-                            dataset: Any = None) -> dict[str, float]:
+                            dataset: Any = None, fusion: float | None = None) -> dict[str, float]:
     """Caption metrics (:func:`genscom.metrics.text.caption_scores`) of an agent pair on the synthetic
     test split (or ``dataset``) at one SNR over ``channel`` (``snr_db=None``: noiseless).
 
-    The channel noise comes from a generator seeded with ``seed + 1``.
+    The channel noise comes from a generator seeded with ``seed + 1``. ``fusion``: the attribute-fusion weight
+    of the caption decoding (``None``: the card's; ``0``: the LM alone).
     """
     from genscom.channels.analog import send_analog
     from genscom.channels.registry import create_channel
@@ -67,7 +68,7 @@ def caption_scores_for_pair(understanding: Any, generating: Any, *, n_items: int
     sensing = sensing_for(snr_db, "none" if ch is None else ch.name)
     e = understand(understanding, feats, sensing, batch_size=batch_size)
     e_hat = send_analog(e, ch, snr_db, generator=torch.Generator().manual_seed(seed + 1))
-    _, caps = generate(generating, e_hat, sensing, batch_size=batch_size, captions=True)
+    _, caps = generate(generating, e_hat, sensing, batch_size=batch_size, captions=True, fusion=fusion)
     refs = [ds.captions_of(i) for i in range(len(ds))]
     attrs = [ds.attributes_of(i) for i in range(len(ds))]
     return caption_scores(caps or [], refs, attrs, encoder=enc, vocabulary=getattr(ds, "caption_vocabulary", None))

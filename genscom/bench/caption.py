@@ -61,6 +61,11 @@ class CaptionBenchConfig:
         if self.repeat != "adaptive" and (isinstance(self.repeat, bool) or not isinstance(self.repeat, int)
                                           or self.repeat < 1):
             raise ValueError(f"repeat must be an integer >= 1 or 'adaptive', got {self.repeat!r}")
+        if isinstance(self.max_repeat, bool) or not isinstance(self.max_repeat, int) or self.max_repeat < 1:
+            raise ValueError(f"max_repeat must be an integer >= 1, got {self.max_repeat!r}")
+        if isinstance(self.target_snr_db, bool) or not isinstance(self.target_snr_db, (int, float)) \
+                or not math.isfinite(self.target_snr_db):
+            raise ValueError(f"target_snr_db must be a finite number of dB, got {self.target_snr_db!r}")
         if self.fusion is not None and (isinstance(self.fusion, bool) or not isinstance(self.fusion, (int, float))
                                         or not 0 <= self.fusion <= 100):
             raise ValueError(f"fusion must be a number in [0, 100] or None (the card's), got {self.fusion!r}")

@@ -19,8 +19,9 @@ fading channels (counted), and the generating agent is told the receiver's own e
 never re-runs it.
 
 Repetition: the receiver averages the ``repeat`` copies, so the embedding it reads has the SNR of one
-copy plus ``10 log10(repeat)`` dB; both agents are told that *effective* SNR (what the embedding
-carries). ``repeat="adaptive"`` chooses the repetitions from the fed-back SNR estimate, like the
+copy plus ``10 log10(repeat)`` dB (exact on AWGN; on fading channels, where each copy is equalised
+before the average, an approximation); both agents are told that *effective* SNR (what the embedding
+carries), which can lie above the range they were trained on (e.g. 29 dB for 8 copies at 20 dB). ``repeat="adaptive"`` chooses the repetitions from the fed-back SNR estimate, like the
 adaptive MCS of the classic link: the fewest (at most ``max_repeat``) that lift it to
 ``target_snr_db``. The receiver fed that estimate back, so it knows the choice: no side bits.
 """
@@ -87,11 +88,14 @@ class AgentScheme(Scheme):
         adaptive = repeat == "adaptive"
         if not adaptive and (isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1):
             raise ValueError(f"repeat must be an integer >= 1 or 'adaptive', got {repeat!r}")
-        if isinstance(max_repeat, bool) or not isinstance(max_repeat, int) or max_repeat < 1:
+        if adaptive and (isinstance(max_repeat, bool) or not isinstance(max_repeat, int) or max_repeat < 1):
             raise ValueError(f"max_repeat must be an integer >= 1, got {max_repeat!r}")
-        if isinstance(target_snr_db, bool) or not isinstance(target_snr_db, (int, float)) \
-                or not math.isfinite(target_snr_db):
+        if adaptive and (isinstance(target_snr_db, bool) or not isinstance(target_snr_db, (int, float))
+                         or not math.isfinite(target_snr_db)):
             raise ValueError(f"target_snr_db must be a finite number of dB, got {target_snr_db!r}")
+        if fusion is not None and (isinstance(fusion, bool) or not isinstance(fusion, (int, float))
+                                   or not 0 <= fusion <= 100):
+            raise ValueError(f"fusion must be a number in [0, 100] or None (the card's), got {fusion!r}")
         if agents is None:
             if card is None:
                 raise ValueError("AgentScheme needs card= (an agent card path) or agents=(understanding, generating)")
@@ -101,6 +105,9 @@ class AgentScheme(Scheme):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.understanding, self.generating = agents
+        if fusion and "attributes" not in self.generating.card.heads:
+            raise ValueError(f"fusion={fusion} needs a generating card with an attributes head; "
+                             f"{self.generating.card.name!r} has heads {self.generating.card.heads}; use fusion=0 or None")
         self.adaptive, self.target_snr_db, self.max_repeat = adaptive, float(target_snr_db), max_repeat
         self.equalizer = equalizer
         self.analog = SemanticAnalogScheme(repeat=1 if adaptive else repeat, equalizer=equalizer)
@@ -153,8 +160,9 @@ class AgentScheme(Scheme):
 
     def transmit(self, batch: SourceBatch, *, sensing: LinkFeedback | None = None,
                  generator: torch.Generator | None = None) -> AgentPayload:
-        """Perceive (frames) or take perception features (embeddings), understand for the fed-back SNR and
-        channel, send as analog symbols with the link's pilots; the feedback bits are counted."""
+        """Perceive (frames) or take perception features (embeddings), understand for the fed-back SNR (plus
+        ``10 log10(repeat)`` dB) and channel, send as analog symbols with the link's pilots; the feedback bits
+        are counted."""
         if batch.frames is not None:  # the agent perceives the content itself
             enc = self.perception_encoder()
             with torch.no_grad():

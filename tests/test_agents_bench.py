@@ -76,21 +76,29 @@ def test_cider_ranks_captions() -> None:
         cider(["a"], [])
 
 
-def test_caption_bench_runs_end_to_end(tmp_path) -> None:
-    """The benchmark loop with tiny agents and a stub perception: rows, JSON and Markdown."""
-    import json
-
+def _tiny_pair(tmp_path):
+    """An understanding + generating pair on a tiny random LLM (written under ``tmp_path``)."""
     from genscom.agents.agent import Agent
     from genscom.agents.card import load_card
-    from genscom.agents.testing import StubEncoder, make_tiny_llm, tiny_card_dict
-    from genscom.bench.caption import CaptionBenchConfig, run_caption_bench
-    from genscom.data import create_dataset
+    from genscom.agents.testing import make_tiny_llm, tiny_card_dict
 
     repo = __import__("pathlib").Path(__file__).resolve().parents[1]
     llm = make_tiny_llm(tmp_path / "llm")
     u = Agent.from_card(load_card(tiny_card_dict(llm, "understanding", prompt=str(repo / "prompts/understanding.md"))))
     g = Agent.from_card(load_card(tiny_card_dict(llm, "generating", prompt=str(repo / "prompts/generating.md"))),
                         llm=u.llm, seed=1)
+    return u, g
+
+
+def test_caption_bench_runs_end_to_end(tmp_path) -> None:
+    """The benchmark loop with tiny agents and a stub perception: rows, JSON and Markdown."""
+    import json
+
+    from genscom.agents.testing import StubEncoder
+    from genscom.bench.caption import CaptionBenchConfig, run_caption_bench
+    from genscom.data import create_dataset
+
+    u, g = _tiny_pair(tmp_path)
     ds = create_dataset("synthetic", split="test", n_items=4, seed=0, cache=False)
     cfg = CaptionBenchConfig(n_items=4, snrs=(-5.0, 20.0), baselines=("jpeg-ldpc",), out_dir=str(tmp_path / "out"),
                              batch_size=2)
@@ -119,17 +127,11 @@ def test_caption_bench_runs_end_to_end(tmp_path) -> None:
 def test_caption_bench_adaptive_repeat_gives_each_snr_its_own_budget(tmp_path) -> None:
     """With ``repeat="adaptive"`` the agent spends more channel uses at -5 dB than at +20 dB, and the JPEG row at
     the agent's budget follows it SNR by SNR."""
-    from genscom.agents.agent import Agent
-    from genscom.agents.card import load_card
-    from genscom.agents.testing import StubEncoder, make_tiny_llm, tiny_card_dict
+    from genscom.agents.testing import StubEncoder
     from genscom.bench.caption import CaptionBenchConfig, run_caption_bench
     from genscom.data import create_dataset
 
-    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
-    llm = make_tiny_llm(tmp_path / "llm")
-    u = Agent.from_card(load_card(tiny_card_dict(llm, "understanding", prompt=str(repo / "prompts/understanding.md"))))
-    g = Agent.from_card(load_card(tiny_card_dict(llm, "generating", prompt=str(repo / "prompts/generating.md"))),
-                        llm=u.llm, seed=1)
+    u, g = _tiny_pair(tmp_path)
     ds = create_dataset("synthetic", split="test", n_items=2, seed=0, cache=False)
     cfg = CaptionBenchConfig(n_items=2, snrs=(-5.0, 20.0), baselines=("jpeg-ldpc",), out_dir=str(tmp_path / "out"),
                              batch_size=2, repeat="adaptive")

@@ -306,6 +306,8 @@ class Agent(nn.Module):
         """
         if "caption" not in self.card.heads:
             raise ValueError(f"agent {self.card.name!r} has no caption head (heads={self.card.heads})")
+        from transformers import LogitsProcessorList
+
         x = self._inputs(received)
         weight = self.card.attribute_fusion if fusion is None else fusion
         processors = [self._fusion(x, weight)] if weight else []
@@ -313,8 +315,6 @@ class Agent(nn.Module):
         prefix = torch.cat([prompt.expand(rest.shape[0], -1, -1), rest], dim=1)
         llm = self.llm
         tok = llm.tokenizer
-        from transformers import LogitsProcessorList
-
         out = llm.hf.generate(inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long,
                                                                              device=prefix.device),
                               max_new_tokens=max_new_tokens or self.card.max_caption_tokens, do_sample=False,

@@ -203,10 +203,8 @@ class AgentCard:
         if ("attributes" in self.heads) != bool(self.attribute_classes):
             raise ValueError("agent card: the 'attributes' head and the 'attribute_classes' field go together; "
                              f"got heads={self.heads} and attribute_classes={self.attribute_classes or '{}'}")
-        w = self.attribute_fusion
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 100:
-            raise ValueError(f"agent card field 'attribute_fusion' must be a number in [0, 100] (0: off), got {w!r}")
-        self.attribute_fusion = float(w)
+        w = check_fusion_weight(self.attribute_fusion, what="agent card field 'attribute_fusion'") or 0.0
+        self.attribute_fusion = w
         if not isinstance(self.fusion_attributes, list) or not all(isinstance(a, str) for a in self.fusion_attributes):
             raise ValueError(f"agent card field 'fusion_attributes' must be a list of attribute names, "
                              f"got {self.fusion_attributes!r}")
@@ -270,6 +268,17 @@ class AgentCard:
             if path.is_file() and shipped.is_file() and path.read_bytes() == shipped.read_bytes():
                 d["prompt"] = f"prompts/{shipped.name}"
         return d
+
+
+def check_fusion_weight(value: Any, *, what: str = "fusion", none_ok: bool = False) -> float | None:
+    """An attribute-fusion weight (:mod:`genscom.agents.decoding`) as ``float``: a number in [0, 100], 0 for the
+    LM alone; ``None`` passes through when ``none_ok`` (the card's weight). ``ValueError`` names ``what``."""
+    if value is None and none_ok:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise ValueError(f"{what} must be a number in [0, 100] (0: the LM alone)"
+                         + (" or None (the card's)" if none_ok else "") + f", got {value!r}")
+    return float(value)
 
 
 def load_card(source: str | os.PathLike[str] | dict[str, Any], **overrides: Any) -> AgentCard:

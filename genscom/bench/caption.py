@@ -66,9 +66,9 @@ class CaptionBenchConfig:
         if isinstance(self.target_snr_db, bool) or not isinstance(self.target_snr_db, (int, float)) \
                 or not math.isfinite(self.target_snr_db):
             raise ValueError(f"target_snr_db must be a finite number of dB, got {self.target_snr_db!r}")
-        if self.fusion is not None and (isinstance(self.fusion, bool) or not isinstance(self.fusion, (int, float))
-                                        or not 0 <= self.fusion <= 100):
-            raise ValueError(f"fusion must be a number in [0, 100] or None (the card's), got {self.fusion!r}")
+        from genscom.agents.card import check_fusion_weight
+
+        self.fusion = check_fusion_weight(self.fusion, none_ok=True)
 
 
 def run_caption_bench(cfg: CaptionBenchConfig, *, command: str = "", console: Any = None,

@@ -21,9 +21,9 @@ never re-runs it.
 Repetition: the receiver averages the ``repeat`` copies, so the embedding it reads has the SNR of one
 copy plus ``10 log10(repeat)`` dB (exact on AWGN; on fading channels, where each copy is equalised
 before the average, an approximation); both agents are told that *effective* SNR (what the embedding
-carries), which can lie above the range they were trained on (e.g. 29 dB for 8 copies at 20 dB). ``repeat="adaptive"`` chooses the repetitions from the fed-back SNR estimate, like the
-adaptive MCS of the classic link: the fewest (at most ``max_repeat``) that lift it to
-``target_snr_db``. The receiver fed that estimate back, so it knows the choice: no side bits.
+carries), which can lie above the range they were trained on (e.g. 29 dB for 8 copies at 20 dB).
+``repeat="adaptive"`` chooses the repetitions from the fed-back SNR estimate, like the adaptive MCS
+of the classic link: the fewest (at most ``max_repeat``) that lift it to ``target_snr_db``. The receiver fed that estimate back, so it knows the choice: no side bits.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import torch
 
+from genscom.agents.card import check_fusion_weight
 from genscom.agents.pair import generate, sensing_for, understand
 from genscom.channels.base import ChannelOutput
 from genscom.channels.sensing import LinkFeedback
@@ -93,9 +94,7 @@ class AgentScheme(Scheme):
         if adaptive and (isinstance(target_snr_db, bool) or not isinstance(target_snr_db, (int, float))
                          or not math.isfinite(target_snr_db)):
             raise ValueError(f"target_snr_db must be a finite number of dB, got {target_snr_db!r}")
-        if fusion is not None and (isinstance(fusion, bool) or not isinstance(fusion, (int, float))
-                                   or not 0 <= fusion <= 100):
-            raise ValueError(f"fusion must be a number in [0, 100] or None (the card's), got {fusion!r}")
+        fusion = check_fusion_weight(fusion, none_ok=True)
         if agents is None:
             if card is None:
                 raise ValueError("AgentScheme needs card= (an agent card path) or agents=(understanding, generating)")

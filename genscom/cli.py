@@ -411,6 +411,58 @@ def finetune_agents_cmd(
     return result
 
 
+@finetune_app.command("attribute-head")
+def finetune_attribute_head_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of HeadRefitConfig fields"),
+    card: Optional[str] = typer.Option(None, "--card", help="generating card with an attributes head (or its "
+                                                            "partner), a path or a name on the card search path"),
+    n_train: Optional[int] = typer.Option(None, "--n-train", help="synthetic train clips"),
+    n_val: Optional[int] = typer.Option(None, "--n-val", help="synthetic val clips read every epoch"),
+    snrs: Optional[str] = typer.Option(None, "--snrs", help="comma-separated SNRs in dB; every clip is embedded "
+                                                            "and sent at each (default -5,0,5,10,20)"),
+    channel: Optional[str] = typer.Option(None, "--channel", help="training channel (e.g. awgn)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    init: Optional[str] = typer.Option(None, "--init", help="warm (the card's trained head) or fresh"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", "--out",
+                                           help="run folder: checkpoint.pt, embeddings.pt and, unless "
+                                                "--adapters-dir, the refitted agent in <out-dir>/adapters/ "
+                                                "(default runs/attribute-head-<timestamp>/)"),
+    adapters_dir: Optional[Path] = typer.Option(None, "--adapters-dir", help="folder of the refitted agent, one "
+                                                "<card name>/ subfolder (default <out-dir>/adapters)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the checkpoint in --out-dir (default: the "
+                                                        "newest runs/attribute-head-*/ holding one)"),
+    overwrite: bool = _OVERWRITE,
+) -> dict:
+    """Train the generating agent's attributes head alone, on received embeddings at several SNRs.
+
+    Both agents' LoRA and other modules stay as loaded; the understanding agent runs once per clip and SNR.
+
+    \f
+    Every :class:`~genscom.agents.head_refit.HeadRefitConfig` field is a flag of the same name.
+    """
+    import dataclasses
+
+    from genscom.agents.head_refit import HeadRefitConfig, refit_attribute_head
+    from genscom.utils import load_config
+
+    given = locals()
+    overrides = {f.name: given[f.name] for f in dataclasses.fields(HeadRefitConfig)}
+    overrides["snrs"] = _parse_floats(snrs, "--snrs")
+    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    cfg = load_config(HeadRefitConfig, config, **overrides)
+    res = refit_attribute_head(cfg, resume=resume, progress=True, overwrite=overwrite, command=_command_line())
+    first, last = res["history"][0]["val"], res["val"]
+    console.print("val shape+colour, loaded head -> refitted: " + ", ".join(
+        f"{s} dB {first[s].get('shape_colour', float('nan')):.3f} -> {last[s].get('shape_colour', float('nan')):.3f}"
+        for s in last) + f"; {res['seconds']:.0f} s; adapters: {res['adapters']}")
+    return res
+
+
 @train_app.command("adapter")
 def train_adapter_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file of TrainAdapterConfig fields"),

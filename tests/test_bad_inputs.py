@@ -175,6 +175,7 @@ CONFIG_COMMANDS = {
     "train-adapter": ["train", "adapter"],
     "train-encoder": ["train", "encoder"],
     "finetune-agents": ["finetune", "agents"],
+    "finetune-attribute-head": ["finetune", "attribute-head"],
     "bench-fed": ["bench", "fed"],
 }
 
@@ -198,6 +199,7 @@ RESUME_COMMANDS: dict[str, Callable[[Path], list[str]]] = {
     "train-adapter": lambda d: ["train", "adapter", "--output-dir", str(d), "--resume"],
     "train-encoder": lambda d: ["train", "encoder", "--output-dir", str(d), "--resume"],
     "finetune-agents": lambda d: ["finetune", "agents", "--out-dir", str(d), "--resume"],
+    "finetune-attribute-head": lambda d: ["finetune", "attribute-head", "--out-dir", str(d), "--resume"],
     "bench-fed": lambda d: ["bench", "fed", "--quick", "--run-dir", str(d), "--resume", "--out", "fed-results"],
 }
 
@@ -291,6 +293,7 @@ def test_bad_weights_config_json(in_tmp: Path, command: str) -> None:
 # ----------------------------------------------------------------------------------------- agent cards
 CARD_COMMANDS: dict[str, Callable[[Path], list[str]]] = {
     "finetune-agents": lambda f: ["finetune", "agents", "--card", str(f)],
+    "finetune-attribute-head": lambda f: ["finetune", "attribute-head", "--card", str(f)],
     "bench-caption": lambda f: ["bench", "caption", "--card", str(f)],
     "bench-edge": lambda f: ["bench", "edge", "--card", str(f)],
     "bench-edge-nf4": lambda f: ["bench", "edge", "--nf4-card", str(f)],

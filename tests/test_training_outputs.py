@@ -51,6 +51,12 @@ def tiny_cards(tmp_path_factory: pytest.TempPathFactory) -> Path:
         d = tiny_card_dict(llm, role, prompt=str(REPO / "prompts" / f"{role}.md"), perception="tiny",
                            partner=f"tiny-{other}.yaml", max_caption_tokens=4)
         (root / f"tiny-{role}.yaml").write_text(yaml.safe_dump(d))
+        # the same pair whose generating end has an attributes head (for the head refit)
+        d.update(name=f"tiny-attr-{role}", partner=f"tiny-attr-{other}.yaml")
+        if role == "generating":
+            d.update(heads=["retrieval", "caption", "attributes"],
+                     attribute_classes={"shape": ["circle", "square"], "colour": ["red", "blue"]})
+        (root / f"tiny-attr-{role}.yaml").write_text(yaml.safe_dump(d))
     return root
 
 
@@ -91,6 +97,9 @@ def test_default_runs_leave_shipped_weights_untouched(cwd: Path, tiny_cards: Pat
     finally:
         sys.path.pop(0)
     script.main(["--card", ft["card"], "--n-train", "8", "--steps", "1", "--batch-size", "2", "--warmup-steps", "1"])
+    cli("finetune", "attribute-head", "--card", str(tiny_cards / "tiny-attr-generating.yaml"), "--n-train", "8",
+        "--n-val", "4", "--epochs", "1", "--batch-size", "4", "--snrs", "0,20")
+    assert (only_run("attribute-head") / "adapters" / "tiny-attr-generating" / "agent_modules.safetensors").is_file()
     # the regeneration trainers: the diffusion decoder, its DeepJSCC peer and the attribute classifier
     dec = dict(n_items=8, steps=1, batch_size=4, warmup_steps=0, checkpoint_every=0, sample_every=0,
                decoder={"block_out_channels": [8, 16], "cross_attention_dim": 8, "attention_head_dim": 4})

@@ -53,7 +53,8 @@ def _run(tiny_llm: Path, splits: tuple, cfg: HeadRefitConfig, **kw: object) -> t
 def test_config_rejects_bad_values() -> None:
     for bad, match in [({"snrs": ()}, "snrs"), ({"snrs": (0.0, 0.0)}, "distinct"), ({"snrs": ("x",)}, "snrs"),
                        ({"epochs": 0}, "epochs"), ({"init": "cold"}, "warm"), ({"lr": 0.0}, "lr"),
-                       ({"weight_decay": -1.0}, "weight_decay")]:
+                       ({"weight_decay": -1.0}, "weight_decay"), ({"batch_size": 64, "n_train": 32}, "batch_size"),
+                       ({"device": "gpu0"}, "device")]:
         with pytest.raises(ValueError, match=match):
             HeadRefitConfig(**bad)  # type: ignore[arg-type]
 
@@ -127,3 +128,64 @@ def test_the_refit_does_not_write_into_a_folder_with_weights(tiny_llm: Path, spl
         _run(tiny_llm, splits, _cfg(tmp_path, "b", epochs=1, adapters_dir=target))
     res2, _, _ = _run(tiny_llm, splits, _cfg(tmp_path, "b", epochs=1, adapters_dir=target), overwrite=True)
     assert res2["adapters"] == res["adapters"]
+
+
+def test_head_accuracy_counts_unlabelled_items_only_where_it_should() -> None:
+    from genscom.agents.head_refit import head_accuracy
+
+    class Fixed(torch.nn.Module):  # always says shape 0, colour 1
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            b = x.shape[0]
+            return {"shape": torch.tensor([[5.0, 0.0]]).expand(b, -1), "colour": torch.tensor([[0.0, 5.0]]).expand(b, -1)}
+
+    labels = {"shape": torch.tensor([0, 0, 1, -100]), "colour": torch.tensor([1, 0, 1, 1])}
+    acc = head_accuracy(Fixed(), torch.randn(1, 4, 6), labels, (20.0,), None, seed=0)["20"]  # channel None: noiseless
+    assert acc["shape"] == pytest.approx(2 / 3, abs=1e-4)  # the unlabelled item is left out of the shape accuracy
+    assert acc["colour"] == pytest.approx(3 / 4)
+    assert acc["shape_colour"] == pytest.approx(1 / 4)  # ... but counts as wrong for shape+colour
+
+
+def test_a_run_killed_in_its_first_epoch_resumes_from_its_cached_embeddings(tiny_llm: Path, splits: tuple,
+                                                                           tmp_path: Path, monkeypatch) -> None:
+    import genscom.agents.head_refit as hr
+
+    real_save, real_embed, embeds = hr.save_checkpoint, hr._embed, []
+
+    def dies(*a: object, **k: object):
+        real_save(*a, **k)
+        raise KeyboardInterrupt  # right after the epoch-0 checkpoint
+
+    def counting(*a: object, **k: object):
+        embeds.append(1)
+        return real_embed(*a, **k)
+
+    monkeypatch.setattr(hr, "_embed", counting)
+    monkeypatch.setattr(hr, "save_checkpoint", dies)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_llm, splits, _cfg(tmp_path, "run"))
+    assert len(embeds) == 2  # train and val, once
+    monkeypatch.setattr(hr, "save_checkpoint", real_save)
+    res, _, _ = _run(tiny_llm, splits, _cfg(tmp_path, "run"), resume=True)
+    assert len(embeds) == 2 and [h["epoch"] for h in res["history"]] == [0, 1, 2, 3]  # no embedding again
+    # a cache made by another config is not trusted: the run embeds again
+    cache = tmp_path / "run" / hr.EMBEDDINGS_NAME
+    blob = torch.load(cache, weights_only=True)
+    blob["fingerprint"] = torch.tensor(list(b"0123456789abcdef"), dtype=torch.uint8)
+    torch.save(blob, cache)
+    _run(tiny_llm, splits, _cfg(tmp_path, "run"), resume=True)
+    assert len(embeds) == 4
+
+
+def test_cli_names_a_wrongly_typed_field(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from genscom.cli import app
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("epochs: [1, 2]\n")
+    res = CliRunner().invoke(app, ["finetune", "attribute-head", "--config", str(cfg)])
+    assert res.exit_code != 0 and "epochs" in res.output and "Traceback" not in res.output

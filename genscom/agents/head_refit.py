@@ -10,11 +10,14 @@ This trainer keeps both agents (LoRA, projectors, every other head) frozen and t
     e --semantic-analog + channel(snr), fresh noise every epoch--> e_hat --attributes head--> cross-entropy
 
 over every SNR of ``snrs`` (each item at each SNR), for ``epochs`` passes. The understanding agent runs once
-per item and SNR (its embeddings are cached in the run folder), so an epoch costs only the head. Selection
-is on the ``val`` split (``n_val`` clips, read at each SNR every epoch); the test split is never touched.
+per item and SNR (its embeddings are cached in the run folder, with a fingerprint of the config that made
+them), so an epoch costs only the head. The ``val`` split (``n_val`` clips) is read at each SNR before training
+(the loaded head) and after every epoch, for the record; the last epoch's head is kept. The test split is never
+touched.
 
-Resumable per epoch (``checkpoint.pt``: head, optimiser, history; the noise of epoch ``k`` comes from a
-generator seeded with ``(seed, k)``, so a resumed run draws what the uninterrupted one would). The final
+Resumable per epoch (``checkpoint.pt``: head, optimiser, history; the first one is written once the embeddings
+are cached, so a run killed during its first epoch resumes without embedding again; the noise of epoch ``k``
+comes from a generator seeded with ``(seed, k)``, so a resumed run draws what the uninterrupted one would). The final
 generating agent (its LoRA and modules as loaded, the refitted head) is written by
 :meth:`~genscom.agents.agent.Agent.save_pretrained` to ``<adapters_dir>/<card name>/`` (default
 ``<out_dir>/adapters``; a folder that already holds weights only with ``overwrite=True``), with a run card.
@@ -33,9 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from genscom.agents.card import AgentCard, load_card
-from genscom.training import (check_output_dir, config_defaults, load_checkpoint, lr_at, resolve_run_dir,
+from genscom.training import (_plain, check_output_dir, config_defaults, load_checkpoint, lr_at, resolve_run_dir,
                               run_card, save_checkpoint, set_lr, write_run)
-from genscom.utils import check_positive_ints
+from genscom.utils import check_positive_ints, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,21 @@ class HeadRefitConfig:
         if self.init not in ("warm", "fresh"):
             raise ValueError(f"HeadRefitConfig.init must be 'warm' (the card's trained head) or 'fresh', "
                              f"got {self.init!r}")
+        if self.batch_size > self.n_train:
+            raise ValueError(f"HeadRefitConfig.batch_size={self.batch_size} exceeds n_train={self.n_train}; lower "
+                             "batch_size or raise n_train")
+        try:
+            resolve_device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"HeadRefitConfig.device must be cpu, cuda, cuda:N or auto, got {self.device!r}") from None
+
+    def data_fingerprint(self) -> str:
+        """What the cached embeddings depend on (card, data, SNRs, channel, seed), hashed."""
+        import hashlib
+        import json
+
+        keys = ("card", "n_train", "n_val", "snrs", "channel", "seed")
+        return hashlib.sha256(json.dumps({k: _plain(getattr(self, k)) for k in keys}).encode()).hexdigest()[:16]
 
 
 def _generating_card(card: str) -> AgentCard:
@@ -118,6 +136,21 @@ def _embed(u: Any, encoder: Any, dataset: Any, classes: dict[str, list[str]], sn
     return {"emb": emb, **attribute_labels(dataset, classes)}
 
 
+def _cache_fits(data: dict[str, torch.Tensor], fingerprint: str, classes: dict[str, Any], n_snrs: int) -> bool:
+    """Whether cached embeddings were made by this config (fingerprint) and hold every tensor, consistently shaped."""
+    fp = data.get("fingerprint")
+    if not isinstance(fp, torch.Tensor) or bytes(fp.tolist()).decode(errors="replace") != fingerprint:
+        return False
+    for split in ("train", "val"):
+        emb = data.get(f"{split}_emb")
+        if not isinstance(emb, torch.Tensor) or emb.dim() != 3 or emb.shape[0] != n_snrs:
+            return False
+        if any(not isinstance(data.get(f"{split}_{k}"), torch.Tensor) or data[f"{split}_{k}"].shape != emb.shape[1:2]
+               for k in classes):
+            return False
+    return True
+
+
 def _received(emb: torch.Tensor, snrs: tuple[float, ...], channel: Any, generator: torch.Generator) -> torch.Tensor:
     """``[S, N, d]`` embeddings -> ``[S * N, d]`` received ones: row block ``s`` sent at ``snrs[s]``."""
     from genscom.channels.analog import send_analog
@@ -128,8 +161,9 @@ def _received(emb: torch.Tensor, snrs: tuple[float, ...], channel: Any, generato
 @torch.no_grad()
 def head_accuracy(head: Any, emb: torch.Tensor, labels: dict[str, torch.Tensor], snrs: tuple[float, ...],
                   channel: Any, *, seed: int) -> dict[str, dict[str, float]]:
-    """Per SNR: the head's accuracy on each attribute and on ``shape_colour`` (both right; items whose shape or
-    colour is not a class count as wrong) -> ``{"<snr>": {attribute: acc, "shape_colour": acc}}``."""
+    """Per SNR: the head's accuracy on each attribute (over the items labelled for it; ``-100``: not a class) and on
+    ``shape_colour`` (both right, over all items: one whose shape or colour is not a class counts as wrong)
+    -> ``{"<snr>": {attribute: acc, "shape_colour": acc}}``."""
     was = head.training
     head.eval()
     out: dict[str, dict[str, float]] = {}
@@ -138,7 +172,8 @@ def head_accuracy(head: Any, emb: torch.Tensor, labels: dict[str, torch.Tensor],
         x = _received(emb[i: i + 1], (s,), channel, torch.Generator().manual_seed(seed))
         logits = head(x[:, None, :].to(dev))
         ok = {k: (v.argmax(-1).cpu() == labels[k]) for k, v in logits.items()}
-        row = {k: round(float(v.float().mean()), 4) for k, v in ok.items()}
+        row = {k: round(float(v[labels[k] != -100].float().mean()), 4) if bool((labels[k] != -100).any())
+               else float("nan") for k, v in ok.items()}
         if "shape" in ok and "colour" in ok:
             row["shape_colour"] = round(float((ok["shape"] & ok["colour"]).float().mean()), 4)
         out[f"{s:g}"] = row
@@ -165,7 +200,9 @@ def refit_attribute_head(cfg: HeadRefitConfig, *, resume: bool = False, progress
     if "attributes" not in g_card.heads:
         raise ValueError(f"card {g_card.name!r} has no attributes head; refit a card that has one")
     out_dir = resolve_run_dir(cfg.out_dir, "attribute-head", resume=resume, flag="--out-dir")
-    cfg = replace(cfg, out_dir=str(out_dir))
+    # the record names the card that was refitted (the given agents' when they are passed in)
+    cfg = replace(cfg, out_dir=str(out_dir), card=cfg.card if agents is None else g_card.name)
+    device = str(resolve_device(cfg.device))
     adapters_dir = Path(cfg.adapters_dir) if cfg.adapters_dir is not None else out_dir / "adapters"
     ckpt_path = out_dir / CHECKPOINT_NAME
     check_output_dir(adapters_dir, overwrite=overwrite, flag="--adapters-dir",
@@ -176,12 +213,12 @@ def refit_attribute_head(cfg: HeadRefitConfig, *, resume: bool = False, progress
     if agents is None:
         from genscom.agents.agent import load_agent_pair
 
-        agents = load_agent_pair(cfg.card, device=cfg.device)
+        agents = load_agent_pair(cfg.card, device=device)
     u, g = agents
     if encoder is None:
         from genscom.encoders import create_encoder
 
-        encoder = create_encoder(u.card.perception, device=cfg.device)
+        encoder = create_encoder(u.card.perception, device=device)
     from genscom.data import create_dataset
     from genscom.training import cached_tensors
 
@@ -194,12 +231,19 @@ def refit_attribute_head(cfg: HeadRefitConfig, *, resume: bool = False, progress
         va = val if val is not None else create_dataset("synthetic", split="val", n_items=cfg.n_val, seed=cfg.seed)
         a = _embed(u, encoder, tr, classes, cfg.snrs, channel.name, progress=progress, what="train")
         b = _embed(u, encoder, va, classes, cfg.snrs, channel.name, progress=progress, what="val")
-        return {**{f"train_{k}": v for k, v in a.items()}, **{f"val_{k}": v for k, v in b.items()}}
+        return {**{f"train_{k}": v for k, v in a.items()}, **{f"val_{k}": v for k, v in b.items()},
+                "fingerprint": torch.tensor(list(fingerprint.encode()), dtype=torch.uint8)}
 
+    fingerprint = cfg.data_fingerprint()
     cache = out_dir / EMBEDDINGS_NAME  # the run's own cache: a resumed run trains on the same embeddings
-    if not resume:
-        cache.unlink(missing_ok=True)  # a new run into an old folder never trusts that run's embeddings
+    if not resume:  # a new run into an old folder trusts neither that run's embeddings nor its checkpoint
+        cache.unlink(missing_ok=True)
+        ckpt_path.unlink(missing_ok=True)
     data = cached_tensors(cache, compute)
+    if not _cache_fits(data, fingerprint, classes, len(cfg.snrs)):
+        logger.warning("%s was made for another config or is incomplete; embedding again", cache)
+        cache.unlink(missing_ok=True)
+        data = cached_tensors(cache, compute)
     emb, val_emb = data["train_emb"], data["val_emb"]
     labels = {k: data[f"train_{k}"] for k in classes}
     val_labels = {k: data[f"val_{k}"] for k in classes}
@@ -227,9 +271,11 @@ def refit_attribute_head(cfg: HeadRefitConfig, *, resume: bool = False, progress
         history, start = list(ck["history"]), int(ck["epoch"])
         logger.info("resuming %s after epoch %d of %d", out_dir, start, cfg.epochs)
     dev = next(head.parameters()).device
-    if not history:  # epoch 0: the loaded head, before any refitting
+    if not history:  # epoch 0: the loaded head, before any refitting (checkpointed: the embeddings are now cached)
         history.append({"epoch": 0, "loss": None, "val": head_accuracy(head, val_emb, val_labels, cfg.snrs, channel,
                                                                         seed=cfg.seed + 1)})
+        save_checkpoint(ckpt_path, {"head": head.state_dict(), "optimizer": opt.state_dict(), "history": history,
+                                    "epoch": 0}, config=asdict(cfg))
     y_all = {k: v.repeat(emb.shape[0]) for k, v in labels.items()}
     bar = None
     if progress:

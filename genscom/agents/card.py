@@ -345,7 +345,11 @@ def find_card(name_or_path: str | os.PathLike[str], *,
     from genscom.loading import MissingFileError
 
     searched = ", ".join(str(f) for f in card_search_path(search)) or "(none)"
-    # the fix first: the message is one line of at most 600 characters, and the lists after it grow with the cards
+    # the fix first: the message is one line of at most 600 characters, and the lists after it grow with the cards;
+    # the user's own cards (search folders, $GENSCOM_CARDS) come before the shipped ones, which are documented
+    names = list_cards(search)
+    shipped = {p.stem for p in SHIPPED_CARDS.glob("*.yaml")} if SHIPPED_CARDS.is_dir() else set()
+    known = [n for n in names if n not in shipped] + [n for n in names if n in shipped]
     raise MissingFileError(f"agent card {name!r} is neither a file nor a name on the card search path; pass a card "
                            f"file, or add its folder to ${ENV_CARDS}. Searched: {searched}. "
-                           f"Known names: {', '.join(list_cards(search))}")
+                           f"Known names: {', '.join(known)}")

@@ -271,11 +271,15 @@ def refit_attribute_head(cfg: HeadRefitConfig, *, resume: bool = False, progress
         history, start = list(ck["history"]), int(ck["epoch"])
         logger.info("resuming %s after epoch %d of %d", out_dir, start, cfg.epochs)
     dev = next(head.parameters()).device
+    def checkpoint() -> None:
+        """The head, the optimiser and the history after ``history[-1]["epoch"]`` epochs, atomically."""
+        save_checkpoint(ckpt_path, {"head": head.state_dict(), "optimizer": opt.state_dict(), "history": history,
+                                    "epoch": history[-1]["epoch"]}, config=asdict(cfg))
+
     if not history:  # epoch 0: the loaded head, before any refitting (checkpointed: the embeddings are now cached)
         history.append({"epoch": 0, "loss": None, "val": head_accuracy(head, val_emb, val_labels, cfg.snrs, channel,
                                                                         seed=cfg.seed + 1)})
-        save_checkpoint(ckpt_path, {"head": head.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                                    "epoch": 0}, config=asdict(cfg))
+        checkpoint()
     y_all = {k: v.repeat(emb.shape[0]) for k, v in labels.items()}
     bar = None
     if progress:
@@ -300,8 +304,7 @@ def refit_attribute_head(cfg: HeadRefitConfig, *, resume: bool = False, progress
                 total_loss += float(loss.detach()) * len(idx)
         acc = head_accuracy(head, val_emb, val_labels, cfg.snrs, channel, seed=cfg.seed + 1)
         history.append({"epoch": epoch + 1, "loss": round(total_loss / n, 5), "val": acc})
-        save_checkpoint(ckpt_path, {"head": head.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                                    "epoch": epoch + 1}, config=asdict(cfg))
+        checkpoint()
         if bar is not None:
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}",
                             val=" ".join(f"{s}:{a.get('shape_colour', 0):.2f}" for s, a in acc.items()))

@@ -39,7 +39,8 @@ from genscom.utils import check_positive_ints
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 LATENT_DEFAULTS: dict[str, Any] = {"block_out_channels": [32, 64, 64], "latent_channels": 4, "layers_per_block": 1,
-                                   "norm_num_groups": 16, "scaling_factor": 1.0}
+                                   "norm_num_groups": 16, "scaling_factor": 1.0,
+                                   "mid_block_add_attention": True}
 _LATENT_KEYS = frozenset(LATENT_DEFAULTS)
 
 
@@ -62,9 +63,16 @@ class DiffusionDecoderConfig:
     (``reader_hidden`` wide) on the received embedding whose class probabilities join the condition (tokens and
     global vector), trained with cross-entropy (weight ``reader_weight``) beside the diffusion loss when the
     training data has those labels: the UNet then gets the scene's discrete facts as near one-hot inputs instead
-    of having to untangle them from the embedding itself, which is what it learns slowest; ``latent``: the
+    of having to untangle them from the embedding itself, which is what it learns slowest;
+    ``reader_teacher_forcing``: the probability, per training row, that the UNet is given the *true* labels as
+    one-hot vectors instead of the reader's probabilities (as unCLIP's decoder learns on true image embeddings
+    and its prior predicts them): a reader that is wrong for 30 % of the rows otherwise teaches the UNet to
+    hedge between classes. When it is > 0, sampling feeds the reader's arg-max as one-hot vectors (what the
+    UNet learned on); ``snr_gamma``: min-SNR loss weighting (Hang et al. 2023), each row's diffusion loss
+    weighted by ``min(SNR(t), gamma)`` relative to its target's own weight (``None``: plain MSE); ``latent``: the
     keyword arguments of a small :class:`diffusers.AutoencoderKL` (``block_out_channels``, ``latent_channels``,
-    ``layers_per_block``, ``norm_num_groups``, ``scaling_factor``), empty for pixel space: with it the UNet
+    ``layers_per_block``, ``norm_num_groups``, ``scaling_factor``, ``mid_block_add_attention``: self-attention
+    over every latent position in the middle block, which costs ``(H/f * W/f)^2`` scores; off for ``f = 2``), empty for pixel space: with it the UNet
     denoises the autoencoder's ``[B, latent_channels, H/f, W/f]`` latents (``f = 2^(len(block_out_channels)-1)``,
     scaled by ``scaling_factor`` to about unit variance) and :meth:`DiffusionDecoder.generate` decodes them,
     as latent diffusion does (the autoencoder is trained first by ``genscom train decoder``, then frozen).
@@ -89,6 +97,8 @@ class DiffusionDecoderConfig:
     reader_classes: dict[str, int] = field(default_factory=dict)
     reader_hidden: int = 256
     reader_weight: float = 1.0
+    reader_teacher_forcing: float = 0.0
+    snr_gamma: float | None = None
     latent: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (dataset, encoder profile)
 
@@ -128,6 +138,12 @@ class DiffusionDecoderConfig:
                              f"got {self.reader_classes!r}")
         if not (math.isfinite(float(self.reader_weight)) and float(self.reader_weight) >= 0):
             raise ValueError(f"DiffusionDecoderConfig.reader_weight must be >= 0, got {self.reader_weight!r}")
+        if not 0.0 <= float(self.reader_teacher_forcing) <= 1.0:
+            raise ValueError(f"DiffusionDecoderConfig.reader_teacher_forcing must be in [0, 1], "
+                             f"got {self.reader_teacher_forcing!r}")
+        if self.snr_gamma is not None and not (math.isfinite(float(self.snr_gamma)) and float(self.snr_gamma) > 0):
+            raise ValueError(f"DiffusionDecoderConfig.snr_gamma must be > 0 (or null for plain MSE), "
+                             f"got {self.snr_gamma!r}")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"DiffusionDecoderConfig.prediction_type must be one of {PREDICTION_TYPES}, "
                              f"got {self.prediction_type!r}")
@@ -243,13 +259,25 @@ class DiffusionDecoder(nn.Module):
         return dict(zip(self.config.reader_classes, self.reader(e).split(list(self.config.reader_classes.values()),
                                                                           dim=-1)))
 
-    def _features(self, e: torch.Tensor | None, logits: dict[str, torch.Tensor] | None = None
+    def _features(self, e: torch.Tensor | None, logits: dict[str, torch.Tensor] | None = None,
+                  forced: dict[str, torch.Tensor] | None = None, rows: torch.Tensor | None = None
                   ) -> torch.Tensor | None:
-        """``[B, feature_dim]``: the unit embedding and the reader's class probabilities (``None`` stays None)."""
+        """``[B, feature_dim]``: the unit embedding and the reader's class probabilities (``None`` stays None).
+
+        With ``config.reader_teacher_forcing`` the probabilities are one-hot: of the reader's arg-max, or, where
+        ``rows [B]`` is set (training), of the true labels ``forced`` (``{attribute: int64 [B]}``)."""
         if e is None or self.reader is None:
             return e
         logits = self._read(e) if logits is None else logits
-        return torch.cat([e, *(v.softmax(-1) for v in logits.values())], dim=-1)
+        if not self.config.reader_teacher_forcing:
+            return torch.cat([e, *(v.softmax(-1) for v in logits.values())], dim=-1)
+        parts = []
+        for k, v in logits.items():
+            cls = v.argmax(-1)
+            if forced is not None and rows is not None:
+                cls = torch.where(rows, forced[k].to(cls.device).long(), cls)
+            parts.append(nn.functional.one_hot(cls, v.shape[-1]).to(e.dtype))
+        return torch.cat([e, *parts], dim=-1)
 
     def tokens(self, cond: torch.Tensor | None, batch: int, drop: torch.Tensor | None = None) -> torch.Tensor:
         """Condition tokens ``[B, cond_tokens, cross_attention_dim]``; ``cond=None`` or ``drop [B]`` -> null."""
@@ -343,10 +371,26 @@ class DiffusionDecoder(nn.Module):
         target = noise if kind == "epsilon" else x0 if kind == "sample" else sched.get_velocity(x0, noise, t)
         e = self._unit(cond.to(dev))
         logits = self._read(e)  # once: it feeds the condition and its own cross-entropy
-        loss = nn.functional.mse_loss(self._predict(noisy, t, self._features(e, logits), drop), target)
+        rows = None
+        if logits and self.config.reader_teacher_forcing:
+            rows = (torch.rand(b, generator=generator) < self.config.reader_teacher_forcing).to(dev)
+        pred = self._predict(noisy, t, self._features(e, logits, labels, rows), drop)
+        err = ((pred.float() - target.float()) ** 2).mean(dim=tuple(range(1, pred.dim())))   # [B]
+        if self.config.snr_gamma is not None:
+            err = err * self._snr_weight(sched, t)
+        loss = err.mean()
         for k, v in logits.items():
             loss = loss + self.config.reader_weight * nn.functional.cross_entropy(v, labels[k].to(dev).long())
         return loss
+
+    def _snr_weight(self, sched: Any, t: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-gamma weights ``[B]`` for timesteps ``t``: ``min(SNR, gamma) / SNR`` for noise targets,
+        ``/ (SNR + 1)`` for velocity, ``min(SNR, gamma)`` for clean-image targets (SNR = abar / (1 - abar))."""
+        abar = sched.alphas_cumprod.to(t.device)[t].float()
+        snr = abar / (1.0 - abar)
+        w = snr.clamp(max=float(self.config.snr_gamma))
+        kind = self.config.prediction_type
+        return w / snr if kind == "epsilon" else w / (snr + 1.0) if kind == "v_prediction" else w
 
     def _check_images(self, images: torch.Tensor) -> None:
         s = self.config.image_size

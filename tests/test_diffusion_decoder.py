@@ -227,3 +227,68 @@ def test_latent_decoder_denoises_autoencoder_latents_and_decodes_to_pixels() -> 
     with pytest.raises(ValueError, match="divisible"):
         DiffusionDecoderConfig(image_size=16, block_out_channels=(8, 16, 16, 16), norm_num_groups=4,
                                latent={"block_out_channels": [8, 16, 16]})
+
+
+def test_teacher_forcing_feeds_true_one_hot_labels_at_training_and_the_readers_argmax_at_sampling() -> None:
+    classes = {"shape": 3, "colour": 4}
+    dec = tiny(reader_classes=classes, reader_hidden=16, reader_teacher_forcing=1.0)
+    c = cond(4)
+    e = torch.nn.functional.normalize(c, dim=-1)
+    logits = dec.read(c)
+    f = dec._features(e, logits)                                   # sampling: the reader's arg-max, one-hot
+    assert torch.equal(f[:, D:D + 3].argmax(-1), logits["shape"].argmax(-1))
+    assert set(f[:, D:].unique().tolist()) <= {0.0, 1.0} and torch.equal(f[:, D:].sum(-1), torch.full((4,), 2.0))
+    labels = {"shape": torch.tensor([2, 2, 0, 1]), "colour": torch.tensor([0, 3, 3, 1])}
+    rows = torch.tensor([True, False, True, False])
+    g = dec._features(e, logits, labels, rows)                      # training: the truth where forced
+    expect = torch.where(rows, labels["shape"], logits["shape"].argmax(-1))
+    assert torch.equal(g[:, D:D + 3].argmax(-1), expect)
+    # the diffusion term does not depend on what the reader says when every row is forced
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    dec.config.reader_weight = 0.0
+    before = float(dec.loss(x, c, generator=torch.Generator().manual_seed(2), labels=labels))
+    with torch.no_grad():
+        dec.reader[-1].bias.add_(torch.randn(7) * 10)
+    assert float(dec.loss(x, c, generator=torch.Generator().manual_seed(2), labels=labels)) == pytest.approx(before)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="reader_teacher_forcing"):
+            DiffusionDecoderConfig(reader_teacher_forcing=bad)
+
+
+def test_min_snr_weights_follow_hang_et_al_per_prediction_type() -> None:
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2")
+    t = torch.tensor([0, 10, 50, 99])
+    abar = sched.alphas_cumprod[t].double()
+    snr = abar / (1 - abar)
+    gamma = 5.0
+    for kind, expect in (("epsilon", torch.minimum(snr, torch.tensor(gamma)) / snr),
+                         ("v_prediction", torch.minimum(snr, torch.tensor(gamma)) / (snr + 1)),
+                         ("sample", torch.minimum(snr, torch.tensor(gamma)))):
+        dec = tiny(prediction_type=kind, snr_gamma=gamma)
+        torch.testing.assert_close(dec._snr_weight(sched, t).double(), expect, rtol=1e-5, atol=1e-6)
+    # high-noise steps (SNR < gamma) keep the full weight of a v target: SNR / (SNR + 1)
+    assert float(tiny(prediction_type="v_prediction", snr_gamma=gamma)._snr_weight(sched, t)[-1]) < 0.01
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="snr_gamma"):
+            DiffusionDecoderConfig(snr_gamma=bad)
+
+
+def test_min_snr_weighting_changes_the_loss_of_the_same_step() -> None:
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    plain = tiny(prediction_type="v_prediction")
+    weighted = tiny(prediction_type="v_prediction", snr_gamma=5.0)
+    weighted.load_state_dict(plain.state_dict())
+    a = float(plain.loss(x, cond(4), generator=torch.Generator().manual_seed(4)))
+    b = float(weighted.loss(x, cond(4), generator=torch.Generator().manual_seed(4)))
+    assert a > 0 and b > 0 and a != pytest.approx(b)
+
+
+def test_autoencoder_mid_block_attention_can_be_switched_off() -> None:
+    on = tiny(latent={"block_out_channels": [8, 16], "latent_channels": 3, "norm_num_groups": 4})
+    off = tiny(latent={"block_out_channels": [8, 16], "latent_channels": 3, "norm_num_groups": 4,
+                       "mid_block_add_attention": False})
+    n_attn = lambda d: sum("attentions" in k for k, _ in d.vae.named_parameters())  # noqa: E731
+    assert n_attn(on) > 0 and n_attn(off) == 0
+    assert off.to_latents(torch.rand(1, 3, 16, 16)).shape == (1, 3, 8, 8)

@@ -62,7 +62,7 @@ class RegenBenchConfig:
     snrs: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
     channel: str = "awgn"
     source: Literal["frame", "clip"] = "frame"
-    decoder: str = "regen-mini-attr"
+    decoder: str = "regen-mini-attr-v2"
     classifier: str = DEFAULT_CLASSIFIER
     deepjscc: str | None = "deepjscc-k192"
     jpeg_qualities: tuple[int, ...] = (10, 50)

@@ -706,8 +706,8 @@ def bench_regen(
     channel: str = typer.Option("awgn", "--channel", help="awgn, rayleigh or rician (pilots counted on fading)"),
     source: str = typer.Option("frame", "--source", help="what the semantic sender embeds: the key frame "
                                                          "(frame) or the whole clip (clip)"),
-    decoder: str = typer.Option("regen-mini-attr-v2", "--decoder", help="diffusion decoder: a name on the adapter "
-                                                                     "search path or a folder"),
+    decoder: Optional[str] = typer.Option(None, "--decoder", help="diffusion decoder: a name on the adapter search "
+                                                                   "path or a folder (default regen-mini-attr-v2)"),
     deepjscc: str = typer.Option("deepjscc-k192", "--deepjscc", help="DeepJSCC model (name or folder); 'none' "
                                                                      "drops the row"),
     steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (default: the decoder's, quick 10)"),

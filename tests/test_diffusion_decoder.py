@@ -268,7 +268,7 @@ def test_min_snr_weights_follow_hang_et_al_per_prediction_type() -> None:
                          ("sample", torch.minimum(snr, torch.tensor(gamma)))):
         dec = tiny(prediction_type=kind, snr_gamma=gamma)
         torch.testing.assert_close(dec._snr_weight(sched, t).double(), expect, rtol=1e-5, atol=1e-6)
-    # high-noise steps (SNR < gamma) keep the full weight of a v target: SNR / (SNR + 1)
+    # below gamma the clamp does nothing: at the noisiest step SNR ~ 0, so a v target's weight SNR / (SNR + 1) ~ 0
     assert float(tiny(prediction_type="v_prediction", snr_gamma=gamma)._snr_weight(sched, t)[-1]) < 0.01
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="snr_gamma"):

@@ -50,6 +50,7 @@ from genscom.results import Record, make_meta, write_results
 logger = logging.getLogger(__name__)
 
 DEFAULT_CLASSIFIER = "attr-classifier"
+DEFAULT_DECODER = "regen-mini-attr-v2"  # the CLI leaves --decoder unset to mean this
 N_BOOT = 1000
 GREY = 128  # what a receiver with nothing decodable shows (uint8)
 
@@ -62,7 +63,7 @@ class RegenBenchConfig:
     snrs: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
     channel: str = "awgn"
     source: Literal["frame", "clip"] = "frame"
-    decoder: str = "regen-mini-attr-v2"
+    decoder: str = DEFAULT_DECODER
     classifier: str = DEFAULT_CLASSIFIER
     deepjscc: str | None = "deepjscc-k192"
     jpeg_qualities: tuple[int, ...] = (10, 50)
@@ -360,5 +361,5 @@ def save_grid(source: torch.Tensor, grid: dict[tuple[str, float], torch.Tensor],
     return save_figure(fig, path)
 
 
-__all__ = ["RegenBenchConfig", "Scorer", "grey_frames", "jpeg_fits_budget", "quick_regen_config", "read_accuracy",
+__all__ = ["DEFAULT_DECODER", "RegenBenchConfig", "Scorer", "grey_frames", "jpeg_fits_budget", "quick_regen_config", "read_accuracy",
            "run_regen_bench", "save_grid"]

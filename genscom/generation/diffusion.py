@@ -72,9 +72,9 @@ class DiffusionDecoderConfig:
     weighted by ``min(SNR(t), gamma)`` relative to its target's own weight (``None``: plain MSE); ``latent``: the
     keyword arguments of a small :class:`diffusers.AutoencoderKL` (``block_out_channels``, ``latent_channels``,
     ``layers_per_block``, ``norm_num_groups``, ``scaling_factor``, ``mid_block_add_attention``: self-attention
-    over every latent position in the middle block, which costs ``(H/f * W/f)^2`` scores; off for ``f = 2``), empty for pixel space: with it the UNet
-    denoises the autoencoder's ``[B, latent_channels, H/f, W/f]`` latents (``f = 2^(len(block_out_channels)-1)``,
-    scaled by ``scaling_factor`` to about unit variance) and :meth:`DiffusionDecoder.generate` decodes them,
+    over every latent position in the middle block, ``(H/f * W/f)^2`` scores, default on), empty for pixel
+    space: with it the UNet denoises the autoencoder's ``[B, latent_channels, H/f, W/f]`` latents
+    (``f = 2^(len(block_out_channels)-1)``, scaled by ``scaling_factor`` to about unit variance) and :meth:`DiffusionDecoder.generate` decodes them,
     as latent diffusion does (the autoencoder is trained first by ``genscom train decoder``, then frozen).
     """
 

@@ -712,6 +712,9 @@ def bench_regen(
                                                                      "drops the row"),
     steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (default: the decoder's, quick 10)"),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="classifier-free guidance scale (>= 1)"),
+    candidates: Optional[int] = typer.Option(None, "--candidates", help="N > 1 adds the best-of-N row: N pictures "
+                                                                         "per item, the receiver keeps the one "
+                                                                         "closest to what it received"),
     adapters_dir: Optional[Path] = typer.Option(None, "--adapters-dir", help="extra folder searched first for "
                                                                              "the decoder, classifier, DeepJSCC"),
     seed: int = typer.Option(0, "--seed"),
@@ -726,7 +729,7 @@ def bench_regen(
     over: dict = {k: v for k, v in dict(
         n_items=n_items, snrs=tuple(_parse_floats(snrs, "--snrs")) if snrs else None, channel=channel,
         source=source, decoder=decoder, deepjscc=None if deepjscc.lower() == "none" else deepjscc, steps=steps,
-        guidance_scale=guidance, seed=seed, device=str(resolve_device(device)),
+        guidance_scale=guidance, candidates=candidates, seed=seed, device=str(resolve_device(device)),
         out_dir=str(out) if out else None, adapters_dir=(str(adapters_dir),) if adapters_dir else None,
     ).items() if v is not None or k == "deepjscc"}
     if snrs and "grid_snrs" not in over:

@@ -116,3 +116,19 @@ def test_read_accuracy_scores_the_readers_arg_max_and_is_empty_without_a_reader(
     assert read_accuracy(dec, emb, labels) == {"read_attr_acc": 0.6, "read_shape_acc": 0.6, "read_colour_acc": 0.75}
     assert read_accuracy(parts["decoder"], emb, labels) == {}
     assert read_accuracy(dec, None, labels) == {}
+
+
+def test_bench_regen_best_of_n_row_same_uses_and_its_own_speed(parts, tmp_path):
+    cfg = RegenBenchConfig(n_items=N, snrs=(20.0,), grid_snrs=(20.0,), jpeg_qualities=(), grid_items=2, steps=1,
+                           deepjscc=None, candidates=2, out_dir=str(tmp_path / "out"))
+    run_regen_bench(cfg, command="test", **{k: parts[k] for k in ("dataset", "encoder", "decoder", "classifier")})
+    data = json.loads((tmp_path / "out" / "regen.json").read_text())
+    regen = [r for r in data["records"] if r["scheme"] == "regen" and r["snr_db"] == 20.0]
+    plain = next(r for r in regen if "candidates" not in r)
+    best = next(r for r in regen if r.get("candidates") == 2)
+    assert best["channel_uses"] == plain["channel_uses"] == parts["dim"] // 2
+    assert data["meta"]["sampling"]["best_of_n"]["candidates"] == 2
+    assert data["meta"]["sampling"]["best_of_n"]["images_per_s"] > 0
+    assert "regen best-of-2" in (tmp_path / "out" / "regen.md").read_text()
+    with pytest.raises(ValueError, match="candidates"):
+        RegenBenchConfig(candidates=0)

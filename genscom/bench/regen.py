@@ -6,6 +6,9 @@ Test-split items of the procedural dataset; the *source* is each clip's middle f
 * ``regen``: the ``mini-attr`` embedding of the source frame (``source="frame"``; ``"clip"``: of the whole
   clip, a video sender) as analog symbols (192 channel uses, plus pilots on fading channels), then the
   diffusion decoder draws a frame from the received embedding (:class:`~genscom.schemes.regen.RegenScheme`).
+* ``regen`` best of N (``candidates`` > 1, label ``regen best-of-N``): the same link and the same received
+  embeddings; the receiver draws N pictures per item and keeps the one its own image tower finds closest to
+  what it received (:mod:`genscom.generation.rerank`). Same channel uses, N x the sampling time.
 * ``deepjscc``: the learned pixel peer at the same channel uses (:class:`~genscom.schemes.regen.DeepJSCCScheme`).
 * ``jpeg-ldpc`` at its **own** channel uses: the source frame as a JPEG at each quality of ``jpeg_qualities``
   over LDPC + QAM with the adaptive MCS (chosen from the fed-back SNR estimate, feedback and pilots counted),
@@ -70,6 +73,7 @@ class RegenBenchConfig:
     budget: int = 192
     steps: int | None = None              # DDIM steps (default: the decoder's config)
     guidance_scale: float | None = None   # classifier-free guidance (default: the decoder's config)
+    candidates: int = 1                   # > 1: also the best-of-N row (pictures drawn per item at the receiver)
     grid_items: int = 6
     grid_snrs: tuple[float, ...] = (-5.0, 5.0, 15.0)
     seed: int = 0
@@ -80,7 +84,7 @@ class RegenBenchConfig:
     adapters_dir: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        for name in ("n_items", "budget", "batch_size"):
+        for name in ("n_items", "budget", "batch_size", "candidates"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"RegenBenchConfig.{name} must be a positive integer, got {v!r}")
@@ -216,6 +220,11 @@ def run_regen_bench(cfg: RegenBenchConfig, *, command: str = "", console: Any = 
     classifier_acc_real = {k: round(float(real[k].mean()), 4) for k in ("attr_acc", "shape_acc", "colour_acc",
                                                                          "count_acc")}
     schemes: list[tuple[str, Any, dict[str, Any]]] = [("regen", regen, {"source": cfg.source})]
+    if cfg.candidates > 1:
+        best = RegenScheme(decoder=regen.decoder, steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=cfg.seed,
+                           batch_size=cfg.batch_size, candidates=cfg.candidates, encoder=enc, device=cfg.device)
+        best.name = "regen"
+        schemes.append(("regen", best, {"source": cfg.source, "candidates": cfg.candidates}))
     if cfg.deepjscc is not None or deepjscc is not None:
         djscc = DeepJSCCScheme(model=deepjscc if deepjscc is not None else find_adapter(cfg.deepjscc, search=search, train_command="genscom train deepjscc"),
                                device=cfg.device)
@@ -257,8 +266,11 @@ def run_regen_bench(cfg: RegenBenchConfig, *, command: str = "", console: Any = 
                 payload = scheme.transmit(batch, sensing=sensing, generator=g)
                 out = scheme.deliver(payload, channel, float(snr), generator=g)
                 dt = time.perf_counter() - t0
-                if name == "regen" and not sampling:
-                    sampling = {"images_per_s": round(n / dt, 3), "steps": regen.steps or
+                if name == "regen" and "candidates" in extra:
+                    sampling["best_of_n"] = {"candidates": cfg.candidates, "images_per_s": round(n / dt, 3),
+                                             "seconds": round(dt, 2)}
+                if name == "regen" and "images_per_s" not in sampling:
+                    sampling = {**sampling, "images_per_s": round(n / dt, 3), "steps": regen.steps or
                                 regen.decoder.config.sample_steps, "guidance_scale": regen.guidance_scale or
                                 regen.decoder.config.guidance_scale, "device": str(cfg.device),
                                 "batch_size": cfg.batch_size, "seconds": round(dt, 2), "items": n}
@@ -271,7 +283,7 @@ def run_regen_bench(cfg: RegenBenchConfig, *, command: str = "", console: Any = 
                     extra = {**extra, **read_accuracy(regen.decoder, out.embeddings, labels)}
                 add(name, float(snr), got, float(out.channel_uses.float().mean()), failure, dict(extra))
                 if float(snr) in {float(s) for s in cfg.grid_snrs}:
-                    key = name if name != "jpeg-ldpc" else f"jpeg-ldpc q{extra['quality']}"
+                    key = _row_label(name, extra).replace(" (own uses)", "")
                     grid[(key, float(snr))] = got[:cfg.grid_items]
             # JPEG at the semantic rows' budget: nothing decodable when even its smallest stream does not fit
             if not fit["fits"]:
@@ -328,10 +340,16 @@ def read_accuracy(decoder: Any, received: torch.Tensor | None, labels: dict[str,
 
 
 def _label(r: Record) -> str:
-    e = r.extra
-    if r.scheme == "jpeg-ldpc":
+    return _row_label(r.scheme, r.extra)
+
+
+def _row_label(scheme: str, e: dict[str, Any]) -> str:
+    """A row's name in the table, the plot and the grid (the scheme, told apart by its settings)."""
+    if scheme == "regen" and e.get("candidates"):
+        return f"regen best-of-{e['candidates']}"
+    if scheme == "jpeg-ldpc":
         return f"jpeg-ldpc q{e.get('quality')} " + ("(192 uses)" if e.get("uses") == "equal budget" else "(own uses)")
-    return r.scheme
+    return scheme
 
 
 def save_grid(source: torch.Tensor, grid: dict[tuple[str, float], torch.Tensor], snrs: tuple[float, ...],

@@ -3,6 +3,8 @@
 * :mod:`genscom.generation.diffusion`: the conditional diffusion decoder (diffusers ``UNet2DConditionModel``,
   needs the ``[gen]`` extra) that draws a frame from a received embedding; the shipped one is
   ``regen-mini-attr`` (``genscom/adapters``), used by the ``regen`` scheme (:mod:`genscom.schemes.regen`);
+* :mod:`genscom.generation.rerank`: best-of-N regeneration (the receiver keeps, of N drawings, the one its
+  own image tower finds closest to what it received);
 * :mod:`genscom.generation.train`: ``genscom train decoder``;
 * :mod:`genscom.generation.deepjscc`: the pixel DeepJSCC peer (``deepjscc`` scheme);
 * :mod:`genscom.generation.attributes`: the attribute classifier that scores regenerated frames;

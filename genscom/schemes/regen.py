@@ -70,9 +70,13 @@ class RegenScheme(Scheme):
         seed: the sampling noise of item ``i`` of a batch is drawn from one generator seeded with ``seed``, so
             the same received embeddings give the same pictures.
         batch_size: images sampled at once.
+        candidates: pictures drawn per item; with more than one the receiver keeps the one whose embedding (by
+            its own image tower) agrees most with what it received (:mod:`genscom.generation.rerank`).
+        encoder: that image tower (``encode_clips``), default the decoder's profile built on ``device`` when
+            ``candidates > 1``.
 
     Cost: exactly the link's (``ceil(d/2) * repeat`` data symbols plus pilots for ``semantic-analog``): the
-    decoder runs at the receiver and sends nothing.
+    decoder runs at the receiver and sends nothing; ``candidates`` multiplies the receiver's sampling time.
     """
 
     name = "regen"
@@ -86,8 +90,11 @@ class RegenScheme(Scheme):
                  adapter: Any = None, k: int | None = None,
                  equalizer: Literal["zf", "mmse"] = "mmse", steps: int | None = None,
                  guidance_scale: float | None = None, seed: int = 0, batch_size: int = 64,
-                 device: str | torch.device = "cpu") -> None:
+                 candidates: int = 1, encoder: Any = None, device: str | torch.device = "cpu") -> None:
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise ValueError(f"candidates must be a positive integer (pictures drawn per item), got {candidates!r}")
         self.decoder = load_decoder(decoder, device=device)
+        self.candidates, self._encoder, self._device = candidates, encoder, device
         self.link: Scheme
         if link == "semantic-analog":
             self.link = SemanticAnalogScheme(repeat=repeat, equalizer=equalizer)
@@ -109,6 +116,8 @@ class RegenScheme(Scheme):
             self.name = f"regen-{self.link.name}"
         elif repeat > 1:
             self.name = f"regen-x{repeat}"
+        if candidates > 1:
+            self.name = f"{self.name}-best{candidates}"
 
     @property
     def profile(self) -> str | None:
@@ -123,13 +132,31 @@ class RegenScheme(Scheme):
                              f"profile or pass another decoder")
         return self.link.transmit(batch, sensing=sensing, generator=generator)
 
+    @property
+    def encoder(self) -> Any:
+        """The receiver's image tower that scores candidates (built on first use from the decoder's profile)."""
+        if self._encoder is None:
+            from genscom.encoders import create_encoder
+
+            if not self.profile:
+                raise ValueError("this decoder names no encoder profile (config.extra['profile']); pass encoder= "
+                                 "to score its candidates")
+            self._encoder = create_encoder(self.profile, device=self._device).eval()
+        return self._encoder
+
     def regenerate(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Received ``embeddings [B, d]`` -> regenerated frames, uint8 ``[B, 1, H, W, 3]``."""
+        """Received ``embeddings [B, d]`` -> regenerated frames, uint8 ``[B, 1, H, W, 3]`` (the best of
+        ``candidates`` per item, :func:`~genscom.generation.rerank.best_of_n`)."""
+        from genscom.generation.rerank import best_of_n
+
         g = torch.Generator().manual_seed(self.seed)
         dev = next(self.decoder.parameters()).device
-        out = [self.decoder.generate(embeddings[i:i + self.batch_size].to(dev), generator=g, steps=self.steps,
-                                     guidance_scale=self.guidance_scale).cpu()
-               for i in range(0, len(embeddings), self.batch_size)]
+        n = self.candidates
+        enc = self.encoder if n > 1 else None
+        step = max(1, self.batch_size // n)   # batch_size counts pictures, candidates included
+        out = [best_of_n(self.decoder, enc, embeddings[i:i + step].to(dev), n, generator=g, steps=self.steps,
+                         guidance_scale=self.guidance_scale)[0].cpu()
+               for i in range(0, len(embeddings), step)]
         return frames_from_images(torch.cat(out) if out else torch.zeros(0, 3, 1, 1))
 
     def receive(self, received: ChannelOutput | None, payload: Payload, *,

@@ -59,6 +59,15 @@ def test_reader_agreement_is_the_log_probability_of_what_was_read():
     for k in probs:
         want = want * probs_other[k][torch.arange(5), probs[k].argmax(-1)]
     torch.testing.assert_close(agreement_scores(dec, e, other).exp(), want, atol=1e-5, rtol=1e-4)
+    # only the attributes the task names
+    shape_only = probs_other["shape"][torch.arange(5), probs["shape"].argmax(-1)]
+    torch.testing.assert_close(agreement_scores(dec, e, other, attributes=("shape",)).exp(), shape_only,
+                               atol=1e-5, rtol=1e-4)
+    for bad in (("size",), ()):
+        with pytest.raises(ValueError, match="reader reads"):
+            agreement_scores(dec, e, other, attributes=bad)
+    with pytest.raises(ValueError, match="reader reads"):   # told at construction, before any sampling
+        create_scheme("regen", decoder=dec, candidates=2, encoder=BrightnessTower(), rerank_on=("size",))
 
 
 def test_pick_best_takes_the_highest_score_first_on_ties():

@@ -8,7 +8,8 @@ Test-split items of the procedural dataset; the *source* is each clip's middle f
   diffusion decoder draws a frame from the received embedding (:class:`~genscom.schemes.regen.RegenScheme`).
 * ``regen`` best of N (``candidates`` > 1, label ``regen best-of-N``): the same link and the same received
   embeddings; the receiver draws N pictures per item and keeps the one its own image tower finds closest to
-  what it received (:mod:`genscom.generation.rerank`). Same channel uses, N x the sampling time.
+  what it received (:mod:`genscom.generation.rerank`), judged on the task's attributes (``rerank_on``, the
+  shape and colour, as the decoder's reader reads them). Same channel uses, N x the sampling time.
 * ``deepjscc``: the learned pixel peer at the same channel uses (:class:`~genscom.schemes.regen.DeepJSCCScheme`).
 * ``jpeg-ldpc`` at its **own** channel uses: the source frame as a JPEG at each quality of ``jpeg_qualities``
   over LDPC + QAM with the adaptive MCS (chosen from the fed-back SNR estimate, feedback and pilots counted),
@@ -74,6 +75,7 @@ class RegenBenchConfig:
     steps: int | None = None              # DDIM steps (default: the decoder's config)
     guidance_scale: float | None = None   # classifier-free guidance (default: the decoder's config)
     candidates: int = 1                   # > 1: also the best-of-N row (pictures drawn per item at the receiver)
+    rerank_on: tuple[str, ...] = ("shape", "colour")  # what the best-of-N choice looks at: the task's attributes
     grid_items: int = 6
     grid_snrs: tuple[float, ...] = (-5.0, 5.0, 15.0)
     seed: int = 0
@@ -222,7 +224,8 @@ def run_regen_bench(cfg: RegenBenchConfig, *, command: str = "", console: Any = 
     schemes: list[tuple[str, Any, dict[str, Any]]] = [("regen", regen, {"source": cfg.source})]
     if cfg.candidates > 1:
         best = RegenScheme(decoder=regen.decoder, steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=cfg.seed,
-                           batch_size=cfg.batch_size, candidates=cfg.candidates, encoder=enc, device=cfg.device)
+                           batch_size=cfg.batch_size, candidates=cfg.candidates, encoder=enc,
+                           rerank_on=_rerank_keys(regen.decoder, cfg.rerank_on), device=cfg.device)
         best.name = "regen"
         schemes.append(("regen", best, {"source": cfg.source, "candidates": cfg.candidates}))
     if cfg.deepjscc is not None or deepjscc is not None:
@@ -337,6 +340,13 @@ def read_accuracy(decoder: Any, received: torch.Tensor | None, labels: dict[str,
     return {"read_attr_acc": round(float((right["shape"] & right["colour"]).float().mean()), 4),
             "read_shape_acc": round(float(right["shape"].float().mean()), 4),
             "read_colour_acc": round(float(right["colour"].float().mean()), 4)}
+
+
+def _rerank_keys(decoder: Any, wanted: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The task's attributes that the decoder's reader reads (``None``: a decoder without them, all it reads)."""
+    reads = getattr(decoder.config, "reader_classes", None) or {}
+    keys = tuple(k for k in wanted if k in reads)
+    return keys or None
 
 
 def _label(r: Record) -> str:

@@ -10,7 +10,8 @@ Agreement (:func:`agreement_scores`):
 
 * decoder with a semantic reader (``config.reader_classes``): the log-probability, under the reader applied to
   the candidate's embedding, of the classes the reader read from the received embedding, summed over the
-  reader's attributes: "does the drawing say what the message said";
+  reader's attributes (or the ones the task names, ``attributes``): "does the drawing say what the message
+  said";
 * without a reader: the cosine between the candidate's embedding and the received one.
 
 The judge of the benchmark (the attribute classifier trained on real frames,
@@ -28,21 +29,28 @@ if TYPE_CHECKING:
     from genscom.generation.diffusion import DiffusionDecoder
 
 
-def agreement_scores(decoder: "DiffusionDecoder", received: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
+def agreement_scores(decoder: "DiffusionDecoder", received: torch.Tensor, drawn: torch.Tensor, *,
+                     attributes: tuple[str, ...] | None = None) -> torch.Tensor:
     """How well drawn pictures agree with what was received (higher is better), ``[B]``.
 
     Args:
         decoder: the decoder that drew them (its reader, when it has one, scores).
         received: received embeddings ``[B, d]``.
         drawn: the image tower's embeddings of the drawn pictures ``[B, d]`` (row ``i`` drawn from row ``i``).
+        attributes: the reader's attributes that count (default all of them); ignored without a reader.
     """
     if received.shape != drawn.shape:
         raise ValueError(f"received {tuple(received.shape)} and drawn {tuple(drawn.shape)} embeddings must have the "
                          f"same shape [B, d]")
-    if not getattr(decoder.config, "reader_classes", None):
+    classes = getattr(decoder.config, "reader_classes", None) or {}
+    if not classes:
         return torch.nn.functional.cosine_similarity(drawn.float(), received.float(), dim=-1)
+    keys = tuple(classes) if attributes is None else tuple(attributes)
+    unknown = [k for k in keys if k not in classes]
+    if unknown or not keys:
+        raise ValueError(f"attributes {list(keys)}: the decoder's reader reads {sorted(classes)}; name some of those")
     with torch.no_grad():
-        said = decoder.read(received)
+        said = {k: v for k, v in decoder.read(received).items() if k in keys}
         shown = decoder.read(drawn)
     score = torch.zeros(received.shape[0], device=received.device)
     for k, logits in said.items():
@@ -69,7 +77,8 @@ def pick_best(candidates: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Ten
 
 def best_of_n(decoder: "DiffusionDecoder", encoder: Any, received: torch.Tensor, n: int, *,
               generator: torch.Generator | None = None, steps: int | None = None,
-              guidance_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              guidance_scale: float | None = None, attributes: tuple[str, ...] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw ``n`` pictures per received embedding and keep the one that agrees with it most.
 
     Args:
@@ -80,6 +89,7 @@ def best_of_n(decoder: "DiffusionDecoder", encoder: Any, received: torch.Tensor,
         n: candidates per item (1: plain sampling, nothing encoded).
         generator, steps, guidance_scale: :meth:`DiffusionDecoder.generate`'s; the ``B x n`` starting noises are
             drawn from ``generator`` item by item, candidate by candidate.
+        attributes: the reader's attributes the choice looks at (:func:`agreement_scores`).
 
     Returns:
         ``(images [B, 3, H, W] in [0, 1], scores [B, n])`` (``scores`` is empty ``[B, 0]`` when ``n == 1``).
@@ -95,7 +105,7 @@ def best_of_n(decoder: "DiffusionDecoder", encoder: Any, received: torch.Tensor,
     with torch.no_grad():
         frames = (images.cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).unsqueeze(1)
         drawn = encoder.encode_clips(frames.contiguous()).float().to(received.device)
-    scores = agreement_scores(decoder, received.repeat_interleave(n, dim=0), drawn).view(b, n)
+    scores = agreement_scores(decoder, received.repeat_interleave(n, dim=0), drawn, attributes=attributes).view(b, n)
     best, _ = pick_best(images.view(b, n, *images.shape[1:]), scores.to(images.device))
     return best, scores
 

@@ -74,6 +74,8 @@ class RegenScheme(Scheme):
             its own image tower) agrees most with what it received (:mod:`genscom.generation.rerank`).
         encoder: that image tower (``encode_clips``), default the decoder's profile built on ``device`` when
             ``candidates > 1``.
+        rerank_on: the reader's attributes the choice looks at (default all; e.g. ``("shape", "colour")`` when
+            the task is the main object's shape and colour).
 
     Cost: exactly the link's (``ceil(d/2) * repeat`` data symbols plus pilots for ``semantic-analog``): the
     decoder runs at the receiver and sends nothing; ``candidates`` multiplies the receiver's sampling time.
@@ -90,11 +92,18 @@ class RegenScheme(Scheme):
                  adapter: Any = None, k: int | None = None,
                  equalizer: Literal["zf", "mmse"] = "mmse", steps: int | None = None,
                  guidance_scale: float | None = None, seed: int = 0, batch_size: int = 64,
-                 candidates: int = 1, encoder: Any = None, device: str | torch.device = "cpu") -> None:
+                 candidates: int = 1, encoder: Any = None, rerank_on: tuple[str, ...] | None = None,
+                 device: str | torch.device = "cpu") -> None:
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise ValueError(f"candidates must be a positive integer (pictures drawn per item), got {candidates!r}")
         self.decoder = load_decoder(decoder, device=device)
         self.candidates, self._encoder, self._device = candidates, encoder, device
+        self.rerank_on = None if rerank_on is None else tuple(rerank_on)
+        if self.rerank_on is not None and candidates > 1:  # fail at construction, not after sampling
+            from genscom.generation.rerank import agreement_scores
+
+            agreement_scores(self.decoder, torch.zeros(1, self.decoder.config.cond_dim),
+                             torch.zeros(1, self.decoder.config.cond_dim), attributes=self.rerank_on)
         self.link: Scheme
         if link == "semantic-analog":
             self.link = SemanticAnalogScheme(repeat=repeat, equalizer=equalizer)
@@ -155,7 +164,7 @@ class RegenScheme(Scheme):
         enc = self.encoder if n > 1 else None
         step = max(1, self.batch_size // n)   # batch_size counts pictures, candidates included
         out = [best_of_n(self.decoder, enc, embeddings[i:i + step].to(dev), n, generator=g, steps=self.steps,
-                         guidance_scale=self.guidance_scale)[0].cpu()
+                         guidance_scale=self.guidance_scale, attributes=self.rerank_on)[0].cpu()
                for i in range(0, len(embeddings), step)]
         return frames_from_images(torch.cat(out) if out else torch.zeros(0, 3, 1, 1))
 

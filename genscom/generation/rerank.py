@@ -29,6 +29,23 @@ if TYPE_CHECKING:
     from genscom.generation.diffusion import DiffusionDecoder
 
 
+def check_attributes(decoder: "DiffusionDecoder", attributes: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The reader's attributes a choice looks at: ``attributes`` checked against the decoder's reader (default
+    all it reads); ``()`` for a decoder without a reader (the choice is then by cosine).
+
+    Raises:
+        ValueError: an attribute the reader does not read, or an empty list.
+    """
+    classes = getattr(decoder.config, "reader_classes", None) or {}
+    if not classes:
+        return ()
+    keys = tuple(classes) if attributes is None else tuple(attributes)
+    unknown = [k for k in keys if k not in classes]
+    if unknown or not keys:
+        raise ValueError(f"attributes {list(keys)}: the decoder's reader reads {sorted(classes)}; name some of those")
+    return keys
+
+
 def agreement_scores(decoder: "DiffusionDecoder", received: torch.Tensor, drawn: torch.Tensor, *,
                      attributes: tuple[str, ...] | None = None) -> torch.Tensor:
     """How well drawn pictures agree with what was received (higher is better), ``[B]``.
@@ -42,13 +59,9 @@ def agreement_scores(decoder: "DiffusionDecoder", received: torch.Tensor, drawn:
     if received.shape != drawn.shape:
         raise ValueError(f"received {tuple(received.shape)} and drawn {tuple(drawn.shape)} embeddings must have the "
                          f"same shape [B, d]")
-    classes = getattr(decoder.config, "reader_classes", None) or {}
-    if not classes:
+    keys = check_attributes(decoder, attributes)
+    if not keys:
         return torch.nn.functional.cosine_similarity(drawn.float(), received.float(), dim=-1)
-    keys = tuple(classes) if attributes is None else tuple(attributes)
-    unknown = [k for k in keys if k not in classes]
-    if unknown or not keys:
-        raise ValueError(f"attributes {list(keys)}: the decoder's reader reads {sorted(classes)}; name some of those")
     with torch.no_grad():
         said = {k: v for k, v in decoder.read(received).items() if k in keys}
         shown = decoder.read(drawn)
@@ -110,4 +123,4 @@ def best_of_n(decoder: "DiffusionDecoder", encoder: Any, received: torch.Tensor,
     return best, scores
 
 
-__all__ = ["agreement_scores", "best_of_n", "pick_best"]
+__all__ = ["agreement_scores", "best_of_n", "check_attributes", "pick_best"]

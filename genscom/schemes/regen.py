@@ -99,11 +99,10 @@ class RegenScheme(Scheme):
         self.decoder = load_decoder(decoder, device=device)
         self.candidates, self._encoder, self._device = candidates, encoder, device
         self.rerank_on = None if rerank_on is None else tuple(rerank_on)
-        if self.rerank_on is not None and candidates > 1:  # fail at construction, not after sampling
-            from genscom.generation.rerank import agreement_scores
+        if self.rerank_on is not None:  # fail at construction, not after sampling
+            from genscom.generation.rerank import check_attributes
 
-            agreement_scores(self.decoder, torch.zeros(1, self.decoder.config.cond_dim),
-                             torch.zeros(1, self.decoder.config.cond_dim), attributes=self.rerank_on)
+            check_attributes(self.decoder, self.rerank_on)
         self.link: Scheme
         if link == "semantic-analog":
             self.link = SemanticAnalogScheme(repeat=repeat, equalizer=equalizer)

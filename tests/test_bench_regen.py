@@ -68,6 +68,7 @@ def test_bench_regen_records_files_and_fixed_points(parts, tmp_path):
     budget_rows = [r for r in recs if r["scheme"] == "jpeg-ldpc" and r.get("uses") == "equal budget"]
     assert len(budget_rows) == 2 and all(r["failure_rate"] == 1.0 and r["channel_uses"] == 192 for r in budget_rows)
     assert meta["jpeg_budget"]["fits"] is False
+    assert "jpeg-ldpc q1 (192 uses)" in (tmp_path / "out" / "regen.md").read_text()
     # JPEG at its own uses: at 20 dB the adaptive link decodes every item, far above grey in PSNR
     own = next(r for r in recs if r["scheme"] == "jpeg-ldpc" and r.get("uses") == "own" and r["snr_db"] == 20.0)
     assert own["failure_rate"] == 0.0 and own["channel_uses"] > 192
@@ -120,7 +121,7 @@ def test_read_accuracy_scores_the_readers_arg_max_and_is_empty_without_a_reader(
 
 def test_bench_regen_best_of_n_row_same_uses_and_its_own_speed(parts, tmp_path):
     cfg = RegenBenchConfig(n_items=N, snrs=(20.0,), grid_snrs=(20.0,), jpeg_qualities=(), grid_items=2, steps=1,
-                           deepjscc=None, candidates=2, out_dir=str(tmp_path / "out"))
+                           deepjscc=None, candidates=2, budget=150, out_dir=str(tmp_path / "out"))
     run_regen_bench(cfg, command="test", **{k: parts[k] for k in ("dataset", "encoder", "decoder", "classifier")})
     data = json.loads((tmp_path / "out" / "regen.json").read_text())
     regen = [r for r in data["records"] if r["scheme"] == "regen" and r["snr_db"] == 20.0]
@@ -130,5 +131,6 @@ def test_bench_regen_best_of_n_row_same_uses_and_its_own_speed(parts, tmp_path):
     assert data["meta"]["sampling"]["best_of_n"]["candidates"] == 2
     assert data["meta"]["sampling"]["best_of_n"]["images_per_s"] > 0
     assert "regen best-of-2" in (tmp_path / "out" / "regen.md").read_text()
+    assert "jpeg-ldpc q1 (150 uses)" in (tmp_path / "out" / "regen.md").read_text()   # the budget it was given
     with pytest.raises(ValueError, match="candidates"):
         RegenBenchConfig(candidates=0)

@@ -291,7 +291,8 @@ def run_regen_bench(cfg: RegenBenchConfig, *, command: str = "", console: Any = 
             # JPEG at the semantic rows' budget: nothing decodable when even its smallest stream does not fit
             if not fit["fits"]:
                 add("jpeg-ldpc", float(snr), grey_frames(n, size), float(cfg.budget), 1.0,
-                    {"quality": 1, "uses": "equal budget", "note": f"smallest JPEG needs {fit['uses_needed']} uses"})
+                    {"quality": 1, "uses": "equal budget", "budget": cfg.budget,
+                     "note": f"smallest JPEG needs {fit['uses_needed']} uses"})
             else:  # pragma: no cover - not reachable with 64 x 64 frames; say so rather than guess
                 raise NotImplementedError(f"a JPEG fits the {cfg.budget}-use budget ({fit}); run the link at it")
     finally:
@@ -358,7 +359,8 @@ def _row_label(scheme: str, e: dict[str, Any]) -> str:
     if scheme == "regen" and e.get("candidates"):
         return f"regen best-of-{e['candidates']}"
     if scheme == "jpeg-ldpc":
-        return f"jpeg-ldpc q{e.get('quality')} " + ("(192 uses)" if e.get("uses") == "equal budget" else "(own uses)")
+        own = e.get("uses") != "equal budget"
+        return f"jpeg-ldpc q{e.get('quality')} " + ("(own uses)" if own else f"({e.get('budget')} uses)")
     return scheme
 
 

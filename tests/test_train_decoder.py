@@ -126,3 +126,34 @@ def test_a_latent_decoder_trains_its_autoencoder_first_and_resumes_bit_exactly(t
     assert not torch.equal(init.vae.encoder.conv_in.weight, a.vae.encoder.conv_in.weight)
     with pytest.raises(ValueError, match="vae_steps"):
         TrainDecoderConfig(vae_steps=0)
+
+
+def test_phase_reader_retrains_only_the_reader_and_needs_a_teacher_forced_source(tmp_path) -> None:
+    reader = {**TINY, "reader_classes": {"shape": 3}, "reader_hidden": 8, "reader_teacher_forcing": 1.0}
+    d = data()
+    d.labels = {"shape": torch.tensor([0, 1, 2, 2, 0, 1, 2, 0])}
+    src_dir = train_decoder(cfg(tmp_path / "src", decoder=reader, steps=1, sample_every=0), data=d, progress=False)
+    with pytest.raises(ValueError, match="init_from"):
+        cfg(tmp_path / "x", decoder=reader, phase="reader")
+    with pytest.raises(ValueError, match="teacher_forcing"):
+        cfg(tmp_path / "x", decoder={**reader, "reader_teacher_forcing": 0.5}, phase="reader", init_from=str(src_dir))
+    with pytest.raises(ValueError, match="phase"):
+        cfg(tmp_path / "x", phase="unet")
+    run = dict(decoder=reader, phase="reader", init_from=str(src_dir), steps=60, batch_size=8, lr=1e-2,
+               sample_every=0, snr_min_db=30.0, snr_max_db=40.0, p_clean=1.0)
+    out = train_decoder(cfg(tmp_path / "r", **run), data=d, progress=False)
+    src, new = DiffusionDecoder.from_pretrained(src_dir), DiffusionDecoder.from_pretrained(out)
+    changed = {k for k, v in new.state_dict().items() if not torch.equal(v, src.state_dict()[k])}
+    assert changed and all(k.startswith("reader.") for k in changed), changed
+    # the reader fits the training labels better than the source's did (60 full-batch steps on 8 items)
+    before = src.reader_loss(d.cond, d.labels).item()
+    assert new.reader_loss(d.cond, d.labels).item() < 0.9 * before
+    # resumable like any run: stopped at 10 and resumed equals the uninterrupted run
+    part = tmp_path / "part"
+    train_decoder(cfg(part, **run), data=d, progress=False, stop_after=10)
+    train_decoder(cfg(part, **run), data=d, progress=False, resume=True)
+    for (na, ta), (_, tb) in zip(new.state_dict().items(), DiffusionDecoder.from_pretrained(part).state_dict().items()):
+        assert torch.equal(ta, tb), na
+    with pytest.raises(ValueError, match="no semantic reader"):
+        DiffusionDecoder(DiffusionDecoderConfig.from_dict({**src.config.to_dict(), "reader_classes": {}})
+                         ).reader_loss(d.cond, d.labels)

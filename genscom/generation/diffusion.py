@@ -379,9 +379,29 @@ class DiffusionDecoder(nn.Module):
         if self.config.snr_gamma is not None:
             err = err * self._snr_weight(sched, t)
         loss = err.mean()
-        for k, v in logits.items():
-            loss = loss + self.config.reader_weight * nn.functional.cross_entropy(v, labels[k].to(dev).long())
+        if logits:
+            loss = loss + self.config.reader_weight * self._reader_ce(logits, labels)
         return loss
+
+    def reader_loss(self, cond: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The semantic reader's cross-entropy on ``labels`` (``{attribute: int64 [B]}``), summed over its
+        attributes, for received ``cond [B, cond_dim]``: what ``train decoder``'s ``phase: reader`` minimises
+        (the rest of the decoder untouched).
+
+        Raises:
+            ValueError: the decoder has no reader, or ``labels`` lack one of its attributes.
+        """
+        if self.reader is None:
+            raise ValueError("this decoder has no semantic reader (config.reader_classes is empty); nothing to train")
+        missing = [k for k in self.config.reader_classes if k not in labels]
+        if missing:
+            raise ValueError(f"this decoder reads {sorted(self.config.reader_classes)} but the training labels "
+                             f"lack {missing}; train on a dataset with those labels")
+        return self._reader_ce(self.read(cond), labels)
+
+    @staticmethod
+    def _reader_ce(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(nn.functional.cross_entropy(v, labels[k].to(v.device).long()) for k, v in logits.items())
 
     def _snr_weight(self, sched: Any, t: torch.Tensor) -> torch.Tensor:
         """Min-SNR-gamma weights ``[B]`` for timesteps ``t``: ``min(SNR, gamma) / SNR`` for noise targets,

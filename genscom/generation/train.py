@@ -10,6 +10,12 @@ learns what noisy conditions look like. Seeded, resumable bit-exactly from ``che
 generators, step), atomic writes, a progress bar with the loss, and a PNG grid of samples every
 ``sample_every`` steps (top row: the frames, below: regenerated from clean and from 0 dB embeddings). Output:
 ``runs/decoder-<name>-<timestamp>/`` unless ``output_dir`` is given; never over shipped weights.
+
+``phase: reader`` retrains only the semantic reader of a trained decoder (``init_from``), on the same received
+embeddings, with its cross-entropy alone; the UNet and the condition layers stay as they were. It is for a
+decoder with ``reader_teacher_forcing: 1.0``, whose UNet learned on one-hot *true* classes: a reader that
+reads more of them right then feeds it better conditions without the UNet having to learn anything new. A
+step costs a small MLP, not a UNet, so the reader can see many more items (``n_items``) than the UNet did.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -65,6 +71,7 @@ class TrainDecoderConfig:
     device: str = "cpu"
     cpu_threads: int | None = None
     init_from: str | None = None  # warm start: a decoder folder or adapter name (see warm_start)
+    phase: Literal["diffusion", "reader"] = "diffusion"  # "reader": only the semantic reader of init_from trains
     # latent decoders (decoder.latent set): the autoencoder is trained first, then frozen
     vae_steps: int = 2000
     vae_batch_size: int = 32
@@ -91,6 +98,16 @@ class TrainDecoderConfig:
         if not isinstance(self.decoder, dict):
             raise ValueError(f"TrainDecoderConfig.decoder must be a mapping of DiffusionDecoderConfig fields, "
                              f"got {type(self.decoder).__name__}")
+        if self.phase not in ("diffusion", "reader"):
+            raise ValueError(f"TrainDecoderConfig.phase must be 'diffusion' or 'reader', got {self.phase!r}")
+        if self.phase == "reader":
+            if self.init_from is None:
+                raise ValueError("phase: reader retrains the reader of a trained decoder; set init_from to its "
+                                 "folder or adapter name")
+            if not self.decoder.get("reader_classes") or float(self.decoder.get("reader_teacher_forcing", 0)) != 1.0:
+                raise ValueError("phase: reader needs a decoder with reader_classes and reader_teacher_forcing: 1.0 "
+                                 "(its UNet learned on true one-hot classes, so a new reader does not change what "
+                                 "it expects); copy those decoder settings from the init_from decoder's config")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -233,6 +250,9 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
         warm_start(model, warm)
     if model.vae is not None and ckpt is None and (warm is None or warm.vae is None):
         train_autoencoder(model, data.images, config, progress=progress)
+    if config.phase == "reader":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("reader."))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
     step, losses, before = 0, [], 0.0
@@ -259,7 +279,7 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
         accelerator.wait_for_everyone()
 
     # encode the data once: the autoencoder is frozen from here on
-    latents = encode_images(core, data.images) if core.vae is not None else None
+    latents = encode_images(core, data.images) if core.vae is not None and config.phase != "reader" else None
     t_loop = time.perf_counter()
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     bar = tqdm(total=config.steps, initial=step, desc=f"train decoder {config.name}",
@@ -274,7 +294,9 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
         frame_rows = torch.rand(config.batch_size, generator=gen) < config.p_frame_cond
         cond = received(data.condition(idx, frame_rows), None if clean else snr, gen)
         labels = None if not dcfg.reader_classes else {k: data.labels[k][idx] for k in dcfg.reader_classes}
-        if latents is None:
+        if config.phase == "reader":
+            loss = core.reader_loss(cond.to(dev), labels)
+        elif latents is None:
             images = data.images[idx].float().div(255.0)
             loss = core.loss(images.to(dev), cond.to(dev), generator=gen, scheduler=sched, labels=labels)
         else:
@@ -304,7 +326,8 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
            "data_seconds": round(t_loop - t0, 1), "n_items": n, "decoder": dcfg.to_dict(),
            "losses_every_log_step": loss_curve(losses, config.log_every),
            "n_parameters": sum(p.numel() for p in core.parameters())}
-    write_run(out, log=log, readme=f"# Diffusion decoder `{config.name}`\n\nTrained by `genscom train decoder` "
+    what = "Its semantic reader retrained" if config.phase == "reader" else "Trained"
+    write_run(out, log=log, readme=f"# Diffusion decoder `{config.name}`\n\n{what} by `genscom train decoder` "
                                    f"({step} steps, {seconds:.0f} s) on {n} `{config.dataset}` train frames with "
                                    f"`{config.profile}` embeddings received over AWGN at "
                                    f"{config.snr_min_db:g}..{config.snr_max_db:g} dB. See `train_log.json`.\n")

@@ -514,6 +514,8 @@ def train_decoder_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto"),
     init_from: Optional[str] = typer.Option(None, "--init-from", help="fine-tune from this decoder folder or "
                                                                       "adapter name (e.g. regen-mini-attr)"),
+    phase: Optional[str] = typer.Option(None, "--phase", help="diffusion (default: the whole decoder) or reader "
+                                                              "(only the semantic reader of --init-from)"),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="run folder (default "
                                                                          "runs/decoder-<name>-<timestamp>/)"),
     resume: bool = typer.Option(False, "--resume", help="continue exactly from the checkpoint in --output-dir "
@@ -526,7 +528,8 @@ def train_decoder_cmd(
 
     cfg = load_config(TrainDecoderConfig, config, name=name, profile=profile, n_items=n_items, steps=steps,
                       batch_size=batch_size, lr=lr, seed=seed, sample_every=sample_every, cpu_threads=cpu_threads,
-                      device=device, init_from=init_from, output_dir=str(output_dir) if output_dir else None)
+                      device=device, init_from=init_from, phase=phase,
+                      output_dir=str(output_dir) if output_dir else None)
     _check_profile(cfg.profile)
     path = train_decoder(cfg, resume=resume, progress=True, command=_command_line(), overwrite=overwrite)
     console.print(f"saved {path}")

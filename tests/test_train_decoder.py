@@ -135,11 +135,16 @@ def test_phase_reader_retrains_only_the_reader_and_needs_a_teacher_forced_source
     src_dir = train_decoder(cfg(tmp_path / "src", decoder=reader, steps=1, sample_every=0), data=d, progress=False)
     with pytest.raises(ValueError, match="init_from"):
         cfg(tmp_path / "x", decoder=reader, phase="reader")
-    with pytest.raises(ValueError, match="teacher_forcing"):
-        cfg(tmp_path / "x", decoder={**reader, "reader_teacher_forcing": 0.5}, phase="reader", init_from=str(src_dir))
     with pytest.raises(ValueError, match="phase"):
         cfg(tmp_path / "x", phase="unet")
-    run = dict(decoder=reader, phase="reader", init_from=str(src_dir), steps=60, batch_size=8, lr=1e-2,
+    soft = train_decoder(cfg(tmp_path / "soft", decoder={**reader, "reader_teacher_forcing": 0.5}, steps=1,
+                             sample_every=0), data=d, progress=False)
+    with pytest.raises(ValueError, match="teacher forcing"):  # its UNet learned on the old reader's outputs
+        train_decoder(cfg(tmp_path / "x1", decoder={}, phase="reader", init_from=str(soft)), data=d, progress=False)
+    with pytest.raises(ValueError, match="drop them"):
+        train_decoder(cfg(tmp_path / "x2", decoder={**reader, "reader_hidden": 16}, phase="reader",
+                          init_from=str(src_dir)), data=d, progress=False)
+    run = dict(decoder={}, phase="reader", init_from=str(src_dir), steps=60, batch_size=8, lr=1e-2,
                sample_every=0, snr_min_db=30.0, snr_max_db=40.0, p_clean=1.0)
     out = train_decoder(cfg(tmp_path / "r", **run), data=d, progress=False)
     src, new = DiffusionDecoder.from_pretrained(src_dir), DiffusionDecoder.from_pretrained(out)

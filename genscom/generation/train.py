@@ -100,14 +100,9 @@ class TrainDecoderConfig:
                              f"got {type(self.decoder).__name__}")
         if self.phase not in ("diffusion", "reader"):
             raise ValueError(f"TrainDecoderConfig.phase must be 'diffusion' or 'reader', got {self.phase!r}")
-        if self.phase == "reader":
-            if self.init_from is None:
-                raise ValueError("phase: reader retrains the reader of a trained decoder; set init_from to its "
-                                 "folder or adapter name")
-            if not self.decoder.get("reader_classes") or float(self.decoder.get("reader_teacher_forcing", 0)) != 1.0:
-                raise ValueError("phase: reader needs a decoder with reader_classes and reader_teacher_forcing: 1.0 "
-                                 "(its UNet learned on true one-hot classes, so a new reader does not change what "
-                                 "it expects); copy those decoder settings from the init_from decoder's config")
+        if self.phase == "reader" and self.init_from is None:
+            raise ValueError("phase: reader retrains the reader of a trained decoder; set init_from (--init-from) "
+                             "to its folder or adapter name")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -215,6 +210,8 @@ def train_decoder(config: TrainDecoderConfig, *, resume: bool = False, progress:
 
         warm = resolve_pretrained(config.init_from, DiffusionDecoder, what="init_from",
                                   train_command="genscom train decoder")
+        if config.phase == "reader":
+            config = reader_phase_config(config, warm)
     threads = torch.get_num_threads()
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
@@ -223,6 +220,33 @@ def train_decoder(config: TrainDecoderConfig, *, resume: bool = False, progress:
                       command=command, warm=warm)
     finally:
         torch.set_num_threads(threads)
+
+
+def reader_phase_config(config: TrainDecoderConfig, source: DiffusionDecoder) -> TrainDecoderConfig:
+    """``config`` for retraining ``source``'s reader alone: ``decoder`` settings left empty are ``source``'s own.
+
+    Raises:
+        ValueError: ``source`` has no reader or was not trained with ``reader_teacher_forcing: 1.0`` (its UNet
+            then learned on the old reader's outputs, which a new reader would change), or ``decoder`` names
+            settings that differ from ``source``'s.
+    """
+    own = {k: v for k, v in source.config.to_dict().items() if k not in ("image_size", "cond_dim", "extra")}
+    if not own["reader_classes"] or float(own["reader_teacher_forcing"]) != 1.0:
+        raise ValueError(f"phase: reader needs a decoder with a semantic reader trained with "
+                         f"reader_teacher_forcing: 1.0 (its UNet learned on true one-hot classes); init_from "
+                         f"{config.init_from!r} has reader_classes {own['reader_classes']} and teacher forcing "
+                         f"{own['reader_teacher_forcing']}: retrain it whole (phase: diffusion) instead")
+    differ = sorted(k for k, v in config.decoder.items() if k in own and _plain(v) != _plain(own[k]))
+    unknown = sorted(k for k in config.decoder if k not in own)
+    if differ or unknown:
+        raise ValueError(f"phase: reader keeps init_from's decoder as it is, but the config's decoder settings "
+                         f"{differ + unknown} differ from it; drop them from `decoder:`")
+    return dataclasses.replace(config, decoder=own)
+
+
+def _plain(v: Any) -> Any:
+    """Lists for tuples, so that YAML and dataclass values compare equal."""
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
 def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: bool, data: DecoderData | None,

@@ -710,7 +710,7 @@ def bench_regen(
     source: str = typer.Option("frame", "--source", help="what the semantic sender embeds: the key frame "
                                                          "(frame) or the whole clip (clip)"),
     decoder: Optional[str] = typer.Option(None, "--decoder", help="diffusion decoder: a name on the adapter search "
-                                                                   "path or a folder (default regen-mini-attr-v3)"),
+                                                                   "path or a folder (default regen-mini-attr-v4)"),
     deepjscc: str = typer.Option("deepjscc-k192", "--deepjscc", help="DeepJSCC model (name or folder); 'none' "
                                                                      "drops the row"),
     steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (default: the decoder's, quick 10)"),

@@ -746,12 +746,13 @@ app.add_typer(demo_app, name="demo")
 
 
 def _demo_config(profile: str, gallery_size: int, max_upload_mb: float, mcs: str, results: Path,
-                 agent_card: Optional[str], seed: int, regen_decoder: str = "regen-mini-attr"):
+                 agent_card: Optional[str], seed: int, regen_decoder: str = "regen-mini-attr",
+                 regen_candidates: int = 1):
     from genscom.demo.engine import DemoConfig
 
     return DemoConfig(profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb, mcs=mcs,
                       results_path=str(results), agent_card=agent_card, seed=seed,
-                      regen_decoder=regen_decoder or None)
+                      regen_decoder=regen_decoder or None, regen_candidates=regen_candidates)
 
 
 def _launch(mode: str, host: str, port: int, rx_url: Optional[str], key_file: Optional[Path] = None, **kw) -> None:
@@ -782,6 +783,8 @@ _CARD = typer.Option(None, "--agent-card", help="agent card for the caption pane
 _SEED = typer.Option(0, "--seed")
 _REGEN = typer.Option("regen-mini-attr", "--regen-decoder", help="image decoder of the image-regeneration task (a "
                       "folder or a name on the adapter search path); it must be trained on --profile")
+_CANDIDATES = typer.Option(1, "--regen-candidates", help="pictures drawn per item by the receiver, keeping the one "
+                          "its own image tower reads as what it received (best-of-N, 1..16; N x the drawing time)")
 _KEY = typer.Option(None, "--key-file", help="shared link key file (mode 0600) that signs and checks the TX->RX "
                     "wire; without it one is made at ~/.genscom/demo-wire.key (copy it to the other end)")
 
@@ -790,12 +793,13 @@ _KEY = typer.Option(None, "--key-file", help="shared link key file (mode 0600) t
 def demo(ctx: typer.Context, host: str = typer.Option("127.0.0.1", "--host"),
          port: int = typer.Option(7860, "--port"), profile: str = _PROFILE, gallery_size: int = _GALLERY,
          max_upload_mb: float = _UPLOAD, mcs: str = _MCS, results: Path = _RESULTS,
-         agent_card: Optional[str] = _CARD, seed: int = _SEED, regen_decoder: str = _REGEN) -> None:
+         agent_card: Optional[str] = _CARD, seed: int = _SEED, regen_decoder: str = _REGEN,
+         regen_candidates: int = _CANDIDATES) -> None:
     """One page with transmitter and receiver; `genscom demo tx|rx` runs them as two processes."""
     if ctx.invoked_subcommand is None:
         _launch("combined", host, port, None, profile=profile, gallery_size=gallery_size,
                 max_upload_mb=max_upload_mb, mcs=mcs, results=results, agent_card=agent_card, seed=seed,
-                regen_decoder=regen_decoder)
+                regen_decoder=regen_decoder, regen_candidates=regen_candidates)
 
 
 @demo_app.command("tx")
@@ -803,20 +807,24 @@ def demo_tx(rx_url: str = typer.Option(..., "--rx-url", help="receiver URL, e.g.
             host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(7860, "--port"),
             profile: str = _PROFILE, gallery_size: int = _GALLERY, max_upload_mb: float = _UPLOAD,
             mcs: str = _MCS, results: Path = _RESULTS, agent_card: Optional[str] = _CARD, seed: int = _SEED,
-            key_file: Optional[Path] = _KEY, regen_decoder: str = _REGEN) -> None:
+            key_file: Optional[Path] = _KEY, regen_decoder: str = _REGEN,
+            regen_candidates: int = _CANDIDATES) -> None:
     """Transmitter process: sends signed symbols + side information to the receiver at --rx-url."""
     _launch("tx", host, port, rx_url, key_file, profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb,
-            mcs=mcs, results=results, agent_card=agent_card, seed=seed, regen_decoder=regen_decoder)
+            mcs=mcs, results=results, agent_card=agent_card, seed=seed, regen_decoder=regen_decoder,
+            regen_candidates=regen_candidates)
 
 
 @demo_app.command("rx")
 def demo_rx(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(7861, "--port"),
             profile: str = _PROFILE, gallery_size: int = _GALLERY, max_upload_mb: float = _UPLOAD,
             mcs: str = _MCS, results: Path = _RESULTS, agent_card: Optional[str] = _CARD, seed: int = _SEED,
-            key_file: Optional[Path] = _KEY, regen_decoder: str = _REGEN) -> None:
+            key_file: Optional[Path] = _KEY, regen_decoder: str = _REGEN,
+            regen_candidates: int = _CANDIDATES) -> None:
     """Receiver process: its page plus POST /genscom/receive (signed posts only); it runs its own image decoder."""
     _launch("rx", host, port, None, key_file, profile=profile, gallery_size=gallery_size, max_upload_mb=max_upload_mb,
-            mcs=mcs, results=results, agent_card=agent_card, seed=seed, regen_decoder=regen_decoder)
+            mcs=mcs, results=results, agent_card=agent_card, seed=seed, regen_decoder=regen_decoder,
+            regen_candidates=regen_candidates)
 
 
 fed_app = typer.Typer(help="Federated learning on Flower's engines (graph multimodal adapter, heterogeneous users).",

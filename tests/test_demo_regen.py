@@ -158,3 +158,24 @@ def test_caption_task_selects_the_agent_when_set_up(decoder_dir):
 def test_labels_are_shortened_at_a_word():
     label = "two small red circles moving left over a striped background"
     assert shorten(label, 30) == "two small red circles moving…" and shorten("short", 30) == "short"
+
+
+def test_receiver_draws_best_of_n_when_configured(tx, decoder_dir):
+    from genscom.demo.generated import regen_markdown
+    from genscom.demo.regen import regen_settings
+
+    with pytest.raises(ValueError, match="regen_candidates"):
+        DemoConfig(profile="tiny", regen_candidates=0)
+    with pytest.raises(ValueError, match="regen_candidates"):
+        DemoConfig(profile="tiny", regen_candidates=17)  # N x the drawing time per item: bounded
+    with pytest.raises(ValueError, match="regen_candidates"):
+        DemoConfig(profile="tiny", regen_candidates=True)
+    best = DemoConfig(profile="tiny", gallery_size=6, num_frames=2, max_side=64, regen_decoder=str(decoder_dir),
+                      regen_candidates=3)
+    assert regen_settings(best)["candidates"] == 3
+    rx = DemoReceiver(best, encoder=tx.encoder)
+    t = tx.transmit(tx.item("synthetic/2"), TxSettings(scheme="regen", task="image regeneration", snr_db=10.0))
+    res = rx.receive(t.message)
+    assert res.scheme_name == "regen-best3" and res.channel_uses == t.channel_uses == 8  # nothing more sent
+    assert res.regenerated is not None and res.regenerated.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert "regen-best3" in regen_markdown(res)

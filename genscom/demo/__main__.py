@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--regen-decoder", default="regen-mini-attr", help="image decoder of the image-regeneration task "
                    "(a folder or a name on the adapter search path, trained on --profile; '' for none)")
+    p.add_argument("--regen-candidates", type=int, default=1, help="pictures drawn per item by the receiver "
+                   "(best-of-N, 1..16)")
     p.add_argument("--key-file", default=None, help="shared link key file signing the tx->rx wire (default: "
                    "~/.genscom/demo-wire.key, made if missing; copy it to the other end)")
     return p
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = DemoConfig(profile=args.profile, gallery_size=args.gallery_size, num_frames=args.num_frames,
                          max_side=args.max_side, max_upload_mb=args.max_upload_mb, mcs=args.mcs,
                          results_path=args.results, agent_card=args.agent_card, seed=args.seed,
-                         regen_decoder=args.regen_decoder or None)
+                         regen_decoder=args.regen_decoder or None, regen_candidates=args.regen_candidates)
         port = args.port if args.port is not None else (7861 if args.mode == "rx" else 7860)
         key = None  # combined: an in-memory key
         if args.mode != "combined":

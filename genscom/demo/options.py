@@ -26,6 +26,7 @@ BASELINE_SCHEMES = frozenset({"jpeg-ldpc", "h264-ldpc"})
 #: from embeddings; ``genscom bench regen`` compares them)
 PIXEL_SCHEMES = frozenset({"deepjscc"})
 DEFAULT_REGEN_DECODER = "regen-mini-attr"
+MAX_REGEN_CANDIDATES = 16  # best-of-N at the receiver: N x the drawing time per item
 DEFAULT_RESULTS = "results/retrieval/retrieval.json"
 
 
@@ -55,6 +56,9 @@ class DemoConfig:
             the adapter search path (:mod:`genscom.assets`); each end uses its own, a sender never names one.
             ``None``: no image task. The scheme is offered only when the decoder was trained on ``profile``.
         regen_steps: DDIM steps of the image decoder (``None``: the decoder's own default).
+        regen_candidates: pictures the receiver draws per item, keeping the one its own image tower reads as
+            what it received (best-of-N, :mod:`genscom.generation.rerank`; 1: one draw). N x the drawing time,
+            no extra channel uses; at most 16.
     """
 
     profile: str = "mini-attr"
@@ -74,6 +78,7 @@ class DemoConfig:
     scheme_cache_size: int = 8
     regen_decoder: str | None = DEFAULT_REGEN_DECODER
     regen_steps: int | None = None
+    regen_candidates: int = 1
 
     def __post_init__(self) -> None:
         for name, lo in (("gallery_size", 2), ("num_frames", 1), ("max_side", 16), ("max_channel_uses", 1),
@@ -90,6 +95,10 @@ class DemoConfig:
         if self.regen_steps is not None and (isinstance(self.regen_steps, bool) or not isinstance(self.regen_steps, int)
                                              or not 1 <= self.regen_steps <= 1000):
             raise ValueError(f"regen_steps must be an integer in [1, 1000] or None, got {self.regen_steps!r}")
+        if isinstance(self.regen_candidates, bool) or not isinstance(self.regen_candidates, int) \
+                or not 1 <= self.regen_candidates <= MAX_REGEN_CANDIDATES:
+            raise ValueError(f"regen_candidates must be an integer in [1, {MAX_REGEN_CANDIDATES}], got "
+                             f"{self.regen_candidates!r}")
         if self.regen_decoder is not None and not isinstance(self.regen_decoder, str):
             raise TypeError(f"regen_decoder must be a folder or a name (str) or None, got "
                             f"{type(self.regen_decoder).__name__}")

@@ -24,6 +24,7 @@ class DemoConfig(Protocol):
     profile: str
     regen_decoder: str | None
     regen_steps: int | None
+    regen_candidates: int
     seed: int
 
 
@@ -72,7 +73,8 @@ def regen_unavailable(config: DemoConfig) -> str | None:
 
 def regen_settings(config: DemoConfig) -> dict[str, Any]:
     """Constructor keywords of ``regen`` that come from the demo's own configuration (never from the wire)."""
-    return {"decoder": str(config.regen_decoder), "steps": config.regen_steps, "seed": config.seed}
+    return {"decoder": str(config.regen_decoder), "steps": config.regen_steps, "seed": config.seed,
+            "candidates": config.regen_candidates}
 
 
 __all__ = ["decoder_config", "regen_settings", "regen_unavailable"]

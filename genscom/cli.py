@@ -514,8 +514,9 @@ def train_decoder_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto"),
     init_from: Optional[str] = typer.Option(None, "--init-from", help="fine-tune from this decoder folder or "
                                                                       "adapter name (e.g. regen-mini-attr)"),
-    phase: Optional[str] = typer.Option(None, "--phase", help="diffusion (default: the whole decoder) or reader "
-                                                              "(only the semantic reader of --init-from)"),
+    phase: Optional[str] = typer.Option(None, "--phase", help="diffusion (default: the whole decoder), reader "
+                                                              "(only the semantic reader of --init-from) or unet "
+                                                              "(all of --init-from but its reader)"),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="run folder (default "
                                                                          "runs/decoder-<name>-<timestamp>/)"),
     resume: bool = typer.Option(False, "--resume", help="continue exactly from the checkpoint in --output-dir "

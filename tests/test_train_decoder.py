@@ -135,8 +135,8 @@ def test_phase_reader_retrains_only_the_reader_and_needs_a_teacher_forced_source
     src_dir = train_decoder(cfg(tmp_path / "src", decoder=reader, steps=1, sample_every=0), data=d, progress=False)
     with pytest.raises(ValueError, match="init_from"):
         cfg(tmp_path / "x", decoder=reader, phase="reader")
-    with pytest.raises(ValueError, match="phase"):
-        cfg(tmp_path / "x", phase="unet")
+    with pytest.raises(ValueError, match="phase must be one of"):
+        cfg(tmp_path / "x", phase="vae")
     soft = train_decoder(cfg(tmp_path / "soft", decoder={**reader, "reader_teacher_forcing": 0.5}, steps=1,
                              sample_every=0), data=d, progress=False)
     with pytest.raises(ValueError, match="teacher forcing"):  # its UNet learned on the old reader's outputs
@@ -162,3 +162,26 @@ def test_phase_reader_retrains_only_the_reader_and_needs_a_teacher_forced_source
     with pytest.raises(ValueError, match="no semantic reader"):
         DiffusionDecoder(DiffusionDecoderConfig.from_dict({**src.config.to_dict(), "reader_classes": {}})
                          ).reader_loss(d.cond, d.labels)
+
+
+def test_phase_unet_trains_all_but_the_reader_on_the_diffusion_loss_alone(tmp_path) -> None:
+    reader = {**TINY, "reader_classes": {"shape": 3}, "reader_hidden": 8, "reader_teacher_forcing": 1.0}
+    d = data()
+    d.labels = {"shape": torch.tensor([0, 1, 2, 2, 0, 1, 2, 0])}
+    src_dir = train_decoder(cfg(tmp_path / "src", decoder=reader, steps=1, sample_every=0), data=d, progress=False)
+    with pytest.raises(ValueError, match="init_from"):
+        cfg(tmp_path / "x", phase="unet")
+    plain = train_decoder(cfg(tmp_path / "plain", steps=1, sample_every=0), data=d, progress=False)
+    with pytest.raises(ValueError, match="has no reader"):
+        train_decoder(cfg(tmp_path / "x1", decoder={}, phase="unet", init_from=str(plain)), data=d, progress=False)
+    run = dict(decoder={}, phase="unet", init_from=str(src_dir), steps=3, batch_size=8, sample_every=0)
+    out = train_decoder(cfg(tmp_path / "u", **run), data=d, progress=False)
+    src, new = DiffusionDecoder.from_pretrained(src_dir), DiffusionDecoder.from_pretrained(out)
+    changed = {k for k, v in new.state_dict().items() if not torch.equal(v, src.state_dict()[k])}
+    assert any(k.startswith("unet.") for k in changed) and not any(k.startswith("reader.") for k in changed), changed
+    # the logged loss is the diffusion term alone: the reader's cross-entropy (> 0 for 3 classes) is left out
+    cond, labels = d.cond[:4], {"shape": d.labels["shape"][:4]}
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    both = src.loss(d.images[:4].float() / 255, cond, generator=g(), labels=labels)
+    alone = src.loss(d.images[:4].float() / 255, cond, generator=g(), labels=labels, with_reader=False)
+    assert both.item() - alone.item() == pytest.approx(src.reader_loss(cond, labels).item(), rel=1e-4)

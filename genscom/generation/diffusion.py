@@ -349,10 +349,10 @@ class DiffusionDecoder(nn.Module):
 
     def loss(self, images: torch.Tensor | None, cond: torch.Tensor, *, generator: torch.Generator | None = None,
              scheduler: Any = None, labels: dict[str, torch.Tensor] | None = None,
-             latents: torch.Tensor | None = None) -> torch.Tensor:
+             latents: torch.Tensor | None = None, with_reader: bool = True) -> torch.Tensor:
         """MSE of a DDPM step's prediction (``config.prediction_type``: noise, velocity or clean image), plus
         ``reader_weight`` x the reader's cross-entropy on ``labels`` (``{attribute: int64 [B]}``, needed when
-        the config has ``reader_classes``). ``images [B,3,H,W]`` in ``[0,1]``, ``cond [B, cond_dim]``; the
+        the config has ``reader_classes``; left out with ``with_reader=False``, when the reader is frozen). ``images [B,3,H,W]`` in ``[0,1]``, ``cond [B, cond_dim]``; the
         timesteps, noise and condition dropout are drawn from ``generator`` (CPU). ``latents``: precomputed
         :meth:`to_latents` of the images (a trainer encodes its data once); ``images`` is then ignored."""
         if self.reader is not None:
@@ -379,7 +379,7 @@ class DiffusionDecoder(nn.Module):
         if self.config.snr_gamma is not None:
             err = err * self._snr_weight(sched, t)
         loss = err.mean()
-        if logits:
+        if logits and with_reader:
             loss = loss + self.config.reader_weight * self._reader_ce(logits, labels)
         return loss
 

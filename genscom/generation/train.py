@@ -16,6 +16,10 @@ embeddings, with its cross-entropy alone; the UNet and the condition layers stay
 decoder with ``reader_teacher_forcing: 1.0``, whose UNet learned on one-hot *true* classes: a reader that
 reads more of them right then feeds it better conditions without the UNet having to learn anything new. A
 step costs a small MLP, not a UNet, so the reader can see many more items (``n_items``) than the UNet did.
+
+``phase: unet`` is the converse: everything but the reader of ``init_from`` trains on the diffusion loss alone,
+the reader stays byte-identical (a longer drawing schedule for a decoder whose reader was retrained apart). In
+both phases the decoder settings come from ``init_from``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 # What a run did before a field existed, where today's default differs (frame conditioning came in 515ff49).
 _BEFORE_FIELDS = {"p_frame_cond": 0.0}
+PHASES = ("diffusion", "reader", "unet")
 _RESUME_FREE = frozenset({"steps", "checkpoint_every", "sample_every", "log_every", "output_dir", "device",
                           "cpu_threads"})
 
@@ -71,7 +76,8 @@ class TrainDecoderConfig:
     device: str = "cpu"
     cpu_threads: int | None = None
     init_from: str | None = None  # warm start: a decoder folder or adapter name (see warm_start)
-    phase: Literal["diffusion", "reader"] = "diffusion"  # "reader": only the semantic reader of init_from trains
+    # "reader": only the semantic reader of init_from trains; "unet": all of init_from but its reader
+    phase: Literal["diffusion", "reader", "unet"] = "diffusion"
     # latent decoders (decoder.latent set): the autoencoder is trained first, then frozen
     vae_steps: int = 2000
     vae_batch_size: int = 32
@@ -98,10 +104,10 @@ class TrainDecoderConfig:
         if not isinstance(self.decoder, dict):
             raise ValueError(f"TrainDecoderConfig.decoder must be a mapping of DiffusionDecoderConfig fields, "
                              f"got {type(self.decoder).__name__}")
-        if self.phase not in ("diffusion", "reader"):
-            raise ValueError(f"TrainDecoderConfig.phase must be 'diffusion' or 'reader', got {self.phase!r}")
-        if self.phase == "reader" and self.init_from is None:
-            raise ValueError("phase: reader retrains the reader of a trained decoder; set init_from (--init-from) "
+        if self.phase not in PHASES:
+            raise ValueError(f"TrainDecoderConfig.phase must be one of {', '.join(PHASES)}, got {self.phase!r}")
+        if self.phase != "diffusion" and self.init_from is None:
+            raise ValueError(f"phase: {self.phase} trains part of a trained decoder; set init_from (--init-from) "
                              "to its folder or adapter name")
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,8 +216,8 @@ def train_decoder(config: TrainDecoderConfig, *, resume: bool = False, progress:
 
         warm = resolve_pretrained(config.init_from, DiffusionDecoder, what="init_from",
                                   train_command="genscom train decoder")
-        if config.phase == "reader":
-            config = reader_phase_config(config, warm)
+        if config.phase != "diffusion":
+            config = source_phase_config(config, warm)
     threads = torch.get_num_threads()
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
@@ -222,25 +228,29 @@ def train_decoder(config: TrainDecoderConfig, *, resume: bool = False, progress:
         torch.set_num_threads(threads)
 
 
-def reader_phase_config(config: TrainDecoderConfig, source: DiffusionDecoder) -> TrainDecoderConfig:
-    """``config`` for retraining ``source``'s reader alone: ``decoder`` settings left empty are ``source``'s own.
+def source_phase_config(config: TrainDecoderConfig, source: DiffusionDecoder) -> TrainDecoderConfig:
+    """``config`` for training one part of ``source`` (``phase: reader`` or ``unet``): ``decoder`` settings left
+    empty are ``source``'s own.
 
     Raises:
-        ValueError: ``source`` has no reader or was not trained with ``reader_teacher_forcing: 1.0`` (its UNet
-            then learned on the old reader's outputs, which a new reader would change), or ``decoder`` names
-            settings that differ from ``source``'s.
+        ValueError: ``source`` has no semantic reader; or, for ``phase: reader``, was not trained with
+            ``reader_teacher_forcing: 1.0`` (its UNet then learned on the old reader's outputs, which a new reader
+            would change); or ``decoder`` names settings that differ from ``source``'s.
     """
     own = {k: v for k, v in source.config.to_dict().items() if k not in ("image_size", "cond_dim", "extra")}
-    if not own["reader_classes"] or float(own["reader_teacher_forcing"]) != 1.0:
+    if not own["reader_classes"]:
+        raise ValueError(f"phase: {config.phase} splits a decoder into its semantic reader and the rest, but "
+                         f"init_from {config.init_from!r} has no reader: train it whole (phase: diffusion) instead")
+    if config.phase == "reader" and float(own["reader_teacher_forcing"]) != 1.0:
         raise ValueError(f"phase: reader needs a decoder with a semantic reader trained with "
                          f"reader_teacher_forcing: 1.0 (its UNet learned on true one-hot classes); init_from "
-                         f"{config.init_from!r} has reader_classes {own['reader_classes']} and teacher forcing "
-                         f"{own['reader_teacher_forcing']}: retrain it whole (phase: diffusion) instead")
+                         f"{config.init_from!r} has teacher forcing {own['reader_teacher_forcing']}: retrain it "
+                         f"whole (phase: diffusion) instead")
     differ = sorted(k for k, v in config.decoder.items() if k in own and _plain(v) != _plain(own[k]))
     unknown = sorted(k for k in config.decoder if k not in own)
     if differ or unknown:
-        raise ValueError(f"phase: reader keeps init_from's decoder as it is, but the config's decoder settings "
-                         f"{differ + unknown} differ from it; drop them from `decoder:`")
+        raise ValueError(f"phase: {config.phase} keeps init_from's decoder settings, but the config's decoder "
+                         f"settings {differ + unknown} differ from them; drop them from `decoder:`")
     return dataclasses.replace(config, decoder=own)
 
 
@@ -274,9 +284,9 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
         warm_start(model, warm)
     if model.vae is not None and ckpt is None and (warm is None or warm.vae is None):
         train_autoencoder(model, data.images, config, progress=progress)
-    if config.phase == "reader":
+    if config.phase != "diffusion":
         for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("reader."))
+            p.requires_grad_(name.startswith("reader.") == (config.phase == "reader"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
     step, losses, before = 0, [], 0.0
@@ -322,10 +332,11 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
             loss = core.reader_loss(cond.to(dev), labels)
         elif latents is None:
             images = data.images[idx].float().div(255.0)
-            loss = core.loss(images.to(dev), cond.to(dev), generator=gen, scheduler=sched, labels=labels)
+            loss = core.loss(images.to(dev), cond.to(dev), generator=gen, scheduler=sched, labels=labels,
+                             with_reader=config.phase != "unet")
         else:
             loss = core.loss(None, cond.to(dev), generator=gen, scheduler=sched, labels=labels,
-                             latents=latents[idx].to(dev))
+                             latents=latents[idx].to(dev), with_reader=config.phase != "unet")
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         opt.step()
@@ -350,7 +361,8 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
            "data_seconds": round(t_loop - t0, 1), "n_items": n, "decoder": dcfg.to_dict(),
            "losses_every_log_step": loss_curve(losses, config.log_every),
            "n_parameters": sum(p.numel() for p in core.parameters())}
-    what = "Its semantic reader retrained" if config.phase == "reader" else "Trained"
+    what = {"reader": "Its semantic reader retrained", "unet": "All but its semantic reader trained"}.get(
+        config.phase, "Trained")
     write_run(out, log=log, readme=f"# Diffusion decoder `{config.name}`\n\n{what} by `genscom train decoder` "
                                    f"({step} steps, {seconds:.0f} s) on {n} `{config.dataset}` train frames with "
                                    f"`{config.profile}` embeddings received over AWGN at "

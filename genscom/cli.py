@@ -747,7 +747,7 @@ app.add_typer(demo_app, name="demo")
 
 
 def _demo_config(profile: str, gallery_size: int, max_upload_mb: float, mcs: str, results: Path,
-                 agent_card: Optional[str], seed: int, regen_decoder: str = "regen-mini-attr",
+                 agent_card: Optional[str], seed: int, regen_decoder: str = "auto",
                  regen_candidates: int = 1):
     from genscom.demo.engine import DemoConfig
 
@@ -782,8 +782,9 @@ _MCS = typer.Option("qpsk-1/2", "--mcs", help="MCS of the digital baseline")
 _RESULTS = typer.Option(Path("results/retrieval/retrieval.json"), "--results", help="benchmark JSON for the R@1 plot")
 _CARD = typer.Option(None, "--agent-card", help="agent card for the caption panel (a path or a card name)")
 _SEED = typer.Option(0, "--seed")
-_REGEN = typer.Option("regen-mini-attr", "--regen-decoder", help="image decoder of the image-regeneration task (a "
-                      "folder or a name on the adapter search path); it must be trained on --profile")
+_REGEN = typer.Option("auto", "--regen-decoder", help="image decoder of the image-regeneration task (a folder or a "
+                      "name on the adapter search path, trained on --profile; default auto: the best shipped one for "
+                      "--profile, regen-mini-attr-v4 for mini-attr-v2)")
 _CANDIDATES = typer.Option(1, "--regen-candidates", help="pictures drawn per item by the receiver, keeping the one "
                           "its own image tower reads as what it received (best-of-N, 1..16; N x the drawing time)")
 _KEY = typer.Option(None, "--key-file", help="shared link key file (mode 0600) that signs and checks the TX->RX "

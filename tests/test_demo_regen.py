@@ -179,3 +179,17 @@ def test_receiver_draws_best_of_n_when_configured(tx, decoder_dir):
     assert res.scheme_name == "regen-best3" and res.channel_uses == t.channel_uses == 8  # nothing more sent
     assert res.regenerated is not None and res.regenerated.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
     assert "regen-best3" in regen_markdown(res)
+
+
+def test_auto_decoder_is_the_shipped_one_trained_on_the_profile():
+    from genscom.demo.regen import decoder_config, regen_settings
+    from genscom.schemes.regen import SHIPPED_DECODERS
+
+    assert DemoConfig().regen_decoder == "auto"
+    for profile, name in SHIPPED_DECODERS.items():  # each shipped decoder names the profile it was trained on
+        assert decoder_config(name)[1]["extra"]["profile"] == profile
+        cfg = DemoConfig(profile=profile)
+        assert regen_settings(cfg)["decoder"] == name and task_unavailable("image regeneration", cfg) is None
+    assert regen_settings(DemoConfig(profile="mini-attr-v2"))["decoder"] == "regen-mini-attr-v4"
+    why = task_unavailable("image regeneration", DemoConfig(profile="tiny"))
+    assert "no shipped image decoder was trained on tiny" in why and "--regen-decoder" in why, why

@@ -25,7 +25,7 @@ BASELINE_SCHEMES = frozenset({"jpeg-ldpc", "h264-ldpc"})
 #: schemes that send pixels, not an embedding: the demo leaves them out (its receiver ranks and regenerates
 #: from embeddings; ``genscom bench regen`` compares them)
 PIXEL_SCHEMES = frozenset({"deepjscc"})
-DEFAULT_REGEN_DECODER = "regen-mini-attr"
+DEFAULT_REGEN_DECODER = "auto"  # the best shipped decoder trained on the demo's profile
 MAX_REGEN_CANDIDATES = 16  # best-of-N at the receiver: N x the drawing time per item
 DEFAULT_RESULTS = "results/retrieval/retrieval.json"
 
@@ -54,7 +54,10 @@ class DemoConfig:
         scheme_cache_size: scheme instances kept per process (LRU).
         regen_decoder: the image decoder of the ``regen`` scheme (image-regeneration task): a folder or a name on
             the adapter search path (:mod:`genscom.assets`); each end uses its own, a sender never names one.
-            ``None``: no image task. The scheme is offered only when the decoder was trained on ``profile``.
+            ``"auto"`` (default): the best shipped one trained on ``profile``
+            (:data:`~genscom.schemes.regen.SHIPPED_DECODERS`: ``regen-mini-attr`` for ``mini-attr``,
+            ``regen-mini-attr-v4`` for ``mini-attr-v2``). ``None``: no image task. The scheme is offered only when
+            the decoder was trained on ``profile``.
         regen_steps: DDIM steps of the image decoder (``None``: the decoder's own default).
         regen_candidates: pictures the receiver draws per item, keeping the one its own image tower reads as
             what it received (best-of-N, :mod:`genscom.generation.rerank`; 1: one draw). N x the drawing time,

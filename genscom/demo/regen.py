@@ -2,11 +2,12 @@
 
 The decoder is the demo's own setting (:attr:`~genscom.demo.options.DemoConfig.regen_decoder`: a folder, or a
 name on the adapter search path, :mod:`genscom.assets`); a sender never names it (:mod:`genscom.demo.guard`).
-It fits when the encoder profile it was trained on (``config.json`` ``extra.profile``) is the demo's profile.
+It fits when the encoder profile it was trained on (``config.json`` ``extra.profile``) is the demo's profile;
+``"auto"`` (the default) picks the best shipped decoder trained on that profile.
 Only ``config.json`` is read here; the weights are loaded when the scheme is built.
 
 Example:
-    >>> regen_unavailable(DemoConfig(profile="mini"))  # doctest: +SKIP
+    >>> regen_unavailable(DemoConfig(profile="mini", regen_decoder="regen-mini-attr"))  # doctest: +SKIP
     'the image decoder regen-mini-attr was trained on mini-attr embeddings; start the demo with --profile mini-attr'
 """
 
@@ -50,9 +51,27 @@ def decoder_config(name_or_path: str) -> tuple[Path, dict[str, Any]]:
     return folder, cfg
 
 
+AUTO = "auto"
+
+
+def decoder_name(config: DemoConfig) -> str | None:
+    """The decoder folder or name ``config`` means: ``regen_decoder`` itself, or for ``"auto"`` the best shipped
+    decoder trained on ``config.profile`` (``None`` when none is, or when no decoder is set)."""
+    from genscom.schemes.regen import SHIPPED_DECODERS
+
+    name = config.regen_decoder
+    return SHIPPED_DECODERS.get(config.profile) if name == AUTO else (name or None)
+
+
 def regen_unavailable(config: DemoConfig) -> str | None:
     """``None`` when the demo can run ``regen`` with ``config``, else the reason in plain words (with the fix)."""
-    name = config.regen_decoder
+    from genscom.schemes.regen import SHIPPED_DECODERS
+
+    name = decoder_name(config)
+    if name is None and config.regen_decoder == AUTO:
+        return (f"no shipped image decoder was trained on {config.profile} embeddings (shipped: "
+                f"{', '.join(f'{v} for {k}' for k, v in SHIPPED_DECODERS.items())}); start the demo with --profile "
+                f"{next(iter(SHIPPED_DECODERS))}, or pass a decoder trained on {config.profile} with --regen-decoder")
     if not name:
         return "no image decoder is set (start the demo with --regen-decoder NAME_OR_FOLDER)"
     try:
@@ -73,8 +92,8 @@ def regen_unavailable(config: DemoConfig) -> str | None:
 
 def regen_settings(config: DemoConfig) -> dict[str, Any]:
     """Constructor keywords of ``regen`` that come from the demo's own configuration (never from the wire)."""
-    return {"decoder": str(config.regen_decoder), "steps": config.regen_steps, "seed": config.seed,
+    return {"decoder": str(decoder_name(config)), "steps": config.regen_steps, "seed": config.seed,
             "candidates": config.regen_candidates}
 
 
-__all__ = ["decoder_config", "regen_settings", "regen_unavailable"]
+__all__ = ["AUTO", "decoder_config", "decoder_name", "regen_settings", "regen_unavailable"]

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from genscom.generation.diffusion import DiffusionDecoder
 
 DEFAULT_DECODER = "regen-mini-attr"
+#: the best shipped decoder trained on each encoder profile (``genscom/adapters``; docs/benchmarks.md)
+SHIPPED_DECODERS: dict[str, str] = {"mini-attr": "regen-mini-attr", "mini-attr-v2": "regen-mini-attr-v4"}
 DEFAULT_DEEPJSCC = "deepjscc-k192"
 
 
@@ -252,5 +254,5 @@ class DeepJSCCScheme(Scheme):
                          channel_uses=payload.channel_uses)
 
 
-__all__ = ["DEFAULT_DECODER", "DEFAULT_DEEPJSCC", "DeepJSCCScheme", "JSCCPayload", "RegenScheme",
+__all__ = ["DEFAULT_DECODER", "DEFAULT_DEEPJSCC", "SHIPPED_DECODERS", "DeepJSCCScheme", "JSCCPayload", "RegenScheme",
            "frames_from_images", "key_frame", "load_decoder", "load_deepjscc"]

@@ -98,6 +98,9 @@ def test_mismatched_profile_gives_the_plain_reason(tmp_path):
     missing = DemoConfig(profile="tiny", regen_decoder=str(tmp_path / "nowhere"))
     assert "is not installed" in task_unavailable("image regeneration", missing)
     assert "--regen-decoder" in task_unavailable("image regeneration", DemoConfig(profile="tiny", regen_decoder=None))
+    v2 = DemoConfig(profile="mini-attr-v2", regen_decoder=str(folder))  # a shipped decoder fits that profile
+    assert task_unavailable("image regeneration", v2).endswith(
+        "--profile mini-attr (or --regen-decoder regen-mini-attr-v4, trained on mini-attr-v2)")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text(json.dumps({"something": {}}))
     broken = DemoConfig(profile="tiny", regen_decoder=str(tmp_path / "broken"))

@@ -83,8 +83,10 @@ def regen_unavailable(config: DemoConfig) -> str | None:
         return str(exc)
     profile = (cfg.get("extra") or {}).get("profile")
     if profile is not None and profile != config.profile:
+        shipped = SHIPPED_DECODERS.get(config.profile)
+        fix = f" (or --regen-decoder {shipped}, trained on {config.profile})" if shipped else ""
         return (f"the image decoder {Path(name).name} was trained on {profile} embeddings; start the demo with "
-                f"--profile {profile}")
+                f"--profile {profile}{fix}")
     if importlib.util.find_spec("diffusers") is None:
         return "the image decoder needs diffusers (pip install 'genscom[gen]')"
     return None

@@ -352,9 +352,10 @@ class DiffusionDecoder(nn.Module):
              latents: torch.Tensor | None = None, with_reader: bool = True) -> torch.Tensor:
         """MSE of a DDPM step's prediction (``config.prediction_type``: noise, velocity or clean image), plus
         ``reader_weight`` x the reader's cross-entropy on ``labels`` (``{attribute: int64 [B]}``, needed when
-        the config has ``reader_classes``; left out with ``with_reader=False``, when the reader is frozen). ``images [B,3,H,W]`` in ``[0,1]``, ``cond [B, cond_dim]``; the
-        timesteps, noise and condition dropout are drawn from ``generator`` (CPU). ``latents``: precomputed
-        :meth:`to_latents` of the images (a trainer encodes its data once); ``images`` is then ignored."""
+        the config has ``reader_classes``; left out with ``with_reader=False``, when the reader is frozen).
+        ``images [B,3,H,W]`` in ``[0,1]``, ``cond [B, cond_dim]``; the timesteps, noise and condition dropout are
+        drawn from ``generator`` (CPU). ``latents``: precomputed :meth:`to_latents` of the images (a trainer
+        encodes its data once); ``images`` is then ignored."""
         if self.reader is not None:
             missing = [k for k in self.config.reader_classes if labels is None or k not in labels]
             if missing:

@@ -233,11 +233,18 @@ def source_phase_config(config: TrainDecoderConfig, source: DiffusionDecoder) ->
     empty are ``source``'s own.
 
     Raises:
-        ValueError: ``source`` has no semantic reader; or, for ``phase: reader``, was not trained with
+        ValueError: ``source`` was trained on another encoder profile or dataset than ``config`` names; or has no
+            semantic reader; or, for ``phase: reader``, was not trained with
             ``reader_teacher_forcing: 1.0`` (its UNet then learned on the old reader's outputs, which a new reader
             would change); or ``decoder`` names settings that differ from ``source``'s.
     """
     own = {k: v for k, v in source.config.to_dict().items() if k not in ("image_size", "cond_dim", "extra")}
+    trained_on = source.config.extra or {}
+    for key in ("profile", "dataset"):  # mini-attr and mini-attr-v2 are both 384-d: a shape check would not see it
+        if trained_on.get(key) is not None and trained_on[key] != getattr(config, key):
+            raise ValueError(f"init_from {config.init_from!r} was trained on {key} {trained_on[key]!r}, the config "
+                             f"names {getattr(config, key)!r}; pass --{key} {trained_on[key]} (or `{key}:` in the "
+                             f"config)")
     if not own["reader_classes"]:
         raise ValueError(f"phase: {config.phase} splits a decoder into its semantic reader and the rest, but "
                          f"init_from {config.init_from!r} has no reader: train it whole (phase: diffusion) instead")
@@ -284,9 +291,10 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
         warm_start(model, warm)
     if model.vae is not None and ckpt is None and (warm is None or warm.vae is None):
         train_autoencoder(model, data.images, config, progress=progress)
-    if config.phase != "diffusion":
+    if config.phase != "diffusion":  # the autoencoder of a latent decoder stays frozen in either phase
         for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("reader.") == (config.phase == "reader"))
+            p.requires_grad_(name.startswith("reader.") if config.phase == "reader"
+                             else not name.startswith(("reader.", "vae.")))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
     step, losses, before = 0, [], 0.0

@@ -711,7 +711,7 @@ def bench_regen(
     source: str = typer.Option("frame", "--source", help="what the semantic sender embeds: the key frame "
                                                          "(frame) or the whole clip (clip)"),
     decoder: Optional[str] = typer.Option(None, "--decoder", help="diffusion decoder: a name on the adapter search "
-                                                                   "path or a folder (default regen-mini-attr-v4)"),
+                                                                   "path or a folder (default regen-mini-attr-v5)"),
     deepjscc: str = typer.Option("deepjscc-k192", "--deepjscc", help="DeepJSCC model (name or folder); 'none' "
                                                                      "drops the row"),
     steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (default: the decoder's, quick 10)"),
@@ -784,7 +784,7 @@ _CARD = typer.Option(None, "--agent-card", help="agent card for the caption pane
 _SEED = typer.Option(0, "--seed")
 _REGEN = typer.Option("auto", "--regen-decoder", help="image decoder of the image-regeneration task (a folder or a "
                       "name on the adapter search path, trained on --profile; default auto: the best shipped one for "
-                      "--profile, regen-mini-attr-v4 for mini-attr-v2)")
+                      "--profile, regen-mini-attr-v5 for mini-attr-v2)")
 _CANDIDATES = typer.Option(1, "--regen-candidates", help="pictures drawn per item by the receiver, keeping the one "
                           "its own image tower reads as what it received (best-of-N, 1..16; N x the drawing time)")
 _KEY = typer.Option(None, "--key-file", help="shared link key file (mode 0600) that signs and checks the TX->RX "

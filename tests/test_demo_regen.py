@@ -100,7 +100,7 @@ def test_mismatched_profile_gives_the_plain_reason(tmp_path):
     assert "--regen-decoder" in task_unavailable("image regeneration", DemoConfig(profile="tiny", regen_decoder=None))
     v2 = DemoConfig(profile="mini-attr-v2", regen_decoder=str(folder))  # a shipped decoder fits that profile
     assert task_unavailable("image regeneration", v2).endswith(
-        "--profile mini-attr (or --regen-decoder regen-mini-attr-v4, trained on mini-attr-v2)")
+        "--profile mini-attr (or --regen-decoder regen-mini-attr-v5, trained on mini-attr-v2)")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text(json.dumps({"something": {}}))
     broken = DemoConfig(profile="tiny", regen_decoder=str(tmp_path / "broken"))
@@ -193,6 +193,6 @@ def test_auto_decoder_is_the_shipped_one_trained_on_the_profile():
         assert decoder_config(name)[1]["extra"]["profile"] == profile
         cfg = DemoConfig(profile=profile)
         assert regen_settings(cfg)["decoder"] == name and task_unavailable("image regeneration", cfg) is None
-    assert regen_settings(DemoConfig(profile="mini-attr-v2"))["decoder"] == "regen-mini-attr-v4"
+    assert regen_settings(DemoConfig(profile="mini-attr-v2"))["decoder"] == "regen-mini-attr-v5"
     why = task_unavailable("image regeneration", DemoConfig(profile="tiny"))
     assert "no shipped image decoder was trained on tiny" in why and "--regen-decoder" in why, why

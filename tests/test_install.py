@@ -23,7 +23,7 @@ from genscom.assets import ENV_ADAPTERS, SHIPPED_ADAPTERS, adapter_search_path, 
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_NAMES = ["attr-classifier", "deepjscc-k192", "mini-attr-k192", "mini-k192", "regen-mini-attr",
-                 "regen-mini-attr-v2", "regen-mini-attr-v3", "regen-mini-attr-v4",
+                 "regen-mini-attr-v2", "regen-mini-attr-v3", "regen-mini-attr-v4", "regen-mini-attr-v5",
                  "smollm2-attr-generating", "smollm2-attr-understanding", "smollm2-attr-v2-generating",
                  "smollm2-attr-v2-understanding", "smollm2-attr-v3-generating",
                  "smollm2-generating", "smollm2-understanding"]  # genscom/adapters/*/

@@ -54,7 +54,7 @@ from genscom.results import Record, make_meta, write_results
 logger = logging.getLogger(__name__)
 
 DEFAULT_CLASSIFIER = "attr-classifier"
-DEFAULT_DECODER = "regen-mini-attr-v4"  # the CLI leaves --decoder unset to mean this
+DEFAULT_DECODER = "regen-mini-attr-v5"  # the CLI leaves --decoder unset to mean this
 N_BOOT = 1000
 GREY = 128  # what a receiver with nothing decodable shows (uint8)
 

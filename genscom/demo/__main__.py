@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--regen-decoder", default="auto", help="image decoder of the image-regeneration task "
                    "(a folder or a name on the adapter search path, trained on --profile; '' for none; default "
-                   "auto: the best shipped one for --profile, regen-mini-attr-v4 for mini-attr-v2)")
+                   "auto: the best shipped one for --profile, regen-mini-attr-v5 for mini-attr-v2)")
     p.add_argument("--regen-candidates", type=int, default=1, help="pictures drawn per item by the receiver "
                    "(best-of-N, 1..16)")
     p.add_argument("--key-file", default=None, help="shared link key file signing the tx->rx wire (default: "

@@ -56,7 +56,7 @@ class DemoConfig:
             the adapter search path (:mod:`genscom.assets`); each end uses its own, a sender never names one.
             ``"auto"`` (default): the best shipped one trained on ``profile``
             (:data:`~genscom.schemes.regen.SHIPPED_DECODERS`: ``regen-mini-attr`` for ``mini-attr``,
-            ``regen-mini-attr-v4`` for ``mini-attr-v2``). ``None``: no image task. The scheme is offered only when
+            ``regen-mini-attr-v5`` for ``mini-attr-v2``). ``None``: no image task. The scheme is offered only when
             the decoder was trained on ``profile``.
         regen_steps: DDIM steps of the image decoder (``None``: the decoder's own default).
         regen_candidates: pictures the receiver draws per item, keeping the one its own image tower reads as

@@ -2,7 +2,7 @@
 
 * :mod:`genscom.generation.diffusion`: the conditional diffusion decoder (diffusers ``UNet2DConditionModel``,
   needs the ``[gen]`` extra) that draws a frame from a received embedding; the shipped ones are
-  ``regen-mini-attr`` (on ``mini-attr``) and ``regen-mini-attr-v2`` .. ``-v4`` (on ``mini-attr-v2``;
+  ``regen-mini-attr`` (on ``mini-attr``) and ``regen-mini-attr-v2`` .. ``-v5`` (on ``mini-attr-v2``;
   ``genscom/adapters``), used by the ``regen`` scheme (:mod:`genscom.schemes.regen`);
 * :mod:`genscom.generation.rerank`: best-of-N regeneration (the receiver keeps, of N drawings, the one its
   own image tower finds closest to what it received);

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DECODER = "regen-mini-attr"
 #: the best shipped decoder trained on each encoder profile (``genscom/adapters``; docs/benchmarks.md)
-SHIPPED_DECODERS: dict[str, str] = {"mini-attr": "regen-mini-attr", "mini-attr-v2": "regen-mini-attr-v4"}
+SHIPPED_DECODERS: dict[str, str] = {"mini-attr": "regen-mini-attr", "mini-attr-v2": "regen-mini-attr-v5"}
 DEFAULT_DEEPJSCC = "deepjscc-k192"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,11 +131,17 @@ def test_a_latent_decoder_trains_its_autoencoder_first_and_resumes_bit_exactly(t
         TrainDecoderConfig(vae_steps=0)
 
 
-def test_phase_reader_retrains_only_the_reader_and_needs_a_teacher_forced_source(tmp_path) -> None:
-    reader = {**TINY, "reader_classes": {"shape": 3}, "reader_hidden": 8, "reader_teacher_forcing": 1.0}
+def reader_source(tmp_path, teacher_forcing: float) -> tuple[dict, DecoderData, Path]:
+    """``(decoder settings, data with shape labels, folder)`` of a tiny decoder with a 3-class reader, 1 step."""
+    reader = {**TINY, "reader_classes": {"shape": 3}, "reader_hidden": 8, "reader_teacher_forcing": teacher_forcing}
     d = data()
     d.labels = {"shape": torch.tensor([0, 1, 2, 2, 0, 1, 2, 0])}
-    src_dir = train_decoder(cfg(tmp_path / "src", decoder=reader, steps=1, sample_every=0), data=d, progress=False)
+    return reader, d, train_decoder(cfg(tmp_path / "src", decoder=reader, steps=1, sample_every=0), data=d,
+                                    progress=False)
+
+
+def test_phase_reader_retrains_only_the_reader_and_needs_a_teacher_forced_source(tmp_path) -> None:
+    reader, d, src_dir = reader_source(tmp_path, 1.0)
     with pytest.raises(ValueError, match="init_from"):
         cfg(tmp_path / "x", decoder=reader, phase="reader")
     with pytest.raises(ValueError, match="phase must be one of"):
@@ -168,10 +175,7 @@ def test_phase_reader_retrains_only_the_reader_and_needs_a_teacher_forced_source
 
 def test_phase_unet_trains_all_but_the_reader_on_the_diffusion_loss_alone(tmp_path) -> None:
     # soft reader (no teacher forcing): diffusion gradients would reach it, so only the freeze keeps it fixed
-    soft = {**TINY, "reader_classes": {"shape": 3}, "reader_hidden": 8, "reader_teacher_forcing": 0.0}
-    d = data()
-    d.labels = {"shape": torch.tensor([0, 1, 2, 2, 0, 1, 2, 0])}
-    src_dir = train_decoder(cfg(tmp_path / "src", decoder=soft, steps=1, sample_every=0), data=d, progress=False)
+    soft, d, src_dir = reader_source(tmp_path, 0.0)
     with pytest.raises(ValueError, match="init_from"):
         cfg(tmp_path / "x", phase="unet")
     plain = train_decoder(cfg(tmp_path / "plain", steps=1, sample_every=0), data=d, progress=False)

@@ -242,9 +242,10 @@ def source_phase_config(config: TrainDecoderConfig, source: DiffusionDecoder) ->
     trained_on = source.config.extra or {}
     for key in ("profile", "dataset"):  # mini-attr and mini-attr-v2 are both 384-d: a shape check would not see it
         if trained_on.get(key) is not None and trained_on[key] != getattr(config, key):
+            how = f"pass --profile {trained_on[key]} (or `profile:` in the config)" if key == "profile" else \
+                f"set `{key}: {trained_on[key]}` in the config"  # `train decoder` has no --dataset flag
             raise ValueError(f"init_from {config.init_from!r} was trained on {key} {trained_on[key]!r}, the config "
-                             f"names {getattr(config, key)!r}; pass --{key} {trained_on[key]} (or `{key}:` in the "
-                             f"config)")
+                             f"names {getattr(config, key)!r}; {how}")
     if not own["reader_classes"]:
         raise ValueError(f"phase: {config.phase} splits a decoder into its semantic reader and the rest, but "
                          f"init_from {config.init_from!r} has no reader: train it whole (phase: diffusion) instead")
@@ -326,6 +327,7 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     bar = tqdm(total=config.steps, initial=step, desc=f"train decoder {config.name}",
                disable=not (progress and accelerator.is_main_process))
+    with_reader = config.phase != "unet"  # a frozen reader's cross-entropy would only pad the logged loss
     model.train()
     while step < end:
         set_lr(opt, lr_at(step, lr=config.lr, warmup_steps=config.warmup_steps, total_steps=config.steps,
@@ -341,10 +343,10 @@ def _train(config: TrainDecoderConfig, out: Path, *, resume: bool, progress: boo
         elif latents is None:
             images = data.images[idx].float().div(255.0)
             loss = core.loss(images.to(dev), cond.to(dev), generator=gen, scheduler=sched, labels=labels,
-                             with_reader=config.phase != "unet")
+                             with_reader=with_reader)
         else:
             loss = core.loss(None, cond.to(dev), generator=gen, scheduler=sched, labels=labels,
-                             latents=latents[idx].to(dev), with_reader=config.phase != "unet")
+                             latents=latents[idx].to(dev), with_reader=with_reader)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         opt.step()
